@@ -1,0 +1,151 @@
+# sluice build.  `make` builds build/libsluice.so (versioned) and
+# build/libsluice.a; `make check` runs the CUnit suite against a private
+# mock API and redis-server; `make demo` runs the worker-threads demo.
+
+VERSION := $(shell sed -n 's/^\#define SLUICE_VERSION_STRING "\(.*\)"/\1/p' include/sluice.h)
+MAJOR   := $(shell sed -n 's/^\#define SLUICE_VERSION_MAJOR \([0-9]*\)/\1/p' include/sluice.h)
+
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+DESTDIR ?=
+BUILD   ?= build
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+SAN     ?=
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+ifeq ($(WERROR),1)
+WARN    += -Werror
+endif
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden \
+             -Iinclude -Isrc $(WARN) $(SAN) $(CFLAGS)
+LDLIBS_PRIV = -lwolfssl -lhiredis -pthread
+ALL_LDFLAGS = $(SAN) $(LDFLAGS)
+
+SRCS    := $(wildcard src/*.c)
+OBJS    := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
+SONAME  := libsluice.so.$(MAJOR)
+SHLIB   := $(BUILD)/libsluice.so.$(VERSION)
+STLIB   := $(BUILD)/libsluice.a
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_OBJS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%.o) $(BUILD)/tests/runner.o $(BUILD)/tests/testutil.o
+RUNNER    := $(BUILD)/tests/sluice-tests
+MOCKAPI   := $(BUILD)/sluice-mockapi
+BENCH     := $(BUILD)/sluice-bench
+EXAMPLES  := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+
+.PHONY: all lib deps check test demo examples bench asan tsan torture fuzz install uninstall clean tools
+.DELETE_ON_ERROR:
+
+all: lib tools
+
+lib: $(SHLIB) $(STLIB) $(BUILD)/sluice.pc
+
+tools: $(MOCKAPI) $(if $(wildcard tools/sluice-bench.c),$(BENCH))
+
+$(BUILD)/obj/%.o: src/%.c include/sluice.h $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(SHLIB): $(OBJS)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(ALL_LDFLAGS) -o $@ $(OBJS) $(LDLIBS_PRIV)
+	ln -sf libsluice.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/libsluice.so
+
+$(STLIB): $(OBJS)
+	rm -f $@
+	ar rcs $@ $(OBJS)
+
+# The .pc names the prefix, so it is written anew for every build and install.
+define write_pc
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
+	  'Name: sluice' 'Description: thread-safe blocking HTTP(S) client for multithreaded C programs' \
+	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lsluice' \
+	  'Libs.private: -lwolfssl -lhiredis -pthread' > $(1)
+endef
+
+$(BUILD)/sluice.pc: Makefile include/sluice.h
+	@mkdir -p $(BUILD)
+	$(call write_pc,$@)
+
+# --- tools -----------------------------------------------------------------
+
+$(MOCKAPI): $(wildcard tools/mockapi/*.c tools/mockapi/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itools/mockapi -o $@ $(wildcard tools/mockapi/*.c) $(ALL_LDFLAGS) -lwolfssl -pthread
+
+$(BENCH): tools/sluice-bench.c $(STLIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
+
+# --- tests -----------------------------------------------------------------
+
+$(BUILD)/tests/suites.inc: $(TEST_SRCS)
+	@mkdir -p $(dir $@)
+	for f in $(sort $(notdir $(TEST_SRCS:.c=))); do echo "SUITE($${f#test_})"; done > $@.tmp
+	cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+$(BUILD)/tests/runner.o: tests/runner.c $(BUILD)/tests/suites.inc tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(BUILD)/tests -Itests -c -o $@ $<
+
+$(BUILD)/tests/%.o: tests/%.c tests/testutil.h include/sluice.h $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -c -o $@ $<
+
+$(RUNNER): $(TEST_OBJS) $(STLIB)
+	$(CC) -o $@ $(TEST_OBJS) $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lcunit -lm
+
+deps:
+	@tools/install-deps.sh --quiet
+
+# `make check` runs every suite; SUITES="pool http1" runs some.
+check: deps
+	$(MAKE) --no-print-directory lib tools examples $(RUNNER)
+	BUILD=$(BUILD) tests/run.sh $(SUITES)
+
+test: check
+
+asan:
+	$(MAKE) --no-print-directory check BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+tsan:
+	$(MAKE) --no-print-directory check BUILD=build-tsan CFLAGS="-O1 -g" SAN="-fsanitize=thread"
+
+# --- examples, demo, bench -----------------------------------------------
+
+examples: $(EXAMPLES)
+
+$(BUILD)/examples/%: examples/%.c $(STLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
+
+demo: deps
+	$(MAKE) --no-print-directory lib tools examples
+	BUILD=$(BUILD) tools/demo.sh
+
+bench:
+	@tools/install-deps.sh --bench --quiet
+	$(MAKE) --no-print-directory lib tools examples
+	BUILD=$(BUILD) bench/run.sh
+
+# --- install ---------------------------------------------------------------
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)
+	install -m 644 include/sluice.h $(DESTDIR)$(INCDIR)/sluice.h
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/libsluice.so.$(VERSION)
+	ln -sf libsluice.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsluice.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/libsluice.a
+	$(call write_pc,$(DESTDIR)$(LIBDIR)/pkgconfig/sluice.pc)
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR)/sluice.h $(DESTDIR)$(LIBDIR)/libsluice.so.$(VERSION) \
+	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libsluice.so \
+	  $(DESTDIR)$(LIBDIR)/libsluice.a $(DESTDIR)$(LIBDIR)/pkgconfig/sluice.pc
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz

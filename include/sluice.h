@@ -1,0 +1,653 @@
+/*
+ * sluice: a thread-safe, blocking HTTP(S) client library for multithreaded
+ * C programs.
+ *
+ * This header is the whole public API: if a function, type or macro does
+ * not appear here, it is not part of the published interface.
+ *
+ * Conventions used throughout:
+ *   - Functions return 0 on success or a negative SLUICE_E* code.
+ *   - An optional `sluice_error *err` (may be NULL) receives the code, the
+ *     HTTP status where one was seen, and a message naming what failed.
+ *   - Option structs are filled by *_opts_init(); a field left at zero takes
+ *     its documented default.  SLUICE_OFF (-1) turns a count or a feature
+ *     off where zero would mean "default".
+ *   - The library copies every string and array it keeps from an options
+ *     struct; the caller's memory may be freed once the call returns.
+ *   - *_free(NULL) is a harmless no-op.
+ *
+ * SPDX-License-Identifier: BSD-3-Clause
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(SLUICE_STATIC_ONLY)
+#define SLUICE_API __attribute__((visibility("default")))
+#else
+#define SLUICE_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define SLUICE_VERSION_MAJOR 0
+#define SLUICE_VERSION_MINOR 1
+#define SLUICE_VERSION_PATCH 0
+#define SLUICE_VERSION_STRING "0.1.0"
+#define SLUICE_VERSION_NUM \
+    ((SLUICE_VERSION_MAJOR << 16) | (SLUICE_VERSION_MINOR << 8) | SLUICE_VERSION_PATCH)
+
+/* The version of the library actually linked, as SLUICE_VERSION_NUM and as
+ * a string.  Thread-safe. */
+SLUICE_API unsigned sluice_version(void);
+SLUICE_API const char *sluice_version_string(void);
+
+/* Turns a count or a feature off in an options struct where 0 means
+ * "default". */
+#define SLUICE_OFF (-1)
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* One list generates the codes, their names and their messages.  Codes are
+ * only ever appended, never renumbered. */
+#define SLUICE_ERRNO_MAP(XX)                                                  \
+    XX(EINVAL, 1, "invalid argument")                                         \
+    XX(ENOMEM, 2, "out of memory")                                            \
+    XX(ETIMEDOUT, 3, "operation timed out")                                   \
+    XX(EPOOLTIMEOUT, 4, "timed out waiting for a pooled connection")          \
+    XX(ERESOLVE, 5, "host name could not be resolved")                        \
+    XX(ECONNECT, 6, "could not connect")                                      \
+    XX(ETLS, 7, "TLS failure")                                                \
+    XX(EIO, 8, "I/O error on the connection")                                 \
+    XX(EPROTO, 9, "HTTP protocol violation")                                  \
+    XX(ETOOBIG, 10, "response larger than allowed")                           \
+    XX(ERATELIMITED, 11, "rate limited")                                      \
+    XX(ECIRCUITOPEN, 12, "circuit breaker is open")                           \
+    XX(ELIMITER, 13, "rate limiter backend unavailable")                      \
+    XX(ECLOSED, 14, "object is closed")                                       \
+    XX(EQUEUEFULL, 15, "queue or concurrency limit is full")                  \
+    XX(ECANCELED, 16, "operation canceled")                                   \
+    XX(EEXIST, 17, "exists already with different options")                  \
+    XX(ENOTFOUND, 18, "no such object")                                       \
+    XX(EREDIRECT, 19, "redirect refused or too many redirects")
+
+typedef enum sluice_errno {
+#define SLUICE_ERRNO_ENUM_(name, num, msg) SLUICE_##name = -(num),
+    SLUICE_ERRNO_MAP(SLUICE_ERRNO_ENUM_)
+#undef SLUICE_ERRNO_ENUM_
+    SLUICE_ERRNO_MAX_ = -20 /* one past the last code; not an error */
+} sluice_errno;
+
+/* Details of a failed call.  `code` is the SLUICE_E* code (0 on success),
+ * `http_status` the last HTTP status seen (0 if none), `msg` a NUL-terminated
+ * message naming what failed (host, port, file, key).  Messages never carry
+ * credentials. */
+typedef struct sluice_error {
+    int code;
+    int http_status;
+    char msg[256];
+} sluice_error;
+
+/* A static message for `code` ("unknown error" for an unknown one).
+ * Thread-safe. */
+SLUICE_API const char *sluice_strerror(int code);
+/* The code's name, e.g. "SLUICE_ETIMEDOUT" ("SLUICE_EUNKNOWN" for an
+ * unknown one).  Thread-safe. */
+SLUICE_API const char *sluice_err_name(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Allocator and logging (process-wide)                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Every allocation the library makes goes through these functions.  `ud`
+ * is passed back to each.  realloc_fn(NULL, n) must behave as malloc_fn and
+ * free_fn(NULL) must be a no-op. */
+typedef struct sluice_allocator {
+    void *(*malloc_fn)(size_t size, void *ud);
+    void *(*realloc_fn)(void *ptr, size_t size, void *ud);
+    void (*free_fn)(void *ptr, void *ud);
+    void *ud;
+} sluice_allocator;
+
+/* Replaces the allocator; NULL restores malloc/realloc/free.  Not
+ * thread-safe: call it before any other sluice function, or while no
+ * sluice object is alive.  Memory must be freed by the allocator that
+ * allocated it.  Allocations made inside wolfSSL and hiredis do not go
+ * through it. */
+SLUICE_API void sluice_set_allocator(const sluice_allocator *a);
+
+typedef enum sluice_log_level {
+    SLUICE_LOG_DEBUG = 0,
+    SLUICE_LOG_INFO = 1,
+    SLUICE_LOG_WARN = 2,
+    SLUICE_LOG_ERROR = 3,
+    SLUICE_LOG_NONE = 4
+} sluice_log_level;
+
+/* Receives one formatted log line (no trailing newline).  Called on the
+ * thread that logs, never with a library lock held. */
+typedef void (*sluice_log_fn)(sluice_log_level level, const char *msg, void *ud);
+
+/* Sets the log callback and the lowest level passed to it.  With no
+ * callback set, the environment variable SLUICE_LOG=debug|info|warn|error
+ * prints at that level and above to stderr; otherwise logging is off.
+ * Thread-safe; takes effect for lines logged after it returns. */
+SLUICE_API void sluice_set_log(sluice_log_fn fn, sluice_log_level min_level, void *ud);
+
+/* ------------------------------------------------------------------------ */
+/* Opaque handles                                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sluice_factory sluice_factory;
+typedef struct sluice_client sluice_client;
+typedef struct sluice_response sluice_response;
+typedef struct sluice_limiter sluice_limiter;
+typedef struct sluice_pool sluice_pool;
+typedef struct sluice_coalescer sluice_coalescer;
+typedef struct sluice_executor sluice_executor;
+typedef struct sluice_future sluice_future;
+
+/* A name/value pair: a header, or a query parameter. */
+typedef struct sluice_header {
+    const char *name;
+    const char *value;
+} sluice_header;
+
+/* ------------------------------------------------------------------------ */
+/* Hooks and observability types                                            */
+/* ------------------------------------------------------------------------ */
+
+/* What a request hook is told.  Strings are valid only during the call. */
+typedef struct sluice_request_info {
+    const char *service;
+    const char *method;
+    const char *url;        /* origin and path; query values left out */
+    int attempt;            /* 1 for the first attempt */
+    int status;             /* HTTP status, 0 if none */
+    int error;              /* SLUICE_E* code, 0 on success */
+    int64_t duration_us;    /* this attempt (end/error hooks) */
+    int reused;             /* the connection was reused from the pool */
+    int coalesced;          /* served by another caller's flight */
+} sluice_request_info;
+
+typedef void (*sluice_request_hook)(const sluice_request_info *info, void *ud);
+
+typedef enum sluice_pool_event_type {
+    SLUICE_POOL_CONNECT = 0,
+    SLUICE_POOL_CHECKOUT = 1,
+    SLUICE_POOL_CHECKIN = 2,
+    SLUICE_POOL_CLOSE = 3
+} sluice_pool_event_type;
+
+/* Why a pooled resource was closed. */
+typedef enum sluice_close_reason {
+    SLUICE_CLOSE_EXPIRED = 0,      /* idle past keepalive_expiry_ms */
+    SLUICE_CLOSE_LIFETIME = 1,     /* older than max_lifetime_ms */
+    SLUICE_CLOSE_OVERFLOW = 2,     /* returned past max_idle_per_host */
+    SLUICE_CLOSE_BROKEN = 3,       /* returned as not reusable */
+    SLUICE_CLOSE_STALE = 4,        /* found closed by the peer before reuse */
+    SLUICE_CLOSE_SHUTDOWN = 5,     /* pool freed */
+    SLUICE_CLOSE_REASONS_ = 6
+} sluice_close_reason;
+
+typedef struct sluice_pool_event {
+    sluice_pool_event_type type;
+    const char *origin;          /* "scheme://host:port" */
+    int reason;                  /* sluice_close_reason for CLOSE, else -1 */
+    int64_t wait_us;             /* CHECKOUT: time spent waiting */
+} sluice_pool_event;
+
+typedef void (*sluice_pool_hook)(const sluice_pool_event *ev, void *ud);
+
+/* ------------------------------------------------------------------------ */
+/* Factory                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum sluice_preset {
+    SLUICE_PRESET_DEFAULT = 0,          /* 100 / 20 idle per host / 5 s expiry */
+    SLUICE_PRESET_HIGH_THROUGHPUT = 1,  /* 200 / 50 / 30 s */
+    SLUICE_PRESET_SERVERLESS = 2,       /* 50 / 10 / 5 s */
+    SLUICE_PRESET_BACKGROUND_WORKER = 3 /* 100 / 30 / 120 s */
+} sluice_preset;
+
+typedef enum sluice_fail_mode {
+    SLUICE_FAIL_OPEN = 0,    /* Redis unreachable: allow */
+    SLUICE_FAIL_CLOSED = 1,  /* Redis unreachable: deny with SLUICE_ELIMITER */
+    SLUICE_FAIL_LOCAL = 2    /* Redis unreachable: in-process GCRA at rate / expected_instances */
+} sluice_fail_mode;
+
+typedef struct sluice_factory_opts {
+    /* connection pool (shared by every client of the factory) */
+    int max_connections;          /* all origins; SLUICE_OFF = unlimited */
+    int max_connections_per_host; /* 0 = max_connections */
+    int max_idle_per_host;        /* idle kept per origin; more are closed */
+    int keepalive_expiry_ms;      /* idle longer and it is closed */
+    int max_lifetime_ms;          /* recycled after this age; 0 = never */
+    int pool_timeout_ms;          /* checkout wait at the limit (default 5000) */
+    int connect_timeout_ms;       /* TCP connect + TLS handshake (default 5000) */
+    int dns_ttl_ms;               /* DNS cache entry life (default 60000) */
+    int tcp_keepalive;            /* 1 = SO_KEEPALIVE on pooled sockets */
+    int tcp_keepidle_s, tcp_keepintvl_s, tcp_keepcnt;
+    size_t max_response_bytes;    /* default 64 MiB */
+    size_t max_header_bytes;      /* default 64 KiB */
+    const char *user_agent;       /* default "sluice/VERSION" */
+
+    /* TLS */
+    const char *ca_file;          /* PEM bundle; default: the system store */
+    const char *ca_path;          /* directory of hashed PEM certificates */
+    const char *client_cert_file; /* PEM, for mutual TLS */
+    const char *client_key_file;
+    int tls_min_version;          /* 12 or 13 (default 12) */
+    int tls_insecure_skip_verify; /* 1 = do not verify (logs a warning) */
+
+    /* rate limiter */
+    const char *redis_url;        /* NULL: $SLUICE_REDIS_URL, else in-process */
+    const char *limiter_prefix;   /* Redis key prefix (default "sluice") */
+    int redis_timeout_ms;         /* bound on one decision (default 50) */
+    sluice_fail_mode limiter_fail_mode; /* default SLUICE_FAIL_LOCAL */
+    int expected_instances;       /* for SLUICE_FAIL_LOCAL (default 1) */
+
+    /* hooks: called on the caller's thread, never under a library lock */
+    sluice_request_hook on_request_start;
+    sluice_request_hook on_request_end;
+    sluice_request_hook on_request_error;
+    sluice_pool_hook on_pool_event;
+    void *hook_ud;
+} sluice_factory_opts;
+
+/* Fills `o` with the preset's defaults.  Thread-safe. */
+SLUICE_API void sluice_factory_opts_init(sluice_factory_opts *o, sluice_preset p);
+
+/* Creates a factory: one connection pool, TLS context, DNS cache, limiter
+ * and in-flight table shared by every client it hands out.  `o` may be NULL
+ * for the default preset; it is copied.  Returns NULL on failure with `err`
+ * set.  The caller owns the factory and frees it with sluice_factory_free().
+ * Thread-safe. */
+SLUICE_API sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *err);
+
+/* Closes the factory: new calls through it or its clients fail with
+ * SLUICE_ECLOSED, calls in flight finish, then every client, connection and
+ * thread it owns is released.  Client pointers are invalid afterwards.
+ * Call it once, from one thread; NULL is a no-op. */
+SLUICE_API void sluice_factory_free(sluice_factory *f);
+
+/* ------------------------------------------------------------------------ */
+/* Clients                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum sluice_jitter {
+    SLUICE_JITTER_FULL = 0,  /* sleep uniform in [0, backoff] (default) */
+    SLUICE_JITTER_EQUAL = 1, /* backoff/2 + uniform in [0, backoff/2] */
+    SLUICE_JITTER_NONE = 2
+} sluice_jitter;
+
+/* Retry policy, with urllib3's Retry meaning. */
+typedef struct sluice_retry_opts {
+    int max_retries;              /* retries after the first attempt (default 3; SLUICE_OFF = none) */
+    const int *retry_statuses;    /* default 408, 429, 500, 502, 503, 504 */
+    size_t nretry_statuses;
+    const char *const *retry_methods; /* NULL-terminated; default the idempotent ones */
+    int backoff_factor_ms;        /* attempt n sleeps up to factor * 2^(n-1) (default 100) */
+    int backoff_max_ms;           /* cap on one sleep (default 10000) */
+    sluice_jitter jitter;
+    int retry_after_max_ms;       /* cap on an honoured Retry-After (default 30000) */
+    int budget_ratio_pct;         /* retries at most this % of requests (default 20) */
+    int budget_window_ms;         /* over this window (default 10000) */
+    int budget_min_per_sec;       /* floor of retries always allowed (default 10) */
+} sluice_retry_opts;
+
+typedef enum sluice_breaker_state {
+    SLUICE_BREAKER_CLOSED = 0,
+    SLUICE_BREAKER_OPEN = 1,
+    SLUICE_BREAKER_HALF_OPEN = 2
+} sluice_breaker_state;
+
+typedef void (*sluice_breaker_hook)(const char *service, const char *endpoint,
+                                    sluice_breaker_state from, sluice_breaker_state to,
+                                    void *ud);
+
+typedef struct sluice_breaker_opts {
+    int disabled;                 /* 1 = no breaker */
+    int failure_threshold;        /* consecutive failures that open (default 5) */
+    int failure_rate_pct;         /* failure rate that opens (default 50) */
+    int window_size;              /* calls in the rate window (default 100) */
+    int min_calls;                /* calls before the rate counts (default 20) */
+    int recovery_timeout_ms;      /* open for this long (default 30000) */
+    int half_open_probes;         /* probes that must succeed (default 3) */
+    sluice_breaker_hook on_state_change;
+    void *hook_ud;
+} sluice_breaker_opts;
+
+typedef enum sluice_failover {
+    SLUICE_FAILOVER_PRIMARY_FIRST = 0,
+    SLUICE_FAILOVER_ROUND_ROBIN = 1
+} sluice_failover;
+
+typedef enum sluice_limit_scope {
+    SLUICE_LIMIT_PER_SERVICE = 0,  /* one key for the service */
+    SLUICE_LIMIT_PER_ENDPOINT = 1  /* one key per rate_key (default: the path) */
+} sluice_limit_scope;
+
+typedef struct sluice_client_rate_limit {
+    double rate;                  /* requests per period; 0 = no limit */
+    int period_ms;                /* default 1000 */
+    int burst;                    /* default max(1, rate) */
+    sluice_limit_scope scope;
+    int fail_fast;                /* 1 = SLUICE_ERATELIMITED at once instead of waiting */
+} sluice_client_rate_limit;
+
+typedef struct sluice_client_opts {
+    const char *base_url;              /* "https://api.example.com/v1" (required to create) */
+    const char *const *fallback_urls;  /* NULL-terminated, tried after base_url */
+    sluice_failover failover;
+    const char *api_version;           /* part of the client's key; may be NULL */
+    const sluice_header *headers;      /* sent with every request */
+    size_t nheaders;
+
+    int connect_timeout_ms;  /* default: the factory's */
+    int read_timeout_ms;     /* per read (default 30000) */
+    int write_timeout_ms;    /* per write (default 30000) */
+    int timeout_ms;          /* whole call when the request gives none (default 60000) */
+
+    sluice_retry_opts retry;
+    sluice_breaker_opts breaker;
+    sluice_client_rate_limit rate_limit;
+
+    int max_in_flight;       /* bulkhead: concurrent calls (0 = unlimited) */
+
+    int follow_redirects;    /* 1 = follow 301/302/303/307/308 */
+    int max_redirects;       /* default 10 */
+    int allow_https_to_http; /* 1 = allow a redirect from https to http */
+
+    int disable_coalescing;  /* 1 = never coalesce */
+    int coalesce_window_ms;  /* micro-cache for finished 2xx results (default 0) */
+} sluice_client_opts;
+
+/* Fills `o` with the defaults.  Thread-safe. */
+SLUICE_API void sluice_client_opts_init(sluice_client_opts *o);
+
+/* Gets or creates the client for (service, o->api_version).  The same key
+ * gives the same pointer from any thread.  With `o` NULL it only looks up
+ * (SLUICE_ENOTFOUND if absent; the api_version is then NULL).  A later call
+ * whose options differ from the first gives SLUICE_EEXIST naming the
+ * service.  The factory owns the client; it lives until the factory is
+ * freed.  Thread-safe. */
+SLUICE_API sluice_client *sluice_factory_client(sluice_factory *f, const char *service,
+                                                const sluice_client_opts *o, sluice_error *err);
+
+/* Like sluice_factory_client() with an explicit api_version for look-up. */
+SLUICE_API sluice_client *sluice_factory_client_lookup(sluice_factory *f, const char *service,
+                                                       const char *api_version,
+                                                       sluice_error *err);
+
+/* Opens up to n connections to the client's base URL ahead of time and
+ * leaves them idle in the pool.  Returns the number opened or a negative
+ * code.  Thread-safe. */
+SLUICE_API int sluice_client_warmup(sluice_client *c, int n, sluice_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Requests and responses                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define SLUICE_REQ_NO_COALESCE 0x1u  /* never share this request's flight */
+#define SLUICE_REQ_COALESCE 0x2u     /* coalesce although the method is not GET/HEAD */
+#define SLUICE_REQ_IDEMPOTENT 0x4u   /* safe to retry whatever the method */
+#define SLUICE_REQ_NO_RETRY 0x8u     /* one attempt only */
+
+typedef struct sluice_request {
+    const char *method;             /* NULL = GET */
+    const char *path;               /* relative to base_url; may carry a query */
+    const sluice_header *query;     /* appended, percent-encoded */
+    size_t nquery;
+    const sluice_header *headers;
+    size_t nheaders;
+    const void *body;
+    size_t body_len;
+    int timeout_ms;                 /* whole call; 0 = the client's timeout_ms */
+    const char *rate_key;           /* limiter endpoint key; NULL = path without query */
+    unsigned flags;                 /* SLUICE_REQ_* */
+} sluice_request;
+
+/* Sends the request and blocks until a response or the deadline.  On
+ * success returns 0 and *out holds a response the caller frees with
+ * sluice_response_free(); any HTTP status counts as success (including
+ * a retryable status after retries ran out).  On failure returns a
+ * negative code, *out is NULL and `err` says why.  The request and
+ * everything it points to are only read during the call.  Thread-safe:
+ * any number of threads may call it on the same client. */
+SLUICE_API int sluice_client_do(sluice_client *c, const sluice_request *req,
+                                sluice_response **out, sluice_error *err);
+
+/* GET `path`; the same contract as sluice_client_do(). */
+SLUICE_API int sluice_get(sluice_client *c, const char *path, sluice_response **out,
+                          sluice_error *err);
+
+/* Responses are immutable; readers on any thread.  Pointers returned stay
+ * valid until the response is freed. */
+SLUICE_API int sluice_response_status(const sluice_response *r);
+/* The first header called `name` (case-insensitive), or NULL. */
+SLUICE_API const char *sluice_response_header(const sluice_response *r, const char *name);
+/* The number of headers, and the i-th one (NULL past the end). */
+SLUICE_API size_t sluice_response_header_count(const sluice_response *r);
+SLUICE_API const sluice_header *sluice_response_header_at(const sluice_response *r, size_t i);
+/* The body (never NULL; NUL-terminated for convenience) and its length. */
+SLUICE_API const void *sluice_response_body(const sluice_response *r, size_t *len);
+/* 1 if this response was served by another caller's flight or the
+ * micro-cache. */
+SLUICE_API int sluice_response_coalesced(const sluice_response *r);
+/* 1 if the connection came from the pool rather than a new connect. */
+SLUICE_API int sluice_response_reused(const sluice_response *r);
+/* Number of attempts the call made (1 + retries). */
+SLUICE_API int sluice_response_attempts(const sluice_response *r);
+/* Releases the caller's reference.  Thread-safe. */
+SLUICE_API void sluice_response_free(sluice_response *r);
+
+/* ------------------------------------------------------------------------ */
+/* Rate limiter (GCRA)                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sluice_limiter_opts {
+    const char *prefix;           /* key prefix (default "sluice") */
+    int redis_timeout_ms;         /* bound on one decision (default 50) */
+    sluice_fail_mode fail_mode;   /* default SLUICE_FAIL_LOCAL */
+    int expected_instances;       /* for SLUICE_FAIL_LOCAL (default 1) */
+    int pool_size;                /* Redis connections (default 4) */
+} sluice_limiter_opts;
+
+/* `rate` requests per `period_ms`, with up to `burst` at once. */
+typedef struct sluice_limit {
+    double rate;
+    int period_ms;
+    int burst;
+} sluice_limit;
+
+typedef struct sluice_limit_result {
+    int allowed;
+    long remaining;        /* requests allowed right now after this one */
+    long retry_after_ms;   /* when denied: until the request would be allowed; else -1 */
+    long reset_after_ms;   /* until the key is back to a full burst */
+} sluice_limit_result;
+
+/* Named like the function that fills it (as POSIX's struct stat): use
+ * `struct sluice_limiter_stats`. */
+struct sluice_limiter_stats {
+    uint64_t allowed, throttled, waits, fallbacks, redis_errors;
+    uint64_t round_trips, decisions;
+};
+
+SLUICE_API void sluice_limiter_opts_init(sluice_limiter_opts *o);
+
+/* Creates a limiter.  `redis_url` is "redis://[:password@]host[:port][/db]"
+ * or "unix:///path"; NULL means $SLUICE_REDIS_URL, and with that unset the
+ * in-process limiter.  Returns NULL with `err` set on failure.  Caller owns
+ * it.  Every other limiter function is thread-safe. */
+SLUICE_API sluice_limiter *sluice_limiter_new(const char *redis_url, const sluice_limiter_opts *o,
+                                              sluice_error *err);
+/* Decides whether `cost` requests under `key` are allowed now, consuming
+ * them if so. */
+SLUICE_API int sluice_limiter_check(sluice_limiter *l, const char *key, const sluice_limit *lim,
+                                    int cost, sluice_limit_result *r);
+/* Like check with cost 1, consuming nothing. */
+SLUICE_API int sluice_limiter_peek(sluice_limiter *l, const char *key, const sluice_limit *lim,
+                                   sluice_limit_result *r);
+/* Waits until allowed or `timeout_ms` (SLUICE_ERATELIMITED then). */
+SLUICE_API int sluice_limiter_acquire(sluice_limiter *l, const char *key, const sluice_limit *lim,
+                                      int cost, int timeout_ms, sluice_limit_result *r);
+/* Holds off every user of `key` for `ms` from now. */
+SLUICE_API int sluice_limiter_cooldown(sluice_limiter *l, const char *key, const sluice_limit *lim,
+                                       int ms);
+/* Counters since creation.  Thread-safe. */
+SLUICE_API void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out);
+/* 1 when backed by Redis, 0 when in-process. */
+SLUICE_API int sluice_limiter_is_shared(const sluice_limiter *l);
+SLUICE_API void sluice_limiter_free(sluice_limiter *l);
+
+/* ------------------------------------------------------------------------ */
+/* Generic resource pool                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* How the pool makes, checks and destroys resources.  The pool never calls
+ * these with its lock held. */
+typedef struct sluice_pool_ops {
+    /* Creates a resource into *res; returns 0 or a SLUICE_E* code. */
+    int (*create)(void *ctx, void **res, sluice_error *err);
+    /* Destroys a resource. */
+    void (*destroy)(void *ctx, void *res);
+    /* Optional: 1 if an idle resource is still usable before reuse. */
+    int (*alive)(void *ctx, void *res);
+} sluice_pool_ops;
+
+typedef struct sluice_pool_opts {
+    int max_size;          /* open resources at most; 0 = unlimited */
+    int max_idle;          /* idle kept; more are destroyed (default max_size) */
+    int idle_timeout_ms;   /* idle longer and it is destroyed; 0 = never */
+    int max_lifetime_ms;   /* recycled after this age; 0 = never */
+} sluice_pool_opts;
+
+/* Use as `struct sluice_pool_stats` (the function has the same name). */
+struct sluice_pool_stats {
+    int open, idle, in_use, waiting;
+    uint64_t created, reused, timeouts;
+    uint64_t closed[SLUICE_CLOSE_REASONS_];
+    int peak_in_use;
+    uint64_t wait_us_total;        /* summed over checkouts that waited */
+    uint64_t handshakes_full, handshakes_resumed;  /* TLS pools */
+};
+
+/* Creates a pool.  `ops` and `ctx` must outlive it.  Thread-safe. */
+SLUICE_API sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_pool_ops *ops,
+                                        void *ctx, sluice_error *err);
+/* Checks a resource out: reuses the most recently used idle one, or
+ * creates one, or waits first come first served up to `timeout_ms`
+ * (negative = forever) for SLUICE_EPOOLTIMEOUT. */
+SLUICE_API int sluice_pool_get(sluice_pool *p, int timeout_ms, void **res);
+/* Returns a resource; `reusable` 0 destroys it. */
+SLUICE_API void sluice_pool_put(sluice_pool *p, void *res, int reusable);
+/* A consistent snapshot.  Thread-safe. */
+SLUICE_API void sluice_pool_stats(sluice_pool *p, struct sluice_pool_stats *out);
+/* Destroys idle resources; every resource must have been returned. */
+SLUICE_API void sluice_pool_free(sluice_pool *p);
+
+/* ------------------------------------------------------------------------ */
+/* Generic coalescer (singleflight)                                         */
+/* ------------------------------------------------------------------------ */
+
+/* A flight's result: `value` is shared by every caller and released with
+ * `release(value)` when the last one calls sluice_flight_result_release(). */
+typedef struct sluice_flight_result {
+    int code;              /* the function's return code */
+    void *value;
+    int shared;            /* 1 for a follower */
+    void *internal_;       /* private */
+} sluice_flight_result;
+
+/* The leader's work: fills *value, returns 0 or a SLUICE_E* code.  Runs on
+ * the leader's thread with no coalescer lock held. */
+typedef int (*sluice_flight_fn)(void *arg, void **value);
+typedef void (*sluice_flight_release_fn)(void *value);
+
+SLUICE_API sluice_coalescer *sluice_coalescer_new(sluice_flight_release_fn release,
+                                                  sluice_error *err);
+/* Runs fn once for all concurrent callers with the same key bytes.  A
+ * follower waits up to timeout_ms (negative = forever) and then gets
+ * SLUICE_ETIMEDOUT without cancelling the leader.  Returns the code that
+ * `out->code` holds.  Thread-safe. */
+SLUICE_API int sluice_coalesce(sluice_coalescer *co, const void *key, size_t keylen,
+                               int timeout_ms, sluice_flight_fn fn, void *arg,
+                               sluice_flight_result *out);
+SLUICE_API void sluice_flight_result_release(sluice_flight_result *r);
+SLUICE_API void sluice_coalescer_free(sluice_coalescer *co);
+
+/* ------------------------------------------------------------------------ */
+/* Executor: worker threads, bounded queue, futures, batches                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sluice_executor_opts {
+    int threads;            /* default 4 */
+    int queue_capacity;     /* default 1024 */
+    int cancel_on_free;     /* 1 = free cancels queued work; 0 = drains it */
+} sluice_executor_opts;
+
+typedef void (*sluice_task_fn)(void *arg);
+
+SLUICE_API void sluice_executor_opts_init(sluice_executor_opts *o);
+SLUICE_API sluice_executor *sluice_executor_new(int threads, int queue_capacity, sluice_error *err);
+SLUICE_API sluice_executor *sluice_executor_new_opts(const sluice_executor_opts *o,
+                                                     sluice_error *err);
+/* Queues the request; blocks while the queue is full, up to the request's
+ * timeout.  The request is copied.  The caller owns the future. */
+SLUICE_API sluice_future *sluice_submit(sluice_executor *ex, sluice_client *c,
+                                        const sluice_request *req, sluice_error *err);
+/* Like sluice_submit but SLUICE_EQUEUEFULL at once when full. */
+SLUICE_API sluice_future *sluice_try_submit(sluice_executor *ex, sluice_client *c,
+                                            const sluice_request *req, sluice_error *err);
+/* Runs fn(arg) on a worker; blocks while full up to timeout_ms. */
+SLUICE_API sluice_future *sluice_executor_run(sluice_executor *ex, sluice_task_fn fn, void *arg,
+                                              int timeout_ms, sluice_error *err);
+SLUICE_API int sluice_future_wait(sluice_future *f, int timeout_ms, sluice_response **out,
+                                  sluice_error *err);
+/* Cancels queued work (SLUICE_ECANCELED); running work finishes. */
+SLUICE_API int sluice_future_cancel(sluice_future *f);
+SLUICE_API void sluice_future_free(sluice_future *f);
+SLUICE_API int sluice_batch(sluice_executor *ex, sluice_client *c, const sluice_request *reqs,
+                            size_t n, int max_concurrency, sluice_response **outs, int *codes);
+SLUICE_API void sluice_executor_free(sluice_executor *ex);
+
+/* ------------------------------------------------------------------------ */
+/* Observability                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Use as `struct sluice_factory_stats` (the function has the same name). */
+struct sluice_factory_stats {
+    struct sluice_pool_stats pool;  /* all origins */
+    int clients;
+    uint64_t requests, errors, retries;
+    uint64_t coalesce_flights, coalesce_followers;
+    struct sluice_limiter_stats limiter;
+};
+
+/* A snapshot of the factory's counters.  Thread-safe. */
+SLUICE_API void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out);
+
+#define SLUICE_METRICS_PROMETHEUS 0
+#define SLUICE_METRICS_JSON 1
+
+/* Writes the metrics into buf (NUL-terminated when cap > 0) and returns the
+ * length needed, excluding the NUL. */
+SLUICE_API size_t sluice_factory_metrics(sluice_factory *f, int format, char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SLUICE_H */

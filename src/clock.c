@@ -1,0 +1,86 @@
+/* Monotonic clock, deadlines and a per-thread random source. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "clock.h"
+
+int64_t sl_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t sl_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sl_deadline_in_ms(int ms)
+{
+    if (ms < 0)
+        return SL_NO_DEADLINE;
+    return sl_now_ns() + (int64_t)ms * 1000000;
+}
+
+int sl_ms_left(int64_t deadline)
+{
+    int64_t left;
+
+    if (deadline == SL_NO_DEADLINE)
+        return -1;
+    left = deadline - sl_now_ns();
+    if (left <= 0)
+        return 0;
+    left = (left + 999999) / 1000000;
+    return left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+struct timespec sl_deadline_timespec(int64_t deadline)
+{
+    struct timespec ts;
+
+    if (deadline == SL_NO_DEADLINE)
+        deadline = sl_now_ns() + (int64_t)3600 * 1000000000;
+    ts.tv_sec = deadline / 1000000000;
+    ts.tv_nsec = deadline % 1000000000;
+    return ts;
+}
+
+void sl_sleep_until(int64_t deadline)
+{
+    struct timespec ts = sl_deadline_timespec(deadline);
+
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+static _Thread_local uint64_t rand_state;
+
+uint64_t sl_rand64(void)
+{
+    uint64_t x = rand_state;
+
+    if (x == 0) {
+        /* Seed from time and the thread's own address so threads differ. */
+        x = (uint64_t)sl_now_ns() ^ ((uint64_t)(uintptr_t)&rand_state * 0x9E3779B97F4A7C15ull);
+        if (x == 0)
+            x = 0x2545F4914F6CDD1Dull;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rand_state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+uint64_t sl_rand_below(uint64_t n)
+{
+    return n ? sl_rand64() % n : 0;
+}

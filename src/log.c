@@ -1,0 +1,84 @@
+/* Logging: a user callback, or stderr at the level $SLUICE_LOG names. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct log_sink {
+    sluice_log_fn fn;
+    void *ud;
+};
+
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct log_sink sink;           /* guarded by sink_lock */
+static _Atomic int min_level = SLUICE_LOG_NONE;
+static _Atomic int user_set;
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+static void read_env(void)
+{
+    const char *v = getenv("SLUICE_LOG");
+    int i;
+
+    if (!v || atomic_load(&user_set))
+        return;
+    for (i = 0; i < 4; i++) {
+        if (strcmp(v, level_names[i]) == 0) {
+            atomic_store(&min_level, i);
+            return;
+        }
+    }
+}
+
+void sluice_set_log(sluice_log_fn fn, sluice_log_level level, void *ud)
+{
+    pthread_once(&env_once, read_env);
+    pthread_mutex_lock(&sink_lock);
+    sink.fn = fn;
+    sink.ud = ud;
+    pthread_mutex_unlock(&sink_lock);
+    atomic_store(&user_set, fn != NULL);
+    if (level < SLUICE_LOG_DEBUG || level > SLUICE_LOG_NONE)
+        level = SLUICE_LOG_NONE;
+    atomic_store(&min_level, fn ? (int)level : SLUICE_LOG_NONE);
+    if (!fn) {
+        /* Back to the environment's choice. */
+        const char *v = getenv("SLUICE_LOG");
+        int i;
+        for (i = 0; v && i < 4; i++)
+            if (strcmp(v, level_names[i]) == 0)
+                atomic_store(&min_level, i);
+    }
+}
+
+int sl_log_enabled(sluice_log_level level)
+{
+    pthread_once(&env_once, read_env);
+    return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
+}
+
+void sl_log(sluice_log_level level, const char *fmt, ...)
+{
+    char line[512];
+    struct log_sink s;
+    va_list ap;
+
+    if (!sl_log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&sink_lock);
+    s = sink;
+    pthread_mutex_unlock(&sink_lock);
+    if (s.fn)
+        s.fn(level, line, s.ud);
+    else
+        fprintf(stderr, "sluice %s: %s\n", level_names[level < 4 ? level : 3], line);
+}

@@ -1,0 +1,89 @@
+/* The keyed resource pool behind sluice_pool and the HTTP connection pool.
+ *
+ * Contract:
+ *  - One mutex guards the pool's tables; waiters sleep on their own
+ *    condition variables and are served first come, first served.
+ *  - ops->create, ops->destroy, ops->alive and ops->event are never called
+ *    with the pool lock held (connect, close and TLS happen outside it).
+ *  - Limits: max_total over all keys, max_per_key for one key; a checkout at
+ *    a limit waits until the deadline, then SLUICE_EPOOLTIMEOUT.
+ *  - Idle resources are reused most-recently-used first; ops->alive is
+ *    asked before reuse and a dead one is destroyed (reason STALE).
+ *  - A housekeeping thread (when cfg.housekeeping) closes idle resources
+ *    past idle_timeout_ms within one second, also when no call comes.
+ */
+#ifndef SL_POOL_H
+#define SL_POOL_H
+
+#include <stdint.h>
+
+#include "sluice.h"
+
+typedef struct sl_pool sl_pool;
+
+/* A checked-out resource.  The user reads `res`, `created_ns`, `uses` and
+ * `reused`; the rest belongs to the pool. */
+typedef struct sl_pool_item {
+    void *res;
+    int64_t created_ns;   /* when it was created (monotonic) */
+    uint64_t uses;        /* checkouts so far, this one included */
+    int reused;           /* this checkout took an idle resource */
+    int64_t wait_ns;      /* this checkout waited this long for capacity */
+} sl_pool_item;
+
+typedef struct sl_pool_ops {
+    /* Creates a resource for `key`; `arg` is what sl_pool_get was given. */
+    int (*create)(void *ctx, const char *key, void *arg, int64_t deadline, void **res,
+                  sluice_error *err);
+    void (*destroy)(void *ctx, void *res, sluice_close_reason why);
+    /* Optional: 1 when an idle resource may be reused. */
+    int (*alive)(void *ctx, void *res);
+    /* Optional: told of connect/checkout/checkin/close. */
+    void (*event)(void *ctx, const sluice_pool_event *ev);
+} sl_pool_ops;
+
+typedef struct sl_pool_cfg {
+    int max_total;          /* 0 = unlimited */
+    int max_per_key;        /* 0 = max_total */
+    int max_idle_per_key;   /* 0 = unlimited; idle beyond it is destroyed */
+    int idle_timeout_ms;    /* 0 = never */
+    int max_lifetime_ms;    /* 0 = never */
+    int housekeeping;       /* 1 = run the sweeper thread */
+} sl_pool_cfg;
+
+#define SL_POOL_FRESH 0x1   /* never reuse: create a new resource */
+
+sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, sluice_error *err);
+
+/* Checks out a resource for `key` (copied if the key is new).  Returns 0
+ * with *out set, SLUICE_EPOOLTIMEOUT when no capacity came by `deadline`,
+ * SLUICE_ECLOSED after sl_pool_close, or create's error. */
+int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t deadline,
+                sl_pool_item **out, sluice_error *err);
+
+/* Returns a checked-out item.  reusable = 0 destroys it (reason BROKEN);
+ * otherwise it becomes idle unless it is past its lifetime or past
+ * max_idle_per_key.  Hands capacity to the first waiter.  Never blocks on
+ * I/O under the lock. */
+void sl_pool_put(sl_pool *p, sl_pool_item *it, int reusable);
+
+/* Closes idle resources past their idle timeout or lifetime now. */
+void sl_pool_sweep(sl_pool *p);
+
+/* Stats for one key, or for all keys when key is NULL. */
+void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out);
+
+/* Per-key stats callback (for metrics): called for each key with a snapshot,
+ * outside the lock. */
+void sl_pool_foreach_key(sl_pool *p,
+                         void (*fn)(void *ud, const char *key, const struct sluice_pool_stats *s),
+                         void *ud);
+
+/* Stops new checkouts (SLUICE_ECLOSED, waiters too), stops the sweeper,
+ * destroys idle resources.  Items still checked out are destroyed when
+ * they are put back. */
+void sl_pool_close(sl_pool *p);
+/* Closes, then frees; every item must have been put back. */
+void sl_pool_free(sl_pool *p);
+
+#endif

@@ -1,0 +1,426 @@
+/* Shared test helpers. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+int64_t tu_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *env_or_fail(const char *name)
+{
+    const char *v = getenv(name);
+
+    if (!v || !*v) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s is not set: run the suite through tests/run.sh (make check)", name);
+        fprintf(stderr, "\n  %s\n", msg);
+        CU_FAIL(msg);
+        return NULL;
+    }
+    return v;
+}
+
+const char *tu_http_addr(void)
+{
+    return env_or_fail("SLUICE_TEST_HTTP");
+}
+
+const char *tu_http_base(void)
+{
+    static _Thread_local char base[96];
+    const char *a = tu_http_addr();
+
+    if (!a)
+        return NULL;
+    snprintf(base, sizeof base, "http://%s", a);
+    return base;
+}
+
+const char *tu_redis_url(void)
+{
+    return env_or_fail("SLUICE_TEST_REDIS");
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static int wait_listening(int port, int timeout_ms)
+{
+    char addr[64];
+    int64_t end = tu_now_ms() + timeout_ms;
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    while (tu_now_ms() < end) {
+        int fd = tu_connect(addr);
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        usleep(10000);
+    }
+    return -1;
+}
+
+static pid_t spawn(char *const argv[], const char *log_path)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        int fd = open(log_path ? log_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int tu_mockapi_start(tu_server *s, const char *const *extra)
+{
+    const char *bin = env_or_fail("SLUICE_TEST_MOCKAPI");
+    char *argv[40], portbuf[16];
+    int n = 0, attempt;
+
+    memset(s, 0, sizeof *s);
+    if (!bin)
+        return -1;
+    for (attempt = 0; attempt < 5; attempt++) {
+        n = 0;
+        s->port = free_port();
+        snprintf(portbuf, sizeof portbuf, "%d", s->port);
+        argv[n++] = (char *)bin;
+        argv[n++] = "--port";
+        argv[n++] = portbuf;
+        argv[n++] = "--exit-after";
+        argv[n++] = "600";
+        while (extra && *extra && n < 38)
+            argv[n++] = (char *)*extra++;
+        argv[n] = NULL;
+        s->pid = spawn(argv, NULL);
+        if (s->pid > 0 && wait_listening(s->port, 3000) == 0) {
+            snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
+            snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
+            return 0;
+        }
+        tu_server_stop(s);
+    }
+    CU_FAIL("could not start a private sluice-mockapi");
+    return -1;
+}
+
+int tu_redis_start(tu_server *s, int port)
+{
+    const char *bin = env_or_fail("SLUICE_TEST_REDIS_SERVER");
+    char portbuf[16], dir[64];
+    int attempt;
+
+    memset(s, 0, sizeof *s);
+    if (!bin)
+        return -1;
+    for (attempt = 0; attempt < 5; attempt++) {
+        s->port = port ? port : free_port();
+        snprintf(portbuf, sizeof portbuf, "%d", s->port);
+        snprintf(dir, sizeof dir, "/tmp/sluice-test-redis-%d", s->port);
+        mkdir(dir, 0700);
+        {
+            char *argv[] = {(char *)bin, "--port", portbuf, "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", dir,
+                            "--daemonize", "no", NULL};
+            s->pid = spawn(argv, NULL);
+        }
+        if (s->pid > 0 && wait_listening(s->port, 5000) == 0) {
+            snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
+            snprintf(s->url, sizeof s->url, "redis://127.0.0.1:%d", s->port);
+            return 0;
+        }
+        tu_server_stop(s);
+        if (port)
+            usleep(100000);
+    }
+    CU_FAIL("could not start a private redis-server");
+    return -1;
+}
+
+void tu_server_stop(tu_server *s)
+{
+    int i, status;
+
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGCONT);
+    kill(s->pid, SIGTERM);
+    for (i = 0; i < 200; i++) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid)
+            goto done;
+        usleep(10000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+done:
+    s->pid = 0;
+}
+
+void tu_server_pause(tu_server *s, int paused)
+{
+    if (s->pid > 0)
+        kill(s->pid, paused ? SIGSTOP : SIGCONT);
+}
+
+int tu_connect(const char *addr)
+{
+    struct sockaddr_in sa = {0};
+    char host[64];
+    const char *colon = strrchr(addr, ':');
+    struct timeval tv = {2, 0};
+    int fd;
+
+    if (!colon || (size_t)(colon - addr) >= sizeof host)
+        return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int tu_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static ssize_t read_some(int fd, char *buf, size_t cap, int64_t end)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int left = (int)(end - tu_now_ms());
+
+    if (left <= 0 || poll(&pfd, 1, left) <= 0)
+        return -2;
+    return recv(fd, buf, cap, 0);
+}
+
+ssize_t tu_read_all(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    int64_t end = tu_now_ms() + timeout_ms;
+    size_t len = 0;
+
+    while (len + 1 < cap) {
+        ssize_t n = read_some(fd, buf + len, cap - 1 - len, end);
+        if (n == -2 || n == 0)
+            break;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return (ssize_t)len;
+}
+
+ssize_t tu_read_response(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    int64_t end = tu_now_ms() + timeout_ms;
+    size_t len = 0;
+
+    while (len + 1 < cap) {
+        ssize_t n = read_some(fd, buf + len, cap - 1 - len, end);
+        const char *eoh, *cl;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        eoh = strstr(buf, "\r\n\r\n");
+        if (!eoh)
+            continue;
+        cl = strcasestr(buf, "\r\ncontent-length:");
+        if (cl && cl < eoh) {
+            size_t want = (size_t)(eoh + 4 - buf) + strtoul(cl + 17, NULL, 10);
+            if (len >= want)
+                break;
+        } else if (!strcasestr(buf, "\r\ntransfer-encoding:")) {
+            break;
+        }
+    }
+    buf[len] = '\0';
+    return len ? (ssize_t)len : -1;
+}
+
+ssize_t tu_roundtrip(const char *addr, const char *req, char *buf, size_t cap, int timeout_ms)
+{
+    int fd = tu_connect(addr);
+    ssize_t n;
+
+    if (fd < 0)
+        return -1;
+    if (tu_write_all(fd, req, strlen(req)) != 0) {
+        close(fd);
+        return -1;
+    }
+    n = tu_read_response(fd, buf, cap, timeout_ms);
+    close(fd);
+    return n;
+}
+
+int tu_status(const char *buf)
+{
+    int status;
+
+    if (!buf || sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return -1;
+    return status;
+}
+
+const char *tu_body(const char *buf)
+{
+    const char *p = buf ? strstr(buf, "\r\n\r\n") : NULL;
+
+    return p ? p + 4 : NULL;
+}
+
+int tu_fd_count(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the DIR's own descriptor */
+}
+
+/* --- failing allocator -------------------------------------------------- */
+
+static _Atomic long alloc_count, alloc_live, alloc_fail_at;
+static int alloc_sticky;
+
+static int should_fail(void)
+{
+    long n = atomic_fetch_add(&alloc_count, 1) + 1;
+    long at = atomic_load(&alloc_fail_at);
+
+    return at > 0 && (n == at || (alloc_sticky && n > at));
+}
+
+static void *t_malloc(size_t n, void *ud)
+{
+    void *p;
+
+    (void)ud;
+    if (should_fail())
+        return NULL;
+    p = malloc(n);
+    if (p)
+        atomic_fetch_add(&alloc_live, 1);
+    return p;
+}
+
+static void *t_realloc(void *p, size_t n, void *ud)
+{
+    void *q;
+
+    (void)ud;
+    if (should_fail())
+        return NULL;
+    q = realloc(p, n);
+    if (q && !p)
+        atomic_fetch_add(&alloc_live, 1);
+    return q;
+}
+
+static void t_free(void *p, void *ud)
+{
+    (void)ud;
+    if (p) {
+        atomic_fetch_sub(&alloc_live, 1);
+        free(p);
+    }
+}
+
+void tu_alloc_install(long fail_at, int sticky)
+{
+    sluice_allocator a = {t_malloc, t_realloc, t_free, NULL};
+
+    atomic_store(&alloc_count, 0);
+    atomic_store(&alloc_live, 0);
+    atomic_store(&alloc_fail_at, fail_at);
+    alloc_sticky = sticky;
+    sluice_set_allocator(&a);
+}
+
+long tu_alloc_count(void)
+{
+    return atomic_load(&alloc_count);
+}
+
+long tu_alloc_outstanding(void)
+{
+    return atomic_load(&alloc_live);
+}
+
+void tu_alloc_uninstall(void)
+{
+    sluice_set_allocator(NULL);
+}

@@ -1,0 +1,79 @@
+/* Shared helpers for the CUnit suites: the servers tests/run.sh started,
+ * raw sockets, a failing allocator, file-descriptor counts. */
+#ifndef SLUICE_TESTUTIL_H
+#define SLUICE_TESTUTIL_H
+
+#include <CUnit/CUnit.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sluice.h"
+
+/* Registers a suite; each tests/test_<name>.c defines suite_<name>() that
+ * calls this. */
+void tu_add_suite(const char *name, CU_TestInfo *tests);
+
+/* "127.0.0.1:PORT" of the shared mock API ($SLUICE_TEST_HTTP), or NULL after
+ * failing the current test with the reason. */
+const char *tu_http_addr(void);
+/* "http://127.0.0.1:PORT" of the shared mock API (static buffer), or NULL
+ * after failing the test. */
+const char *tu_http_base(void);
+/* The shared redis-server's URL ($SLUICE_TEST_REDIS), or NULL after
+ * failing the test. */
+const char *tu_redis_url(void);
+
+/* Fails the current test (fatally) when `p` is NULL. */
+#define TU_REQUIRE(p) do { if (!(p)) { CU_FAIL_FATAL("required test server missing"); } } while (0)
+
+/* A private server started for one test.  tu_server_stop() kills it
+ * (SIGTERM, then SIGKILL) and reaps it. */
+typedef struct tu_server {
+    pid_t pid;
+    int port;
+    char addr[64];      /* 127.0.0.1:PORT */
+    char url[96];       /* http://... or redis://... */
+} tu_server;
+
+/* Starts $SLUICE_TEST_MOCKAPI with extra arguments (NULL-terminated) on a
+ * free port.  Returns 0 or -1 after failing the test with the reason. */
+int tu_mockapi_start(tu_server *s, const char *const *extra_args);
+/* Starts a private redis-server on a free loopback port (port 0 = pick). */
+int tu_redis_start(tu_server *s, int port);
+void tu_server_stop(tu_server *s);
+/* SIGSTOP / SIGCONT, to make a server unresponsive without closing. */
+void tu_server_pause(tu_server *s, int paused);
+
+/* Connects to host:port (blocking, 2 s timeout), or returns -1. */
+int tu_connect(const char *addr);
+/* Writes all of buf; 0 or -1. */
+int tu_write_all(int fd, const void *buf, size_t len);
+/* Reads until close, timeout or cap-1 bytes; NUL-terminates; returns the
+ * length read or -1. */
+ssize_t tu_read_all(int fd, char *buf, size_t cap, int timeout_ms);
+/* Reads one HTTP/1.1 response with a Content-Length body (no chunked);
+ * returns its length or -1. */
+ssize_t tu_read_response(int fd, char *buf, size_t cap, int timeout_ms);
+/* Sends `req` on a new connection, reads to close or one response. */
+ssize_t tu_roundtrip(const char *addr, const char *req, char *buf, size_t cap, int timeout_ms);
+/* The status code in an HTTP response held in buf, or -1. */
+int tu_status(const char *buf);
+/* The body of an HTTP response held in buf (after the blank line), or NULL. */
+const char *tu_body(const char *buf);
+
+/* Open file descriptors of this process. */
+int tu_fd_count(void);
+
+/* A counting allocator: after tu_alloc_install(n), allocation number n
+ * (1-based) fails, and every one after it too when `sticky`; n = 0 never
+ * fails.  tu_alloc_count() is the number of allocations attempted. */
+void tu_alloc_install(long fail_at, int sticky);
+long tu_alloc_count(void);
+long tu_alloc_outstanding(void);   /* allocations not yet freed */
+void tu_alloc_uninstall(void);
+
+/* Monotonic milliseconds. */
+int64_t tu_now_ms(void);
+
+#endif
