@@ -130,7 +130,7 @@ typedef struct sl_redis_url {
 } sl_redis_url;
 
 /* Parses strictly: scheme redis or unix (rediss is refused: no TLS in
- * hiredis 0.14), host letters/digits/'-'/'.' or a bracketed IPv6 literal,
+ * hiredis 0.14), host letters/digits/'-'/'.'/'_' or a bracketed IPv6 literal,
  * port 1..65535, db 0..2^31-1, no other query or fragment.  SLUICE_EINVAL
  * naming the part ("scheme", "userinfo", "host", "port", "db", "path",
  * "query"); the message never contains the password. */

@@ -192,7 +192,7 @@ static long parse_num(const char *s, size_t n, long min, long max)
 static int host_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.';
+           c == '-' || c == '.' || c == '_';   /* '_': container service names */
 }
 
 static int v6_char(char c)
