@@ -17,7 +17,7 @@
 #define DEFAULT_POOL_SIZE 4
 /* Round trips in flight at once: two keep Redis busy while the previous
  * leader wakes its waiters; more would only split the batches. */
-#define MAX_INFLIGHT 2
+#define MAX_INFLIGHT 1
 /* The first connection may take longer than one decision may: creation is
  * not on a request's path, and a slow first connect should not hide a
  * wrong password. */

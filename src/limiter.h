@@ -89,6 +89,9 @@ typedef struct sl_lim_req {
  * the emission interval within [SL_GCRA_MIN_T_US, SL_GCRA_MAX_SPAN_US]. */
 int sl_gcra_validate(const sluice_limit *lim, int cost, sluice_error *err);
 
+/* T = period_ms * 1000 / rate: the emission interval in microseconds. */
+double sl_gcra_interval_us(const sluice_limit *lim);
+
 /* Evaluates one validated decision at `now_us`.  *tat is the stored TAT
  * (negative: none) and is updated when the decision changes the state;
  * returns 1 when it did (the caller stores *tat until it is reached),
@@ -187,10 +190,12 @@ int sl_redis_decode_reply(const struct redisReply *reply, size_t n, sluice_limit
 
 /* The GCRA script (for the benchmark's one-decision-per-EVALSHA loop).
  * KEYS[i] is decision i's key; ARGV holds SL_REDIS_ARGS_PER_DECISION
- * fields per decision: op ("c" check, "p" peek, "d" cooldown), rate
- * (%.17g), period_ms, burst, arg (cost or ms), now_us (-1 = Redis TIME). */
+ * fields per decision: op ("c" check, "p" peek, "d" cooldown), T in
+ * microseconds (sl_gcra_interval_us, %.17g so it reads back exactly),
+ * burst, arg (cost or ms), now_us (-1 = Redis TIME).  The reply is 4
+ * integers per decision (see sl_redis_decode_reply). */
 extern const char sl_redis_script[];
-#define SL_REDIS_ARGS_PER_DECISION 6
+#define SL_REDIS_ARGS_PER_DECISION 5
 
 /* --- the front (limiter.c) --------------------------------------------- */
 

@@ -36,7 +36,7 @@ int sl_gcra_validate(const sluice_limit *lim, int cost, sluice_error *err)
         return sl_err(err, SLUICE_EINVAL,
                       "rate limit: cost %d exceeds burst %d, so it could never be allowed", cost,
                       lim->burst);
-    t = (double)lim->period_ms * 1000.0 / lim->rate;
+    t = sl_gcra_interval_us(lim);
     if (t < SL_GCRA_MIN_T_US)
         return sl_err(err, SLUICE_EINVAL,
                       "rate limit: %g per %d ms is more than one per microsecond", lim->rate,
@@ -95,9 +95,14 @@ static double admit(double t, double boff, double tat, double now, int cost,
     return new_tat;
 }
 
+double sl_gcra_interval_us(const sluice_limit *lim)
+{
+    return (double)lim->period_ms * 1000.0 / lim->rate;
+}
+
 int sl_gcra_eval(const sl_lim_req *rq, double now, double *tatp, sluice_limit_result *r)
 {
-    double t = (double)rq->lim.period_ms * 1000.0 / rq->lim.rate;
+    double t = sl_gcra_interval_us(&rq->lim);
     double boff = t * (double)rq->lim.burst;
     double tat = *tatp, new_tat;
 

@@ -3,8 +3,10 @@
  * trip. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <limits.h>
 #include <poll.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,7 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "buf.h"
@@ -30,40 +35,30 @@
 
 /* The GCRA script; see limiter.h for the arithmetic, which it repeats
  * operation for operation (sl_gcra_eval).  TATs are microseconds since
- * 2020-01-01 (small enough for exact doubles), stored with %.17g so they
- * read back bit for bit.  A key that is not a number (or not a string) is
- * treated as absent and overwritten. */
+ * 2020-01-01 (small enough for exact doubles) and go to SET as Lua numbers,
+ * which Redis writes with 17 significant digits (or the shortest exact
+ * form), so they read back bit for bit.  A key that is not a number (or
+ * not a string) is treated as absent and overwritten.  Each key is read
+ * once and written once per batch however many decisions it has: the
+ * decisions still see each other in order, and the script is atomic. */
 const char sl_redis_script[] =
     "local tol, epoch = 0.5, 1577836800\n"
     "local n = #KEYS\n"
-    "if #ARGV ~= n * 6 then\n"
-    "  return redis.error_reply('ERR sluice gcra: 6 arguments per key expected')\n"
+    "if #ARGV ~= n * 5 then\n"
+    "  return redis.error_reply('ERR sluice gcra: 5 arguments per key expected')\n"
     "end\n"
     "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local floor, ceil = math.floor, math.ceil\n"
     "local function ceil_ms(us)\n"
-    "  local v = math.ceil((us - tol) / 1000)\n"
+    "  local v = ceil((us - tol) / 1000)\n"
     "  if v > 0 then return v end\n"
     "  return 0\n"
     "end\n"
-    "local out = {}\n"
-    "local function admit(t, boff, tat, now, cost)\n"
-    "  local new_tat = tat + t * cost\n"
-    "  local diff = now - (new_tat - boff)\n"
-    "  local k = #out\n"
-    "  if diff < -tol then\n"
-    "    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = 0, 0, ceil_ms(-diff), ceil_ms(tat - now)\n"
-    "    return nil\n"
-    "  end\n"
-    "  out[k + 1], out[k + 2] = 1, math.floor((diff + tol) / t)\n"
-    "  out[k + 3], out[k + 4] = -1, ceil_ms(new_tat - now)\n"
-    "  return new_tat\n"
-    "end\n"
-    "local clock\n"
+    "local out, tats, stored, clock = {}, {}, {}, nil\n"
     "for i = 1, n do\n"
-    "  local a = (i - 1) * 6\n"
-    "  local op, rate = ARGV[a + 1], tonumber(ARGV[a + 2])\n"
-    "  local period, burst = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])\n"
-    "  local arg, now = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])\n"
+    "  local a, key, k = (i - 1) * 5, KEYS[i], (i - 1) * 4\n"
+    "  local op, t, burst = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])\n"
+    "  local arg, now = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])\n"
     "  if now < 0 then\n"
     "    if not clock then\n"
     "      local tm = redis.call('TIME')\n"
@@ -71,26 +66,35 @@ const char sl_redis_script[] =
     "    end\n"
     "    now = clock\n"
     "  end\n"
-    "  local t = period * 1000 / rate\n"
-    "  local boff = t * burst\n"
-    "  local tat = tonumber(redis.pcall('GET', KEYS[i]))\n"
+    "  local tat = tats[key]\n"
+    "  if tat == nil then\n"
+    "    tat = tonumber(redis.pcall('GET', key)) or false\n"
+    "    tats[key] = tat\n"
+    "  end\n"
     "  if not tat or tat < now then tat = now end\n"
-    "  local store\n"
-    "  if op == 'c' then\n"
-    "    store = admit(t, boff, tat, now, arg)\n"
-    "  elseif op == 'p' then\n"
-    "    admit(t, boff, tat, now, 1)\n"
-    "  elseif op == 'd' then\n"
+    "  local boff, cost = t * burst, arg\n"
+    "  if op == 'd' then\n"
     "    local want = now + arg * 1000 + t * (burst - 1)\n"
-    "    if want > tat then tat = want; store = tat end\n"
-    "    admit(t, boff, tat, now, 1)\n"
-    "  else\n"
+    "    if want > tat then tat = want; tats[key] = tat; stored[key] = now end\n"
+    "    cost = 1\n"
+    "  elseif op == 'p' then\n"
+    "    cost = 1\n"
+    "  elseif op ~= 'c' then\n"
     "    return redis.error_reply('ERR sluice gcra: unknown op')\n"
     "  end\n"
-    "  if store then\n"
-    "    redis.call('SET', KEYS[i], string.format('%.17g', store), 'PX',\n"
-    "               math.max(1, ceil_ms(store - now)))\n"
+    "  local new_tat = tat + t * cost\n"
+    "  local diff = now - (new_tat - boff)\n"
+    "  if diff < -tol then\n"
+    "    out[k + 1], out[k + 2], out[k + 3], out[k + 4] = 0, 0, ceil_ms(-diff), ceil_ms(tat - now)\n"
+    "  else\n"
+    "    out[k + 1], out[k + 2] = 1, floor((diff + tol) / t)\n"
+    "    out[k + 3], out[k + 4] = -1, ceil_ms(new_tat - now)\n"
+    "    if op == 'c' then tats[key] = new_tat; stored[key] = now end\n"
     "  end\n"
+    "end\n"
+    "for key, at in pairs(stored) do\n"
+    "  local tat = tats[key]\n"
+    "  redis.call('SET', key, tat, 'PX', math.max(1, ceil_ms(tat - at)))\n"
     "end\n"
     "return out\n";
 
@@ -384,37 +388,48 @@ typedef struct rconn {
     const char **argv;
     size_t *argvlen;
     size_t argcap;
-    sl_buf nums;                 /* formatted numbers argv points into */
-    sluice_limit_result *res;    /* decoded results, argcap / 7 of them */
+    char numkeys[24];
+    sluice_limit_result *res;    /* decoded results, one per decision */
 } rconn;
 
-typedef enum wstate { W_QUEUED, W_TAKEN, W_DONE } wstate;
+enum { W_QUEUED, W_TAKEN, W_LEAD, W_DONE };
 
-/* A decision waiting for its batch.  Lives on the caller's stack; the
- * caller leaves only when it is DONE, or while still QUEUED (it unlinks
- * itself), so a leader never touches a waiter that is gone. */
+/* Sleeping waiters park on one of these words (Linux futexes): the queued
+ * ones on the word of the batch that will take them, so a leader wakes a
+ * whole batch with one system call.  A word only ever counts up. */
+#define NWORDS 64
+
+/* A decision waiting for its batch.  Lives on the caller's stack.  The
+ * caller leaves once it sees DONE (a leader writes nothing to it after
+ * that), or while still QUEUED or asked to LEAD, after unlinking itself
+ * under the lock.  Its arguments are formatted by the caller before it
+ * queues, off the leader's serial path. */
 typedef struct waiter {
     struct waiter *next;
     const sl_lim_req *rq;
+    char args[SL_REDIS_ARGS_PER_DECISION - 1][NUM_MAX];  /* T .. now */
+    size_t arglen[SL_REDIS_ARGS_PER_DECISION - 1];
     sluice_limit_result r;
     sluice_error e;
     int code;
     int64_t deadline;
-    wstate state;
-    pthread_cond_t cond;
+    _Atomic int state;     /* W_*: QUEUED -> TAKEN or LEAD under the lock, -> DONE */
+    unsigned word;         /* lock held: the word it sleeps on ... */
+    uint32_t seen;         /* ... and that word's value when it went to sleep */
 } waiter;
 
 struct sl_redis {
     sl_redis_url url;
     sl_redis_cfg cfg;
     sluice_pool *pool;
-    pthread_condattr_t condattr;  /* CLOCK_MONOTONIC */
 
-    pthread_mutex_t mu;           /* guards everything below */
+    pthread_mutex_t mu;           /* guards everything below but `words` */
     waiter *head, *tail;          /* queued decisions, arrival order */
     int inflight;                 /* leaders with a round trip under way */
+    uint32_t next_batch;          /* number of the next batch to be taken */
     char sha[41];                 /* the script's SHA1 once loaded, else "" */
 
+    _Atomic uint32_t words[NWORDS];
     _Atomic uint64_t round_trips, errors;
 };
 
@@ -539,7 +554,6 @@ static void rconn_free(rconn *cn)
     sl_free(cn->argv);
     sl_free(cn->argvlen);
     sl_free(cn->res);
-    sl_buf_free(&cn->nums);
     sl_free(cn);
 }
 
@@ -705,52 +719,55 @@ static int get_conn(sl_redis *rd, int64_t deadline, rconn **out, int *refused, s
 /* Round trips                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Makes room for a batch of n: argv, lengths, results and number text. */
+/* Makes room for a batch of n: argv, lengths and results. */
 static int reserve_scratch(rconn *cn, size_t n)
 {
-    size_t argc = 3 + n * (1 + SL_REDIS_ARGS_PER_DECISION);
+    size_t argc = 3 + n * (1 + SL_REDIS_ARGS_PER_DECISION), cap;
+    const char **argv;
+    size_t *lens;
+    sluice_limit_result *res;
 
-    if (argc > cn->argcap) {
-        size_t cap = argc * 2;
-        const char **argv = sl_realloc(cn->argv, cap * sizeof *argv);
-        size_t *lens;
-        sluice_limit_result *res;
-
-        if (!argv)
-            return SLUICE_ENOMEM;
-        cn->argv = argv;
-        lens = sl_realloc(cn->argvlen, cap * sizeof *lens);
-        if (!lens)
-            return SLUICE_ENOMEM;
-        cn->argvlen = lens;
-        res = sl_realloc(cn->res, cap / (1 + SL_REDIS_ARGS_PER_DECISION) * sizeof *res);
-        if (!res)
-            return SLUICE_ENOMEM;
-        cn->res = res;
-        cn->argcap = cap;
-    }
-    sl_buf_reset(&cn->nums);
-    /* Reserved once, so the pointers argv keeps into it stay valid. */
-    return sl_buf_reserve(&cn->nums, (n * SL_REDIS_ARGS_PER_DECISION + 1) * NUM_MAX);
+    if (argc <= cn->argcap)
+        return 0;
+    cap = argc * 2;
+    argv = sl_realloc(cn->argv, cap * sizeof *argv);
+    if (!argv)
+        return SLUICE_ENOMEM;
+    cn->argv = argv;
+    lens = sl_realloc(cn->argvlen, cap * sizeof *lens);
+    if (!lens)
+        return SLUICE_ENOMEM;
+    cn->argvlen = lens;
+    res = sl_realloc(cn->res, cap / (1 + SL_REDIS_ARGS_PER_DECISION) * sizeof *res);
+    if (!res)
+        return SLUICE_ENOMEM;
+    cn->res = res;
+    cn->argcap = cap;
+    return 0;
 }
 
-static const char *fmt_num(sl_buf *b, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static size_t fmt(char *buf, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
-static const char *fmt_num(sl_buf *b, size_t *len, const char *fmt, ...)
+static size_t fmt(char *buf, const char *format, ...)
 {
-    char *p = b->data + b->len;
     va_list ap;
     int n;
 
-    va_start(ap, fmt);
-    n = vsnprintf(p, NUM_MAX, fmt, ap);
+    va_start(ap, format);
+    n = vsnprintf(buf, NUM_MAX, format, ap);
     va_end(ap);
-    if (n < 0 || n >= NUM_MAX)
-        n = 0;      /* cannot happen for the formats used */
-    b->len += (size_t)n + 1;
-    *len = (size_t)n;
-    return p;
+    return n < 0 || n >= NUM_MAX ? 0 : (size_t)n;   /* cannot fail for these formats */
+}
+
+/* The caller's share of building the command: its numbers as text. */
+static void format_args(waiter *w)
+{
+    const sl_lim_req *rq = w->rq;
+
+    w->arglen[0] = fmt(w->args[0], "%.17g", sl_gcra_interval_us(&rq->lim));
+    w->arglen[1] = fmt(w->args[1], "%d", rq->lim.burst);
+    w->arglen[2] = fmt(w->args[2], "%d", rq->op == SL_LIM_PEEK ? 1 : rq->arg);
+    w->arglen[3] = fmt(w->args[3], "%lld", (long long)rq->now_us);
 }
 
 /* EVALSHA sha n key1..keyn, then the fields of each decision. */
@@ -758,7 +775,7 @@ static int build_evalsha(rconn *cn, const char *sha, waiter **batch, size_t n)
 {
     static const char *const ops[] = {"c", "p", "d"};
     const char **av;
-    size_t *al, a = 0, i;
+    size_t *al, a = 0, i, j;
 
     if (reserve_scratch(cn, n))
         return SLUICE_ENOMEM;
@@ -766,17 +783,13 @@ static int build_evalsha(rconn *cn, const char *sha, waiter **batch, size_t n)
     al = cn->argvlen;
     av[a] = "EVALSHA", al[a++] = 7;
     av[a] = sha, al[a++] = 40;
-    av[a] = fmt_num(&cn->nums, &al[a], "%zu", n), a++;
+    av[a] = cn->numkeys, al[a++] = (size_t)snprintf(cn->numkeys, sizeof cn->numkeys, "%zu", n);
     for (i = 0; i < n; i++)
         av[a] = batch[i]->rq->key, al[a++] = batch[i]->rq->key_len;
     for (i = 0; i < n; i++) {
-        const sl_lim_req *rq = batch[i]->rq;
-        av[a] = ops[rq->op], al[a++] = 1;
-        av[a] = fmt_num(&cn->nums, &al[a], "%.17g", rq->lim.rate), a++;
-        av[a] = fmt_num(&cn->nums, &al[a], "%d", rq->lim.period_ms), a++;
-        av[a] = fmt_num(&cn->nums, &al[a], "%d", rq->lim.burst), a++;
-        av[a] = fmt_num(&cn->nums, &al[a], "%d", rq->op == SL_LIM_PEEK ? 1 : rq->arg), a++;
-        av[a] = fmt_num(&cn->nums, &al[a], "%lld", (long long)rq->now_us), a++;
+        av[a] = ops[batch[i]->rq->op], al[a++] = 1;
+        for (j = 0; j < SL_REDIS_ARGS_PER_DECISION - 1; j++)
+            av[a] = batch[i]->args[j], al[a++] = batch[i]->arglen[j];
     }
     return (int)a;
 }
@@ -800,40 +813,76 @@ static int is_noscript(const redisReply *r)
            memcmp(r->str, "NOSCRIPT", 8) == 0;
 }
 
-/* One EVALSHA for the batch; after NOSCRIPT (a SCRIPT FLUSH, a restarted
- * or failed-over server) loads the script and tries once more.  Results go
- * to cn->res. */
-static int round_trip(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64_t deadline,
-                      sluice_error *err)
+/* Writes what hiredis buffered.  With send(MSG_NOSIGNAL) rather than
+ * hiredis' write(): a peer that closed gives EPIPE, never a SIGPIPE that
+ * would kill a program that does not ignore it, and costs no signal-mask
+ * system calls per round trip.  A failure marks the context broken the way
+ * hiredis does. */
+static int flush_output(redisContext *c)
+{
+    size_t len = sdslen(c->obuf), off = 0;
+
+    while (off < len) {
+        ssize_t k = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof c->errstr, "%s",
+                     k == 0 ? "write returned 0" : strerror(errno));
+            return -1;
+        }
+        off += (size_t)k;
+    }
+    sdsclear(c->obuf);
+    return 0;
+}
+
+/* Sends the batch's EVALSHA; its reply is read by recv_evalsha. */
+static int send_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64_t deadline,
+                        sluice_error *err)
 {
     char sha[41];
-    int attempt, argc, rc;
+    int argc, rc;
+
+    pthread_mutex_lock(&rd->mu);
+    memcpy(sha, rd->sha, sizeof sha);
+    pthread_mutex_unlock(&rd->mu);
+    if (set_timeout(cn, deadline) != 0)
+        return sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts",
+                      rd->url.where);
+    if (!sha[0]) {
+        if ((rc = load_script(rd, cn, err)))
+            return rc;
+        return send_evalsha(rd, cn, batch, n, deadline, err);
+    }
+    argc = build_evalsha(cn, sha, batch, n);
+    if (argc < 0 || redisAppendCommandArgv(cn->c, argc, cn->argv, cn->argvlen) != REDIS_OK)
+        return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory for a batch of %zu",
+                      rd->url.where, n);
+    atomic_fetch_add_explicit(&rd->round_trips, 1, memory_order_relaxed);
+    if (flush_output(cn->c) != 0)
+        return io_error(rd, cn, err);
+    return 0;
+}
+
+/* Reads the reply to the EVALSHA just sent into cn->res.  After NOSCRIPT
+ * (a SCRIPT FLUSH, a restarted or failed-over server) loads the script and
+ * sends once more. */
+static int recv_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64_t deadline,
+                        sluice_error *err)
+{
+    int attempt, rc;
 
     for (attempt = 0; attempt < 2; attempt++) {
-        redisReply *reply;
+        redisReply *reply = NULL;
 
-        pthread_mutex_lock(&rd->mu);
-        memcpy(sha, rd->sha, sizeof sha);
-        pthread_mutex_unlock(&rd->mu);
-        if (set_timeout(cn, deadline) != 0)
-            return sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts",
-                          rd->url.where);
-        if (!sha[0]) {
-            if ((rc = load_script(rd, cn, err)))
-                return rc;
-            continue;
-        }
-        argc = build_evalsha(cn, sha, batch, n);
-        if (argc < 0)
-            return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory for a batch of %zu",
-                          rd->url.where, n);
-        reply = command(cn->c, argc, cn->argv, cn->argvlen);
-        atomic_fetch_add_explicit(&rd->round_trips, 1, memory_order_relaxed);
-        if (!reply)
+        if (redisGetReply(cn->c, (void **)&reply) != REDIS_OK || !reply)
             return io_error(rd, cn, err);
         if (attempt == 0 && is_noscript(reply)) {
             freeReplyObject(reply);
-            if ((rc = load_script(rd, cn, err)))
+            if ((rc = load_script(rd, cn, err)) ||
+                (rc = send_evalsha(rd, cn, batch, n, deadline, err)))
                 return rc;
             continue;
         }
@@ -849,21 +898,83 @@ static int round_trip(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64_t
 /* The batcher                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Lock held. */
-static void finish(waiter *w, int code, const sluice_error *e)
+/* --- sleeping and waking -------------------------------------------------- */
+
+/* Sleeps while *word == val, until woken or `deadline`; 1 on timeout. */
+static int word_wait(_Atomic uint32_t *word, uint32_t val, int64_t deadline)
+{
+    struct timespec ts = sl_deadline_timespec(deadline);
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
+                      deadline == SL_NO_DEADLINE ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY);
+
+    return rc != 0 && errno == ETIMEDOUT;
+}
+
+/* Counts the word up and wakes everyone sleeping on it. */
+static void word_wake(_Atomic uint32_t *word)
+{
+    atomic_fetch_add_explicit(word, 1, memory_order_release);
+    syscall(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, NULL, NULL, 0);
+}
+
+/* Lock held: w will sleep on the word of the next batch. */
+static void park(sl_redis *rd, waiter *w, unsigned batch)
+{
+    w->word = batch % NWORDS;
+    w->seen = atomic_load_explicit(&rd->words[w->word], memory_order_relaxed);
+}
+
+/* --- leading ----------------------------------------------------------------- */
+
+/* A leader serves batch after batch while decisions keep arriving, up to
+ * this many after its own result is in (and never past its own deadline),
+ * then hands over: the next batch goes out as soon as a reply is in,
+ * without waiting for another thread to be scheduled, and no caller is
+ * kept long past its own result. */
+#define LEAD_BUDGET 16
+
+/* Lock held.  The oldest queued decisions, marked TAKEN as batch `b`. */
+static size_t take_batch(sl_redis *rd, waiter **batch, unsigned *b, int64_t *deadline)
+{
+    size_t n = 0;
+
+    *b = rd->next_batch++;
+    *deadline = SL_NO_DEADLINE;
+    while (rd->head && n < MAX_BATCH) {
+        waiter *w = rd->head;
+        rd->head = w->next;
+        park(rd, w, *b);
+        atomic_store_explicit(&w->state, W_TAKEN, memory_order_relaxed);
+        batch[n++] = w;
+        *deadline = sl_deadline_min(*deadline, w->deadline);
+    }
+    if (!rd->head)
+        rd->tail = NULL;
+    return n;
+}
+
+/* No lock: hands a TAKEN waiter its outcome.  Once DONE is visible the
+ * waiter may return and free its stack: nothing touches it after that. */
+static void complete(waiter *w, int code, const sluice_limit_result *r, const sluice_error *e)
 {
     w->code = code;
     if (code)
         sl_err_copy(&w->e, e);
-    w->state = W_DONE;
-    pthread_cond_signal(&w->cond);
+    else
+        w->r = *r;
+    atomic_store_explicit(&w->state, W_DONE, memory_order_release);
 }
 
-/* Lock held: wakes the head of the queue to lead when a slot is free. */
-static void hand_off(sl_redis *rd)
+/* Lock held: asks the head of the queue to lead next.  The queued all
+ * sleep on one word, so they all wake; the others go back to sleep.  It
+ * happens once per LEAD_BUDGET batches at most. */
+static void pass_lead(sl_redis *rd)
 {
-    if (rd->head && rd->inflight < rd->cfg.max_inflight)
-        pthread_cond_signal(&rd->head->cond);
+    if (rd->head && rd->inflight < rd->cfg.max_inflight &&
+        atomic_load_explicit(&rd->head->state, memory_order_relaxed) == W_QUEUED) {
+        atomic_store_explicit(&rd->head->state, W_LEAD, memory_order_relaxed);
+        word_wake(&rd->words[rd->next_batch % NWORDS]);
+    }
 }
 
 static void unlink_waiter(sl_redis *rd, waiter *w)
@@ -881,56 +992,141 @@ static void unlink_waiter(sl_redis *rd, waiter *w)
         rd->tail = prev;
 }
 
-/* Sends one batch: the queue's head, up to MAX_BATCH decisions.  Called
- * and returns with rd->mu held; drops it for the I/O.  A connection that
- * failed is discarded, and every decision still queued fails with the same
- * error at once instead of each waiting for its own timeout. */
-static void lead(sl_redis *rd)
+/* Sends a batch, checking a connection out first when the leader holds
+ * none.  No lock held.  0, or the error to complete the batch with. */
+static int send_batch(sl_redis *rd, rconn **cn, waiter **batch, size_t n, int64_t deadline,
+                      sluice_error *e)
+{
+    int rc;
+
+    sl_err_clear(e);
+    if (!*cn && (rc = get_conn(rd, deadline, cn, NULL, e)))
+        return rc;
+    return send_evalsha(rd, *cn, batch, n, deadline, e);
+}
+
+/* Completes a sent (or failed) batch.  No lock held.  Returns 1 when the
+ * connection broke: it is then discarded and *cn cleared. */
+static int finish_batch(sl_redis *rd, rconn **cn, waiter **batch, size_t n, int64_t deadline,
+                        int rc, sluice_error *e)
+{
+    int broken;
+    size_t i;
+
+    if (rc == 0)
+        rc = recv_evalsha(rd, *cn, batch, n, deadline, e);
+    broken = rc == SLUICE_ELIMITER && (!*cn || (*cn)->c->err != 0);
+    if (rc == SLUICE_ELIMITER && *cn)
+        atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
+    for (i = 0; i < n; i++)
+        complete(batch[i], rc, rc == 0 ? &(*cn)->res[i] : NULL, e);
+    if (broken && *cn) {
+        sluice_pool_put(rd->pool, *cn, 0);
+        *cn = NULL;
+    }
+    return broken;
+}
+
+/* Lock held: fails every queued decision at once (the connection broke, so
+ * they would only wait for their own timeouts). */
+static void fail_queue(sl_redis *rd, int code, const sluice_error *e)
+{
+    unsigned b = rd->next_batch++;
+
+    while (rd->head) {
+        waiter *w = rd->head;
+        rd->head = w->next;
+        complete(w, code, NULL, e);
+    }
+    rd->tail = NULL;
+    word_wake(&rd->words[b % NWORDS]);
+}
+
+/* Called with the lock held by `self`, a queued caller allowed to lead;
+ * returns with it released once self is DONE.  It keeps one connection
+ * while it leads, and wakes a batch's callers only after the next batch is
+ * on the wire, so Redis works while they are being scheduled.  See
+ * LEAD_BUDGET. */
+static void lead(sl_redis *rd, waiter *self)
 {
     waiter *batch[MAX_BATCH];
-    int64_t deadline = SL_NO_DEADLINE;
-    size_t n = 0, i;
+    int64_t deadline;
+    unsigned b;
+    size_t n;
+    int served_after_self = 0, pending_wake = -1;
     rconn *cn = NULL;
     sluice_error e;
-    int rc, broken;
 
-    while (rd->head && n < MAX_BATCH) {
-        waiter *w = rd->head;
-        rd->head = w->next;
-        w->state = W_TAKEN;
-        batch[n++] = w;
-        deadline = sl_deadline_min(deadline, w->deadline);
-    }
-    if (!rd->head)
-        rd->tail = NULL;
     rd->inflight++;
+    n = take_batch(rd, batch, &b, &deadline);
     pthread_mutex_unlock(&rd->mu);
+    for (;;) {
+        int rc = send_batch(rd, &cn, batch, n, deadline, &e), broken;
 
-    sl_err_clear(&e);
-    rc = get_conn(rd, deadline, &cn, NULL, &e);
-    broken = rc == SLUICE_ELIMITER;
-    if (rc == 0) {
-        rc = round_trip(rd, cn, batch, n, deadline, &e);
-        broken = cn->c->err != 0;
-        for (i = 0; rc == 0 && i < n; i++)
-            batch[i]->r = cn->res[i];
-        sluice_pool_put(rd->pool, cn, !broken);
-        if (rc == SLUICE_ELIMITER)
-            atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
+        if (pending_wake >= 0)
+            word_wake(&rd->words[pending_wake]);
+        broken = finish_batch(rd, &cn, batch, n, deadline, rc, &e);
+        pending_wake = (int)(b % NWORDS);
+        pthread_mutex_lock(&rd->mu);
+        if (broken)
+            fail_queue(rd, rc ? rc : SLUICE_ELIMITER, &e);
+        if (atomic_load_explicit(&self->state, memory_order_relaxed) == W_DONE &&
+            (!rd->head || ++served_after_self > LEAD_BUDGET || sl_now_ns() > self->deadline))
+            break;
+        n = take_batch(rd, batch, &b, &deadline);
+        pthread_mutex_unlock(&rd->mu);
     }
-
-    pthread_mutex_lock(&rd->mu);
     rd->inflight--;
-    for (i = 0; i < n; i++)
-        finish(batch[i], rc, &e);
-    while (broken && rd->head) {
-        waiter *w = rd->head;
-        rd->head = w->next;
-        finish(w, rc, &e);
+    pass_lead(rd);
+    pthread_mutex_unlock(&rd->mu);
+    word_wake(&rd->words[pending_wake]);
+    if (cn)
+        sluice_pool_put(rd->pool, cn, 1);
+}
+
+/* --- waiting ------------------------------------------------------------------ */
+
+/* A queued caller's wait: for its outcome, for a request to lead, or for
+ * its deadline while still queued (then it unlinks itself).  Once TAKEN it
+ * waits without a deadline: the leader's I/O is bounded by the batch's
+ * earliest deadline. */
+static void await_outcome(sl_redis *rd, waiter *w, unsigned word, uint32_t seen)
+{
+    int64_t deadline = w->deadline;
+
+    for (;;) {
+        int timed_out = 0, st;
+
+        if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
+            return;
+        timed_out = word_wait(&rd->words[word], seen, deadline);
+        if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
+            return;
+        pthread_mutex_lock(&rd->mu);
+        st = atomic_load_explicit(&w->state, memory_order_relaxed);
+        if (st == W_LEAD && !timed_out) {
+            atomic_store_explicit(&w->state, W_QUEUED, memory_order_relaxed);
+            lead(rd, w);
+            return;
+        }
+        if (timed_out && (st == W_QUEUED || st == W_LEAD)) {
+            unlink_waiter(rd, w);
+            pass_lead(rd);
+            pthread_mutex_unlock(&rd->mu);
+            w->code = sl_err(&w->e, SLUICE_ELIMITER,
+                             "redis %s: no reply within %d ms (queued behind a slow round trip)",
+                             rd->url.where, rd->cfg.timeout_ms);
+            atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
+            return;
+        }
+        if (st == W_QUEUED)
+            park(rd, w, rd->next_batch);   /* woken, but not taken: the next one */
+        if (timed_out)
+            deadline = SL_NO_DEADLINE;      /* TAKEN: the leader is bounded */
+        word = w->word;
+        seen = w->seen;
+        pthread_mutex_unlock(&rd->mu);
     }
-    if (!rd->head)
-        rd->tail = NULL;
-    hand_off(rd);
 }
 
 int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
@@ -941,9 +1137,9 @@ int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
     w.next = NULL;
     w.rq = rq;
     w.code = 0;
-    w.state = W_QUEUED;
     w.deadline = sl_deadline_in_ms(rd->cfg.timeout_ms);
-    pthread_cond_init(&w.cond, &rd->condattr);
+    atomic_init(&w.state, W_QUEUED);
+    format_args(&w);
 
     pthread_mutex_lock(&rd->mu);
     if (rd->tail)
@@ -951,31 +1147,18 @@ int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
     else
         rd->head = &w;
     rd->tail = &w;
-    while (w.state != W_DONE) {
-        struct timespec ts;
+    if (rd->inflight < rd->cfg.max_inflight) {
+        lead(rd, &w);
+    } else {
+        unsigned word;
+        uint32_t seen;
 
-        if (w.state == W_QUEUED && rd->inflight < rd->cfg.max_inflight) {
-            lead(rd);
-            continue;
-        }
-        if (w.state == W_TAKEN) {
-            /* The leader's I/O is bounded by the batch's earliest deadline. */
-            pthread_cond_wait(&w.cond, &rd->mu);
-            continue;
-        }
-        ts = sl_deadline_timespec(w.deadline);
-        if (pthread_cond_timedwait(&w.cond, &rd->mu, &ts) == ETIMEDOUT && w.state == W_QUEUED) {
-            unlink_waiter(rd, &w);
-            hand_off(rd);
-            w.code = sl_err(&w.e, SLUICE_ELIMITER,
-                            "redis %s: no reply within %d ms (queued behind a slow round trip)",
-                            rd->url.where, rd->cfg.timeout_ms);
-            atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
-            break;
-        }
+        park(rd, &w, rd->next_batch);
+        word = w.word;
+        seen = w.seen;
+        pthread_mutex_unlock(&rd->mu);
+        await_outcome(rd, &w, word, seen);
     }
-    pthread_mutex_unlock(&rd->mu);
-    pthread_cond_destroy(&w.cond);
     if (w.code)
         sl_err_copy(err, &w.e);
     else
@@ -1005,8 +1188,6 @@ sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachabl
     memset(url, 0, sizeof *url);
     rd->cfg = *cfg;
     pthread_mutex_init(&rd->mu, NULL);
-    pthread_condattr_init(&rd->condattr);
-    pthread_condattr_setclock(&rd->condattr, CLOCK_MONOTONIC);
     po.max_size = cfg->pool_size;
     po.max_idle = cfg->pool_size;
     rd->pool = sluice_pool_new(&po, &pool_ops, rd, err);
@@ -1031,7 +1212,6 @@ void sl_redis_free(sl_redis *rd)
     if (!rd)
         return;
     sluice_pool_free(rd->pool);
-    pthread_condattr_destroy(&rd->condattr);
     pthread_mutex_destroy(&rd->mu);
     sl_redis_url_free(&rd->url);
     sl_free(rd);

@@ -1,0 +1,376 @@
+/* Limiter throughput: decisions per second from 8 threads
+ *   1. plain: each thread its own hiredis connection, one EVALSHA round
+ *      trip per decision (the same GCRA script, one decision per call);
+ *   2. sluice_limiter_check against the same Redis (batched round trips);
+ *   3. the in-process limiter.
+ * During 2 and 3 it also checks the exact GCRA bound on every key:
+ * admitted <= burst + rate * span.
+ *
+ *   bench_limiter [redis_url] [seconds] [keys]
+ *
+ * `keys` (default 16) is how many keys the threads spread over: 1 is one
+ * hot endpoint, the common case for a fleet calling one API.
+ * Without a URL (or $SLUICE_REDIS_URL) it starts a private redis-server on
+ * a free 127.0.0.1 port.  Exit status 1 when a bound is broken or a phase
+ * fails; the 3x target is reported, not enforced (it is a benchmark). */
+#include <arpa/inet.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "limiter.h"
+#include "sluice.h"
+
+#define THREADS 8
+#define MAX_KEYS 64
+
+static int nkeys = 16;
+
+static const sluice_limit bench_limit = {20000, 1000, 100};
+
+typedef struct worker {
+    const char *url;         /* plain phase: where to connect */
+    const char *sha;
+    sluice_limiter *l;       /* limiter phases */
+    int64_t stop_ns;
+    unsigned seed;
+    long decisions, errors;
+    long allowed[MAX_KEYS];
+} worker;
+
+static const char *key_name(int k, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "{bench}:k%d", k);
+    return buf;
+}
+
+/* --- phase 1: one EVALSHA per decision --------------------------------- */
+
+static redisContext *connect_url(const char *url)
+{
+    sl_redis_url u;
+    struct timeval tv = {2, 0};
+    redisContext *c;
+
+    if (sl_redis_url_parse(url, &u, NULL) != 0)
+        return NULL;
+    c = u.path ? redisConnectUnixWithTimeout(u.path, tv) : redisConnectWithTimeout(u.host, u.port, tv);
+    if (c && !c->err && u.password) {
+        redisReply *r = u.user ? redisCommand(c, "AUTH %s %s", u.user, u.password)
+                               : redisCommand(c, "AUTH %s", u.password);
+        if (r)
+            freeReplyObject(r);
+    }
+    if (c && !c->err && u.db) {
+        redisReply *r = redisCommand(c, "SELECT %d", u.db);
+        if (r)
+            freeReplyObject(r);
+    }
+    sl_redis_url_free(&u);
+    if (c && c->err) {
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void *plain_worker(void *arg)
+{
+    worker *w = arg;
+    redisContext *c = connect_url(w->url);
+    char key[64], prefixed[96], interval[32], burst[16];
+
+    if (!c) {
+        w->errors++;
+        return NULL;
+    }
+    snprintf(interval, sizeof interval, "%.17g", sl_gcra_interval_us(&bench_limit));
+    snprintf(burst, sizeof burst, "%d", bench_limit.burst);
+    while (sl_now_ns() < w->stop_ns) {
+        const char *argv[9];
+        redisReply *r;
+
+        snprintf(prefixed, sizeof prefixed, "plain:%s",
+                 key_name((int)(rand_r(&w->seed) % (unsigned)nkeys), key, sizeof key));
+        argv[0] = "EVALSHA", argv[1] = w->sha, argv[2] = "1", argv[3] = prefixed;
+        argv[4] = "c", argv[5] = interval, argv[6] = burst, argv[7] = "1", argv[8] = "-1";
+        r = redisCommandArgv(c, 9, argv, NULL);
+        if (!r || r->type != REDIS_REPLY_ARRAY)
+            w->errors++;
+        else
+            w->decisions++;
+        if (r)
+            freeReplyObject(r);
+        if (!r)
+            break;
+    }
+    redisFree(c);
+    return NULL;
+}
+
+/* --- phases 2 and 3: the limiter ---------------------------------------- */
+
+static void *limiter_worker(void *arg)
+{
+    worker *w = arg;
+    char key[64];
+
+    while (sl_now_ns() < w->stop_ns) {
+        sluice_limit_result r;
+        int k = (int)(rand_r(&w->seed) % (unsigned)nkeys);
+
+        if (sluice_limiter_check(w->l, key_name(k, key, sizeof key), &bench_limit, 1, &r) != 0) {
+            w->errors++;
+            continue;
+        }
+        w->decisions++;
+        if (r.allowed)
+            w->allowed[k]++;
+    }
+    return NULL;
+}
+
+typedef struct phase_result {
+    double per_sec;
+    long decisions, errors;
+    int bound_ok;
+    double client_cpu_us, redis_cpu_us;   /* per decision */
+} phase_result;
+
+static const char *redis_url_for_cpu;
+
+/* CPU seconds this process has used. */
+static double own_cpu(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+static redisContext *connect_url(const char *url);
+
+/* CPU seconds the Redis server has used (INFO cpu), or 0. */
+static double redis_cpu(void)
+{
+    redisContext *c = redis_url_for_cpu ? connect_url(redis_url_for_cpu) : NULL;
+    redisReply *r = c ? redisCommand(c, "INFO cpu") : NULL;
+    double v = 0;
+    const char *p;
+
+    if (r && r->type == REDIS_REPLY_STRING) {
+        if ((p = strstr(r->str, "used_cpu_sys:")))
+            v += atof(p + 13);
+        if ((p = strstr(r->str, "used_cpu_user:")))
+            v += atof(p + 14);
+    }
+    if (r)
+        freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return v;
+}
+
+static phase_result run_phase(void *(*fn)(void *), const char *url, const char *sha,
+                              sluice_limiter *l, double seconds)
+{
+    worker w[THREADS];
+    pthread_t th[THREADS];
+    phase_result res = {0, 0, 0, 1, 0, 0};
+    long allowed[MAX_KEYS] = {0};
+    double cpu0 = own_cpu(), rcpu0 = redis_cpu();
+    int64_t t0 = sl_now_ns(), t1;
+    int i, k;
+
+    for (i = 0; i < THREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].url = url;
+        w[i].sha = sha;
+        w[i].l = l;
+        w[i].seed = (unsigned)i * 2654435761u + 1;
+        w[i].stop_ns = t0 + (int64_t)(seconds * 1e9);
+        pthread_create(&th[i], NULL, fn, &w[i]);
+    }
+    for (i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        res.decisions += w[i].decisions;
+        res.errors += w[i].errors;
+        for (k = 0; k < nkeys; k++)
+            allowed[k] += w[i].allowed[k];
+    }
+    t1 = sl_now_ns();
+    res.per_sec = (double)res.decisions / ((double)(t1 - t0) / 1e9);
+    if (res.decisions) {
+        res.client_cpu_us = (own_cpu() - cpu0) * 1e6 / (double)res.decisions;
+        res.redis_cpu_us = (l && !sluice_limiter_is_shared(l) ? 0 : redis_cpu() - rcpu0) * 1e6 /
+                           (double)res.decisions;
+    }
+    if (l) {
+        double bound = bench_limit.burst +
+                       bench_limit.rate * ((double)(t1 - t0) / 1e9) / (bench_limit.period_ms / 1000.0);
+        for (k = 0; k < nkeys; k++)
+            if (allowed[k] > (long)bound + 1) {
+                fprintf(stderr, "  key %d admitted %ld > bound %.1f\n", k, allowed[k], bound);
+                res.bound_ok = 0;
+            }
+        printf("    exact bound (<= %.0f per key, burst + rate * span): %s\n", bound,
+               res.bound_ok ? "held on every key" : "BROKEN");
+    }
+    return res;
+}
+
+/* --- a private redis-server when none is given -------------------------- */
+
+static int free_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static pid_t start_redis(char *url, size_t cap)
+{
+    int port = free_port(), i;
+    char portbuf[16];
+    pid_t pid;
+
+    snprintf(portbuf, sizeof portbuf, "%d", port);
+    snprintf(url, cap, "redis://127.0.0.1:%d", port);
+    pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        execlp("redis-server", "redis-server", "--port", portbuf, "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    for (i = 0; i < 300; i++) {
+        redisContext *c = connect_url(url);
+        if (c) {
+            redisFree(c);
+            return pid;
+        }
+        usleep(10000);
+    }
+    kill(pid, SIGTERM);
+    return -1;
+}
+
+static int load_script(const char *url, char *sha)
+{
+    redisContext *c = connect_url(url);
+    redisReply *r;
+    int ok;
+
+    if (!c)
+        return -1;
+    r = redisCommand(c, "SCRIPT LOAD %s", sl_redis_script);
+    ok = r && r->type == REDIS_REPLY_STRING && r->len == 40;
+    if (ok)
+        memcpy(sha, r->str, 41);
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return ok ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    char url_buf[128], sha[41];
+    const char *url = argc > 1 && argv[1][0] ? argv[1] : getenv("SLUICE_REDIS_URL");
+    double seconds = argc > 2 ? atof(argv[2]) : 3.0;
+    pid_t redis_pid = 0;
+    phase_result plain, shared, local;
+    sluice_limiter_opts o;
+    sluice_limiter *l;
+    struct sluice_limiter_stats st;
+    sluice_error err;
+    int status = 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (seconds <= 0)
+        seconds = 3.0;
+    if (argc > 3)
+        nkeys = atoi(argv[3]);
+    if (nkeys < 1 || nkeys > MAX_KEYS)
+        nkeys = 16;
+    if (!url || !*url) {
+        redis_pid = start_redis(url_buf, sizeof url_buf);
+        if (redis_pid < 0) {
+            fprintf(stderr, "bench_limiter: could not start redis-server\n");
+            return 1;
+        }
+        url = url_buf;
+    }
+    if (load_script(url, sha) != 0) {
+        fprintf(stderr, "bench_limiter: cannot load the script into %s\n", url);
+        status = 1;
+        goto out;
+    }
+    printf("limiter: %d threads, %d keys, %.0f per %d ms burst %d, %.1f s per phase\n", THREADS,
+           nkeys, bench_limit.rate, bench_limit.period_ms, bench_limit.burst, seconds);
+
+    redis_url_for_cpu = url;
+    plain = run_phase(plain_worker, url, sha, NULL, seconds);
+    printf("  plain EVALSHA per decision, 8 connections: %10.0f decisions/s  (%ld errors)\n",
+           plain.per_sec, plain.errors);
+    printf("    CPU per decision: client %.2f us, redis %.2f us\n", plain.client_cpu_us,
+           plain.redis_cpu_us);
+
+    sluice_limiter_opts_init(&o);
+    o.prefix = "bench";
+    o.fail_mode = SLUICE_FAIL_CLOSED;
+    o.redis_timeout_ms = 1000;
+    l = sluice_limiter_new(url, &o, &err);
+    if (!l) {
+        fprintf(stderr, "bench_limiter: %s\n", err.msg);
+        status = 1;
+        goto out;
+    }
+    shared = run_phase(limiter_worker, NULL, NULL, l, seconds);
+    sluice_limiter_stats(l, &st);
+    printf("  sluice_limiter_check (Redis, batched):     %10.0f decisions/s  (%ld errors, "
+           "%.1f decisions per round trip)\n",
+           shared.per_sec, shared.errors,
+           st.round_trips ? (double)st.decisions / (double)st.round_trips : 0.0);
+    printf("    CPU per decision: client %.2f us, redis %.2f us\n", shared.client_cpu_us,
+           shared.redis_cpu_us);
+    sluice_limiter_free(l);
+
+    l = sluice_limiter_new("", &o, &err);
+    local = run_phase(limiter_worker, NULL, NULL, l, seconds);
+    printf("  sluice_limiter_check (in-process):         %10.0f decisions/s  (%ld errors)\n",
+           local.per_sec, local.errors);
+    sluice_limiter_free(l);
+
+    printf("  batched / plain: %.2fx (target >= 3x): %s\n", shared.per_sec / plain.per_sec,
+           shared.per_sec >= 3 * plain.per_sec ? "met" : "NOT met");
+    if (!shared.bound_ok || !local.bound_ok || shared.errors || local.errors || plain.errors)
+        status = 1;
+out:
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGTERM);
+        waitpid(redis_pid, NULL, 0);
+    }
+    return status;
+}
