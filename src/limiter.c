@@ -15,9 +15,6 @@
 #define DEFAULT_PREFIX "sluice"
 #define DEFAULT_TIMEOUT_MS 50
 #define DEFAULT_POOL_SIZE 4
-/* Round trips in flight at once: two keep Redis busy while the previous
- * leader wakes its waiters; more would only split the batches. */
-#define MAX_INFLIGHT 1
 /* The first connection may take longer than one decision may: creation is
  * not on a request's path, and a slow first connect should not hide a
  * wrong password. */
@@ -366,7 +363,7 @@ static int attach_redis(sluice_limiter *l, const char *url, const sluice_limiter
         return rc;
     cfg.timeout_ms = o->redis_timeout_ms;
     cfg.pool_size = o->pool_size;
-    cfg.max_inflight = o->pool_size < MAX_INFLIGHT ? o->pool_size : MAX_INFLIGHT;
+    cfg.max_inflight = o->pool_size;
     cfg.create_timeout_ms =
         o->redis_timeout_ms > CREATE_TIMEOUT_MS ? o->redis_timeout_ms : CREATE_TIMEOUT_MS;
     sl_err_clear(&e);

@@ -425,6 +425,7 @@ struct sl_redis {
 
     pthread_mutex_t mu;           /* guards everything below but `words` */
     waiter *head, *tail;          /* queued decisions, arrival order */
+    size_t queued;                /* how many */
     int inflight;                 /* leaders with a round trip under way */
     uint32_t next_batch;          /* number of the next batch to be taken */
     char sha[41];                 /* the script's SHA1 once loaded, else "" */
@@ -933,6 +934,41 @@ static void park(sl_redis *rd, waiter *w, unsigned batch)
  * kept long past its own result. */
 #define LEAD_BUDGET 16
 
+/* A second leader (on a second connection) starts only behind a backlog
+ * this deep: below it, decisions are better off sharing the next round
+ * trip than splitting into smaller ones. */
+#define PARALLEL_BACKLOG 64
+
+/* Lock held: may a queued caller start leading now? */
+static int can_lead(const sl_redis *rd)
+{
+    return rd->inflight == 0 ||
+           (rd->inflight < rd->cfg.max_inflight && rd->queued >= PARALLEL_BACKLOG);
+}
+
+/* Lock held. */
+static void enqueue(sl_redis *rd, waiter *w)
+{
+    if (rd->tail)
+        rd->tail->next = w;
+    else
+        rd->head = w;
+    rd->tail = w;
+    rd->queued++;
+}
+
+/* Lock held.  The head of the queue. */
+static waiter *dequeue(sl_redis *rd)
+{
+    waiter *w = rd->head;
+
+    rd->head = w->next;
+    if (!rd->head)
+        rd->tail = NULL;
+    rd->queued--;
+    return w;
+}
+
 /* Lock held.  The oldest queued decisions, marked TAKEN as batch `b`. */
 static size_t take_batch(sl_redis *rd, waiter **batch, unsigned *b, int64_t *deadline)
 {
@@ -941,15 +977,12 @@ static size_t take_batch(sl_redis *rd, waiter **batch, unsigned *b, int64_t *dea
     *b = rd->next_batch++;
     *deadline = SL_NO_DEADLINE;
     while (rd->head && n < MAX_BATCH) {
-        waiter *w = rd->head;
-        rd->head = w->next;
+        waiter *w = dequeue(rd);
         park(rd, w, *b);
         atomic_store_explicit(&w->state, W_TAKEN, memory_order_relaxed);
         batch[n++] = w;
         *deadline = sl_deadline_min(*deadline, w->deadline);
     }
-    if (!rd->head)
-        rd->tail = NULL;
     return n;
 }
 
@@ -970,7 +1003,7 @@ static void complete(waiter *w, int code, const sluice_limit_result *r, const sl
  * happens once per LEAD_BUDGET batches at most. */
 static void pass_lead(sl_redis *rd)
 {
-    if (rd->head && rd->inflight < rd->cfg.max_inflight &&
+    if (rd->head && can_lead(rd) &&
         atomic_load_explicit(&rd->head->state, memory_order_relaxed) == W_QUEUED) {
         atomic_store_explicit(&rd->head->state, W_LEAD, memory_order_relaxed);
         word_wake(&rd->words[rd->next_batch % NWORDS]);
@@ -990,6 +1023,7 @@ static void unlink_waiter(sl_redis *rd, waiter *w)
     *link = w->next;
     if (rd->tail == w)
         rd->tail = prev;
+    rd->queued--;
 }
 
 /* Sends a batch, checking a connection out first when the leader holds
@@ -1033,53 +1067,42 @@ static void fail_queue(sl_redis *rd, int code, const sluice_error *e)
 {
     unsigned b = rd->next_batch++;
 
-    while (rd->head) {
-        waiter *w = rd->head;
-        rd->head = w->next;
-        complete(w, code, NULL, e);
-    }
-    rd->tail = NULL;
+    while (rd->head)
+        complete(dequeue(rd), code, NULL, e);
     word_wake(&rd->words[b % NWORDS]);
 }
 
 /* Called with the lock held by `self`, a queued caller allowed to lead;
  * returns with it released once self is DONE.  It keeps one connection
- * while it leads, and wakes a batch's callers only after the next batch is
- * on the wire, so Redis works while they are being scheduled.  See
- * LEAD_BUDGET. */
+ * while it leads.  See LEAD_BUDGET. */
 static void lead(sl_redis *rd, waiter *self)
 {
     waiter *batch[MAX_BATCH];
-    int64_t deadline;
-    unsigned b;
-    size_t n;
-    int served_after_self = 0, pending_wake = -1;
+    int served_after_self = 0;
     rconn *cn = NULL;
     sluice_error e;
 
     rd->inflight++;
-    n = take_batch(rd, batch, &b, &deadline);
-    pthread_mutex_unlock(&rd->mu);
     for (;;) {
-        int rc = send_batch(rd, &cn, batch, n, deadline, &e), broken;
+        int64_t deadline;
+        unsigned b;
+        size_t n = take_batch(rd, batch, &b, &deadline);
+        int rc, broken;
 
-        if (pending_wake >= 0)
-            word_wake(&rd->words[pending_wake]);
+        pthread_mutex_unlock(&rd->mu);
+        rc = send_batch(rd, &cn, batch, n, deadline, &e);
         broken = finish_batch(rd, &cn, batch, n, deadline, rc, &e);
-        pending_wake = (int)(b % NWORDS);
+        word_wake(&rd->words[b % NWORDS]);
         pthread_mutex_lock(&rd->mu);
         if (broken)
             fail_queue(rd, rc ? rc : SLUICE_ELIMITER, &e);
         if (atomic_load_explicit(&self->state, memory_order_relaxed) == W_DONE &&
             (!rd->head || ++served_after_self > LEAD_BUDGET || sl_now_ns() > self->deadline))
             break;
-        n = take_batch(rd, batch, &b, &deadline);
-        pthread_mutex_unlock(&rd->mu);
     }
     rd->inflight--;
     pass_lead(rd);
     pthread_mutex_unlock(&rd->mu);
-    word_wake(&rd->words[pending_wake]);
     if (cn)
         sluice_pool_put(rd->pool, cn, 1);
 }
@@ -1142,12 +1165,8 @@ int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
     format_args(&w);
 
     pthread_mutex_lock(&rd->mu);
-    if (rd->tail)
-        rd->tail->next = &w;
-    else
-        rd->head = &w;
-    rd->tail = &w;
-    if (rd->inflight < rd->cfg.max_inflight) {
+    enqueue(rd, &w);
+    if (can_lead(rd)) {
         lead(rd, &w);
     } else {
         unsigned word;
