@@ -22,7 +22,7 @@
 #define MAX_INTERIM 32              /* 1xx responses skipped before giving up */
 #define MAX_CHUNK_LINE 4096         /* chunk size plus extensions */
 #define MAX_TRAILER_BYTES (64 * 1024)
-#define STACK_HDRS 64
+#define STACK_HDRS DEFAULT_MAX_HEADERS  /* above it the array is allocated */
 
 /* --- byte classes ---------------------------------------------------------- */
 
@@ -168,8 +168,9 @@ static int put_field(sl_buf *out, const char *name, const char *value, sluice_er
         return sl_err(err, SLUICE_EINVAL, "request header with a NULL name or value");
     nlen = class_span(name, C_TOKEN);
     if (nlen == 0 || name[nlen])
-        return sl_err(err, SLUICE_EINVAL, "request header name \"%.64s\" is not an HTTP token",
-                      name);
+        return sl_err(err, SLUICE_EINVAL,
+                      "request header name is not an HTTP token (byte 0x%02x at offset %zu)",
+                      (unsigned char)name[nlen], nlen);
     vlen = strlen(value);
     if (value_span(value, vlen) != vlen)
         return sl_err(err, SLUICE_EINVAL,
@@ -220,8 +221,9 @@ static int put_request_line(sl_buf *out, const sl_http_req *r, sluice_error *err
         return sl_err(err, SLUICE_EINVAL, "request without a method or target");
     mlen = class_span(r->method, C_TOKEN);
     if (mlen == 0 || r->method[mlen])
-        return sl_err(err, SLUICE_EINVAL, "request method \"%.32s\" is not an HTTP token",
-                      r->method);
+        return sl_err(err, SLUICE_EINVAL,
+                      "request method is not an HTTP token (byte 0x%02x at offset %zu)",
+                      (unsigned char)r->method[mlen], mlen);
     tlen = class_span(r->target, C_TARGET);
     if (tlen == 0 || r->target[tlen])
         return sl_err(err, SLUICE_EINVAL,
