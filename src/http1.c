@@ -470,7 +470,9 @@ static int chunk_size_digit(sl_chunked *c, int v, sluice_error *err)
     return 0;
 }
 
-/* After the digits: BWS, then ';' extensions or CR. */
+/* After the digits: CR, or BWS then ';' and extensions.  Whitespace not
+ * followed by ';' is refused (RFC 9112 section 7.1.1 allows BWS only
+ * before an extension), since parsers disagree on "5 \r\n". */
 static int chunk_size_tail(sl_chunked *c, unsigned char ch, sluice_error *err)
 {
     if (c->state == CH_SIZE && c->trailer_bytes == 0)
@@ -481,8 +483,10 @@ static int chunk_size_tail(sl_chunked *c, unsigned char ch, sluice_error *err)
         c->state = CH_SIZE_WS;
     else if (ch == ';')
         c->state = CH_EXT;
-    else if (ch == '\r')
+    else if (ch == '\r' && c->state == CH_SIZE)
         c->state = CH_SIZE_LF;
+    else if (ch == '\r')
+        return sl_err(err, SLUICE_EPROTO, "whitespace after a chunk size without an extension");
     else
         return proto_err_byte(err, "a chunk size line", ch);
     return 0;
@@ -713,83 +717,77 @@ static int read_head(reader *rd, const sl_http_limits *lim, sl_http_head *h, siz
 }
 
 /* A comma-separated list element by element, OWS trimmed; calls fn for
- * each non-empty one.  Returns fn's first non-zero result, or 0. */
+ * each one, empty ones included.  Returns fn's first non-zero result. */
 static int each_element(const char *v, size_t n, int (*fn)(const char *, size_t, void *),
                         void *arg)
 {
     const char *end = v + n;
 
-    while (v < end) {
-        const char *comma = memchr(v, ',', (size_t)(end - v)), *e = comma ? comma : end;
-        const char *s = v;
-        int rc;
-        while (s < e && (*s == ' ' || *s == '\t'))
-            s++;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (e > s && (rc = fn(s, (size_t)(e - s), arg)))
-            return rc;
-        v = comma ? comma + 1 : end;
-    }
-    return 0;
-}
-
-typedef struct head_facts {
-    int have_length;
-    uint64_t length;
-    int te;                 /* Transfer-Encoding present */
-    int te_chunked;         /* its final coding is chunked */
-    int conn_close;
-    int conn_keep_alive;
-} head_facts;
-
-/* One Content-Length value: digits only, and equal to any seen before. */
-static int length_value(head_facts *f, const char *s, size_t n, sluice_error *err)
-{
-    uint64_t v = 0;
-    size_t i;
-
-    if (n == 0)
-        return sl_err(err, SLUICE_EPROTO, "Content-Length has an empty value");
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return sl_err(err, SLUICE_EPROTO, "Content-Length is not a number");
-        if (v > (UINT64_C(1) << 59))
-            return sl_err(err, SLUICE_EPROTO, "Content-Length is too large");
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (f->have_length && f->length != v)
-        return sl_err(err, SLUICE_EPROTO, "Content-Length has differing values");
-    f->have_length = 1;
-    f->length = v;
-    return 0;
-}
-
-/* Repeated fields and lists ("5, 5") are accepted when every value is the
- * same (RFC 9110 section 8.6); unlike other lists an empty element is an
- * error. */
-static int content_length(head_facts *f, const char *v, size_t n, sluice_error *err)
-{
-    const char *end = v + n;
-
     for (;;) {
         const char *comma = memchr(v, ',', (size_t)(end - v)), *e = comma ? comma : end;
+        int rc;
         while (v < e && (*v == ' ' || *v == '\t'))
             v++;
         while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
             e--;
-        if (length_value(f, v, (size_t)(e - v), err))
-            return SLUICE_EPROTO;
+        if ((rc = fn(v, (size_t)(e - v), arg)))
+            return rc;
         if (!comma)
             return 0;
         v = comma + 1;
     }
 }
 
+typedef struct head_facts {
+    int have_length;
+    uint64_t length;
+    const char *length_text;    /* the first value as written */
+    size_t length_text_len;
+    int te;                 /* Transfer-Encoding present */
+    int te_chunked;         /* its final coding is chunked */
+    int conn_close;
+    int conn_keep_alive;
+} head_facts;
+
+enum { LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS };
+
+/* One Content-Length value: digits only, and written exactly as any seen
+ * before.  Repeated fields and lists ("5, 5") are accepted when every value
+ * is the same (RFC 9110 section 8.6); "5, 05" is refused, since a peer
+ * comparing text would see two lengths. */
+static int length_element(const char *s, size_t n, void *arg)
+{
+    head_facts *f = arg;
+    uint64_t v = 0;
+    size_t i;
+
+    if (n == 0)
+        return LIST_EMPTY;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return LIST_NOT_NUMBER;
+        if (v > (UINT64_C(1) << 59))
+            return LIST_TOO_LARGE;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (f->have_length)
+        return n == f->length_text_len && memcmp(s, f->length_text, n) == 0 ? 0 : LIST_DIFFERS;
+    f->have_length = 1;
+    f->length = v;
+    f->length_text = s;
+    f->length_text_len = n;
+    return 0;
+}
+
+/* Framing lists with an empty element are refused: parsers disagree on
+ * whether "chunked," ends in chunked, and disagreement about framing is
+ * how responses get split. */
 static int te_element(const char *s, size_t n, void *arg)
 {
     head_facts *f = arg;
 
+    if (n == 0)
+        return LIST_EMPTY;
     f->te_chunked = IEQ(s, n, "chunked");
     return 0;
 }
@@ -805,19 +803,28 @@ static int connection_element(const char *s, size_t n, void *arg)
     return 0;
 }
 
+static int list_error(int rc, const char *name, sluice_error *err)
+{
+    static const char *const why[] = {"", "has an empty list element", "is not a number",
+                                      "is too large", "has differing values"};
+
+    return sl_err(err, SLUICE_EPROTO, "%s %s", name, why[rc]);
+}
+
 static int gather_facts(const sl_http_head *h, head_facts *f, sluice_error *err)
 {
     size_t i;
 
     for (i = 0; i < h->nhdrs; i++) {
         const sl_http_hdr *x = &h->hdrs[i];
+        int rc;
         if (IEQ(x->name, x->name_len, "content-length")) {
-            if (content_length(f, x->value, x->value_len, err))
-                return SLUICE_EPROTO;
+            if ((rc = each_element(x->value, x->value_len, length_element, f)))
+                return list_error(rc, "Content-Length", err);
         } else if (IEQ(x->name, x->name_len, "transfer-encoding")) {
             f->te = 1;
-            f->te_chunked = 0;
-            each_element(x->value, x->value_len, te_element, f);
+            if ((rc = each_element(x->value, x->value_len, te_element, f)))
+                return list_error(rc, "Transfer-Encoding", err);
         } else if (IEQ(x->name, x->name_len, "connection")) {
             each_element(x->value, x->value_len, connection_element, f);
         }

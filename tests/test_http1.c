@@ -481,6 +481,8 @@ static void test_chunked_rejects(void)
         "\r\n",
         ";ext\r\n",
         "5 5\r\n",
+        "5 \r\nhello\r\n0\r\n\r\n",
+        "0\t\r\n\r\n",
         "00000000000000005\r\nhello\r\n",        /* 17 digits */
         "8000000000000000\r\n",                 /* 2^63 */
         "ffffffffffffffff\r\n",
@@ -806,6 +808,8 @@ static void test_read_framing_rejects(void)
          "both Content-Length and Transfer-Encoding"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "differing"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!", "differing"},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5, 05\r\n\r\nhello", "differing"},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 005\r\n\r\nhello", "differing"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 5,\r\n\r\nhello", "empty"},
         {"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\nhello", "empty"},
         {"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello", "not a number"},
@@ -813,6 +817,9 @@ static void test_read_framing_rejects(void)
         {"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello", "not a number"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello", "not a number"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", "too large"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n", "empty list element"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip,,chunked\r\n\r\n0\r\n\r\n", "empty list element"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n0\r\n\r\n", "empty list element"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", "CRLF"},
         {"HTTP/1.1 200 OK\r\nX: y\r\n folded\r\n\r\n", "folding"},
