@@ -398,17 +398,28 @@ static int parse_field(const char **pp, const char *end, sl_http_hdr *f, sluice_
     return 1;
 }
 
-ssize_t sl_http1_parse_head(const char *buf, size_t len, sl_http_head *h, sluice_error *err)
+/* Where an interrupted parse resumes: the first line not yet parsed (0 =
+ * the status line) and the headers counted before it. */
+typedef struct parse_pos {
+    size_t off;
+    size_t count;
+} parse_pos;
+
+/* Parses whole lines from pos->off on.  Returns the head length, 0 when
+ * partial (pos then marks the first incomplete line, after which no line
+ * ends), or SLUICE_EPROTO.  Entries before pos->count were filled by an
+ * earlier call, possibly in a buffer since moved. */
+static ssize_t parse_from(const char *buf, size_t len, parse_pos *pos, sl_http_head *h,
+                          size_t cap, sluice_error *err)
 {
-    const char *p = buf, *end = buf + len;
-    size_t n = 0, cap;
+    const char *p = buf + pos->off, *end = buf + len;
     int rc;
 
-    if (!buf || !h || (h->nhdrs && !h->hdrs))
-        return sl_err(err, SLUICE_EINVAL, "no buffer or head to parse into");
-    cap = h->nhdrs;
-    if ((rc = parse_status_line(&p, end, h, err)) <= 0)
-        return rc;
+    if (pos->off == 0) {
+        if ((rc = parse_status_line(&p, end, h, err)) <= 0)
+            return rc;
+        pos->off = (size_t)(p - buf);
+    }
     for (;;) {
         sl_http_hdr f;
         if (p == end)
@@ -418,17 +429,30 @@ ssize_t sl_http1_parse_head(const char *buf, size_t len, sl_http_head *h, sluice
                 return 0;
             if (p[1] != '\n')
                 return proto_err_byte(err, "the header block", '\r');
-            h->nhdrs = n;
             return p + 2 - buf;
         }
         if (*p == ' ' || *p == '\t')
             return sl_err(err, SLUICE_EPROTO, "obsolete line folding in the response head");
         if ((rc = parse_field(&p, end, &f, err)) <= 0)
             return rc;
-        if (n == cap)
+        if (pos->count == cap)
             return sl_err(err, SLUICE_EPROTO, "too many headers (limit %zu)", cap);
-        h->hdrs[n++] = f;
+        h->hdrs[pos->count++] = f;
+        pos->off = (size_t)(p - buf);
     }
+}
+
+ssize_t sl_http1_parse_head(const char *buf, size_t len, sl_http_head *h, sluice_error *err)
+{
+    parse_pos pos = {0, 0};
+    ssize_t rc;
+
+    if (!buf || !h || (h->nhdrs && !h->hdrs))
+        return sl_err(err, SLUICE_EINVAL, "no buffer or head to parse into");
+    rc = parse_from(buf, len, &pos, h, h->nhdrs, err);
+    if (rc > 0)
+        h->nhdrs = pos.count;
+    return rc;
 }
 
 /* --- chunked decoder ----------------------------------------------------------- */
@@ -658,55 +682,71 @@ static ssize_t fill(reader *rd)
     return n;
 }
 
-/* Looks for a complete head in rbuf, resuming the scan at *scan.  The
- * parser runs at the first line end (to refuse a non-HTTP peer at once),
- * at a bare LF and at CRLFCRLF: linear however the bytes trickle in.
- * Returns the head length, 0 if incomplete, or SLUICE_EPROTO. */
-static ssize_t find_head(reader *rd, size_t *scan, int *first, sl_http_head *h, size_t cap)
+/* The head being read: how far the scan for line ends got, and where
+ * the parse resumes. */
+typedef struct head_scan {
+    size_t scan;
+    parse_pos pos;
+} head_scan;
+
+/* Parses each complete line once, as its line end arrives, so a bad line
+ * is refused at once and a trickled head costs linear time.  Returns the
+ * head length, 0 if incomplete, or SLUICE_EPROTO. */
+static ssize_t find_head(reader *rd, head_scan *hs, sl_http_head *h, size_t cap)
 {
     const char *d = rd->rbuf->data;
-    size_t len = rd->rbuf->len;
+    size_t len = rd->rbuf->len, started = hs->pos.off;
+    ssize_t rc;
 
-    while (*scan < len) {
-        const char *nl = memchr(d + *scan, '\n', len - *scan);
-        size_t i;
-        if (!nl) {
-            *scan = len;
-            return 0;
-        }
-        i = (size_t)(nl - d);
-        *scan = i + 1;
-        if (*first || i == 0 || d[i - 1] != '\r' || (i >= 3 && memcmp(d + i - 3, "\r\n\r", 3) == 0)) {
-            ssize_t rc;
-            *first = 0;
-            h->nhdrs = cap;
-            rc = sl_http1_parse_head(d, len, h, rd->err);
-            if (rc != 0)
-                return rc;
-        }
+    if (hs->scan >= len || !memchr(d + hs->scan, '\n', len - hs->scan)) {
+        hs->scan = len;
+        return 0;
     }
-    return 0;
+    hs->scan = len;     /* a partial parse leaves no line end after pos */
+    rc = parse_from(d, len, &hs->pos, h, cap, rd->err);
+    if (rc <= 0)
+        return rc;
+    h->nhdrs = hs->pos.count;
+    /* Entries from earlier reads point into a buffer that may have moved. */
+    if (started != 0) {
+        h->nhdrs = cap;
+        rc = sl_http1_parse_head(d, len, h, rd->err);
+    }
+    return rc;
+}
+
+/* The connection ended or the size limit was reached: a parse of what is
+ * there names a malformed line first, whichever way the bytes were split. */
+static int head_cut_short(reader *rd, head_scan *hs, sl_http_head *h, size_t cap)
+{
+    ssize_t rc = parse_from(rd->rbuf->data, rd->rbuf->len, &hs->pos, h, cap, rd->err);
+
+    return rc < 0 ? (int)rc : 0;
 }
 
 static int read_head(reader *rd, const sl_http_limits *lim, sl_http_head *h, size_t cap,
                      size_t *hlen)
 {
-    size_t scan = 0;
-    int first = 1;
+    head_scan hs = {0, {0, 0}};
 
     for (;;) {
-        ssize_t rc = find_head(rd, &scan, &first, h, cap);
+        ssize_t rc = find_head(rd, &hs, h, cap);
         if (rc < 0)
             return (int)rc;
         if (rc > 0 && (size_t)rc <= lim->max_header_bytes) {
             *hlen = (size_t)rc;
             return 0;
         }
-        if (rc > 0 || rd->rbuf->len >= lim->max_header_bytes)
+        if (rc > 0 || rd->rbuf->len >= lim->max_header_bytes) {
+            if (rc == 0 && (rc = head_cut_short(rd, &hs, h, cap)))
+                return (int)rc;
             return sl_err(rd->err, SLUICE_EPROTO, "response head larger than %zu bytes",
                           lim->max_header_bytes);
+        }
         rc = fill(rd);
         if (rc < 0)
+            return (int)rc;
+        if (rc == 0 && (rc = head_cut_short(rd, &hs, h, cap)))
             return (int)rc;
         if (rc == 0)
             return rd->got ? sl_err(rd->err, SLUICE_EIO,
@@ -990,7 +1030,8 @@ static int read_growing_body(reader *rd, sl_http_resp *out, const framing *fr, s
     rc = fr->kind == BODY_CHUNKED ? read_chunked_body(rd, &body, max)
                                   : read_close_body(rd, &body, max);
     if (rc == 0) {
-        char *p = sl_buf_detach(&body, &out->body_len);
+        /* The append makes an empty body a NUL-terminated allocation too. */
+        char *p = sl_buf_append(&body, "", 0) ? NULL : sl_buf_detach(&body, &out->body_len);
         if (!p)
             return sl_err(rd->err, SLUICE_ENOMEM, "out of memory reading a response body");
         out->body = p;

@@ -652,6 +652,20 @@ static void test_read_skips_interim_1xx(void)
     }
 }
 
+static void test_read_empty_chunked_body_is_terminated(void)
+{
+    static const char wire[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    sl_http_resp r;
+    sl_buf rbuf = SL_BUF_INIT;
+
+    CU_ASSERT_EQUAL_FATAL(read_wire(wire, LEN(wire), 0, 0, NULL, &r, &rbuf, NULL), 0);
+    CU_ASSERT_EQUAL(r.body_len, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r.body);
+    CU_ASSERT_EQUAL(r.body[0], '\0');
+    sl_http_resp_free(&r);
+    sl_buf_free(&rbuf);
+}
+
 static void test_read_101_is_final_without_body(void)
 {
     static const char wire[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -1130,6 +1144,7 @@ static CU_TestInfo tests[] = {
     {"test_read_leftover_stays_in_rbuf", test_read_leftover_stays_in_rbuf},
     {"test_read_chunked_every_split", test_read_chunked_every_split},
     {"test_read_skips_interim_1xx", test_read_skips_interim_1xx},
+    {"test_read_empty_chunked_body_is_terminated", test_read_empty_chunked_body_is_terminated},
     {"test_read_101_is_final_without_body", test_read_101_is_final_without_body},
     {"test_read_no_body_cases_keep_alive", test_read_no_body_cases_keep_alive},
     {"test_read_until_close", test_read_until_close},
