@@ -568,6 +568,8 @@ static int trailer_byte(sl_chunked *c, unsigned char ch, sluice_error *err)
     case CH_TRAILER_NAME:
         if (ch == ':')
             c->state = CH_TRAILER_VALUE;
+        else if (ch == '\r' || ch == '\n')
+            return sl_err(err, SLUICE_EPROTO, "trailer line without a colon");
         else if (!(cls[ch] & C_TOKEN))
             return proto_err_byte(err, "a trailer name", ch);
         return 0;
