@@ -62,7 +62,8 @@ static void check_encode(const char *s)
     for (i = 0; i < b.len; i++, j++) {
         char c = b.data[i];
         if (c == '%') {
-            int hi = hexv(b.data[i + 1]), lo = i + 2 < b.len + 1 ? hexv(b.data[i + 2]) : -1;
+            /* data is NUL-terminated: a hex digit at i + 1 means i + 2 exists. */
+            int hi = hexv(b.data[i + 1]), lo = hi < 0 ? -1 : hexv(b.data[i + 2]);
             if (hi < 0 || lo < 0 || (char)(hi * 16 + lo) != s[j])
                 abort();
             i += 2;
