@@ -94,7 +94,8 @@ static int copy_statuses(sl_retry_policy *p, const sluice_retry_opts *o, sluice_
         src = default_statuses;
         n = sizeof default_statuses / sizeof default_statuses[0];
     } else if (!src) {
-        return sl_err(err, SLUICE_EINVAL, "retry option retry_statuses is NULL with %zu entries", n);
+        return sl_err(err, SLUICE_EINVAL, "retry option retry_statuses is NULL with %zu entries",
+                      n);
     }
     for (i = 0; i < n; i++)
         if (src[i] < 100 || src[i] > 599)
