@@ -40,6 +40,7 @@ typedef struct cached_session {
 struct sl_tls_ctx {
     WOLFSSL_CTX *ctx;
     int insecure;
+    int has_client_cert;
     pthread_mutex_t lock;      /* guards cache[] and clock */
     cached_session cache[SESSION_SLOTS];
     uint64_t clock;
@@ -287,6 +288,7 @@ static int load_client_cert(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_
         return sl_err(err, SLUICE_ETLS, "TLS client key %s is not a PEM private key", key);
     if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS client key %s does not match certificate %s", key, cert);
+    t->has_client_cert = 1;
     return 0;
 }
 
@@ -389,58 +391,74 @@ static const char *known_reason(int code)
     }
 }
 
-/* The first wolfSSL error in this thread's queue that explains a failure,
- * or `code`.  wolfSSL_get_error() maps several causes to generic values,
- * while the queue keeps the original negative code. */
-static int root_error(int code)
+static const char *alert_name(int code)
 {
-    unsigned long e;
-    int found = 0;
-
-    while ((e = wolfSSL_ERR_get_error()) != 0) {
-        int c = -(int)(e & 0xFFF);      /* the queue stores the code negated and masked */
-        if (!found && known_reason(c)) {
-            code = c;
-            found = 1;
-        }
+    switch (code) {
+    case 10: return "unexpected_message";
+    case 20: return "bad_record_mac";
+    case 40: return "handshake_failure";
+    case 42: return "bad_certificate";
+    case 43: return "unsupported_certificate";
+    case 44: return "certificate_revoked";
+    case 45: return "certificate_expired";
+    case 46: return "certificate_unknown";
+    case 47: return "illegal_parameter";
+    case 48: return "unknown_ca";
+    case 49: return "access_denied";
+    case 50: return "decode_error";
+    case 51: return "decrypt_error";
+    case 70: return "protocol_version";
+    case 71: return "insufficient_security";
+    case 80: return "internal_error";
+    case 86: return "inappropriate_fallback";
+    case 109: return "missing_extension";
+    case 110: return "unsupported_extension";
+    case 112: return "unrecognized_name";
+    case 116: return "certificate_required";
+    case 120: return "no_application_protocol";
+    default: return "alert";
     }
-    return code;
 }
 
-static void describe_alert(WOLFSSL *ssl, char *buf, size_t cap)
+/* What a fatal alert from the server most likely means for us. */
+static const char *alert_hint(const sl_tls *s, int code)
 {
-    WOLFSSL_ALERT_HISTORY h;
-
-    buf[0] = '\0';
-    if (wolfSSL_get_alert_history(ssl, &h) == WOLFSSL_SUCCESS && h.last_rx.code > 0)
-        snprintf(buf, cap, "; server sent alert %s (%d)%s",
-                 wolfSSL_alert_desc_string_long(h.last_rx.code), h.last_rx.code,
-                 h.last_rx.code == 70 ? ", a protocol version mismatch" :
-                 h.last_rx.code == 116 || h.last_rx.code == 40 || h.last_rx.code == 42
-                     ? ", it may require a client certificate" : "");
+    if (code == 70)
+        return ": no protocol version in common";
+    if (code == 116)
+        return ": the server requires a client certificate";
+    if (code == 120)
+        return ": the server does not speak HTTP/1.1 (ALPN)";
+    if ((code == 40 || code == 42) && !s->t->has_client_cert)
+        return ": the server may require a client certificate";
+    return "";
 }
 
-/* Builds the reason for a failed wolfSSL call whose result was `rc`. */
+/* The reason for a failed wolfSSL call whose result was `rc`. */
 static void describe_failure(sl_tls *s, int rc, char *buf, size_t cap)
 {
-    int e = wolfSSL_get_error(s->ssl, rc);
-    int detail = root_error(wolfSSL_state(s->ssl) ? wolfSSL_state(s->ssl) : e);
+    /* wolfSSL_get_error() folds several causes into generic values; the
+     * connection's own error keeps the precise negative code. */
+    int detail = wolfSSL_state(s->ssl) ? wolfSSL_state(s->ssl) : wolfSSL_get_error(s->ssl, rc);
     const char *known = known_reason(detail);
     long vr = wolfSSL_get_verify_result(s->ssl);
-    char alert[160], wolf[WOLFSSL_MAX_ERROR_SZ];
+    WOLFSSL_ALERT_HISTORY h;
+    char wolf[WOLFSSL_MAX_ERROR_SZ];
 
-    describe_alert(s->ssl, alert, sizeof alert);
-    if (!known && vr != 0 /* X509_V_OK */) {
-        snprintf(buf, cap, "certificate verification failed: %s (%ld)%s",
-                 wolfSSL_X509_verify_cert_error_string(vr), vr, alert);
-        return;
+    wolfSSL_ERR_clear_error();     /* the per-thread queue would only grow */
+    if (detail == FATAL_ERROR && wolfSSL_get_alert_history(s->ssl, &h) == WOLFSSL_SUCCESS &&
+        h.last_rx.code > 0) {
+        snprintf(buf, cap, "server sent alert %s (%d)%s", alert_name(h.last_rx.code),
+                 h.last_rx.code, alert_hint(s, h.last_rx.code));
+    } else if (known) {
+        snprintf(buf, cap, "%s", known);
+    } else if (vr != 0 /* X509_V_OK */) {
+        snprintf(buf, cap, "certificate verification failed: %s (%ld)",
+                 wolfSSL_X509_verify_cert_error_string(vr), vr);
+    } else {
+        wolfSSL_ERR_error_string_n((unsigned long)detail, wolf, sizeof wolf);
+        snprintf(buf, cap, "%s (wolfSSL %d)", wolf, detail);
     }
-    if (known) {
-        snprintf(buf, cap, "%s%s", known, alert);
-        return;
-    }
-    wolfSSL_ERR_error_string_n((unsigned long)detail, wolf, sizeof wolf);
-    snprintf(buf, cap, "%s (wolfSSL %d)%s", wolf, detail, alert);
 }
 
 /* Translates a failed wolfSSL call; `what` is "handshake with", "read
@@ -539,6 +557,22 @@ static int handshake(sl_tls *s, int64_t deadline, sluice_error *err)
     }
 }
 
+static void log_established(sl_tls *s)
+{
+    char *proto = NULL;
+    unsigned short len = 0;
+
+    if (!sl_log_enabled(SLUICE_LOG_DEBUG))
+        return;
+    if (wolfSSL_ALPN_GetProtocol(s->ssl, &proto, &len) != WOLFSSL_SUCCESS || !proto) {
+        proto = "none";
+        len = 4;
+    }
+    SL_DEBUG("TLS %s with %s: %s, %s, ALPN %.*s", wolfSSL_get_version(s->ssl), s->peer,
+             wolfSSL_session_reused(s->ssl) ? "resumed" : "full handshake",
+             wolfSSL_get_cipher_name(s->ssl), (int)len, proto);
+}
+
 int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
                    int64_t deadline, sl_tls **out, int *resumed, sluice_error *err)
 {
@@ -575,8 +609,7 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
         atomic_fetch_add(&t->full, 1);
     if (resumed)
         *resumed = wolfSSL_session_reused(s->ssl) ? 1 : 0;
-    SL_DEBUG("TLS %s with %s, %s", wolfSSL_get_version(s->ssl), s->peer,
-             wolfSSL_session_reused(s->ssl) ? "resumed" : "full handshake");
+    log_established(s);
     *out = s;
     return 0;
 }

@@ -415,6 +415,121 @@ static void test_tls_resume_is_per_origin(void)
     peer_stop(&p);
 }
 
+static char debug_line[512];
+
+static void capture_debug(sluice_log_level level, const char *msg, void *ud)
+{
+    (void)ud;
+    if (level == SLUICE_LOG_DEBUG && strstr(msg, "TLS"))
+        snprintf(debug_line, sizeof debug_line, "%s", msg);
+}
+
+/* The handshake offers ALPN http/1.1; a server without ALPN is fine too. */
+static void check_alpn(const char *server_protos, const char *expect)
+{
+    const char *args[] = {server_protos ? "-alpn" : NULL, server_protos, NULL};
+    sl_tls_ctx *t;
+    peer p;
+
+    if (peer_start(&p, "server", args) < 0)
+        return;
+    t = ctx_trusting_ca();
+    debug_line[0] = '\0';
+    sluice_set_log(capture_debug, SLUICE_LOG_DEBUG, NULL);
+    expect_ok(t, p.port, "localhost");
+    sluice_set_log(NULL, SLUICE_LOG_NONE, NULL);
+    if (!strstr(debug_line, expect))
+        fprintf(stderr, "\n  log: %s\n", debug_line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(debug_line, expect));
+    sl_tls_ctx_free(t);
+    peer_stop(&p);
+}
+
+static void test_tls_alpn_http11(void)
+{
+    check_alpn("h2,http/1.1", "ALPN http/1.1");
+}
+
+static void test_tls_alpn_server_without_alpn(void)
+{
+    check_alpn(NULL, "ALPN none");
+}
+
+/* A server that waits for a request: reads time out at the deadline, and
+ * decrypted bytes not yet read show as pending. */
+static void test_tls_read_deadline_and_pending(void)
+{
+    sl_tls_ctx *t = ctx_trusting_ca();
+    sluice_error err;
+    sl_tls *s = NULL;
+    char buf[8];
+    int64_t start;
+    int fd;
+    peer p;
+
+    if (peer_start(&p, "server", NULL) < 0)
+        goto out;
+    fd = connect_nonblocking(p.port);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL_FATAL(sl_tls_connect(t, fd, "localhost", NULL, sl_deadline_in_ms(10000), &s,
+                                         NULL, &err), 0);
+    start = tu_now_ms();
+    CU_ASSERT_EQUAL(sl_tls_read(s, buf, sizeof buf, sl_deadline_in_ms(200), &err),
+                    SLUICE_ETIMEDOUT);
+    CU_ASSERT(tu_now_ms() - start >= 195 && tu_now_ms() - start <= 300);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "TLS read from localhost timed out"));
+    CU_ASSERT_EQUAL(sl_tls_write(s, REQUEST, strlen(REQUEST), sl_deadline_in_ms(5000), &err), 0);
+    CU_ASSERT_EQUAL(sl_tls_read(s, buf, 4, sl_deadline_in_ms(5000), &err), 4);
+    CU_ASSERT(memcmp(buf, "HTTP", 4) == 0);
+    CU_ASSERT(sl_tls_pending(s) > 0);
+    sl_tls_free(s);
+    close(fd);
+    peer_stop(&p);
+out:
+    sl_tls_ctx_free(t);
+}
+
+/* Every allocation of ours failing in turn gives ENOMEM and leaks nothing. */
+static void test_tls_out_of_memory(void)
+{
+    sluice_factory_opts o;
+    sluice_error err;
+    sl_tls_ctx *t = NULL;
+    sl_tls *s = NULL;
+    long n;
+    int rc = -1, fd;
+    peer p;
+
+    memset(&o, 0, sizeof o);
+    o.ca_file = cert_path("ca.pem");
+    for (n = 1; !t; n++) {
+        tu_alloc_install(n, 0);
+        t = sl_tls_ctx_new(&o, &err);
+        if (!t)
+            CU_ASSERT_EQUAL(err.code, SLUICE_ENOMEM);
+        tu_alloc_uninstall();
+    }
+    if (peer_start(&p, "server", NULL) < 0)
+        goto out;
+    for (n = 1; rc != 0 && n < 50; n++) {
+        fd = connect_nonblocking(p.port);
+        tu_alloc_install(n, 0);
+        rc = sl_tls_connect(t, fd, "localhost", "https://localhost:1", sl_deadline_in_ms(10000),
+                            &s, NULL, &err);
+        if (rc != 0)
+            CU_ASSERT_EQUAL(rc, SLUICE_ENOMEM);
+        sl_tls_free(s);
+        s = NULL;
+        CU_ASSERT_EQUAL(tu_alloc_outstanding(), 0);
+        tu_alloc_uninstall();
+        close(fd);
+    }
+    CU_ASSERT_EQUAL(rc, 0);
+    peer_stop(&p);
+out:
+    sl_tls_ctx_free(t);
+}
+
 /* ---- tests: verification ---------------------------------------------------- */
 
 static void check_refused_cert(const char *certname, const char *host, const char *word)
@@ -749,6 +864,10 @@ static CU_TestInfo tests[] = {
     {"test_tls_get_and_resume_tls12_ticket", test_tls_get_and_resume_tls12_ticket},
     {"test_tls_get_and_resume_tls12_session_id", test_tls_get_and_resume_tls12_session_id},
     {"test_tls_resume_is_per_origin", test_tls_resume_is_per_origin},
+    {"test_tls_alpn_http11", test_tls_alpn_http11},
+    {"test_tls_alpn_server_without_alpn", test_tls_alpn_server_without_alpn},
+    {"test_tls_read_deadline_and_pending", test_tls_read_deadline_and_pending},
+    {"test_tls_out_of_memory", test_tls_out_of_memory},
     {"test_tls_verify_unknown_ca", test_tls_verify_unknown_ca},
     {"test_tls_verify_expired", test_tls_verify_expired},
     {"test_tls_verify_wrong_host", test_tls_verify_wrong_host},
