@@ -20,6 +20,7 @@
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
 
 #include "alloc.h"
@@ -64,12 +65,32 @@ enum { IO_READ, IO_WRITE };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_rc;
+static pthread_key_t thread_state;   /* set in threads that ran a handshake */
+
+/* wolfSSL keeps per-thread state: an ECC point cache of about 3 MB (this
+ * build has FP_ECC) and an error queue.  Both are lost when a thread ends
+ * unless freed on that thread, so a thread that ran a handshake frees
+ * them on its way out. */
+static void free_thread_state(void *unused)
+{
+    (void)unused;
+    wc_ecc_fp_free();
+    wolfSSL_ERR_remove_thread_state(NULL);
+}
 
 /* wolfSSL_Cleanup is never called: other contexts may still live, and the
  * library's global state is small and process-long. */
 static void init_wolfssl(void)
 {
     init_rc = wolfSSL_Init();
+    if (init_rc == WOLFSSL_SUCCESS && pthread_key_create(&thread_state, free_thread_state) != 0)
+        init_rc = WOLFSSL_FAILURE;
+}
+
+static void note_thread_uses_wolfssl(void)
+{
+    if (!pthread_getspecific(thread_state))
+        (void)pthread_setspecific(thread_state, &thread_state);
 }
 
 /* ---- I/O callbacks ------------------------------------------------------ */
@@ -595,6 +616,7 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
         return sl_err(err, SLUICE_ENOMEM, "out of memory for a TLS connection to %s", host);
     }
     rc = setup_ssl(s, host, err);
+    note_thread_uses_wolfssl();
     if (rc == 0)
         rc = handshake(s, deadline, err);
     if (rc < 0) {
