@@ -5,7 +5,8 @@
  * Locking: sl_tls_ctx.lock guards the session cache only.  It is held for
  * table look-ups and pointer swaps, never across I/O, a handshake or a
  * session copy.  A cached WOLFSSL_SESSION is a private copy nobody
- * modifies; a reader takes a reference under the lock and uses it after. */
+ * modifies; a reader takes a reference under the lock and copies it after
+ * for its connection. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -15,11 +16,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
 
 #include "alloc.h"
@@ -64,25 +67,46 @@ enum { IO_READ, IO_WRITE };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_rc;
+static pthread_key_t thread_state;   /* set in threads that ran a handshake */
+
+/* wolfSSL keeps per-thread state: an ECC point cache of about 3 MB (this
+ * build has FP_ECC) and an error queue.  Both are lost when a thread ends
+ * unless freed on that thread, so a thread that ran a handshake frees
+ * them on its way out. */
+static void free_thread_state(void *unused)
+{
+    (void)unused;
+    wc_ecc_fp_free();
+    wolfSSL_ERR_remove_thread_state(NULL);
+}
 
 /* wolfSSL_Cleanup is never called: other contexts may still live, and the
  * library's global state is small and process-long. */
 static void init_wolfssl(void)
 {
     init_rc = wolfSSL_Init();
+    if (init_rc == WOLFSSL_SUCCESS && pthread_key_create(&thread_state, free_thread_state) != 0)
+        init_rc = WOLFSSL_FAILURE;
+}
+
+static void note_thread_uses_wolfssl(void)
+{
+    if (!pthread_getspecific(thread_state))
+        (void)pthread_setspecific(thread_state, &thread_state);
 }
 
 /* ---- I/O callbacks ------------------------------------------------------ */
 
-/* Our own recv/send so that the socket error (reset, EOF) is known exactly
- * and send never raises SIGPIPE in the host program. */
+/* Our own recv/send so that the socket error (reset, EOF) is known exactly,
+ * send never raises SIGPIPE in the host program, and no call blocks past
+ * its deadline even on a socket left in blocking mode. */
 static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
 {
     sl_tls *s = arg;
     ssize_t n;
 
     (void)ssl;
-    n = recv(s->fd, buf, (size_t)sz, 0);
+    n = recv(s->fd, buf, (size_t)sz, MSG_DONTWAIT);
     if (n > 0)
         return (int)n;
     if (n == 0) {
@@ -103,7 +127,7 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
     ssize_t n;
 
     (void)ssl;
-    n = send(s->fd, buf, (size_t)sz, MSG_NOSIGNAL);
+    n = send(s->fd, buf, (size_t)sz, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0)
         return (int)n;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -116,7 +140,8 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
     return errno == ECONNRESET ? WOLFSSL_CBIO_ERR_CONN_RST : WOLFSSL_CBIO_ERR_GENERAL;
 }
 
-/* Waits until fd is ready for `dir`.  0, or 1 when the deadline passed. */
+/* Waits until fd is ready for `dir`.  0, or 1 when the deadline passed.
+ * Errors and hang-ups count as ready: the next I/O call reports them. */
 static int wait_fd(int fd, int dir, int64_t deadline)
 {
     struct pollfd p = {fd, (short)(dir == IO_READ ? POLLIN : POLLOUT), 0};
@@ -128,12 +153,8 @@ static int wait_fd(int fd, int dir, int64_t deadline)
         if (ms == 0)
             return 1;
         rc = poll(&p, 1, ms);
-        if (rc > 0)
-            return 0;   /* readable, writable, or an error wolfSSL will see */
-        if (rc == 0 && deadline != SL_NO_DEADLINE && sl_ms_left(deadline) == 0)
-            return 1;
-        if (rc < 0 && errno != EINTR)
-            return 0;   /* let the next I/O call report it */
+        if (rc > 0 || (rc < 0 && errno != EINTR))
+            return 0;
     }
 }
 
@@ -164,20 +185,31 @@ static cached_session *cache_victim(sl_tls_ctx *t)
     return v;
 }
 
-/* The cached session for origin with a reference taken, or NULL. */
-static WOLFSSL_SESSION *cache_get(sl_tls_ctx *t, const char *origin)
+static int session_expired(const WOLFSSL_SESSION *sess)
 {
-    WOLFSSL_SESSION *sess = NULL;
+    return wolfSSL_SESSION_get_time(sess) + wolfSSL_SESSION_get_timeout(sess) <= (long)time(NULL);
+}
+
+/* A private copy of the session cached for origin, or NULL.  A copy,
+ * because wolfSSL_set_session() adopts the object it is given and the
+ * connection then updates it in place. */
+static WOLFSSL_SESSION *cache_get_copy(sl_tls_ctx *t, const char *origin)
+{
+    WOLFSSL_SESSION *ref = NULL, *copy;
     cached_session *c;
 
     pthread_mutex_lock(&t->lock);
     c = cache_find(t, origin);
-    if (c && wolfSSL_SESSION_up_ref(c->sess) == WOLFSSL_SUCCESS) {
+    if (c && !session_expired(c->sess) && wolfSSL_SESSION_up_ref(c->sess) == WOLFSSL_SUCCESS) {
         c->last_used = ++t->clock;
-        sess = c->sess;
+        ref = c->sess;
     }
     pthread_mutex_unlock(&t->lock);
-    return sess;
+    if (!ref)
+        return NULL;
+    copy = wolfSSL_SESSION_dup(ref);
+    wolfSSL_SESSION_free(ref);
+    return copy;
 }
 
 /* Takes ownership of sess (NULL removes the origin's entry).  What gets
@@ -531,10 +563,10 @@ static int setup_ssl(sl_tls *s, const char *host, sluice_error *err)
     if (wolfSSL_UseALPN(s->ssl, alpn, sizeof alpn - 1, WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) !=
         WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS: cannot offer ALPN to %s", s->peer);
-    if (s->origin && (cached = cache_get(s->t, s->origin)) != NULL) {
-        /* A stale or refused session only means a full handshake. */
+    if (s->origin && (cached = cache_get_copy(s->t, s->origin)) != NULL) {
+        /* A refused session only means a full handshake. */
         (void)wolfSSL_set_session(s->ssl, cached);
-        wolfSSL_SESSION_free(cached);
+        wolfSSL_SESSION_free(cached);   /* the connection holds its own reference */
     }
     return 0;
 }
@@ -583,6 +615,8 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
         *out = NULL;
     if (!t || fd < 0 || !host || !*host || !out)
         return sl_err(err, SLUICE_EINVAL, "sl_tls_connect: missing context, socket, host or out");
+    if (strlen(host) > 255)     /* DNS names are shorter; SNI holds 16 bits */
+        return sl_err(err, SLUICE_EINVAL, "TLS host name longer than 255 bytes");
     s = sl_calloc(1, sizeof *s);
     if (!s)
         return sl_err(err, SLUICE_ENOMEM, "out of memory for a TLS connection to %s", host);
@@ -595,6 +629,7 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
         return sl_err(err, SLUICE_ENOMEM, "out of memory for a TLS connection to %s", host);
     }
     rc = setup_ssl(s, host, err);
+    note_thread_uses_wolfssl();
     if (rc == 0)
         rc = handshake(s, deadline, err);
     if (rc < 0) {
