@@ -634,6 +634,8 @@ struct sluice_factory_stats {
     uint64_t requests, errors, retries;
     uint64_t coalesce_flights, coalesce_followers;
     struct sluice_limiter_stats limiter;
+    int limiter_shared;             /* 1 when the limiter uses Redis */
+    uint64_t breaker_transitions;   /* summed over every client's endpoints */
 };
 
 /* A snapshot of the factory's counters.  Thread-safe. */
