@@ -5,15 +5,17 @@
  * idle ones, checked-out ones, ones being created and ones being destroyed.
  * A slot is released only after its resource is destroyed, so max_total and
  * max_per_key bound the resources that really exist at any instant.  When a
- * waiter needs capacity that an idle resource holds, the idle resource is
- * taken off the idle lists and its slot passes to the waiter, which destroys
- * it before creating its own.
+ * checkout needs capacity that an idle resource holds (max_total reached,
+ * or a SL_POOL_FRESH checkout at its key's limit), the least recently used
+ * such idle resource is taken off the idle lists and its slot passes to the
+ * checkout, which destroys it (reason OVERFLOW) before creating its own.
  *
  * Fairness.  Waiters queue in arrival order.  Whenever capacity appears
  * (put, a released slot), dispatch() walks the queue from its head and
  * grants each waiter that can now be served, under the lock and before
  * anyone else can look; so a later caller never takes what an earlier
- * waiter could have used.
+ * waiter could have used, while a waiter held back only by its own key's
+ * limit does not hold up waiters for other keys.
  *
  * Keys are never removed: their entries hold the per-key statistics and live
  * until sl_pool_free (a process talks to a bounded set of origins). */
