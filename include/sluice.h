@@ -193,7 +193,7 @@ typedef enum sluice_pool_event_type {
 typedef enum sluice_close_reason {
     SLUICE_CLOSE_EXPIRED = 0,      /* idle past keepalive_expiry_ms */
     SLUICE_CLOSE_LIFETIME = 1,     /* older than max_lifetime_ms */
-    SLUICE_CLOSE_OVERFLOW = 2,     /* returned past max_idle_per_host */
+    SLUICE_CLOSE_OVERFLOW = 2,     /* returned past max_idle_per_host, or closed to make room at a limit */
     SLUICE_CLOSE_BROKEN = 3,       /* returned as not reusable */
     SLUICE_CLOSE_STALE = 4,        /* found closed by the peer before reuse */
     SLUICE_CLOSE_SHUTDOWN = 5,     /* pool freed */
