@@ -531,6 +531,48 @@ out:
     sl_tls_ctx_free(t);
 }
 
+/* Handshake only, under a made-up origin; 1 if resumed, 0 if not, -1 on
+ * failure. */
+static int handshake_as(sl_tls_ctx *t, int port, int origin_no)
+{
+    char origin[64];
+    sluice_error err;
+    sl_tls *s = NULL;
+    int resumed = -1, fd = connect_nonblocking(port);
+
+    snprintf(origin, sizeof origin, "https://localhost:%d/%d", port, origin_no);
+    if (fd < 0 || sl_tls_connect(t, fd, "localhost", origin, sl_deadline_in_ms(10000), &s,
+                                 &resumed, &err) != 0)
+        resumed = -1;
+    sl_tls_free(s);
+    if (fd >= 0)
+        close(fd);
+    return resumed;
+}
+
+/* The cache holds 256 origins and evicts the least recently used. */
+static void test_tls_session_cache_lru(void)
+{
+    const char *args[] = {"-tls1_2", NULL};   /* the session is ready at the handshake */
+    sl_tls_ctx *t;
+    int i, fresh = 0;
+    peer p;
+
+    if (peer_start(&p, "server", args) < 0)
+        return;
+    t = ctx_trusting_ca();
+    for (i = 0; i < 256; i++)
+        fresh += handshake_as(t, p.port, i) == 0;
+    CU_ASSERT_EQUAL(fresh, 256);
+    CU_ASSERT_EQUAL(handshake_as(t, p.port, 0), 1);     /* 0 is now the newest */
+    CU_ASSERT_EQUAL(handshake_as(t, p.port, 256), 0);   /* evicts 1, the oldest */
+    CU_ASSERT_EQUAL(handshake_as(t, p.port, 0), 1);
+    CU_ASSERT_EQUAL(handshake_as(t, p.port, 2), 1);
+    CU_ASSERT_EQUAL(handshake_as(t, p.port, 1), 0);
+    sl_tls_ctx_free(t);
+    peer_stop(&p);
+}
+
 /* ---- tests: verification ---------------------------------------------------- */
 
 static void check_refused_cert(const char *certname, const char *host, const char *word)
@@ -910,6 +952,7 @@ static CU_TestInfo tests[] = {
     {"test_tls_get_and_resume_tls12_ticket", test_tls_get_and_resume_tls12_ticket},
     {"test_tls_get_and_resume_tls12_session_id", test_tls_get_and_resume_tls12_session_id},
     {"test_tls_resume_is_per_origin", test_tls_resume_is_per_origin},
+    {"test_tls_session_cache_lru", test_tls_session_cache_lru},
     {"test_tls_alpn_http11", test_tls_alpn_http11},
     {"test_tls_alpn_server_without_alpn", test_tls_alpn_server_without_alpn},
     {"test_tls_read_deadline_and_pending", test_tls_read_deadline_and_pending},
