@@ -263,6 +263,7 @@ static int on_new_session(WOLFSSL *ssl, WOLFSSL_SESSION *sess)
 
 /* ---- context ------------------------------------------------------------ */
 
+/* 0, or SLUICE_ETLS naming the file and why it cannot be read. */
 static int file_readable(const char *path, sluice_error *err, const char *what)
 {
     if (access(path, R_OK) == 0)
@@ -288,9 +289,8 @@ static int load_trust(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error 
             return sl_err(err, SLUICE_ETLS, "TLS: the system CA store could not be loaded");
         return 0;
     }
-    if (file && file_readable(file, err, "CA file") < 0)
-        return SLUICE_ETLS;
-    if (path && file_readable(path, err, "CA directory") < 0)
+    if ((file && file_readable(file, err, "CA file") < 0) ||
+        (path && file_readable(path, err, "CA directory") < 0))
         return SLUICE_ETLS;
     if (file && wolfSSL_CTX_load_verify_locations(t->ctx, file, NULL) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS CA file %s holds no usable PEM certificate", file);
@@ -327,13 +327,17 @@ static int load_client_cert(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_
 static int configure_ctx(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error *err)
 {
     int min = o->tls_min_version == 13 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2;
+    int rc;
 
     if (o->tls_min_version != 0 && o->tls_min_version != 12 && o->tls_min_version != 13)
         return sl_err(err, SLUICE_EINVAL, "tls_min_version %d: use 12 or 13", o->tls_min_version);
     if (wolfSSL_CTX_SetMinVersion(t->ctx, min) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS: cannot set the minimum protocol version");
-    if (load_trust(t, o, err) < 0 || load_client_cert(t, o, err) < 0)
-        return err ? err->code : SLUICE_ETLS;
+    rc = load_trust(t, o, err);
+    if (rc == 0)
+        rc = load_client_cert(t, o, err);
+    if (rc < 0)
+        return rc;
     /* TLS 1.2 tickets need the extension offered; TLS 1.3 has them built in. */
     if (wolfSSL_CTX_UseSessionTicket(t->ctx) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS: cannot enable session tickets");
@@ -589,20 +593,16 @@ static int handshake(sl_tls *s, int64_t deadline, sluice_error *err)
     }
 }
 
+/* One debug line per connection: version, resumption, cipher, ALPN. */
 static void log_established(sl_tls *s)
 {
     char *proto = NULL;
     unsigned short len = 0;
+    int have = wolfSSL_ALPN_GetProtocol(s->ssl, &proto, &len) == WOLFSSL_SUCCESS && proto;
 
-    if (!sl_log_enabled(SLUICE_LOG_DEBUG))
-        return;
-    if (wolfSSL_ALPN_GetProtocol(s->ssl, &proto, &len) != WOLFSSL_SUCCESS || !proto) {
-        proto = "none";
-        len = 4;
-    }
     SL_DEBUG("TLS %s with %s: %s, %s, ALPN %.*s", wolfSSL_get_version(s->ssl), s->peer,
              wolfSSL_session_reused(s->ssl) ? "resumed" : "full handshake",
-             wolfSSL_get_cipher_name(s->ssl), (int)len, proto);
+             wolfSSL_get_cipher_name(s->ssl), have ? (int)len : 4, have ? proto : "none");
 }
 
 int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
@@ -613,6 +613,8 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
 
     if (out)
         *out = NULL;
+    if (resumed)
+        *resumed = 0;
     if (!t || fd < 0 || !host || !*host || !out)
         return sl_err(err, SLUICE_EINVAL, "sl_tls_connect: missing context, socket, host or out");
     if (strlen(host) > 255)     /* DNS names are shorter; SNI holds 16 bits */
@@ -644,7 +646,8 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
         atomic_fetch_add(&t->full, 1);
     if (resumed)
         *resumed = wolfSSL_session_reused(s->ssl) ? 1 : 0;
-    log_established(s);
+    if (sl_log_enabled(SLUICE_LOG_DEBUG))
+        log_established(s);
     *out = s;
     return 0;
 }

@@ -676,20 +676,21 @@ out:
 
 /* ---- tests: mutual TLS and versions ---------------------------------------- */
 
-static void test_tls_mutual_requires_client_cert(void)
+static void check_mutual(const char *version_flag)
 {
-    const char *args[] = {"-Verify", "1", "-verify_return_error", "-CAfile", NULL, NULL};
+    const char *args[] = {version_flag, "-Verify", "1", "-verify_return_error", "-CAfile", NULL,
+                          NULL};
     sluice_factory_opts o;
     sluice_error err;
     sl_tls_ctx *anon, *with_cert;
     peer p;
 
-    args[4] = cert_path("ca.pem");
+    args[5] = cert_path("ca.pem");
     if (peer_start(&p, "server", args) < 0)
         return;
     anon = ctx_trusting_ca();
     /* In TLS 1.3 the client learns of the refusal only when it reads. */
-    expect_refused(anon, p.port, "localhost", SLUICE_ETLS, "certificate", "alert");
+    expect_refused(anon, p.port, "localhost", SLUICE_ETLS, "client certificate", "alert");
     memset(&o, 0, sizeof o);
     o.ca_file = cert_path("ca.pem");
     o.client_cert_file = cert_path("client.pem");
@@ -700,6 +701,16 @@ static void test_tls_mutual_requires_client_cert(void)
     sl_tls_ctx_free(anon);
     sl_tls_ctx_free(with_cert);
     peer_stop(&p);
+}
+
+static void test_tls_mutual_requires_client_cert_tls13(void)
+{
+    check_mutual("-tls1_3");
+}
+
+static void test_tls_mutual_requires_client_cert_tls12(void)
+{
+    check_mutual("-tls1_2");
 }
 
 static void test_tls_version_mismatch(void)
@@ -965,7 +976,8 @@ static CU_TestInfo tests[] = {
      test_tls_insecure_accepts_self_signed_and_warns},
     {"test_tls_ip_literal_verified_against_ip_san", test_tls_ip_literal_verified_against_ip_san},
     {"test_tls_cn_only_certificate", test_tls_cn_only_certificate},
-    {"test_tls_mutual_requires_client_cert", test_tls_mutual_requires_client_cert},
+    {"test_tls_mutual_requires_client_cert_tls13", test_tls_mutual_requires_client_cert_tls13},
+    {"test_tls_mutual_requires_client_cert_tls12", test_tls_mutual_requires_client_cert_tls12},
     {"test_tls_version_mismatch", test_tls_version_mismatch},
     {"test_tls_handshake_deadline", test_tls_handshake_deadline},
     {"test_tls_peer_closes_mid_handshake", test_tls_peer_closes_mid_handshake},
