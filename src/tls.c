@@ -58,6 +58,7 @@ struct sl_tls {
     char *peer;                /* "host:port" for messages */
     int io_errno;              /* last hard errno from recv/send */
     int io_eof;                /* the peer closed its side */
+    int cert_requested;        /* the server asked for a client certificate */
     int broken;                /* no close_notify on free */
 };
 
@@ -261,6 +262,19 @@ static int on_new_session(WOLFSSL *ssl, WOLFSSL_SESSION *sess)
     return 0;   /* wolfSSL drops the reference it lent us */
 }
 
+/* Called by wolfSSL when the server asks for a client certificate and the
+ * context has none: noted, so that a server hanging up next is explained. */
+static int on_cert_request(WOLFSSL *ssl, WOLFSSL_X509 **x509, WOLFSSL_EVP_PKEY **pkey)
+{
+    sl_tls *s = wolfSSL_get_app_data(ssl);
+
+    (void)x509;
+    (void)pkey;
+    if (s)
+        s->cert_requested = 1;
+    return 0;   /* no certificate: continue without one */
+}
+
 /* ---- context ------------------------------------------------------------ */
 
 /* 0, or SLUICE_ETLS naming the file and why it cannot be read. */
@@ -346,6 +360,8 @@ static int configure_ctx(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_err
     wolfSSL_CTX_set_session_cache_mode(t->ctx, WOLFSSL_SESS_CACHE_CLIENT |
                                        WOLFSSL_SESS_CACHE_NO_INTERNAL);
     wolfSSL_CTX_sess_set_new_cb(t->ctx, on_new_session);
+    if (!t->has_client_cert)
+        wolfSSL_CTX_set_client_cert_cb(t->ctx, on_cert_request);
     wolfSSL_CTX_SetIORecv(t->ctx, io_recv);
     wolfSSL_CTX_SetIOSend(t->ctx, io_send);
     return 0;
@@ -420,7 +436,7 @@ static const char *known_reason(int code)
     case ASN_SIG_CONFIRM_E: return "certificate signature does not verify (ASN_SIG_CONFIRM_E)";
     case DOMAIN_NAME_MISMATCH: return "certificate does not match the host name (DOMAIN_NAME_MISMATCH)";
     case IPADDR_MISMATCH: return "certificate does not match the IP address (IPADDR_MISMATCH)";
-    case VERSION_ERROR: return "protocol version not accepted (VERSION_ERROR)";
+    case VERSION_ERROR: return "protocol version mismatch: the server offers none the client accepts (VERSION_ERROR)";
     case MATCH_SUITE_ERROR: return "no cipher suite in common (MATCH_SUITE_ERROR)";
     case NO_PEER_CERT: return "server sent no certificate (NO_PEER_CERT)";
     default: return NULL;
@@ -504,6 +520,9 @@ static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
     char reason[200];
 
     s->broken = 1;
+    if (s->cert_requested && (s->io_eof || s->io_errno))
+        return sl_err(err, SLUICE_ETLS, "TLS %s %s failed: the server asked for a client "
+                      "certificate, none is configured, and it closed the connection", what, s->peer);
     if (s->io_errno)
         return sl_err(err, SLUICE_EIO, "TLS %s %s failed: %s", what, s->peer,
                       strerror(s->io_errno));
