@@ -33,6 +33,8 @@
 
 #define SESSION_SLOTS 256      /* origins remembered per context */
 #define ALPN_HTTP11 "http/1.1"
+/* A CA directory may hold other files (hash links, READMEs): skip them. */
+#define DIR_LOAD_FLAGS (WOLFSSL_LOAD_FLAG_IGNORE_ERR | WOLFSSL_LOAD_FLAG_PEM_CA_ONLY)
 
 typedef struct cached_session {
     char *origin;              /* NULL: free slot */
@@ -308,10 +310,10 @@ static int load_trust(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error 
         return SLUICE_ETLS;
     if (file && wolfSSL_CTX_load_verify_locations(t->ctx, file, NULL) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS CA file %s holds no usable PEM certificate", file);
-    /* A directory may hold other files (hash links, READMEs): skip them. */
-    if (path && wolfSSL_CTX_load_verify_locations_ex(t->ctx, NULL, path,
-                    WOLFSSL_LOAD_FLAG_IGNORE_ERR | WOLFSSL_LOAD_FLAG_PEM_CA_ONLY) != WOLFSSL_SUCCESS)
-        return sl_err(err, SLUICE_ETLS, "TLS CA directory %s holds no usable PEM certificate", path);
+    if (path && wolfSSL_CTX_load_verify_locations_ex(t->ctx, NULL, path, DIR_LOAD_FLAGS) !=
+                    WOLFSSL_SUCCESS)
+        return sl_err(err, SLUICE_ETLS, "TLS CA directory %s holds no usable PEM certificate",
+                      path);
     return 0;
 }
 
@@ -329,11 +331,13 @@ static int load_client_cert(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_
         file_readable(key, err, "client key") < 0)
         return SLUICE_ETLS;
     if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert) != WOLFSSL_SUCCESS)
-        return sl_err(err, SLUICE_ETLS, "TLS client certificate %s is not a PEM certificate", cert);
+        return sl_err(err, SLUICE_ETLS, "TLS client certificate %s is not a PEM certificate",
+                      cert);
     if (wolfSSL_CTX_use_PrivateKey_file(t->ctx, key, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS client key %s is not a PEM private key", key);
     if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS)
-        return sl_err(err, SLUICE_ETLS, "TLS client key %s does not match certificate %s", key, cert);
+        return sl_err(err, SLUICE_ETLS, "TLS client key %s does not match certificate %s", key,
+                      cert);
     t->has_client_cert = 1;
     return 0;
 }
@@ -425,22 +429,32 @@ void sl_tls_ctx_counts(sl_tls_ctx *t, uint64_t *full, uint64_t *resumed)
 
 /* ---- error translation -------------------------------------------------- */
 
-/* A plain-words reason for the wolfSSL error codes a client meets. */
+/* Plain words for the wolfSSL error codes a client meets. */
+static const struct {
+    int code;
+    const char *text;
+} reasons[] = {
+    {ASN_AFTER_DATE_E, "certificate has expired (ASN_AFTER_DATE_E)"},
+    {ASN_BEFORE_DATE_E, "certificate is not yet valid (ASN_BEFORE_DATE_E)"},
+    {ASN_NO_SIGNER_E, "certificate signed by an unknown CA (ASN_NO_SIGNER_E)"},
+    {ASN_SELF_SIGNED_E, "self-signed certificate (ASN_SELF_SIGNED_E)"},
+    {ASN_SIG_CONFIRM_E, "certificate signature does not verify (ASN_SIG_CONFIRM_E)"},
+    {DOMAIN_NAME_MISMATCH, "certificate does not match the host name (DOMAIN_NAME_MISMATCH)"},
+    {IPADDR_MISMATCH, "certificate does not match the IP address (IPADDR_MISMATCH)"},
+    {VERSION_ERROR, "protocol version mismatch: the server offers none the client accepts "
+                    "(VERSION_ERROR)"},
+    {MATCH_SUITE_ERROR, "no cipher suite in common (MATCH_SUITE_ERROR)"},
+    {NO_PEER_CERT, "server sent no certificate (NO_PEER_CERT)"},
+};
+
 static const char *known_reason(int code)
 {
-    switch (code) {
-    case ASN_AFTER_DATE_E: return "certificate has expired (ASN_AFTER_DATE_E)";
-    case ASN_BEFORE_DATE_E: return "certificate is not yet valid (ASN_BEFORE_DATE_E)";
-    case ASN_NO_SIGNER_E: return "certificate signed by an unknown CA (ASN_NO_SIGNER_E)";
-    case ASN_SELF_SIGNED_E: return "self-signed certificate (ASN_SELF_SIGNED_E)";
-    case ASN_SIG_CONFIRM_E: return "certificate signature does not verify (ASN_SIG_CONFIRM_E)";
-    case DOMAIN_NAME_MISMATCH: return "certificate does not match the host name (DOMAIN_NAME_MISMATCH)";
-    case IPADDR_MISMATCH: return "certificate does not match the IP address (IPADDR_MISMATCH)";
-    case VERSION_ERROR: return "protocol version mismatch: the server offers none the client accepts (VERSION_ERROR)";
-    case MATCH_SUITE_ERROR: return "no cipher suite in common (MATCH_SUITE_ERROR)";
-    case NO_PEER_CERT: return "server sent no certificate (NO_PEER_CERT)";
-    default: return NULL;
-    }
+    size_t i;
+
+    for (i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i].code == code)
+            return reasons[i].text;
+    return NULL;
 }
 
 static const char *alert_name(int code)
@@ -522,7 +536,8 @@ static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
     s->broken = 1;
     if (s->cert_requested && (s->io_eof || s->io_errno))
         return sl_err(err, SLUICE_ETLS, "TLS %s %s failed: the server asked for a client "
-                      "certificate, none is configured, and it closed the connection", what, s->peer);
+                      "certificate, none is configured, and it closed the connection",
+                      what, s->peer);
     if (s->io_errno)
         return sl_err(err, SLUICE_EIO, "TLS %s %s failed: %s", what, s->peer,
                       strerror(s->io_errno));
