@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -280,8 +279,11 @@ static ssize_t https_get(sl_tls_ctx *t, int port, const char *host, char *buf, s
     ssize_t rc;
     int fd = connect_nonblocking(port);
 
-    if (fd < 0)
+    if (fd < 0) {
+        err->code = SLUICE_ECONNECT;
+        snprintf(err->msg, sizeof err->msg, "cannot connect to 127.0.0.1:%d", port);
         return SLUICE_ECONNECT;
+    }
     snprintf(origin, sizeof origin, "https://%s:%d", host, port);
     rc = sl_tls_connect(t, fd, host, origin, sl_deadline_in_ms(10000), &s, resumed, err);
     if (rc == 0)
