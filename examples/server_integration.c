@@ -126,13 +126,16 @@ static int send_iov(int fd, struct iovec *iov, int n)
 }
 
 /* Sends one response; `extra` is more header lines, each ending in CRLF.
- * 204 and 304 carry neither a body nor a length. */
+ * 204 and 304 carry neither a body nor a length.  Once shutdown began, the
+ * response closes the connection, however long it took to make. */
 static int respond(struct conn *c, int status, const char *ctype, const void *body, size_t len,
                    int keep_alive, const char *extra)
 {
     char head[512];
     struct iovec iov[2];
     int n, nobody = status == 204 || status == 304;
+
+    keep_alive = keep_alive && !atomic_load(&c->srv->stopping);
 
     if (nobody)
         n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nConnection: %s\r\n%s\r\n", status,
@@ -403,7 +406,6 @@ static void serve_connection(struct conn *c)
     for (;;) {
         struct request rq;
         long head = read_head(c);
-        int keep;
 
         if (head == HEAD_CLOSE)
             return;
@@ -416,8 +418,8 @@ static void serve_connection(struct conn *c)
             return;
         }
         /* Once shutdown began, this response is the connection's last. */
-        keep = rq.keep_alive && !atomic_load(&c->srv->stopping);
-        if (dispatch(c, &rq, keep) != 0 || !keep)
+        if (dispatch(c, &rq, rq.keep_alive) != 0 || !rq.keep_alive ||
+            atomic_load(&c->srv->stopping))
             return;
         /* Keep what the client already sent of its next request. */
         c->len -= (size_t)head;
