@@ -39,7 +39,12 @@ static long parse_copy(const uint8_t *data, size_t len, mock_request *req)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static mock_request req;
-    long r = parse_copy(data, size, &req);
+    long r;
+
+    /* A connection's buffer starts out unallocated. */
+    if (mock_request_parse(NULL, 0, &req) != MOCK_REQ_PARTIAL)
+        abort();
+    r = parse_copy(data, size, &req);
     size_t head = req.head_len, cut[3], i;
 
     if (r <= 0)

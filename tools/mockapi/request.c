@@ -71,10 +71,9 @@ int mock_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
  * 0 when no LF has arrived yet, -1 on a bare LF. */
 static int take_line(const char *buf, size_t limit, size_t *pos, const char **line, size_t *line_len)
 {
-    const char *start = buf + *pos;
-    const char *lf = memchr(start, '\n', limit - *pos);
+    const char *start = buf + *pos, *lf;
 
-    if (!lf)
+    if (*pos >= limit || !(lf = memchr(start, '\n', limit - *pos)))
         return 0;
     if (lf == start || lf[-1] != '\r')
         return -1;
