@@ -3,6 +3,8 @@
  * (wolfSSL as the client), and the process starts and stops as promised. */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -837,55 +839,91 @@ static WOLFSSL_METHOD *client_method(int version)
     return wolfSSLv23_client_method();
 }
 
-/* GET /json over TLS (version 12, 13 or 0 for either) trusting ca.pem,
- * optionally with the client certificate and a session to resume;
- * *session receives the new one. */
+typedef struct tls_client {
+    WOLFSSL_CTX *ctx;
+    WOLFSSL *ssl;
+    int fd;
+} tls_client;
+
+static void tls_close(tls_client *t)
+{
+    if (t->ssl)
+        wolfSSL_free(t->ssl);
+    if (t->fd >= 0)
+        close(t->fd);
+    if (t->ctx)
+        wolfSSL_CTX_free(t->ctx);
+    memset(t, 0, sizeof *t);
+    t->fd = -1;
+}
+
+/* Connects and handshakes (version 12, 13 or 0 for either) trusting
+ * ca.pem, optionally presenting client.pem and resuming `session`.
+ * Returns 0, or -1 with *t closed. */
+static int tls_open(tls_client *t, const char *addr, int client_cert, int version, WOLFSSL_SESSION *session)
+{
+    char ca[512], crt[512], key[512];
+    struct timeval tv = {5, 0};
+
+    memset(t, 0, sizeof *t);
+    t->fd = -1;
+    if (!(t->ctx = wolfSSL_CTX_new(client_method(version))) || !cert_path("ca.pem", ca, sizeof ca) ||
+        wolfSSL_CTX_load_verify_locations(t->ctx, ca, NULL) != WOLFSSL_SUCCESS)
+        goto fail;
+    if (client_cert && (!cert_path("client.pem", crt, sizeof crt) || !cert_path("client.key", key, sizeof key) ||
+                        wolfSSL_CTX_use_certificate_file(t->ctx, crt, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS ||
+                        wolfSSL_CTX_use_PrivateKey_file(t->ctx, key, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS))
+        goto fail;
+    if ((t->fd = tu_connect(addr)) < 0 || !(t->ssl = wolfSSL_new(t->ctx)) ||
+        wolfSSL_set_fd(t->ssl, t->fd) != WOLFSSL_SUCCESS)
+        goto fail;
+    setsockopt(t->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    wolfSSL_check_domain_name(t->ssl, "localhost");
+    if (session)
+        wolfSSL_set_session(t->ssl, session);
+    if (wolfSSL_connect(t->ssl) == WOLFSSL_SUCCESS)
+        return 0;
+fail:
+    tls_close(t);
+    return -1;
+}
+
+/* Reads until the server closes; returns the length read. */
+static int tls_read_all(tls_client *t, char *buf, int cap)
+{
+    int len = 0, n;
+
+    while (len < cap - 1 && (n = wolfSSL_read(t->ssl, buf + len, cap - 1 - len)) > 0)
+        len += n;
+    buf[len] = '\0';
+    return len;
+}
+
+/* GET /json over TLS; *session (when given) is resumed and replaced. */
 static void tls_get(const char *addr, int client_cert, int version, WOLFSSL_SESSION **session,
                     tls_result *res)
 {
     static const char req[] = "GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    char ca[512], crt[512], key[512], buf[4096];
-    WOLFSSL_CTX *ctx = wolfSSL_CTX_new(client_method(version));
-    WOLFSSL *ssl = NULL;
-    struct timeval tv = {5, 0};
-    int fd = -1, n, len = 0;
+    char buf[4096];
+    tls_client t;
 
     res->status = -1;
     res->reused = 0;
     res->version[0] = '\0';
-    if (!ctx || !cert_path("ca.pem", ca, sizeof ca) ||
-        wolfSSL_CTX_load_verify_locations(ctx, ca, NULL) != WOLFSSL_SUCCESS)
-        goto out;
-    if (client_cert && (!cert_path("client.pem", crt, sizeof crt) || !cert_path("client.key", key, sizeof key) ||
-                        wolfSSL_CTX_use_certificate_file(ctx, crt, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS ||
-                        wolfSSL_CTX_use_PrivateKey_file(ctx, key, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS))
-        goto out;
-    if ((fd = tu_connect(addr)) < 0 || !(ssl = wolfSSL_new(ctx)) || wolfSSL_set_fd(ssl, fd) != WOLFSSL_SUCCESS)
-        goto out;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    wolfSSL_check_domain_name(ssl, "localhost");
-    if (session && *session)
-        wolfSSL_set_session(ssl, *session);
-    if (wolfSSL_connect(ssl) != WOLFSSL_SUCCESS || wolfSSL_write(ssl, req, sizeof req - 1) <= 0)
-        goto out;
-    while (len < (int)sizeof buf - 1 && (n = wolfSSL_read(ssl, buf + len, (int)sizeof buf - 1 - len)) > 0)
-        len += n;
-    buf[len] = '\0';
-    res->status = tu_status(buf);
-    res->reused = wolfSSL_session_reused(ssl);
-    snprintf(res->version, sizeof res->version, "%s", wolfSSL_get_version(ssl));
-    if (session) {
-        if (*session)
-            wolfSSL_SESSION_free(*session);
-        *session = wolfSSL_get1_session(ssl);
+    if (tls_open(&t, addr, client_cert, version, session ? *session : NULL) != 0)
+        return;
+    if (wolfSSL_write(t.ssl, req, sizeof req - 1) == (int)sizeof req - 1) {
+        tls_read_all(&t, buf, sizeof buf);
+        res->status = tu_status(buf);
+        res->reused = wolfSSL_session_reused(t.ssl);
+        snprintf(res->version, sizeof res->version, "%s", wolfSSL_get_version(t.ssl));
+        if (session) {
+            if (*session)
+                wolfSSL_SESSION_free(*session);
+            *session = wolfSSL_get1_session(t.ssl);
+        }
     }
-out:
-    if (ssl)
-        wolfSSL_free(ssl);
-    if (fd >= 0)
-        close(fd);
-    if (ctx)
-        wolfSSL_CTX_free(ctx);
+    tls_close(&t);
 }
 
 static int start_tls(tu_server *s, const char *extra1, const char *extra2)
@@ -936,6 +974,33 @@ static void test_tls_handshake_json_and_resumption(void)
     CU_ASSERT_EQUAL(r.status, 200);
     CU_ASSERT_EQUAL(r.reused, 1);
     wolfSSL_SESSION_free(sess);
+    tu_server_stop(&s);
+}
+
+/* Two requests in two TLS records in one TCP segment: the second record
+ * waits inside wolfSSL, not in the socket, and must still be answered. */
+static void test_tls_pipelined_records_answered(void)
+{
+    static const char one[] = "GET /json HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    static const char two[] = "GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    char buf[8192], *p;
+    int on = 1, off = 0, responses = 0;
+    tls_client t;
+    tu_server s;
+
+    tls_init_once();
+    if (start_tls(&s, NULL, NULL) != 0)
+        return;
+    CU_ASSERT_FATAL(tls_open(&t, s.addr, 0, 0, NULL) == 0);
+    setsockopt(t.fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    CU_ASSERT(wolfSSL_write(t.ssl, one, sizeof one - 1) == (int)sizeof one - 1);
+    CU_ASSERT(wolfSSL_write(t.ssl, two, sizeof two - 1) == (int)sizeof two - 1);
+    setsockopt(t.fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+    tls_read_all(&t, buf, sizeof buf);
+    for (p = buf; (p = strstr(p, "HTTP/1.1 200 OK")); p++)
+        responses++;
+    CU_ASSERT_EQUAL(responses, 2);
+    tls_close(&t);
     tu_server_stop(&s);
 }
 
@@ -1007,6 +1072,7 @@ static CU_TestInfo tests[] = {
     {"test_sigterm_exits_promptly", test_sigterm_exits_promptly},
     {"test_startup_announces_port", test_startup_announces_port},
     {"test_tls_handshake_json_and_resumption", test_tls_handshake_json_and_resumption},
+    {"test_tls_pipelined_records_answered", test_tls_pipelined_records_answered},
     {"test_tls_max_version_12_caps_and_resumes", test_tls_max_version_12_caps_and_resumes},
     {"test_tls_client_ca_requires_certificate", test_tls_client_ca_requires_certificate},
     CU_TEST_INFO_NULL,
