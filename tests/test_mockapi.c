@@ -664,6 +664,17 @@ static void test_max_requests_closes_after_n(void)
     tu_server_stop(&s);
 }
 
+/* The number after "key": in the JSON text, or -1. */
+static long json_number(const char *json, const char *key)
+{
+    char pat[64];
+    const char *p;
+
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    p = strstr(json, pat);
+    return p ? strtol(p + strlen(pat), NULL, 10) : -1;
+}
+
 static void test_stats_count_and_reset(void)
 {
     static const char *const args[] = {"--quiet", NULL};
@@ -677,7 +688,8 @@ static void test_stats_count_and_reset(void)
     tu_roundtrip(s.addr, "GET /stats HTTP/1.1\r\nHost: h\r\n\r\n", buf, sizeof buf, 5000);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"requests\":3,"));
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"/json\":2"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"connections_open\":1,"));
+    /* Earlier connections may still be closing: at least this one is open. */
+    CU_ASSERT(json_number(buf, "connections_open") >= 1);
     tu_roundtrip(s.addr, "GET /reset-stats HTTP/1.1\r\nHost: h\r\n\r\n", buf, sizeof buf, 5000);
     CU_ASSERT_EQUAL(tu_status(buf), 405);
     tu_roundtrip(s.addr, "POST /reset-stats HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", buf, sizeof buf, 5000);
