@@ -458,19 +458,24 @@ static int64_t place_two_digit_year(int yy, int64_t now_wall_ms)
 /* Milliseconds from now until the date (0 if past), capped at RA_CAP_S. */
 static int64_t ms_until(const civil *c, int64_t now_wall_ms)
 {
-    int64_t date_s, now_s, diff_s;
+    int64_t date_s, now_s, now_rem_ms, diff_s;
 
     if (c->day < 1 || c->day > days_in_month(c->year, c->month))
         return -1;
     date_s = days_from_civil(c->year, c->month, c->day) * 86400 + c->hour * 3600 + c->min * 60 +
              c->sec;
+    /* Whole seconds and a remainder, so no step can overflow even for
+     * the most extreme clock. */
     now_s = floor_div(now_wall_ms, 1000);
+    now_rem_ms = now_wall_ms % 1000;
+    if (now_rem_ms < 0)
+        now_rem_ms += 1000;
     diff_s = date_s - now_s;
     if (diff_s <= 0)
         return 0;
     if (diff_s > RA_CAP_S)
         return RA_CAP_S * 1000;
-    return diff_s * 1000 - (now_wall_ms - now_s * 1000);
+    return diff_s * 1000 - now_rem_ms;
 }
 
 static int64_t parse_delta_seconds(scan s)

@@ -468,6 +468,23 @@ static void test_retry_after_rfc850_century(void)
                                             126230400000LL - 5000), 5000);
 }
 
+/* Found by fuzzing: the most extreme clocks overflowed the ms arithmetic
+ * (UBSan in `make asan` catches a regression). */
+static void test_retry_after_extreme_clock(void)
+{
+    static const char *const v[] = {"Sunday, 06-Nov-94 08:49:37 GMT",
+                                    "Sun, 06 Nov 1994 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"};
+    size_t i;
+
+    for (i = 0; i < 3; i++) {
+        int64_t lo = sl_retry_after_parse_ms(v[i], INT64_MIN);
+        CU_ASSERT(lo >= 0 && lo <= 2147483648000LL);
+        CU_ASSERT_EQUAL(sl_retry_after_parse_ms(v[i], INT64_MAX), 0);
+    }
+    CU_ASSERT_EQUAL(sl_retry_after_parse_ms("Sun, 06 Nov 1994 08:49:37 GMT", INT64_MIN),
+                    2147483648000LL);
+}
+
 /* --- equality ---------------------------------------------------------------- */
 
 static void test_retry_policy_equal_normalised(void)
@@ -708,6 +725,7 @@ static CU_TestInfo tests[] = {
     {"test_retry_after_garbage", test_retry_after_garbage},
     {"test_retry_after_matches_timegm", test_retry_after_matches_timegm},
     {"test_retry_after_rfc850_century", test_retry_after_rfc850_century},
+    {"test_retry_after_extreme_clock", test_retry_after_extreme_clock},
     {"test_retry_policy_equal_normalised", test_retry_policy_equal_normalised},
     {"test_retry_policy_init_enomem", test_retry_policy_init_enomem},
     {"test_retry_budget_ratio_and_floor", test_retry_budget_ratio_and_floor},
