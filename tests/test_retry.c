@@ -476,10 +476,14 @@ static void test_retry_after_extreme_clock(void)
                                     "Sun, 06 Nov 1994 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"};
     size_t i;
 
+    /* RFC 850's year follows the clock's, so it can be ahead of either. */
     for (i = 0; i < 3; i++) {
         int64_t lo = sl_retry_after_parse_ms(v[i], INT64_MIN);
+        int64_t hi = sl_retry_after_parse_ms(v[i], INT64_MAX);
         CU_ASSERT(lo >= 0 && lo <= 2147483648000LL);
-        CU_ASSERT_EQUAL(sl_retry_after_parse_ms(v[i], INT64_MAX), 0);
+        CU_ASSERT(hi >= 0 && hi <= 2147483648000LL);
+        if (i > 0)
+            CU_ASSERT_EQUAL(hi, 0);
     }
     CU_ASSERT_EQUAL(sl_retry_after_parse_ms("Sun, 06 Nov 1994 08:49:37 GMT", INT64_MIN),
                     2147483648000LL);
