@@ -38,6 +38,14 @@ static void test_retry_defaults_urllib3(void)
     sl_retry_policy_free(&p);
     sl_retry_policy_free(&p);   /* a freed policy is zeroed: harmless */
     sl_retry_policy_free(NULL);
+    /* A zeroed or NULL policy retries nothing and does not crash. */
+    CU_ASSERT_FALSE(sl_retry_status_retryable(&p, 503));
+    CU_ASSERT_FALSE(sl_retry_method_allowed(&p, "GET", 0));
+    CU_ASSERT_EQUAL(sl_retry_backoff_ns(&p, 1), 0);
+    CU_ASSERT_FALSE(sl_retry_status_retryable(NULL, 503));
+    CU_ASSERT_FALSE(sl_retry_method_allowed(NULL, "GET", 0));
+    CU_ASSERT_EQUAL(sl_retry_backoff_ns(NULL, 1), 0);
+    CU_ASSERT_TRUE(sl_retry_policy_equal(&p, &p));
 }
 
 static void test_retry_off_values(void)
