@@ -313,7 +313,9 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
         return sl_err(err, SLUICE_EINVAL, "body_len %zu without a body", k->body_len);
     k->is_head = method_is(k->method, "HEAD");
     k->retry_method = sl_retry_method_allowed(&c->retry, k->method, req->flags);
-    k->deadline = sl_deadline_in_ms(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms);
+    /* One clock read for both; the client's timeout_ms is always > 0. */
+    k->deadline = k->started +
+                  (int64_t)(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms) * 1000000;
     if (c->opts.failover == SLUICE_FAILOVER_ROUND_ROBIN && c->neps > 1)
         k->ep = __atomic_fetch_add(&c->rr, 1, __ATOMIC_RELAXED) % c->neps;
     return build_rel(k);
