@@ -43,6 +43,7 @@ struct sluice_limiter {
     int64_t backoff;        /* ns */
     sluice_error why;       /* the failure that made it down */
 
+    /* decisions: the in-process limiter's own; Redis counts its own. */
     _Atomic uint64_t allowed, throttled, waits, fallbacks, decisions;
 };
 
@@ -209,19 +210,41 @@ static int decide_redis(sluice_limiter *l, const sl_lim_req *rq, sluice_limit_re
 static int decide(sluice_limiter *l, const sl_lim_req *rq, sluice_limit_result *r,
                   sluice_error *err)
 {
-    int rc = l->redis ? decide_redis(l, rq, r, err) : sl_local_decide(l->local, rq, r, err);
+    int rc;
 
-    count(&l->decisions);
+    if (l->redis) {
+        rc = decide_redis(l, rq, r, err);
+    } else {
+        rc = sl_local_decide(l->local, rq, r, err);
+        count(&l->decisions);
+    }
     if (rc == 0 && rq->op == SL_LIM_CHECK)
         count(r->allowed ? &l->allowed : &l->throttled);
     return rc;
+}
+
+/* "<prefix>:<key>" into `inline_buf` when it fits, else into a new
+ * allocation (*heap, freed by the caller). */
+static char *full_key(const sluice_limiter *l, const char *key, size_t klen, char *inline_buf,
+                      size_t cap, char **heap)
+{
+    size_t need = l->prefix_len + 1 + klen + 1;
+    char *p = inline_buf;
+
+    *heap = NULL;
+    if (need > cap && !(p = *heap = sl_malloc(need)))
+        return NULL;
+    memcpy(p, l->prefix, l->prefix_len);
+    p[l->prefix_len] = ':';
+    memcpy(p + l->prefix_len + 1, key, klen + 1);
+    return p;
 }
 
 int sl_limiter_decide_at(sluice_limiter *l, sl_lim_op op, const char *key,
                          const sluice_limit *lim, int arg, int64_t now_us,
                          sluice_limit_result *r, sluice_error *err)
 {
-    char full[SL_LIMITER_MAX_PREFIX + 1 + SL_LIMITER_MAX_KEY + 1];
+    char buf[SL_LIMITER_MAX_PREFIX + 1 + SL_LIMITER_KEY_INLINE + 1], *heap, *full;
     size_t klen;
     sl_lim_req rq;
     int rc;
@@ -247,11 +270,12 @@ int sl_limiter_decide_at(sluice_limiter *l, sl_lim_op op, const char *key,
         *r = (sluice_limit_result){1, -1, -1, 0};
         return 0;
     }
-    memcpy(full, l->prefix, l->prefix_len);
-    full[l->prefix_len] = ':';
-    memcpy(full + l->prefix_len + 1, key, klen + 1);
+    if (!(full = full_key(l, key, klen, buf, sizeof buf, &heap)))
+        return sl_err(err, SLUICE_ENOMEM, "rate limiter: out of memory for a %zu-byte key", klen);
     rq = (sl_lim_req){op, full, l->prefix_len + 1 + klen, *lim, arg, now_us};
-    return decide(l, &rq, r, err);
+    rc = decide(l, &rq, r, err);
+    sl_free(heap);
+    return rc;
 }
 
 int sl_limiter_check(sluice_limiter *l, const char *key, const sluice_limit *lim, int cost,
@@ -461,6 +485,7 @@ void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out)
     if (l->redis) {
         out->redis_errors = sl_redis_errors(l->redis);
         out->round_trips = sl_redis_round_trips(l->redis);
+        out->decisions = sl_redis_decisions(l->redis);
     }
 }
 

@@ -58,8 +58,10 @@ struct redisReply;
 #define SL_GCRA_MIN_T_US 1.0
 /* Longest burst_offset (or cost * T) accepted: about 115 days. */
 #define SL_GCRA_MAX_SPAN_US 1e13
-/* Longest caller key and prefix, in bytes. */
-#define SL_LIMITER_MAX_KEY 512
+/* Longest caller key and prefix, in bytes.  Keys up to SL_LIMITER_KEY_INLINE
+ * are assembled on the stack, longer ones on the heap. */
+#define SL_LIMITER_MAX_KEY 16384
+#define SL_LIMITER_KEY_INLINE 512
 #define SL_LIMITER_MAX_PREFIX 64
 /* "now" argument meaning "read the backend's clock". */
 #define SL_LIM_NOW (-1)
@@ -173,8 +175,10 @@ void sl_redis_free(sl_redis *rd);
 int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
                     sluice_error *err);
 
-/* Round trips made and failed (connects, I/O, error replies). */
+/* Round trips made, decisions they carried, and failures (connects, I/O,
+ * timeouts, error replies). */
 uint64_t sl_redis_round_trips(sl_redis *rd);
+uint64_t sl_redis_decisions(sl_redis *rd);
 uint64_t sl_redis_errors(sl_redis *rd);
 /* "host:port" or the socket path; the masked URL. */
 const char *sl_redis_where(const sl_redis *rd);

@@ -13,7 +13,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -431,7 +430,7 @@ struct sl_redis {
     char sha[41];                 /* the script's SHA1 once loaded, else "" */
 
     _Atomic uint32_t words[NWORDS];
-    _Atomic uint64_t round_trips, errors;
+    _Atomic uint64_t round_trips, decisions, errors;
 };
 
 /* The pool's create() runs on the thread that called sluice_pool_get, which
@@ -538,7 +537,9 @@ static int set_timeout(rconn *cn, int64_t deadline)
 
     if (ms <= 0)
         ms = 1;
-    if (cn->timeout_ms && abs(ms - cn->timeout_ms) <= SOCKET_TIMEOUT_SLACK_MS)
+    /* Keep the timeout set when it is a little shorter than what is left,
+     * never when it is longer: the deadline is a bound. */
+    if (cn->timeout_ms && cn->timeout_ms <= ms && ms - cn->timeout_ms <= SOCKET_TIMEOUT_SLACK_MS)
         return 0;
     if (redisSetTimeout(cn->c, tv_until(deadline)) != REDIS_OK)
         return -1;
@@ -1036,6 +1037,7 @@ static int send_batch(sl_redis *rd, rconn **cn, waiter **batch, size_t n, int64_
     sl_err_clear(e);
     if (!*cn && (rc = get_conn(rd, deadline, cn, NULL, e)))
         return rc;
+    atomic_fetch_add_explicit(&rd->decisions, n, memory_order_relaxed);
     return send_evalsha(rd, *cn, batch, n, deadline, e);
 }
 
@@ -1239,6 +1241,11 @@ void sl_redis_free(sl_redis *rd)
 uint64_t sl_redis_round_trips(sl_redis *rd)
 {
     return atomic_load_explicit(&rd->round_trips, memory_order_relaxed);
+}
+
+uint64_t sl_redis_decisions(sl_redis *rd)
+{
+    return atomic_load_explicit(&rd->decisions, memory_order_relaxed);
 }
 
 uint64_t sl_redis_errors(sl_redis *rd)
