@@ -35,7 +35,41 @@
  * tag, so every key of one service lives in one slot.  Every key a script
  * touches is passed in KEYS.  A batch (below) may carry keys of several
  * services, which is only valid on a non-cluster deployment (hiredis 0.14
- * has no cluster support anyway).
+ * has no cluster support anyway).  A key expires in Redis when its bucket
+ * is full again, and the in-process table drops it then too.
+ *
+ * The front's behaviour (limiter.c), beyond sluice.h:
+ *  - sluice_limiter_new(NULL, ...) reads $SLUICE_REDIS_URL; "" (or an unset
+ *    or empty variable) means in-process.  A malformed URL is SLUICE_EINVAL.
+ *    The first connection gets max(redis_timeout_ms, 1 s); a server that
+ *    refuses the credentials or the db fails creation (SLUICE_ELIMITER),
+ *    an unreachable one does not: the limiter starts in its fail mode.
+ *  - Fail modes, when a Redis decision fails (connect, I/O, timeout, error
+ *    reply): OPEN answers allowed with remaining -1 ("not known"), CLOSED
+ *    returns SLUICE_ELIMITER (the message names host:port, never the
+ *    password) with allowed 0, LOCAL decides in the in-process table with
+ *    rate / expected_instances and burst / expected_instances (rounded up,
+ *    at least the cost).  The first failure switches the limiter to its
+ *    fail mode (one SL_WARN); from then on calls skip Redis, except one
+ *    probe after 100 ms, then 200, 400 ... at most every second; the
+ *    probe's success switches back (one SL_INFO).  So a dead Redis costs
+ *    one connect attempt per second, not one per call, and a restarted one
+ *    is used again within about a second.  No decision waits longer than
+ *    redis_timeout_ms (plus scheduling).
+ *  - acquire checks; while denied it sleeps retry_after_ms plus 0-5 ms of
+ *    jitter and checks again, never past its deadline (timeout_ms < 0: no
+ *    deadline, 0: one check).  When the announced wait already ends past
+ *    the deadline it returns SLUICE_ERATELIMITED at once rather than sleep
+ *    in vain (the TAT only moves forward, so it could not succeed); the
+ *    result then carries retry_after_ms.  SLUICE_ELIMITER (CLOSED) and
+ *    SLUICE_EINVAL (cost > burst included) return at once.
+ *  - cooldown(0) changes nothing.
+ *  - Stats: allowed/throttled count check outcomes (acquire's checks
+ *    included), waits acquire's sleeps, fallbacks the decisions answered by
+ *    the fail mode, decisions those the limiter's own backend evaluated
+ *    (every one in-process; for Redis those sent, so decisions/round_trips
+ *    is the batching factor), round_trips the EVALSHAs sent, redis_errors
+ *    failed connects, round trips and queue timeouts.
  *
  * Threading: every function here is thread-safe except *_free, which the
  * owner calls once no other call is in flight.
@@ -147,7 +181,7 @@ typedef struct sl_redis sl_redis;
 typedef struct sl_redis_cfg {
     int timeout_ms;        /* bound on one decision */
     int pool_size;         /* connections at most */
-    int max_inflight;      /* concurrent round trips (batches), <= pool_size */
+    int max_inflight;      /* round trips at once under a backlog (pool_size) */
     int create_timeout_ms; /* the first connection, made by sl_redis_new */
 } sl_redis_cfg;
 
@@ -160,18 +194,22 @@ sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachabl
                        sluice_error *err);
 void sl_redis_free(sl_redis *rd);
 
-/* Decides rq in Redis.  Concurrent calls are batched: the first caller
- * becomes the leader, takes every decision queued (up to a cap, arrival
- * order), sends them as one EVALSHA whose script evaluates each atomically
- * in that order, and hands each waiter its result.  A new leader starts
- * only when fewer than max_inflight round trips are in flight, so decisions
- * queued while one is on the wire share the next.  No artificial delay: a
- * lone caller sends at once.  Every call returns by its own deadline
- * (now + timeout_ms, plus scheduling noise): a waiter not yet taken gives
- * up at it, and a round trip's socket timeouts come from the earliest
- * deadline of its batch.  SLUICE_ELIMITER naming `where` for a failed
- * connect, I/O error, timeout, error reply or malformed reply;
- * SLUICE_ENOMEM. */
+/* Decides rq in Redis.  Concurrent calls are batched.  A caller that finds
+ * no round trip under way becomes the leader: it takes every queued
+ * decision (arrival order, up to 256), sends them as one EVALSHA whose
+ * script evaluates each atomically in that order, completes each waiter,
+ * and goes on with the decisions queued meanwhile, so the next batch is on
+ * the wire as soon as a reply is in, for at most 16 batches after its own
+ * result, then hands over to the head of the queue.  A second leader (up
+ * to max_inflight, on its own connection) starts only behind a backlog of
+ * 64 decisions.  No artificial delay: a lone caller sends at once.
+ * Waiters sleep on futex words, one per batch, so one system call wakes a
+ * batch (Linux).  Every call returns by its own deadline (now +
+ * timeout_ms, plus scheduling): a waiter not yet taken gives up at it, a
+ * round trip's socket timeouts come from the earliest deadline of its
+ * batch, and when a connection breaks every queued decision fails with it
+ * at once.  SLUICE_ELIMITER naming `where` for a failed connect, I/O error,
+ * timeout, error reply or malformed reply; SLUICE_ENOMEM. */
 int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
                     sluice_error *err);
 

@@ -1124,7 +1124,8 @@ static void await_outcome(sl_redis *rd, waiter *w, unsigned word, uint32_t seen)
 
         if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
             return;
-        timed_out = word_wait(&rd->words[word], seen, deadline);
+        timed_out = word_wait(&rd->words[word], seen, deadline) ||
+                    (deadline != SL_NO_DEADLINE && sl_now_ns() >= deadline);
         if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
             return;
         pthread_mutex_lock(&rd->mu);
