@@ -327,6 +327,16 @@ static void test_examples_server_integration_routes(void)
     CU_ASSERT(tu_roundtrip(addr, "POST /proxy/json HTTP/1.1\r\nHost: gw\r\n\r\n", buf, sizeof buf,
                            5000) > 0);
     CU_ASSERT_EQUAL(tu_status(buf), 405);
+    {
+        /* A head past the gateway's 8 KiB: refused, and the answer is
+         * read before the connection closes. */
+        static char big[12000];
+        int k = snprintf(big, sizeof big, "GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: ");
+        memset(big + k, 'a', 10000);
+        memcpy(big + k + 10000, "\r\n\r\n", 5);
+        CU_ASSERT(tu_roundtrip(addr, big, buf, sizeof buf, 5000) > 0);
+        CU_ASSERT_EQUAL(tu_status(buf), 431);
+    }
     /* Two pipelined requests on one keep-alive connection, both answered. */
     {
         int fd = tu_connect(addr);
