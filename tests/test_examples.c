@@ -315,6 +315,9 @@ static void test_examples_server_integration_routes(void)
     /* Its own routes. */
     CU_ASSERT_EQUAL(get_status(addr, "/metrics", buf, sizeof buf), 200);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "sluice_"));
+    /* The library's counters saw the two proxied calls. */
+    CU_ASSERT(number_after(buf, "sluice_requests_total{service=\"upstream\",class=\"2xx\"}") >= 1);
+    CU_ASSERT(number_after(buf, "sluice_requests_total{service=\"upstream\",class=\"5xx\"}") >= 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "gateway_responses_total"));
     CU_ASSERT_EQUAL(get_status(addr, "/healthz", buf, sizeof buf), 200);
     CU_ASSERT_EQUAL(get_status(addr, "/nowhere", buf, sizeof buf), 404);
