@@ -45,7 +45,7 @@ typedef struct sl_pool_ops {
 typedef struct sl_pool_cfg {
     int max_total;          /* 0 = unlimited */
     int max_per_key;        /* 0 = max_total */
-    int max_idle_per_key;   /* 0 = unlimited; idle beyond it is destroyed */
+    int max_idle_per_key;   /* 0 = unlimited, < 0 = none; idle beyond it is destroyed */
     int idle_timeout_ms;    /* 0 = never */
     int max_lifetime_ms;    /* 0 = never */
     int housekeeping;       /* 1 = run the sweeper thread */

@@ -114,6 +114,11 @@ static pid_t spawn(char *const argv[], const char *log_path)
 
 int tu_mockapi_start(tu_server *s, const char *const *extra)
 {
+    return tu_mockapi_start_port(s, 0, extra);
+}
+
+int tu_mockapi_start_port(tu_server *s, int port, const char *const *extra)
+{
     const char *bin = env_or_fail("SLUICE_TEST_MOCKAPI");
     char *argv[40], portbuf[16];
     int n = 0, attempt;
@@ -123,7 +128,7 @@ int tu_mockapi_start(tu_server *s, const char *const *extra)
         return -1;
     for (attempt = 0; attempt < 5; attempt++) {
         n = 0;
-        s->port = free_port();
+        s->port = port ? port : free_port();
         snprintf(portbuf, sizeof portbuf, "%d", s->port);
         argv[n++] = (char *)bin;
         argv[n++] = "--port";
@@ -140,6 +145,8 @@ int tu_mockapi_start(tu_server *s, const char *const *extra)
             return 0;
         }
         tu_server_stop(s);
+        if (port)
+            usleep(100000);
     }
     CU_FAIL("could not start a private sluice-mockapi");
     return -1;
@@ -423,4 +430,54 @@ long tu_alloc_outstanding(void)
 void tu_alloc_uninstall(void)
 {
     sluice_set_allocator(NULL);
+}
+
+sluice_client *tu_client(sluice_factory **f, const char *service, const char *base,
+                         void (*tune)(sluice_client_opts *))
+{
+    sluice_client_opts co;
+    sluice_error err;
+    sluice_client *c;
+
+    if (!base)
+        return NULL;
+    if (!*f && !(*f = sluice_factory_new(NULL, &err))) {
+        fprintf(stderr, "\n  factory: %s\n", err.msg);
+        return NULL;
+    }
+    sluice_client_opts_init(&co);
+    co.base_url = base;
+    co.read_timeout_ms = 3000;
+    co.retry.max_retries = SLUICE_OFF;
+    co.breaker.disabled = 1;
+    if (tune)
+        tune(&co);
+    c = sluice_factory_client(*f, service, &co, &err);
+    if (!c)
+        fprintf(stderr, "\n  client %s: %s\n", service, err.msg);
+    return c;
+}
+
+int tu_get_status(sluice_client *c, const char *path, sluice_error *err)
+{
+    sluice_response *r = NULL;
+    int rc = sluice_get(c, path, &r, err);
+
+    if (rc == 0) {
+        rc = sluice_response_status(r);
+        sluice_response_free(r);
+    }
+    return rc;
+}
+
+long tu_hits(const char *addr, const char *path)
+{
+    char req[512], buf[4096];
+    const char *body;
+
+    snprintf(req, sizeof req, "GET /hits%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    if (!addr || tu_roundtrip(addr, req, buf, sizeof buf, 3000) < 0 || tu_status(buf) != 200 ||
+        !(body = tu_body(buf)))
+        return -1;
+    return strtol(body, NULL, 10);
 }

@@ -39,6 +39,8 @@ typedef struct tu_server {
 /* Starts $SLUICE_TEST_MOCKAPI with extra arguments (NULL-terminated) on a
  * free port.  Returns 0 or -1 after failing the test with the reason. */
 int tu_mockapi_start(tu_server *s, const char *const *extra_args);
+/* The same on a given port (to restart a server where it was). */
+int tu_mockapi_start_port(tu_server *s, int port, const char *const *extra_args);
 /* Starts a private redis-server on a free loopback port (port 0 = pick). */
 int tu_redis_start(tu_server *s, int port);
 void tu_server_stop(tu_server *s);
@@ -72,6 +74,15 @@ void tu_alloc_install(long fail_at, int sticky);
 long tu_alloc_count(void);
 long tu_alloc_outstanding(void);   /* allocations not yet freed */
 void tu_alloc_uninstall(void);
+
+/* A client of a fresh factory for tests: base URL, no retries, no breaker,
+ * 3 s read timeout.  Options can be adjusted through `tune` (may be NULL). */
+sluice_client *tu_client(sluice_factory **f, const char *service, const char *base,
+                         void (*tune)(sluice_client_opts *));
+/* GETs path: the status, or the negative error code. */
+int tu_get_status(sluice_client *c, const char *path, sluice_error *err);
+/* The mock API's hit counter for `path` (GET /hits<path>), or -1. */
+long tu_hits(const char *addr, const char *path);
 
 /* Monotonic milliseconds. */
 int64_t tu_now_ms(void);

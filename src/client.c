@@ -1,0 +1,1144 @@
+/* Clients and the request path.
+ *
+ * One call goes one way:
+ *   validate, build the target -> bulkhead -> coalescer (followers wait)
+ *   -> leader: for each attempt: endpoint + breaker -> rate limiter
+ *      -> pool checkout -> write, read -> pool checkin -> classify
+ *      -> backoff (never past the deadline) -> redirects
+ *   -> response to the caller and every follower.
+ * No lock of the factory, pool or coalescer is held across any of it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "client.h"
+#include "clock.h"
+#include "coalesce.h"
+#include "conn.h"
+#include "error.h"
+#include "http1.h"
+#include "log.h"
+#include "response.h"
+
+#define DEFAULT_READ_TIMEOUT_MS 30000
+#define DEFAULT_WRITE_TIMEOUT_MS 30000
+#define DEFAULT_TIMEOUT_MS 60000
+#define DEFAULT_MAX_REDIRECTS 10
+
+void sluice_client_opts_init(sluice_client_opts *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->read_timeout_ms = DEFAULT_READ_TIMEOUT_MS;
+    o->write_timeout_ms = DEFAULT_WRITE_TIMEOUT_MS;
+    o->timeout_ms = DEFAULT_TIMEOUT_MS;
+    o->max_redirects = DEFAULT_MAX_REDIRECTS;
+    o->rate_limit.period_ms = 1000;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Client creation                                                          */
+/* ------------------------------------------------------------------------ */
+
+static void normalise(sluice_client_opts *o, const sluice_factory *f)
+{
+    if (o->connect_timeout_ms <= 0)
+        o->connect_timeout_ms = f->opts.connect_timeout_ms;
+    if (o->read_timeout_ms <= 0)
+        o->read_timeout_ms = DEFAULT_READ_TIMEOUT_MS;
+    if (o->write_timeout_ms <= 0)
+        o->write_timeout_ms = DEFAULT_WRITE_TIMEOUT_MS;
+    if (o->timeout_ms <= 0)
+        o->timeout_ms = DEFAULT_TIMEOUT_MS;
+    if (o->max_redirects == 0)
+        o->max_redirects = DEFAULT_MAX_REDIRECTS;
+    if (o->max_redirects < 0)
+        o->max_redirects = 0;
+    if (o->rate_limit.period_ms <= 0)
+        o->rate_limit.period_ms = 1000;
+    if (o->rate_limit.rate > 0 && o->rate_limit.burst <= 0)
+        o->rate_limit.burst = o->rate_limit.rate >= 1 ? (int)o->rate_limit.rate : 1;
+    if (o->coalesce_window_ms < 0)
+        o->coalesce_window_ms = 0;
+}
+
+/* Every option that changes behaviour, written out, so two option sets
+ * can be compared for sluice_factory_client's EEXIST. */
+static int fingerprint(sluice_client *c, const sluice_client_opts *o, sl_buf *b)
+{
+    const sluice_breaker_opts *br = &o->breaker;
+    const sluice_client_rate_limit *rl = &o->rate_limit;
+    size_t i;
+
+    for (i = 0; i < c->neps; i++)
+        sl_buf_printf(b, "ep=%s%s\n", c->eps[i].url.origin, c->eps[i].url.path);
+    for (i = 0; i < c->nheaders; i++)
+        sl_buf_printf(b, "h=%s: %s\n", c->headers[i].name, c->headers[i].value);
+    sl_buf_printf(b, "fo=%d t=%d/%d/%d/%d mif=%d redir=%d/%d/%d co=%d/%d\n", o->failover,
+                  o->connect_timeout_ms, o->read_timeout_ms, o->write_timeout_ms, o->timeout_ms,
+                  o->max_in_flight, o->follow_redirects, o->max_redirects,
+                  o->allow_https_to_http, o->disable_coalescing, o->coalesce_window_ms);
+    sl_buf_printf(b, "rl=%.17g/%d/%d/%d/%d\n", rl->rate, rl->period_ms, rl->burst, rl->scope,
+                  rl->fail_fast);
+    sl_buf_printf(b, "br=%d/%d/%d/%d/%d/%d/%d/%p/%p\n", br->disabled, br->failure_threshold,
+                  br->failure_rate_pct, br->window_size, br->min_calls, br->recovery_timeout_ms,
+                  br->half_open_probes, (void *)(uintptr_t)br->on_state_change, br->hook_ud);
+    sl_buf_printf(b, "rt=%d/%lld/%lld/%d/%lld", c->retry.max_retries,
+                  (long long)c->retry.backoff_factor_ns, (long long)c->retry.backoff_max_ns,
+                  c->retry.jitter, (long long)c->retry.retry_after_max_ns);
+    for (i = 0; i < c->retry.nstatuses; i++)
+        sl_buf_printf(b, ",%d", c->retry.statuses[i]);
+    for (i = 0; c->retry.methods && c->retry.methods[i]; i++)
+        sl_buf_printf(b, ",%s", c->retry.methods[i]);
+    sl_buf_printf(b, " bud=%d/%d/%d\n", c->retry.budget_ratio_pct, c->retry.budget_window_ms,
+                  c->retry.budget_min_per_sec);
+    return b->failed ? SLUICE_ENOMEM : 0;
+}
+
+static int add_endpoint(sluice_client *c, const char *url, sluice_error *err)
+{
+    sl_endpoint *ep = &c->eps[c->neps];
+    int rc = sl_url_parse(url, &ep->url, err);
+
+    if (rc)
+        return rc;
+    c->neps++;
+    if (!c->opts.breaker.disabled) {
+        ep->breaker = sl_breaker_new(&c->opts.breaker, c->service, ep->url.origin, err);
+        if (!ep->breaker)
+            return err ? err->code : SLUICE_ENOMEM;
+    }
+    return 0;
+}
+
+static int copy_endpoints(sluice_client *c, const sluice_client_opts *o, sluice_error *err)
+{
+    size_t n = 1, i;
+    int rc;
+
+    if (!o->base_url)
+        return sl_err(err, SLUICE_EINVAL, "client '%s': base_url is required", c->service);
+    while (o->fallback_urls && o->fallback_urls[n - 1])
+        n++;
+    if (!(c->eps = sl_calloc(n, sizeof *c->eps)))
+        return sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", c->service);
+    if ((rc = add_endpoint(c, o->base_url, err)))
+        return rc;
+    for (i = 1; i < n; i++)
+        if ((rc = add_endpoint(c, o->fallback_urls[i - 1], err)))
+            return rc;
+    /* Request paths are joined onto the base path. */
+    c->base_path_len = strlen(c->eps[0].url.path);
+    while (c->base_path_len > 0 && c->eps[0].url.path[c->base_path_len - 1] == '/')
+        c->base_path_len--;
+    c->base_path = sl_strndup(c->eps[0].url.path, c->base_path_len);
+    return c->base_path ? 0 : sl_err(err, SLUICE_ENOMEM, "out of memory");
+}
+
+static int copy_headers(sluice_client *c, const sluice_client_opts *o, sluice_error *err)
+{
+    size_t i;
+
+    if (o->nheaders == 0)
+        return 0;
+    if (!o->headers)
+        return sl_err(err, SLUICE_EINVAL, "client '%s': nheaders without headers", c->service);
+    if (!(c->headers = sl_calloc(o->nheaders, sizeof *c->headers)))
+        return sl_err(err, SLUICE_ENOMEM, "out of memory copying headers");
+    for (i = 0; i < o->nheaders; i++) {
+        const sluice_header *h = &o->headers[i];
+        if (!h->name || !h->value)
+            return sl_err(err, SLUICE_EINVAL, "client '%s': header %zu has a NULL name or value",
+                          c->service, i);
+        c->headers[i].name = sl_strdup(h->name);
+        c->headers[i].value = sl_strdup(h->value);
+        c->nheaders = i + 1;
+        if (!c->headers[i].name || !c->headers[i].value)
+            return sl_err(err, SLUICE_ENOMEM, "out of memory copying headers");
+    }
+    return 0;
+}
+
+sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluice_client_opts *o,
+                             sluice_error *err)
+{
+    sluice_client *c = sl_calloc(1, sizeof *c);
+    sl_buf fp = SL_BUF_INIT;
+    int rc;
+
+    if (!c) {
+        sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
+        return NULL;
+    }
+    pthread_mutex_init(&c->bulk_lock, NULL);
+    sl_cond_init_monotonic(&c->bulk_cond);
+    c->f = f;
+    c->opts = *o;
+    normalise(&c->opts, f);
+    c->opts.base_url = NULL;   /* owned copies live in eps/headers */
+    c->opts.fallback_urls = NULL;
+    c->opts.headers = NULL;
+    c->opts.retry.retry_statuses = NULL;
+    c->opts.retry.retry_methods = NULL;
+    c->service = sl_strdup(service);
+    c->api_version = sl_strdup(o->api_version);
+    if (!c->service || (o->api_version && !c->api_version)) {
+        rc = sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
+        goto fail;
+    }
+    if ((rc = copy_endpoints(c, o, err)) || (rc = copy_headers(c, o, err)) ||
+        (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
+        goto fail;
+    c->budget = sl_retry_budget_new(c->retry.budget_ratio_pct, c->retry.budget_window_ms,
+                                    c->retry.budget_min_per_sec);
+    if ((!c->budget && c->retry.budget_ratio_pct != SLUICE_OFF) ||
+        (rc = fingerprint(c, &c->opts, &fp))) {
+        rc = sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
+        goto fail;
+    }
+    c->fingerprint = sl_buf_detach(&fp, NULL);
+    if (c->fingerprint)
+        return c;
+    rc = sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
+fail:
+    sl_buf_free(&fp);
+    sl_client_free(c);
+    return NULL;
+}
+
+void sl_client_free(sluice_client *c)
+{
+    size_t i;
+
+    if (!c)
+        return;
+    for (i = 0; i < c->neps; i++) {
+        sl_url_free(&c->eps[i].url);
+        sl_breaker_free(c->eps[i].breaker);
+    }
+    sl_free(c->eps);
+    for (i = 0; i < c->nheaders; i++) {
+        sl_free((char *)c->headers[i].name);
+        sl_free((char *)c->headers[i].value);
+    }
+    sl_free(c->headers);
+    sl_retry_policy_free(&c->retry);
+    sl_retry_budget_free(c->budget);
+    sl_free(c->base_path);
+    sl_free(c->fingerprint);
+    sl_free(c->service);
+    sl_free(c->api_version);
+    pthread_cond_destroy(&c->bulk_cond);
+    pthread_mutex_destroy(&c->bulk_lock);
+    sl_free(c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One call's state                                                         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct call {
+    sluice_client *c;
+    sluice_factory *f;
+    const sluice_request *req;
+    const char *method;
+    const void *body;
+    size_t body_len;
+    int is_head;
+    int retry_method;         /* the policy allows retrying this method */
+    int strip_credentials;    /* a redirect left the origin */
+    int64_t deadline;
+    sl_buf rel;               /* path (without the base path) and query */
+    sl_buf target;            /* the request-target of the current attempt */
+    size_t ep;                /* endpoint in use */
+    int attempts;
+    int reused;
+    int leader;               /* this caller ran the coalesced flight */
+    int follower;             /* another caller's flight served this one */
+    size_t sent;              /* bytes the last attempt wrote */
+    int64_t started;          /* when the call began */
+    sl_call_record rec;       /* for the metrics */
+    sluice_error *err;
+} call;
+
+/* Joins the request path (and its query, and req->query encoded) into
+ * k->rel.  Bytes that could split a request are refused here. */
+static int build_rel(call *k)
+{
+    const sluice_request *r = k->req;
+    const char *path = r->path && *r->path ? r->path : "/";
+    int has_query = strchr(path, '?') != NULL;
+    size_t i;
+    int rc;
+
+    if ((rc = sl_url_check_bytes(path, strlen(path), "path", k->err)))
+        return rc;
+    if (path[0] != '/')
+        sl_buf_append(&k->rel, "/", 1);
+    sl_buf_puts(&k->rel, path);
+    if (r->nquery && !r->query)
+        return sl_err(k->err, SLUICE_EINVAL, "nquery without query");
+    for (i = 0; i < r->nquery; i++) {
+        if (!r->query[i].name)
+            return sl_err(k->err, SLUICE_EINVAL, "query parameter %zu has no name", i);
+        sl_buf_append(&k->rel, has_query ? "&" : "?", 1);
+        has_query = 1;
+        sl_url_encode(&k->rel, r->query[i].name);
+        sl_buf_append(&k->rel, "=", 1);
+        sl_url_encode(&k->rel, r->query[i].value ? r->query[i].value : "");
+    }
+    return k->rel.failed ? sl_err(k->err, SLUICE_ENOMEM, "out of memory building the path") : 0;
+}
+
+static int method_is(const char *m, const char *want)
+{
+    return strcmp(m, want) == 0;
+}
+
+static int call_init(call *k, sluice_client *c, const sluice_request *req, sluice_error *err)
+{
+    memset(k, 0, sizeof *k);
+    k->c = c;
+    k->f = c->f;
+    k->req = req;
+    k->err = err;
+    k->started = sl_now_ns();
+    k->method = req->method && *req->method ? req->method : "GET";
+    k->body = req->body;
+    k->body_len = req->body_len;
+    if (k->body_len && !k->body)
+        return sl_err(err, SLUICE_EINVAL, "body_len %zu without a body", k->body_len);
+    k->is_head = method_is(k->method, "HEAD");
+    k->retry_method = sl_retry_method_allowed(&c->retry, k->method, req->flags);
+    /* One clock read for both; the client's timeout_ms is always > 0. */
+    k->deadline = k->started +
+                  (int64_t)(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms) * 1000000;
+    if (c->opts.failover == SLUICE_FAILOVER_ROUND_ROBIN && c->neps > 1)
+        k->ep = __atomic_fetch_add(&c->rr, 1, __ATOMIC_RELAXED) % c->neps;
+    return build_rel(k);
+}
+
+static void call_done(call *k)
+{
+    sl_buf_free(&k->rel);
+    sl_buf_free(&k->target);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hooks                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, int code,
+                 int64_t started)
+{
+    sluice_request_info info = {0};
+    char url[512];
+    const char *q;
+    int n;
+
+    if (!fn)
+        return;
+    /* The query's values are left out: they may carry secrets. */
+    q = k->target.len ? memchr(k->target.data, '?', k->target.len) : NULL;
+    n = snprintf(url, sizeof url, "%s%.*s", u->origin,
+                 (int)(q ? (size_t)(q - k->target.data) : k->target.len),
+                 k->target.len ? k->target.data : "");
+    if (q && n > 0 && (size_t)n < sizeof url - 1) {
+        const char *p;
+        size_t len = (size_t)n;
+        for (p = q; *p && len < sizeof url - 1; p++) {
+            if (*p == '=') {
+                url[len++] = '=';
+                while (p[1] && p[1] != '&')
+                    p++;
+            } else {
+                url[len++] = *p;
+            }
+        }
+        url[len] = '\0';
+    }
+    info.service = k->c->service;
+    info.method = k->method;
+    info.url = url;
+    info.attempt = k->attempts;
+    info.status = status;
+    info.error = code;
+    info.duration_us = started ? (sl_now_ns() - started) / 1000 : 0;
+    info.reused = k->reused;
+    info.coalesced = k->follower;
+    fn(&info, k->f->opts.hook_ud);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One attempt on one connection                                            */
+/* ------------------------------------------------------------------------ */
+
+static int is_credential(const char *name)
+{
+    return strcasecmp(name, "Authorization") == 0 || strcasecmp(name, "Cookie") == 0 ||
+           strcasecmp(name, "Proxy-Authorization") == 0;
+}
+
+/* After a cross-origin redirect the credentials stay behind: the client's
+ * and the request's headers are copied without them. */
+static int strip(const sluice_header *in, size_t n, sluice_header **out, size_t *nout)
+{
+    size_t i, m = 0;
+
+    *out = NULL;
+    *nout = 0;
+    if (n == 0)
+        return 0;
+    if (!(*out = sl_calloc(n, sizeof **out)))
+        return SLUICE_ENOMEM;
+    for (i = 0; i < n; i++)
+        if (in[i].name && !is_credential(in[i].name))
+            (*out)[m++] = in[i];
+    *nout = m;
+    return 0;
+}
+
+static int write_head(call *k, sl_conn *conn, const sl_url *u)
+{
+    const sluice_request *r = k->req;
+    sl_http_req hr = {0};
+    sluice_header *h1 = NULL, *h2 = NULL;
+    int rc;
+
+    hr.method = k->method;
+    hr.target = k->target.data;
+    hr.host = u->host_header;
+    hr.user_agent = k->f->opts.user_agent ? k->f->opts.user_agent : "sluice/" SLUICE_VERSION_STRING;
+    hr.headers1 = k->c->headers;
+    hr.nheaders1 = k->c->nheaders;
+    hr.headers2 = r->headers;
+    hr.nheaders2 = r->headers ? r->nheaders : 0;
+    hr.body_len = k->body_len;
+    hr.send_length = k->body_len > 0 || method_is(k->method, "POST") ||
+                     method_is(k->method, "PUT") || method_is(k->method, "PATCH");
+    if (k->strip_credentials) {
+        if (strip(hr.headers1, hr.nheaders1, &h1, &hr.nheaders1) ||
+            strip(hr.headers2, hr.nheaders2, &h2, &hr.nheaders2)) {
+            sl_free(h1);
+            return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+        }
+        hr.headers1 = h1;
+        hr.headers2 = h2;
+    }
+    sl_buf_reset(&conn->wbuf);
+    rc = sl_http1_write_head(&conn->wbuf, &hr, k->err);
+    sl_free(h1);
+    sl_free(h2);
+    return rc;
+}
+
+static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http, size_t *sent)
+{
+    sl_http_io io = {sl_conn_read, conn};
+    sl_http_limits lim = {k->f->opts.max_header_bytes, 100, k->f->opts.max_response_bytes};
+    struct iovec iov[2];
+    int rc, n = 1;
+
+    conn->read_timeout_ns = (int64_t)k->c->opts.read_timeout_ms * 1000000;
+    conn->write_timeout_ns = (int64_t)k->c->opts.write_timeout_ms * 1000000;
+    if ((rc = write_head(k, conn, u)))
+        return rc;
+    iov[0].iov_base = conn->wbuf.data;
+    iov[0].iov_len = conn->wbuf.len;
+    if (k->body_len) {
+        iov[1].iov_base = (void *)k->body;
+        iov[1].iov_len = k->body_len;
+        n = 2;
+    }
+    rc = sl_conn_writev(conn, iov, n, k->deadline, sent, k->err);
+    if (rc)
+        return rc;
+    return sl_http1_read_response(&io, &conn->rbuf, k->is_head, &lim, k->deadline, http, k->err);
+}
+
+/* A reused connection the server had already closed fails before any
+ * response byte; that is the pool's staleness, not the upstream's answer,
+ * so the request goes once more on a fresh connection when that is safe. */
+static int stale(int rc, const sl_pool_item *it, const sl_http_resp *http, size_t sent, call *k)
+{
+    return rc == SLUICE_EIO && it->reused && http->wire_bytes == 0 &&
+           (sent == 0 || k->retry_method);
+}
+
+/* Counts one exchange's bytes and the time it held its connection: from
+ * t0, when it asked the pool, less any wait for capacity.  Returns now. */
+static int64_t tally(call *k, const sl_pool_item *it, size_t sent, size_t received, int64_t t0)
+{
+    int64_t now = sl_now_ns();
+
+    k->rec.sent += sent;
+    k->rec.received += received;
+    k->rec.exchanges++;
+    k->rec.hold_ns += now - t0 - it->wait_ns;
+    return now;
+}
+
+static int attempt(call *k, const sl_url *u, sluice_response **out)
+{
+    sl_conn_target t = {u->host, u->port, u->tls, u->origin};
+    int64_t pool_deadline =
+        sl_deadline_min(k->deadline, sl_deadline_in_ms(k->f->opts.pool_timeout_ms));
+    unsigned flags = 0;
+    int64_t started = sl_now_ns(), t0 = started;
+    sl_http_resp http;
+    sl_pool_item *it;
+    size_t sent;
+    int rc, reuse;
+
+    for (;;) {
+        memset(&http, 0, sizeof http);
+        sent = k->sent = 0;
+        rc = sl_pool_get(k->f->pool, u->origin, &t, flags, pool_deadline, &it, k->err);
+        if (rc)
+            break;
+        k->reused = it->reused;
+        rc = exchange(k, it->res, u, &http, &sent);
+        t0 = tally(k, it, sent, http.wire_bytes, t0);
+        reuse = rc == 0 && http.keep_alive;
+        k->sent = sent;
+        if (rc == 0 || !stale(rc, it, &http, sent, k) || (flags & SL_POOL_FRESH)) {
+            sl_pool_put(k->f->pool, it, reuse);
+            break;
+        }
+        sl_pool_put(k->f->pool, it, 0);
+        sl_http_resp_free(&http);
+        SL_DEBUG("%s: stale pooled connection, retrying on a fresh one", u->origin);
+        flags = SL_POOL_FRESH;
+    }
+    if (rc == 0 && !(*out = sl_response_new(&http)))
+        rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    if (rc) {
+        sl_http_resp_free(&http);
+        hook(k, k->f->opts.on_request_error, u, 0, rc, started);
+        return rc;
+    }
+    (*out)->reused = k->reused;
+    if (k->err)
+        k->err->http_status = (*out)->d->http.status;
+    hook(k, k->f->opts.on_request_end, u, (*out)->d->http.status, 0, started);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Endpoints, breaker, limiter                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Picks the endpoint for this attempt: the current one if its breaker
+ * allows, else the next ones in turn.  *probe tells the breaker's answer. */
+static int pick_endpoint(call *k, int *probe)
+{
+    sluice_client *c = k->c;
+    int64_t now = sl_now_ns();
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; i < c->neps; i++) {
+        size_t e = (k->ep + i) % c->neps;
+        if (!c->eps[e].breaker)
+            rc = 0, *probe = 0;
+        else
+            rc = sl_breaker_allow(c->eps[e].breaker, now, probe, k->err);
+        if (rc == 0) {
+            k->ep = e;
+            return 0;
+        }
+    }
+    return rc;
+}
+
+static void record(call *k, const sl_endpoint *ep, int probe, int rc, int status)
+{
+    int failure = rc < 0 ? rc != SLUICE_EINVAL && rc != SLUICE_ENOMEM : status >= 500;
+
+    if (ep->breaker)
+        sl_breaker_record(ep->breaker, probe, failure, sl_now_ns());
+}
+
+static int rate_key(call *k, sl_buf *key)
+{
+    const sluice_client_rate_limit *rl = &k->c->opts.rate_limit;
+    const char *path;
+    size_t len;
+
+    sl_buf_printf(key, "{%s}:", k->c->service);
+    if (rl->scope == SLUICE_LIMIT_PER_ENDPOINT) {
+        if (k->req->rate_key) {
+            sl_buf_puts(key, k->req->rate_key);
+        } else {
+            path = k->rel.data;
+            len = strcspn(path, "?");
+            sl_buf_append(key, path, len);
+        }
+    } else {
+        sl_buf_puts(key, "*");
+    }
+    return key->failed ? SLUICE_ENOMEM : 0;
+}
+
+static int rate_limit(call *k)
+{
+    const sluice_client_rate_limit *rl = &k->c->opts.rate_limit;
+    sluice_limit lim = {rl->rate, rl->period_ms, rl->burst};
+    sluice_limit_result res;
+    sl_buf key = SL_BUF_INIT;
+    int rc, left;
+
+    if (rl->rate <= 0)
+        return 0;
+    if (rate_key(k, &key)) {
+        sl_buf_free(&key);
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    }
+    left = rl->fail_fast ? 0 : sl_ms_left(k->deadline);
+    rc = sluice_limiter_acquire(k->f->limiter, key.data, &lim, 1, left, &res);
+    if (rc == SLUICE_ERATELIMITED)
+        sl_err(k->err, rc, "rate limit for '%s' reached; retry in %ld ms", key.data,
+               res.retry_after_ms);
+    else if (rc)
+        sl_err(k->err, rc, "rate limiter failed for '%s': %s", key.data, sluice_strerror(rc));
+    sl_buf_free(&key);
+    return rc;
+}
+
+/* An upstream that says "slow down" holds off every instance sharing the
+ * key, not just this caller. */
+static void cooldown(call *k, int64_t ms)
+{
+    const sluice_client_rate_limit *rl = &k->c->opts.rate_limit;
+    sluice_limit lim = {rl->rate, rl->period_ms, rl->burst};
+    sl_buf key = SL_BUF_INIT;
+
+    if (rl->rate <= 0 || ms <= 0)
+        return;
+    if (rate_key(k, &key) == 0)
+        sluice_limiter_cooldown(k->f->limiter, key.data, &lim, ms > INT32_MAX ? INT32_MAX : (int)ms);
+    sl_buf_free(&key);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Retries                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int set_target(call *k, const sl_url *u, int fixed)
+{
+    sl_buf_reset(&k->target);
+    if (fixed) {
+        sl_buf_puts(&k->target, u->path);
+        if (u->query) {
+            sl_buf_append(&k->target, "?", 1);
+            sl_buf_puts(&k->target, u->query);
+        }
+    } else {
+        size_t blen = strlen(u->path);
+        while (blen > 0 && u->path[blen - 1] == '/')
+            blen--;
+        sl_buf_append(&k->target, u->path, blen);
+        sl_buf_append(&k->target, k->rel.data, k->rel.len);
+    }
+    return k->target.failed ? sl_err(k->err, SLUICE_ENOMEM, "out of memory") : 0;
+}
+
+/* The response's Retry-After in ns, capped by the policy; -1 if none
+ * applies. */
+static int64_t retry_after_ns(call *k, const sluice_response *resp)
+{
+    const char *ra;
+    int64_t ms;
+
+    if (!resp || k->c->retry.retry_after_max_ns <= 0 ||
+        !sl_retry_after_applies(resp->d->http.status) ||
+        !(ra = sluice_response_header(resp, "Retry-After")))
+        return -1;
+    if ((ms = sl_retry_after_parse_ms(ra, sl_wall_ms())) < 0)
+        return -1;
+    return ms * 1000000 > k->c->retry.retry_after_max_ns ? k->c->retry.retry_after_max_ns
+                                                          : ms * 1000000;
+}
+
+/* How long to wait before retry number n after `resp` (may be NULL):
+ * Retry-After wins over the backoff. */
+static int64_t retry_wait_ns(call *k, const sluice_response *resp, int n)
+{
+    int64_t ra = retry_after_ns(k, resp);
+
+    return ra >= 0 ? ra : sl_retry_backoff_ns(&k->c->retry, n);
+}
+
+static int transport_retryable(int rc)
+{
+    /* TLS failures are certificates and versions: retrying will not help. */
+    return rc == SLUICE_ECONNECT || rc == SLUICE_EIO || rc == SLUICE_ETIMEDOUT ||
+           rc == SLUICE_EPOOLTIMEOUT || rc == SLUICE_ERESOLVE;
+}
+
+/* Decides whether outcome (rc, resp) of retry number n may be retried:
+ * returns the wait in ns, or -1 to stop here. */
+static int64_t should_retry(call *k, int rc, sluice_response *resp, size_t n)
+{
+    sluice_client *c = k->c;
+    int64_t wait;
+
+    if ((k->req->flags & SLUICE_REQ_NO_RETRY) || (int)n >= c->retry.max_retries)
+        return -1;
+    if (rc == 0 && !(sl_retry_status_retryable(&c->retry, resp->d->http.status) && k->retry_method))
+        return -1;
+    if (rc < 0 && !transport_retryable(rc))
+        return -1;
+    if (rc < 0 && !k->retry_method && k->sent > 0)
+        return -1;   /* the request may have reached the server */
+    /* A connect failure moves to the next endpoint at once. */
+    if (rc == SLUICE_ECONNECT && c->neps > 1) {
+        k->ep = (k->ep + 1) % c->neps;
+        wait = 0;
+    } else {
+        wait = retry_wait_ns(k, resp, (int)n + 1);
+    }
+    if (sl_now_ns() + wait >= k->deadline)
+        return -1;
+    if (!sl_retry_budget_spend(c->budget, sl_now_ns()))
+        return -1;
+    return wait;
+}
+
+/* The attempts against the client's endpoints, or a fixed URL after a
+ * redirect.  Returns 0 with the last response, or the last error. */
+static int with_retries(call *k, const sl_url *fixed, sluice_response **out)
+{
+    sluice_response *resp = NULL;
+    size_t n;
+    int rc;
+
+    sl_retry_budget_note_request(k->c->budget, sl_now_ns());
+    for (n = 0;; n++) {
+        const sl_endpoint *ep = NULL;
+        const sl_url *u = fixed;
+        int probe = 0;
+        int64_t wait;
+
+        k->attempts++;
+        if (!fixed) {
+            if ((rc = pick_endpoint(k, &probe)))
+                return rc;
+            ep = &k->c->eps[k->ep];
+            u = &ep->url;
+        }
+        if ((rc = set_target(k, u, fixed != NULL)) || (rc = rate_limit(k))) {
+            if (ep && ep->breaker)
+                sl_breaker_release(ep->breaker, probe);
+            return rc;
+        }
+        hook(k, k->f->opts.on_request_start, u, 0, 0, 0);
+        rc = attempt(k, u, &resp);
+        if (ep)
+            record(k, ep, probe, rc, rc ? 0 : resp->d->http.status);
+        if (rc == 0 && (resp->d->http.status == 429 || resp->d->http.status == 503))
+            cooldown(k, retry_after_ns(k, resp) / 1000000);
+        wait = should_retry(k, rc, resp, n);
+        if (wait < 0)
+            break;
+        sluice_response_free(resp);
+        resp = NULL;
+        sl_metrics_retry(&k->c->metrics);
+        if (wait > 0)
+            sl_sleep_until(sl_now_ns() + wait);
+    }
+    if (rc == 0)
+        *out = resp;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Redirects                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int is_redirect(int status)
+{
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+/* Works out the next hop from a redirect response into *next. */
+static int next_hop(call *k, const sl_url *cur, const sluice_response *resp, sl_url *next)
+{
+    const char *loc = sluice_response_header(resp, "Location");
+    int status = resp->d->http.status, rc;
+
+    if (!loc)
+        return sl_err(k->err, SLUICE_EREDIRECT, "%d redirect from %s without a Location", status,
+                      cur->origin);
+    if ((rc = sl_url_resolve(cur, loc, next, k->err)))
+        return rc;
+    if (cur->tls && !next->tls && !k->c->opts.allow_https_to_http) {
+        rc = sl_err(k->err, SLUICE_EREDIRECT, "redirect from %s to %s refused: https to http",
+                    cur->origin, next->origin);
+        sl_url_free(next);
+        return rc;
+    }
+    if (status == 303 || ((status == 301 || status == 302) && method_is(k->method, "POST"))) {
+        if (!k->is_head)
+            k->method = "GET";
+        k->body = NULL;
+        k->body_len = 0;
+    }
+    if (strcmp(cur->origin, next->origin) != 0)
+        k->strip_credentials = 1;
+    return 0;
+}
+
+/* The absolute URL the last attempt went to (origin and target). */
+static int current_url(call *k, sl_url *out)
+{
+    sl_buf abs = SL_BUF_INIT;
+    int rc;
+
+    sl_buf_puts(&abs, k->c->eps[k->ep].url.origin);
+    sl_buf_append(&abs, k->target.data, k->target.len);
+    rc = abs.failed ? sl_err(k->err, SLUICE_ENOMEM, "out of memory")
+                    : sl_url_parse(abs.data, out, k->err);
+    sl_buf_free(&abs);
+    return rc;
+}
+
+/* The call: attempts with retries, then redirects when they are on. */
+static int run(call *k, sluice_response **out)
+{
+    sl_url cur, next;
+    int have_cur = 0, nhop, rc;
+
+    for (nhop = 0;; nhop++) {
+        sluice_response *resp = NULL;
+
+        rc = with_retries(k, have_cur ? &cur : NULL, &resp);
+        if (rc || !k->c->opts.follow_redirects || !is_redirect(resp->d->http.status)) {
+            *out = resp;
+            break;
+        }
+        if (nhop >= k->c->opts.max_redirects)
+            rc = sl_err(k->err, SLUICE_EREDIRECT, "more than %d redirects",
+                        k->c->opts.max_redirects);
+        else if (!have_cur && (rc = current_url(k, &cur)) == 0)
+            have_cur = 1;
+        if (rc == 0)
+            rc = next_hop(k, &cur, resp, &next);
+        sluice_response_free(resp);
+        if (rc)
+            break;
+        sl_url_free(&cur);
+        cur = next;
+    }
+    if (have_cur)
+        sl_url_free(&cur);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Coalescing                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* What a flight hands every caller: the response, or the error. */
+typedef struct flight_value {
+    sluice_response *resp;
+    int attempts;
+    sluice_error err;
+} flight_value;
+
+void sl_flight_value_free(void *v)
+{
+    flight_value *fv = v;
+
+    if (fv) {
+        sluice_response_free(fv->resp);
+        sl_free(fv);
+    }
+}
+
+static int flight_fn(void *arg, void **value)
+{
+    call *k = arg;
+    flight_value *fv = sl_calloc(1, sizeof *fv);
+    sluice_error *caller_err = k->err;
+    int rc;
+
+    k->leader = 1;
+    if (!fv)
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    k->err = &fv->err;
+    rc = run(k, &fv->resp);
+    fv->err.code = rc;
+    fv->attempts = k->attempts;
+    k->err = caller_err;
+    *value = fv;
+    return rc;
+}
+
+static int flight_cacheable(int code, void *value)
+{
+    flight_value *fv = value;
+
+    return code == 0 && fv && fv->resp && sl_response_cacheable(fv->resp);
+}
+
+static int coalescible(const call *k)
+{
+    unsigned fl = k->req->flags;
+
+    if (k->c->opts.disable_coalescing || (fl & SLUICE_REQ_NO_COALESCE))
+        return 0;
+    return (fl & SLUICE_REQ_COALESCE) || method_is(k->method, "GET") || k->is_head;
+}
+
+static int cmp_param(const void *a, const void *b)
+{
+    const char *const *x = a, *const *y = b;
+    size_t lx = strcspn(*x, "&"), ly = strcspn(*y, "&");
+    int r = memcmp(*x, *y, lx < ly ? lx : ly);
+
+    return r ? r : (lx > ly) - (lx < ly);
+}
+
+/* The query's parameters in sorted order, so a=1&b=2 and b=2&a=1 match. */
+static int add_sorted_query(sl_buf *key, const char *q)
+{
+    const char *stack[32], **params = stack, *p;
+    size_t n = 1, i;
+
+    for (p = q; *p; p++)
+        n += *p == '&';
+    if (n > 32 && !(params = sl_calloc(n, sizeof *params)))
+        return SLUICE_ENOMEM;
+    for (i = 0, p = q; i < n; i++) {
+        params[i] = p;
+        p += strcspn(p, "&");
+        if (*p)
+            p++;
+    }
+    qsort(params, n, sizeof *params, cmp_param);
+    for (i = 0; i < n; i++) {
+        sl_buf_append(key, params[i], strcspn(params[i], "&"));
+        sl_buf_append(key, "&", 1);
+    }
+    if (params != stack)
+        sl_free(params);
+    return 0;
+}
+
+static uint64_t fnv64(const void *data, size_t len, uint64_t h)
+{
+    const unsigned char *p = data;
+
+    while (len--)
+        h = (h ^ *p++) * 1099511628211ull;
+    return h;
+}
+
+static void add_headers(sl_buf *key, const sluice_header *h, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        sl_buf_puts(key, h[i].name ? h[i].name : "");
+        sl_buf_append(key, "\0", 1);
+        sl_buf_puts(key, h[i].value ? h[i].value : "");
+        sl_buf_append(key, "\0", 1);
+    }
+}
+
+/* method, origin, path, sorted query, every header (the client's defaults
+ * too, so two credentials never share a flight), and the body's hash. */
+static int coalesce_key(const call *k, sl_buf *key)
+{
+    const char *q = strchr(k->rel.data, '?');
+    size_t plen = q ? (size_t)(q - k->rel.data) : k->rel.len;
+    uint64_t h[2];
+
+    sl_buf_printf(key, "%s %s%s", k->method, k->c->eps[0].url.origin, k->c->base_path);
+    sl_buf_append(key, k->rel.data, plen);
+    sl_buf_append(key, "\0", 1);
+    if (q && add_sorted_query(key, q + 1))
+        return SLUICE_ENOMEM;
+    sl_buf_append(key, "\0", 1);
+    add_headers(key, k->c->headers, k->c->nheaders);
+    sl_buf_append(key, "\0", 1);
+    if (k->req->headers)
+        add_headers(key, k->req->headers, k->req->nheaders);
+    h[0] = fnv64(k->body, k->body_len, 14695981039346656037ull);
+    h[1] = fnv64(k->body, k->body_len, 0x84222325cbf29ce4ull ^ k->body_len);
+    sl_buf_append(key, h, sizeof h);
+    return key->failed ? SLUICE_ENOMEM : 0;
+}
+
+/* A caller served by another's flight or the micro-cache made no attempt:
+ * it gets one end or error hook of its own (see sluice.h). */
+static void follower_hook(call *k, int rc, const flight_value *fv)
+{
+    const sl_url *u = &k->c->eps[0].url;
+    sluice_request_hook fn = rc ? k->f->opts.on_request_error : k->f->opts.on_request_end;
+
+    if (!fn)
+        return;
+    k->follower = 1;
+    set_target(k, u, 0);
+    hook(k, fn, u, fv && fv->resp ? fv->resp->d->http.status : 0, rc, k->started);
+}
+
+static int run_coalesced(call *k, sluice_response **out)
+{
+    sluice_flight_result fr;
+    sl_buf key = SL_BUF_INIT;
+    flight_value *fv;
+    int rc;
+
+    if (coalesce_key(k, &key)) {
+        sl_buf_free(&key);
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    }
+    memset(&fr, 0, sizeof fr);
+    rc = sl_coalesce(k->f->co, key.data, key.len, k->deadline, k->c->opts.coalesce_window_ms,
+                     flight_cacheable, flight_fn, k, &fr);
+    sl_buf_free(&key);
+    fv = fr.value;
+    if (!k->leader && (fr.shared || rc == SLUICE_ETIMEDOUT))
+        follower_hook(k, rc, fv);
+    if (rc == 0 && fv && fv->resp) {
+        if (!(*out = sl_response_share(fv->resp, fr.shared)))
+            rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+        else
+            (*out)->attempts = fv->attempts;
+    } else if (fv) {
+        sl_err_copy(k->err, &fv->err);
+    } else if (rc == SLUICE_ETIMEDOUT) {
+        sl_err(k->err, rc, "timed out waiting for an identical request in flight");
+    } else if (rc) {
+        sl_err(k->err, rc, "%s", sluice_strerror(rc));
+    }
+    sluice_flight_result_release(&fr);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The public entry points                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The bulkhead: at most max_in_flight calls at once per client. */
+static int bulkhead_enter(call *k)
+{
+    sluice_client *c = k->c;
+    struct timespec ts = sl_deadline_timespec(k->deadline);
+    int rc = 0;
+
+    if (c->opts.max_in_flight <= 0)
+        return 0;
+    pthread_mutex_lock(&c->bulk_lock);
+    while (c->bulk_used >= c->opts.max_in_flight && rc == 0)
+        if (pthread_cond_timedwait(&c->bulk_cond, &c->bulk_lock, &ts) != 0 &&
+            sl_ms_left(k->deadline) == 0)
+            rc = SLUICE_EQUEUEFULL;
+    if (rc == 0)
+        c->bulk_used++;
+    pthread_mutex_unlock(&c->bulk_lock);
+    if (rc)
+        sl_err(k->err, rc, "client '%s': %d calls in flight, none finished before the deadline",
+               c->service, c->opts.max_in_flight);
+    return rc;
+}
+
+static void bulkhead_leave(sluice_client *c)
+{
+    if (c->opts.max_in_flight <= 0)
+        return;
+    pthread_mutex_lock(&c->bulk_lock);
+    c->bulk_used--;
+    pthread_cond_signal(&c->bulk_cond);
+    pthread_mutex_unlock(&c->bulk_lock);
+}
+
+/* The call's outcome into the metrics; its exchanges were tallied as its
+ * attempts went. */
+static void count(call *k, int rc, const sluice_response *r)
+{
+    k->rec.code = rc;
+    k->rec.status = r ? r->d->http.status : 0;
+    k->rec.end_ns = sl_now_ns();
+    k->rec.duration_ns = k->rec.end_ns - k->started;
+    sl_metrics_leave(&k->c->metrics, &k->f->totals, &k->rec);
+}
+
+int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_response **out,
+                     sluice_error *err)
+{
+    call k;
+    int rc;
+
+    sl_err_clear(err);
+    if (out)
+        *out = NULL;
+    if (!c || !req || !out)
+        return sl_err(err, SLUICE_EINVAL, "sluice_client_do: NULL %s",
+                      !c ? "client" : !req ? "request" : "out");
+    if ((rc = sl_factory_enter(c->f, err)))
+        return rc;
+    sl_metrics_enter(&c->metrics);
+    rc = call_init(&k, c, req, err);
+    if (rc == 0 && (rc = bulkhead_enter(&k)) == 0) {
+        rc = coalescible(&k) ? run_coalesced(&k, out) : run(&k, out);
+        bulkhead_leave(c);
+    }
+    if (rc == 0 && !coalescible(&k))
+        (*out)->attempts = k.attempts;
+    if (err)
+        err->code = rc;
+    count(&k, rc, *out);
+    call_done(&k);
+    sl_factory_leave(c->f);
+    return rc;
+}
+
+int sluice_get(sluice_client *c, const char *path, sluice_response **out, sluice_error *err)
+{
+    sluice_request req = {0};
+
+    req.path = path;
+    return sluice_client_do(c, &req, out, err);
+}
+
+int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
+{
+    const sl_url *u;
+    sl_conn_target t;
+    sl_pool_item **items;
+    int i, opened = 0, rc = 0;
+    int64_t deadline;
+
+    sl_err_clear(err);
+    if (!c || n < 0)
+        return sl_err(err, SLUICE_EINVAL, "sluice_client_warmup: %s", c ? "negative count" : "NULL client");
+    if (n == 0)
+        return 0;
+    if ((rc = sl_factory_enter(c->f, err)))
+        return rc;
+    u = &c->eps[0].url;
+    t = (sl_conn_target){u->host, u->port, u->tls, u->origin};
+    deadline = sl_deadline_in_ms(c->opts.connect_timeout_ms + c->f->opts.pool_timeout_ms);
+    if (!(items = sl_calloc((size_t)n, sizeof *items))) {
+        sl_factory_leave(c->f);
+        return sl_err(err, SLUICE_ENOMEM, "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        rc = sl_pool_get(c->f->pool, u->origin, &t, SL_POOL_FRESH, deadline, &items[i], err);
+        if (rc)
+            break;
+        opened++;
+    }
+    for (i = 0; i < opened; i++)
+        sl_pool_put(c->f->pool, items[i], 1);
+    sl_free(items);
+    sl_factory_leave(c->f);
+    return opened > 0 || rc == 0 ? opened : rc;
+}

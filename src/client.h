@@ -1,0 +1,89 @@
+/* The factory and its clients: what factory.c and client.c share.
+ *
+ * Locks: factory->lock guards only the client registry.  No I/O, no
+ * connect, no TLS and no Redis call happens while it is held; client
+ * creation parses and copies outside it and inserts under it. */
+#ifndef SL_CLIENT_H
+#define SL_CLIENT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "breaker.h"
+#include "dns.h"
+#include "metrics.h"
+#include "pool.h"
+#include "retry.h"
+#include "sluice.h"
+#include "sock.h"
+#include "tls.h"
+#include "url.h"
+
+struct sluice_factory {
+    sluice_factory_opts opts;     /* strings point into owned copies below */
+    char *strs[8];                /* owned copies of the option strings */
+    sl_pool *pool;
+    sl_dns *dns;
+    sl_sock_cfg sock;
+    pthread_mutex_t tls_lock;     /* guards the lazy creation of tls */
+    sl_tls_ctx *tls;
+    sluice_limiter *limiter;
+    sluice_coalescer *co;
+
+    pthread_mutex_t lock;         /* the registry; also closed/in_flight waits */
+    pthread_cond_t idle;          /* signalled when in_flight drops to 0 */
+    sluice_client *clients;
+    int nclients;
+    int closed;                   /* atomic */
+    long in_flight;               /* atomic */
+    sl_metrics_totals totals;     /* the rest is summed from the clients */
+};
+
+/* One base or fallback URL with its own breaker. */
+typedef struct sl_endpoint {
+    sl_url url;
+    sl_breaker *breaker;
+} sl_endpoint;
+
+struct sluice_client {
+    sluice_client *next;          /* registry list, under factory->lock */
+    sluice_factory *f;
+    char *service;
+    char *api_version;
+    char *fingerprint;            /* the normalised options, for EEXIST */
+
+    sl_endpoint *eps;
+    size_t neps;
+    unsigned rr;                  /* atomic: round-robin cursor */
+    sluice_client_opts opts;      /* scalars; pointers below are owned copies */
+    sluice_header *headers;
+    size_t nheaders;
+    char *base_path;              /* base_url's path without a trailing '/' */
+    size_t base_path_len;
+
+    sl_retry_policy retry;
+    sl_retry_budget *budget;
+
+    pthread_mutex_t bulk_lock;    /* max_in_flight */
+    pthread_cond_t bulk_cond;
+    int bulk_used;
+
+    sl_metrics metrics;
+};
+
+/* factory.c */
+/* The TLS context, created on first use unless the options named files. */
+sl_tls_ctx *sl_factory_tls(sluice_factory *f, sluice_error *err);
+/* Enters a call: SLUICE_ECLOSED once sluice_factory_free has begun. */
+int sl_factory_enter(sluice_factory *f, sluice_error *err);
+void sl_factory_leave(sluice_factory *f);
+
+/* client.c */
+sluice_client *sl_client_new(sluice_factory *f, const char *service,
+                             const sluice_client_opts *o, sluice_error *err);
+void sl_client_free(sluice_client *c);
+/* Releases what a coalesced flight hands its callers (the factory's
+ * coalescer's release function). */
+void sl_flight_value_free(void *v);
+
+#endif

@@ -1,0 +1,53 @@
+/* One HTTP connection: a socket, its TLS session when https, and its read
+ * buffer.  A connection is used by one thread at a time (the one that
+ * checked it out of the pool); nothing here locks. */
+#ifndef SL_CONN_H
+#define SL_CONN_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "buf.h"
+#include "dns.h"
+#include "sock.h"
+#include "sluice.h"
+#include "tls.h"
+
+/* Where to connect: what the pool's create callback receives as `arg`. */
+typedef struct sl_conn_target {
+    const char *host;
+    int port;
+    int tls;
+    const char *origin;
+} sl_conn_target;
+
+typedef struct sl_conn {
+    int fd;
+    sl_tls *tls;          /* NULL for plain http */
+    sl_buf rbuf;          /* bytes read but not yet parsed */
+    sl_buf wbuf;          /* the request head being written */
+    int64_t read_timeout_ns;   /* per read, set by the request path */
+    int64_t write_timeout_ns;
+    int resumed;          /* the TLS session was resumed */
+} sl_conn;
+
+/* Resolves, connects (and does TLS) before `deadline`.  Takes no lock. */
+int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl_sock_cfg *cfg,
+                 int64_t deadline, sl_conn **out, sluice_error *err);
+
+/* An sl_http_io read callback: ctx is the sl_conn.  Each read waits at most
+ * read_timeout_ns, and never past `deadline`. */
+ssize_t sl_conn_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_error *err);
+
+/* Writes all of iov (may modify it).  *sent counts bytes written. */
+int sl_conn_writev(sl_conn *c, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent,
+                   sluice_error *err);
+
+/* 1 if an idle connection may carry another request. */
+int sl_conn_alive(sl_conn *c);
+
+/* Closes the connection (TLS close_notify without waiting) and frees it. */
+void sl_conn_close(sl_conn *c);
+
+#endif

@@ -1,0 +1,336 @@
+/* The factory: one pool, TLS context, DNS cache, limiter and in-flight
+ * table shared by every client, and the registry of clients. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "client.h"
+#include "clock.h"
+#include "conn.h"
+#include "error.h"
+#include "coalesce.h"
+#include "log.h"
+
+void sluice_factory_opts_init(sluice_factory_opts *o, sluice_preset p)
+{
+    static const int presets[][3] = {
+        /* max_connections, max_idle_per_host, keepalive_expiry_ms */
+        [SLUICE_PRESET_DEFAULT] = {100, 20, 5000},
+        [SLUICE_PRESET_HIGH_THROUGHPUT] = {200, 50, 30000},
+        [SLUICE_PRESET_SERVERLESS] = {50, 10, 5000},
+        [SLUICE_PRESET_BACKGROUND_WORKER] = {100, 30, 120000},
+    };
+
+    if (!o)
+        return;
+    if ((unsigned)p > SLUICE_PRESET_BACKGROUND_WORKER)
+        p = SLUICE_PRESET_DEFAULT;
+    memset(o, 0, sizeof *o);
+    o->max_connections = presets[p][0];
+    o->max_idle_per_host = presets[p][1];
+    o->keepalive_expiry_ms = presets[p][2];
+    o->pool_timeout_ms = 5000;
+    o->connect_timeout_ms = 5000;
+    o->dns_ttl_ms = 60000;
+    o->max_response_bytes = (size_t)64 << 20;
+    o->max_header_bytes = (size_t)64 << 10;
+    o->tls_min_version = 12;
+    o->redis_timeout_ms = 50;
+    o->limiter_fail_mode = SLUICE_FAIL_LOCAL;
+    o->expected_instances = 1;
+}
+
+/* Zero fields take the defaults, so a memset struct works too. */
+static void normalise(sluice_factory_opts *o)
+{
+    sluice_factory_opts d;
+
+    sluice_factory_opts_init(&d, SLUICE_PRESET_DEFAULT);
+#define DEFAULT(field) if (o->field == 0) o->field = d.field
+    DEFAULT(max_connections);
+    DEFAULT(max_idle_per_host);
+    DEFAULT(keepalive_expiry_ms);
+    DEFAULT(pool_timeout_ms);
+    DEFAULT(connect_timeout_ms);
+    DEFAULT(dns_ttl_ms);
+    DEFAULT(max_response_bytes);
+    DEFAULT(max_header_bytes);
+    DEFAULT(tls_min_version);
+    DEFAULT(redis_timeout_ms);
+    DEFAULT(expected_instances);
+#undef DEFAULT
+    if (o->max_connections < 0)
+        o->max_connections = 0;   /* SLUICE_OFF: unlimited */
+    if (o->max_idle_per_host < 0)
+        o->max_idle_per_host = 0;
+}
+
+/* --- the pool's view of connections ------------------------------------ */
+
+static int conn_create(void *ctx, const char *key, void *arg, int64_t deadline, void **res,
+                       sluice_error *err)
+{
+    sluice_factory *f = ctx;
+    const sl_conn_target *t = arg;
+    int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(f->opts.connect_timeout_ms));
+    sl_tls_ctx *tls = NULL;
+
+    (void)key;
+    if (t->tls && !(tls = sl_factory_tls(f, err)))
+        return err ? err->code : SLUICE_ETLS;
+    return sl_conn_open(t, f->dns, tls, &f->sock, d, (sl_conn **)res, err);
+}
+
+static void conn_destroy(void *ctx, void *res, sluice_close_reason why)
+{
+    (void)ctx;
+    (void)why;
+    sl_conn_close(res);
+}
+
+static int conn_alive(void *ctx, void *res)
+{
+    (void)ctx;
+    return sl_conn_alive(res);
+}
+
+static void conn_event(void *ctx, const sluice_pool_event *ev)
+{
+    sluice_factory *f = ctx;
+
+    if (f->opts.on_pool_event)
+        f->opts.on_pool_event(ev, f->opts.hook_ud);
+}
+
+static const sl_pool_ops conn_ops = {conn_create, conn_destroy, conn_alive, conn_event};
+
+/* --- factory ----------------------------------------------------------- */
+
+static int copy_strings(sluice_factory *f, sluice_error *err)
+{
+    const char **fields[] = {&f->opts.user_agent,   &f->opts.ca_file,
+                             &f->opts.ca_path,      &f->opts.client_cert_file,
+                             &f->opts.client_key_file, &f->opts.redis_url,
+                             &f->opts.limiter_prefix};
+    size_t i;
+
+    for (i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (!*fields[i])
+            continue;
+        f->strs[i] = sl_strdup(*fields[i]);
+        if (!f->strs[i])
+            return sl_err(err, SLUICE_ENOMEM, "out of memory copying factory options");
+        *fields[i] = f->strs[i];
+    }
+    return 0;
+}
+
+static int make_limiter(sluice_factory *f, sluice_error *err)
+{
+    sluice_limiter_opts lo;
+
+    sluice_limiter_opts_init(&lo);
+    lo.prefix = f->opts.limiter_prefix;
+    lo.redis_timeout_ms = f->opts.redis_timeout_ms;
+    lo.fail_mode = f->opts.limiter_fail_mode;
+    lo.expected_instances = f->opts.expected_instances;
+    f->limiter = sluice_limiter_new(f->opts.redis_url, &lo, err);
+    return f->limiter ? 0 : (err ? err->code : SLUICE_ELIMITER);
+}
+
+sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *err)
+{
+    sluice_factory *f = sl_calloc(1, sizeof *f);
+    sl_pool_cfg pc = {0};
+
+    sl_err_clear(err);
+    if (!f) {
+        sl_err(err, SLUICE_ENOMEM, "out of memory creating a factory");
+        return NULL;
+    }
+    if (o)
+        f->opts = *o;
+    else
+        sluice_factory_opts_init(&f->opts, SLUICE_PRESET_DEFAULT);
+    normalise(&f->opts);
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_mutex_init(&f->tls_lock, NULL);
+    pthread_cond_init(&f->idle, NULL);
+    f->totals.created_ns = sl_now_ns();
+    if (copy_strings(f, err))
+        goto fail;
+    f->sock.tcp_keepalive = f->opts.tcp_keepalive;
+    f->sock.keepidle_s = f->opts.tcp_keepidle_s;
+    f->sock.keepintvl_s = f->opts.tcp_keepintvl_s;
+    f->sock.keepcnt = f->opts.tcp_keepcnt;
+
+    pc.max_total = f->opts.max_connections;
+    pc.max_per_key = f->opts.max_connections_per_host;
+    pc.max_idle_per_key = f->opts.max_idle_per_host;
+    pc.idle_timeout_ms = f->opts.keepalive_expiry_ms;
+    pc.max_lifetime_ms = f->opts.max_lifetime_ms;
+    pc.housekeeping = 1;
+    if (!(f->dns = sl_dns_new(f->opts.dns_ttl_ms, err)))
+        goto fail;
+    if (!(f->pool = sl_pool_new(&pc, &conn_ops, f, err)))
+        goto fail;
+    /* Named CA or client files are checked now, so a typo fails here. */
+    if ((f->opts.ca_file || f->opts.ca_path || f->opts.client_cert_file) && !sl_factory_tls(f, err))
+        goto fail;
+    if (f->opts.tls_insecure_skip_verify && !f->tls && !sl_factory_tls(f, err))
+        goto fail;
+    if (make_limiter(f, err))
+        goto fail;
+    if (!(f->co = sluice_coalescer_new(sl_flight_value_free, err)))
+        goto fail;
+    return f;
+fail:
+    sluice_factory_free(f);
+    return NULL;
+}
+
+sl_tls_ctx *sl_factory_tls(sluice_factory *f, sluice_error *err)
+{
+    sl_tls_ctx *t = __atomic_load_n(&f->tls, __ATOMIC_ACQUIRE);
+
+    if (t)
+        return t;
+    /* Loading the CA store is file I/O, but this lock guards nothing else:
+     * callers that need TLS wait for the one context they all share. */
+    pthread_mutex_lock(&f->tls_lock);
+    if (!(t = f->tls)) {
+        t = sl_tls_ctx_new(&f->opts, err);
+        __atomic_store_n(&f->tls, t, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&f->tls_lock);
+    return t;
+}
+
+int sl_factory_enter(sluice_factory *f, sluice_error *err)
+{
+    long n = __atomic_add_fetch(&f->in_flight, 1, __ATOMIC_SEQ_CST);
+
+    sl_metrics_peak(&f->totals.peak_in_flight, n);
+    if (__atomic_load_n(&f->closed, __ATOMIC_SEQ_CST)) {
+        sl_factory_leave(f);
+        return sl_err(err, SLUICE_ECLOSED, "the factory is being freed");
+    }
+    return 0;
+}
+
+void sl_factory_leave(sluice_factory *f)
+{
+    if (__atomic_sub_fetch(&f->in_flight, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&f->closed, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&f->lock);
+        pthread_cond_broadcast(&f->idle);
+        pthread_mutex_unlock(&f->lock);
+    }
+}
+
+void sluice_factory_free(sluice_factory *f)
+{
+    sluice_client *c, *next;
+    size_t i;
+
+    if (!f)
+        return;
+    __atomic_store_n(&f->closed, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&f->lock);
+    while (__atomic_load_n(&f->in_flight, __ATOMIC_SEQ_CST) > 0)
+        pthread_cond_wait(&f->idle, &f->lock);
+    c = f->clients;
+    f->clients = NULL;
+    pthread_mutex_unlock(&f->lock);
+    for (; c; c = next) {
+        next = c->next;
+        sl_client_free(c);
+    }
+    sl_pool_free(f->pool);
+    sluice_coalescer_free(f->co);
+    sluice_limiter_free(f->limiter);
+    sl_tls_ctx_free(f->tls);
+    sl_dns_free(f->dns);
+    for (i = 0; i < sizeof f->strs / sizeof f->strs[0]; i++)
+        sl_free(f->strs[i]);
+    pthread_cond_destroy(&f->idle);
+    pthread_mutex_destroy(&f->tls_lock);
+    pthread_mutex_destroy(&f->lock);
+    sl_free(f);
+}
+
+/* --- the registry ---------------------------------------------------- */
+
+static sluice_client *find(sluice_factory *f, const char *service, const char *version)
+{
+    sluice_client *c;
+
+    for (c = f->clients; c; c = c->next)
+        if (strcmp(c->service, service) == 0 &&
+            strcmp(c->api_version ? c->api_version : "", version ? version : "") == 0)
+            return c;
+    return NULL;
+}
+
+static sluice_client *existing(sluice_client *c, const sluice_client *want, const char *service,
+                               sluice_error *err)
+{
+    if (!want || strcmp(c->fingerprint, want->fingerprint) == 0)
+        return c;
+    sl_err(err, SLUICE_EEXIST, "client for service '%s' exists already with different options",
+           service);
+    return NULL;
+}
+
+sluice_client *sluice_factory_client_lookup(sluice_factory *f, const char *service,
+                                            const char *api_version, sluice_error *err)
+{
+    sluice_client *c;
+
+    sl_err_clear(err);
+    if (!f || !service) {
+        sl_err(err, SLUICE_EINVAL, "sluice_factory_client_lookup: NULL %s", f ? "service" : "factory");
+        return NULL;
+    }
+    pthread_mutex_lock(&f->lock);
+    c = find(f, service, api_version);
+    pthread_mutex_unlock(&f->lock);
+    if (!c)
+        sl_err(err, SLUICE_ENOTFOUND, "no client for service '%s'%s%s", service,
+               api_version ? " version " : "", api_version ? api_version : "");
+    return c;
+}
+
+sluice_client *sluice_factory_client(sluice_factory *f, const char *service,
+                                     const sluice_client_opts *o, sluice_error *err)
+{
+    sluice_client *c, *fresh;
+
+    if (!o)
+        return sluice_factory_client_lookup(f, service, NULL, err);
+    sl_err_clear(err);
+    if (!f || !service || !*service) {
+        sl_err(err, SLUICE_EINVAL, "sluice_factory_client: %s", !f ? "NULL factory" : "empty service name");
+        return NULL;
+    }
+    if (__atomic_load_n(&f->closed, __ATOMIC_SEQ_CST)) {
+        sl_err(err, SLUICE_ECLOSED, "the factory is being freed");
+        return NULL;
+    }
+    /* Build outside the lock (parsing, copying, no I/O), insert under it. */
+    if (!(fresh = sl_client_new(f, service, o, err)))
+        return NULL;
+    pthread_mutex_lock(&f->lock);
+    c = find(f, service, o->api_version);
+    if (!c) {
+        fresh->next = f->clients;
+        f->clients = fresh;
+        f->nclients++;
+        pthread_mutex_unlock(&f->lock);
+        return fresh;
+    }
+    c = existing(c, fresh, service, err);
+    pthread_mutex_unlock(&f->lock);
+    sl_client_free(fresh);
+    return c;
+}

@@ -1,0 +1,918 @@
+/* The keyed resource pool: one mutex over the key table, the idle lists and
+ * the waiter queue; create, destroy, alive and event always run outside it.
+ *
+ * Accounting.  Each key's `slots` counts the resources that hold capacity:
+ * idle ones, checked-out ones, ones being created and ones being destroyed.
+ * A slot is released only after its resource is destroyed, so max_total and
+ * max_per_key bound the resources that really exist at any instant.  When a
+ * checkout needs capacity that an idle resource holds (max_total reached,
+ * or a SL_POOL_FRESH checkout at its key's limit), the least recently used
+ * such idle resource is taken off the idle lists and its slot passes to the
+ * checkout, which destroys it (reason OVERFLOW) before creating its own.
+ *
+ * Fairness.  Waiters queue in arrival order.  Whenever capacity appears
+ * (put, a released slot), dispatch() walks the queue from its head and
+ * grants each waiter that can now be served, under the lock and before
+ * anyone else can look; so a later caller never takes what an earlier
+ * waiter could have used, while a waiter held back only by its own key's
+ * limit does not hold up waiters for other keys.
+ *
+ * Keys are never removed: their entries hold the per-key statistics and live
+ * until sl_pool_free (a process talks to a bounded set of origins). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "error.h"
+#include "log.h"
+#include "pool.h"
+
+typedef struct counters {
+    uint64_t created, reused, timeouts, wait_us_total;
+    uint64_t closed[SLUICE_CLOSE_REASONS_];
+} counters;
+
+typedef struct item item;
+
+typedef struct entry {
+    char *key;
+    uint64_t hash;
+    struct entry *next;        /* every entry, newest first */
+    item *top, *bottom;        /* idle stack: top = most recently used */
+    int slots;                 /* capacity held: see the file comment */
+    int idle, in_use, waiting, peak_in_use;
+    counters c;
+} entry;
+
+struct item {
+    sl_pool_item pub;          /* first: the user's pointer converts back */
+    entry *ent;
+    int64_t idle_since;
+    int is_idle;               /* on the idle lists */
+    int reason;                /* why it is being destroyed */
+    item *up, *down;           /* entry's idle stack (up = newer) */
+    item *newer, *older;       /* pool-wide idle list */
+    item *next;                /* a list of items to destroy */
+};
+
+/* What a checkout was granted: an idle resource to reuse, or (it == NULL) a
+ * slot to create in, with perhaps an evicted idle resource to destroy first
+ * (its slot is the one granted). */
+typedef struct grant {
+    item *it;
+    item *victim;
+} grant;
+
+enum { W_WAITING, W_GRANTED, W_CLOSED, W_TIMEDOUT };
+
+typedef struct waiter {
+    struct waiter *prev, *next;
+    entry *ent;
+    unsigned flags;
+    int state;
+    grant g;
+    pthread_cond_t cond;
+} waiter;
+
+struct sl_pool {
+    pthread_mutex_t lock;
+    pthread_condattr_t cattr;      /* CLOCK_MONOTONIC, for every cond here */
+    sl_pool_cfg cfg;
+    int per_key;                   /* effective max_per_key, 0 = none */
+    sl_pool_ops ops;
+    void *ctx;
+
+    /* Guarded by lock. */
+    entry **tab;                   /* open addressing, never more than half full */
+    size_t tab_cap, nkeys;
+    entry *entries;
+    entry *last;                   /* the entry entry_get() found last */
+    item *idle_new, *idle_old;     /* pool-wide idle list, for LRU eviction */
+    waiter *wq_head, *wq_tail;
+    int slots, idle, in_use, waiting, peak_in_use;
+    int closed;
+
+    pthread_cond_t sweep_cond;
+    pthread_t sweeper;
+    int sweeper_running;           /* guarded by lock; who clears it joins */
+};
+
+/* ---- keys ---------------------------------------------------------------- */
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 0x100000001b3ull;
+    return h;
+}
+
+static entry *entry_find(const sl_pool *p, const char *key, uint64_t h)
+{
+    size_t mask = p->tab_cap - 1, i = (size_t)h & mask;
+
+    for (; p->tab[i]; i = (i + 1) & mask)
+        if (p->tab[i]->hash == h && strcmp(p->tab[i]->key, key) == 0)
+            return p->tab[i];
+    return NULL;
+}
+
+static void table_put(entry **tab, size_t cap, entry *e)
+{
+    size_t i = (size_t)e->hash & (cap - 1);
+
+    while (tab[i])
+        i = (i + 1) & (cap - 1);
+    tab[i] = e;
+}
+
+static int table_grow(sl_pool *p)
+{
+    size_t cap = p->tab_cap * 2, i;
+    entry **tab = sl_calloc(cap, sizeof *tab);
+
+    if (!tab)
+        return SLUICE_ENOMEM;
+    for (i = 0; i < p->tab_cap; i++)
+        if (p->tab[i])
+            table_put(tab, cap, p->tab[i]);
+    sl_free(p->tab);
+    p->tab = tab;
+    p->tab_cap = cap;
+    return 0;
+}
+
+/* Finds or adds the entry for `key`.  Lock held.  Most programs talk to one
+ * origin at a time, so the last entry is tried before hashing. */
+static entry *entry_get(sl_pool *p, const char *key, sluice_error *err)
+{
+    uint64_t h;
+    entry *e = p->last;
+
+    if (e && strcmp(e->key, key) == 0)
+        return e;
+    h = hash_key(key);
+    e = entry_find(p, key, h);
+    if (e)
+        return p->last = e;
+    if ((p->nkeys + 1) * 2 > p->tab_cap && table_grow(p) != 0)
+        goto nomem;
+    e = sl_calloc(1, sizeof *e);
+    if (!e || !(e->key = sl_strdup(key))) {
+        sl_free(e);
+        goto nomem;
+    }
+    e->hash = h;
+    e->next = p->entries;
+    p->entries = e;
+    table_put(p->tab, p->tab_cap, e);
+    p->nkeys++;
+    return p->last = e;
+nomem:
+    sl_err(err, SLUICE_ENOMEM, "no memory for pool key '%s'", key);
+    return NULL;
+}
+
+/* ---- idle lists ------------------------------------------------------------ */
+
+static void idle_push(sl_pool *p, item *it)
+{
+    entry *e = it->ent;
+
+    it->up = NULL;
+    it->down = e->top;
+    if (e->top)
+        e->top->up = it;
+    else
+        e->bottom = it;
+    e->top = it;
+    it->older = p->idle_new;
+    it->newer = NULL;
+    if (p->idle_new)
+        p->idle_new->newer = it;
+    else
+        p->idle_old = it;
+    p->idle_new = it;
+    it->is_idle = 1;
+    e->idle++;
+    p->idle++;
+}
+
+static void idle_remove(sl_pool *p, item *it)
+{
+    entry *e = it->ent;
+
+    *(it->up ? &it->up->down : &e->top) = it->down;
+    *(it->down ? &it->down->up : &e->bottom) = it->up;
+    *(it->newer ? &it->newer->older : &p->idle_new) = it->older;
+    *(it->older ? &it->older->newer : &p->idle_old) = it->newer;
+    it->up = it->down = it->newer = it->older = NULL;
+    it->is_idle = 0;
+    e->idle--;
+    p->idle--;
+}
+
+/* ---- capacity and grants (lock held) ------------------------------------- */
+
+static void mark_in_use(sl_pool *p, entry *e)
+{
+    if (++e->in_use > e->peak_in_use)
+        e->peak_in_use = e->in_use;
+    if (++p->in_use > p->peak_in_use)
+        p->peak_in_use = p->in_use;
+}
+
+static void take_idle(sl_pool *p, item *it, grant *g)
+{
+    idle_remove(p, it);
+    mark_in_use(p, it->ent);
+    it->ent->c.reused++;
+    g->it = it;
+    g->victim = NULL;
+}
+
+/* Takes `victim` off the idle lists and passes its slot to `e`. */
+static void evict_for(sl_pool *p, entry *e, item *victim, grant *g)
+{
+    idle_remove(p, victim);
+    victim->ent->slots--;
+    victim->ent->c.closed[SLUICE_CLOSE_OVERFLOW]++;
+    victim->reason = SLUICE_CLOSE_OVERFLOW;
+    e->slots++;
+    g->it = NULL;
+    g->victim = victim;
+}
+
+/* Grants `e` an idle resource or a slot if one is to be had now; 0 when
+ * granted, -1 when the caller must wait. */
+static int serve(sl_pool *p, entry *e, unsigned flags, grant *g)
+{
+    int key_room = !p->per_key || e->slots < p->per_key;
+    int total_room = !p->cfg.max_total || p->slots < p->cfg.max_total;
+
+    if (!(flags & SL_POOL_FRESH) && e->top) {
+        take_idle(p, e->top, g);
+        return 0;
+    }
+    if (key_room && total_room) {
+        e->slots++;
+        p->slots++;
+        g->it = g->victim = NULL;
+        return 0;
+    }
+    /* At max_total: close the pool's least recently used idle resource. */
+    if (key_room && p->idle_old) {
+        evict_for(p, e, p->idle_old, g);
+        return 0;
+    }
+    /* A fresh checkout at its key's limit: make room from the key's own idle. */
+    if ((flags & SL_POOL_FRESH) && e->bottom) {
+        evict_for(p, e, e->bottom, g);
+        return 0;
+    }
+    return -1;
+}
+
+static void dequeue(sl_pool *p, waiter *w)
+{
+    *(w->prev ? &w->prev->next : &p->wq_head) = w->next;
+    *(w->next ? &w->next->prev : &p->wq_tail) = w->prev;
+    w->prev = w->next = NULL;
+    w->ent->waiting--;
+    p->waiting--;
+}
+
+static void enqueue(sl_pool *p, waiter *w)
+{
+    w->next = NULL;
+    w->prev = p->wq_tail;
+    *(p->wq_tail ? &p->wq_tail->next : &p->wq_head) = w;
+    p->wq_tail = w;
+    w->ent->waiting++;
+    p->waiting++;
+}
+
+/* Grants waiters in arrival order whatever can now be granted. */
+static void dispatch(sl_pool *p)
+{
+    waiter *w = p->wq_head, *next;
+
+    for (; w; w = next) {
+        next = w->next;
+        if (p->cfg.max_total && p->slots >= p->cfg.max_total && !p->idle)
+            return;     /* nothing left that anyone could take */
+        if (serve(p, w->ent, w->flags, &w->g) == 0) {
+            dequeue(p, w);
+            w->state = W_GRANTED;
+            pthread_cond_signal(&w->cond);
+        }
+    }
+}
+
+static void release_slots(sl_pool *p, entry *e, int n)
+{
+    e->slots -= n;
+    p->slots -= n;
+    dispatch(p);
+}
+
+/* ---- calls out (never with the lock held) ---------------------------------- */
+
+static void emit(sl_pool *p, sluice_pool_event_type type, const entry *e, int reason,
+                 int64_t wait_ns)
+{
+    sluice_pool_event ev;
+
+    if (!p->ops.event)
+        return;
+    ev.type = type;
+    ev.origin = e->key;
+    ev.reason = reason;
+    ev.wait_us = wait_ns / 1000;
+    p->ops.event(p->ctx, &ev);
+}
+
+static void destroy_res(sl_pool *p, item *it)
+{
+    p->ops.destroy(p->ctx, it->pub.res, (sluice_close_reason)it->reason);
+    emit(p, SLUICE_POOL_CLOSE, it->ent, it->reason, 0);
+}
+
+/* Destroys a list of items, then gives their slots back. */
+static void destroy_list(sl_pool *p, item *list)
+{
+    item *it, *next;
+
+    if (!list)
+        return;
+    for (it = list; it; it = it->next)
+        destroy_res(p, it);
+    pthread_mutex_lock(&p->lock);
+    for (it = list; it; it = it->next)
+        release_slots(p, it->ent, 1);
+    pthread_mutex_unlock(&p->lock);
+    for (it = list; it; it = next) {
+        next = it->next;
+        sl_free(it);
+    }
+}
+
+static void destroy_one(sl_pool *p, item *it)
+{
+    it->next = NULL;
+    destroy_list(p, it);
+}
+
+/* Why an idle resource must not be used any more, or -1. */
+static int expiry_reason(const sl_pool *p, const item *it, int64_t now)
+{
+    if (p->cfg.max_lifetime_ms &&
+        now - it->pub.created_ns >= (int64_t)p->cfg.max_lifetime_ms * 1000000)
+        return SLUICE_CLOSE_LIFETIME;
+    if (p->cfg.idle_timeout_ms &&
+        now - it->idle_since >= (int64_t)p->cfg.idle_timeout_ms * 1000000)
+        return SLUICE_CLOSE_EXPIRED;
+    return -1;
+}
+
+/* Checks a just-granted idle resource outside the lock; -1 when usable. */
+static int check_reuse(sl_pool *p, const item *it)
+{
+    int reason = -1;
+
+    if (p->cfg.max_lifetime_ms || p->cfg.idle_timeout_ms)
+        reason = expiry_reason(p, it, sl_now_ns());
+    if (reason < 0 && p->ops.alive && !p->ops.alive(p->ctx, it->pub.res))
+        reason = SLUICE_CLOSE_STALE;
+    return reason;
+}
+
+/* ---- checkout ------------------------------------------------------------- */
+
+static const char *limit_str(int limit, char *buf, size_t cap)
+{
+    if (!limit)
+        return "unlimited";
+    snprintf(buf, cap, "%d", limit);
+    return buf;
+}
+
+static int pool_timeout(sl_pool *p, entry *e, sluice_error *err)
+{
+    char kl[16], tl[16];
+
+    e->c.timeouts++;
+    return sl_err(err, SLUICE_EPOOLTIMEOUT,
+                  "no pooled resource for '%s' before the deadline (%d open for the key, "
+                  "max_per_key %s; %d in all, max_total %s)",
+                  e->key, e->slots, limit_str(p->per_key, kl, sizeof kl), p->slots,
+                  limit_str(p->cfg.max_total, tl, sizeof tl));
+}
+
+/* Queues the caller and sleeps until granted, closed or past the deadline.
+ * Lock held (cond waits release it). */
+static int wait_turn(sl_pool *p, entry *e, unsigned flags, int64_t deadline, grant *g,
+                     int64_t *wait_ns, sluice_error *err)
+{
+    waiter w;
+    int64_t t0 = sl_now_ns();
+
+    if (deadline <= t0)
+        return pool_timeout(p, e, err);
+    memset(&w, 0, sizeof w);
+    w.ent = e;
+    w.flags = flags;
+    w.state = W_WAITING;
+    if (pthread_cond_init(&w.cond, &p->cattr) != 0)
+        return sl_err(err, SLUICE_ENOMEM, "cannot make a condition variable to wait for '%s'",
+                      e->key);
+    enqueue(p, &w);
+    while (w.state == W_WAITING) {
+        struct timespec ts;
+        if (deadline == SL_NO_DEADLINE) {
+            pthread_cond_wait(&w.cond, &p->lock);
+            continue;
+        }
+        ts = sl_deadline_timespec(deadline);
+        /* A grant that raced the timeout wins: check the state first. */
+        if (pthread_cond_timedwait(&w.cond, &p->lock, &ts) == ETIMEDOUT &&
+            w.state == W_WAITING && sl_now_ns() >= deadline) {
+            dequeue(p, &w);
+            w.state = W_TIMEDOUT;
+        }
+    }
+    pthread_cond_destroy(&w.cond);
+    *wait_ns = sl_now_ns() - t0;
+    if (w.state == W_CLOSED)
+        return sl_err(err, SLUICE_ECLOSED, "pool closed while waiting for '%s'", e->key);
+    if (w.state == W_TIMEDOUT)
+        return pool_timeout(p, e, err);
+    e->c.wait_us_total += (uint64_t)(*wait_ns / 1000);
+    *g = w.g;
+    return 0;
+}
+
+/* After a granted idle resource was found unusable and destroyed: reuse the
+ * next idle one (giving the dead one's slot back) or keep the slot to create
+ * in.  Lock held. */
+static int after_reject(sl_pool *p, entry *e, unsigned flags, const item *dead, grant *g,
+                        sluice_error *err)
+{
+    e->in_use--;
+    p->in_use--;
+    e->c.reused--;
+    e->c.closed[dead->reason]++;
+    g->it = g->victim = NULL;
+    if (p->closed) {
+        release_slots(p, e, 1);
+        return sl_err(err, SLUICE_ECLOSED, "pool closed while checking out '%s'", e->key);
+    }
+    if (!(flags & SL_POOL_FRESH) && e->top) {
+        take_idle(p, e->top, g);
+        release_slots(p, e, 1);
+    }
+    return 0;
+}
+
+/* Creates a resource in a granted slot. */
+static int create_in_slot(sl_pool *p, entry *e, void *arg, int64_t deadline, int64_t wait_ns,
+                          sl_pool_item **out, sluice_error *err)
+{
+    item *it = sl_calloc(1, sizeof *it);
+    int rc;
+
+    sl_err_clear(err);
+    if (!it)
+        rc = sl_err(err, SLUICE_ENOMEM, "no memory for a pooled resource for '%s'", e->key);
+    else if ((rc = p->ops.create(p->ctx, e->key, arg, deadline, &it->pub.res, err)) != 0) {
+        if (rc > 0)
+            rc = SLUICE_EIO;
+        if (err && err->code == 0)
+            sl_err(err, rc, "creating a pooled resource for '%s' failed", e->key);
+    }
+    pthread_mutex_lock(&p->lock);
+    if (rc != 0)
+        release_slots(p, e, 1);
+    else {
+        mark_in_use(p, e);
+        e->c.created++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (rc != 0) {
+        sl_free(it);
+        return rc;
+    }
+    it->ent = e;
+    it->pub.created_ns = sl_now_ns();
+    it->pub.uses = 1;
+    it->pub.wait_ns = wait_ns;
+    emit(p, SLUICE_POOL_CONNECT, e, -1, 0);
+    emit(p, SLUICE_POOL_CHECKOUT, e, -1, wait_ns);
+    *out = &it->pub;
+    return 0;
+}
+
+/* Turns a grant into a checked-out item: destroys an evicted victim, checks
+ * an idle resource before reuse, or creates. */
+static int checkout(sl_pool *p, entry *e, void *arg, unsigned flags, int64_t deadline, grant g,
+                    int64_t wait_ns, sl_pool_item **out, sluice_error *err)
+{
+    for (;;) {
+        item *it = g.it;
+        int rc;
+
+        if (g.victim) {
+            /* Its slot is already ours: destroy before creating. */
+            destroy_res(p, g.victim);
+            sl_free(g.victim);
+        }
+        if (!it)
+            return create_in_slot(p, e, arg, deadline, wait_ns, out, err);
+        it->reason = check_reuse(p, it);
+        if (it->reason < 0) {
+            it->pub.uses++;
+            it->pub.reused = 1;
+            it->pub.wait_ns = wait_ns;
+            emit(p, SLUICE_POOL_CHECKOUT, e, -1, wait_ns);
+            *out = &it->pub;
+            return 0;
+        }
+        destroy_res(p, it);
+        pthread_mutex_lock(&p->lock);
+        rc = after_reject(p, e, flags, it, &g, err);
+        pthread_mutex_unlock(&p->lock);
+        sl_free(it);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t deadline,
+                sl_pool_item **out, sluice_error *err)
+{
+    entry *e = NULL;
+    grant g = {NULL, NULL};
+    int64_t wait_ns = 0;
+    int rc = 0;
+
+    if (out)
+        *out = NULL;
+    if (!p || !key || !out)
+        return sl_err(err, SLUICE_EINVAL, "pool checkout needs a pool, a key and an out pointer");
+    pthread_mutex_lock(&p->lock);
+    if (p->closed)
+        rc = sl_err(err, SLUICE_ECLOSED, "pool is closed (checkout for '%s')", key);
+    else if (!(e = entry_get(p, key, err)))
+        rc = SLUICE_ENOMEM;
+    else if (serve(p, e, flags, &g) != 0)
+        rc = wait_turn(p, e, flags, deadline, &g, &wait_ns, err);
+    pthread_mutex_unlock(&p->lock);
+    if (rc != 0)
+        return rc;
+    return checkout(p, e, arg, flags, deadline, g, wait_ns, out, err);
+}
+
+/* ---- checkin -------------------------------------------------------------- */
+
+/* Why a returned item is closed rather than kept idle, or -1.  Lock held. */
+static int put_reason(const sl_pool *p, const item *it, int reusable, int64_t now)
+{
+    if (p->closed)
+        return SLUICE_CLOSE_SHUTDOWN;
+    if (!reusable)
+        return SLUICE_CLOSE_BROKEN;
+    if (p->cfg.max_lifetime_ms &&
+        now - it->pub.created_ns >= (int64_t)p->cfg.max_lifetime_ms * 1000000)
+        return SLUICE_CLOSE_LIFETIME;
+    return -1;
+}
+
+void sl_pool_put(sl_pool *p, sl_pool_item *pub, int reusable)
+{
+    item *it = (item *)pub;
+    entry *e;
+    int64_t now;
+    int reason;
+
+    if (!p || !pub)
+        return;
+    e = it->ent;
+    emit(p, SLUICE_POOL_CHECKIN, e, -1, 0);
+    now = sl_now_ns();
+    pthread_mutex_lock(&p->lock);
+    e->in_use--;
+    p->in_use--;
+    reason = put_reason(p, it, reusable, now);
+    if (reason < 0) {
+        /* Idle first, so that dispatch() can hand it to the first waiter
+         * that can use it; once granted it is no longer ours to touch. */
+        it->idle_since = now;
+        idle_push(p, it);
+        dispatch(p);
+        if (it->is_idle && p->cfg.max_idle_per_key && e->idle > p->cfg.max_idle_per_key) {
+            idle_remove(p, it);
+            reason = SLUICE_CLOSE_OVERFLOW;
+        }
+    }
+    if (reason >= 0) {
+        it->reason = reason;
+        e->c.closed[reason]++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (reason >= 0)
+        destroy_one(p, it);
+}
+
+/* ---- housekeeping ---------------------------------------------------------- */
+
+/* Takes idle resources past their idle timeout or lifetime off the idle
+ * lists.  Lock held. */
+static item *collect_expired(sl_pool *p, int64_t now)
+{
+    item *it, *older, *list = NULL;
+
+    for (it = p->idle_new; it; it = older) {
+        int reason = expiry_reason(p, it, now);
+        older = it->older;
+        if (reason < 0)
+            continue;
+        idle_remove(p, it);
+        it->reason = reason;
+        it->ent->c.closed[reason]++;
+        it->next = list;
+        list = it;
+    }
+    return list;
+}
+
+void sl_pool_sweep(sl_pool *p)
+{
+    item *list;
+
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    list = collect_expired(p, sl_now_ns());
+    pthread_mutex_unlock(&p->lock);
+    destroy_list(p, list);
+}
+
+/* How often the sweeper looks: a quarter of the shortest expiry, between
+ * 250 ms and 1 s, so an idle resource goes within idle_timeout + 1 s. */
+static int64_t sweep_period_ns(const sl_pool_cfg *c)
+{
+    int ms = c->idle_timeout_ms;
+
+    if (c->max_lifetime_ms && (!ms || c->max_lifetime_ms < ms))
+        ms = c->max_lifetime_ms;
+    ms /= 4;
+    ms = ms < 250 ? 250 : ms > 1000 ? 1000 : ms;
+    return (int64_t)ms * 1000000;
+}
+
+static void *sweeper_main(void *arg)
+{
+    sl_pool *p = arg;
+    int64_t period = sweep_period_ns(&p->cfg);
+
+    pthread_mutex_lock(&p->lock);
+    while (!p->closed) {
+        struct timespec ts = sl_deadline_timespec(sl_now_ns() + period);
+        item *list;
+        pthread_cond_timedwait(&p->sweep_cond, &p->lock, &ts);
+        if (p->closed)
+            break;
+        list = collect_expired(p, sl_now_ns());
+        if (list) {
+            pthread_mutex_unlock(&p->lock);
+            destroy_list(p, list);
+            pthread_mutex_lock(&p->lock);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+static int check_cfg(const sl_pool_cfg *c, const sl_pool_ops *ops, sluice_error *err)
+{
+    if (!ops || !ops->create || !ops->destroy)
+        return sl_err(err, SLUICE_EINVAL, "pool ops need create and destroy");
+    if (c->max_total < 0 || c->max_per_key < 0 || c->idle_timeout_ms < 0 ||
+        c->max_lifetime_ms < 0)
+        return sl_err(err, SLUICE_EINVAL,
+                      "pool limits must not be negative (max_total %d, max_per_key %d, "
+                      "idle_timeout_ms %d, max_lifetime_ms %d)",
+                      c->max_total, c->max_per_key, c->idle_timeout_ms, c->max_lifetime_ms);
+    return 0;
+}
+
+static int init_sync(sl_pool *p, sluice_error *err)
+{
+    if (pthread_condattr_init(&p->cattr) != 0)
+        return sl_err(err, SLUICE_ENOMEM, "cannot make pool condition attributes");
+    if (pthread_condattr_setclock(&p->cattr, CLOCK_MONOTONIC) != 0 ||
+        pthread_mutex_init(&p->lock, NULL) != 0) {
+        pthread_condattr_destroy(&p->cattr);
+        return sl_err(err, SLUICE_ENOMEM, "cannot make the pool lock");
+    }
+    if (pthread_cond_init(&p->sweep_cond, &p->cattr) != 0) {
+        pthread_mutex_destroy(&p->lock);
+        pthread_condattr_destroy(&p->cattr);
+        return sl_err(err, SLUICE_ENOMEM, "cannot make the pool sweeper's condition variable");
+    }
+    return 0;
+}
+
+static void fini_sync(sl_pool *p)
+{
+    pthread_cond_destroy(&p->sweep_cond);
+    pthread_mutex_destroy(&p->lock);
+    pthread_condattr_destroy(&p->cattr);
+}
+
+static int start_sweeper(sl_pool *p, sluice_error *err)
+{
+    /* Nothing ever expires without a timeout or a lifetime. */
+    if (!p->cfg.housekeeping || (!p->cfg.idle_timeout_ms && !p->cfg.max_lifetime_ms))
+        return 0;
+    if (pthread_create(&p->sweeper, NULL, sweeper_main, p) != 0)
+        return sl_err(err, SLUICE_ENOMEM, "cannot start the pool housekeeping thread");
+    p->sweeper_running = 1;
+    return 0;
+}
+
+sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, sluice_error *err)
+{
+    static const sl_pool_cfg defaults;
+    sl_pool *p;
+
+    if (!cfg)
+        cfg = &defaults;
+    if (check_cfg(cfg, ops, err) != 0)
+        return NULL;
+    p = sl_calloc(1, sizeof *p);
+    if (!p || !(p->tab = sl_calloc(16, sizeof *p->tab))) {
+        sl_free(p);
+        sl_err(err, SLUICE_ENOMEM, "no memory for a pool");
+        return NULL;
+    }
+    p->tab_cap = 16;
+    p->cfg = *cfg;
+    p->per_key = cfg->max_per_key ? cfg->max_per_key : cfg->max_total;
+    p->ops = *ops;
+    p->ctx = ctx;
+    if (init_sync(p, err) != 0) {
+        sl_free(p->tab);
+        sl_free(p);
+        return NULL;
+    }
+    if (start_sweeper(p, err) != 0) {
+        fini_sync(p);
+        sl_free(p->tab);
+        sl_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Wakes every waiter with SLUICE_ECLOSED and takes every idle resource off
+ * the lists.  Lock held. */
+static item *shut_down(sl_pool *p)
+{
+    item *list = NULL, *it;
+
+    p->closed = 1;
+    while (p->wq_head) {
+        waiter *w = p->wq_head;
+        dequeue(p, w);
+        w->state = W_CLOSED;
+        pthread_cond_signal(&w->cond);
+    }
+    while ((it = p->idle_new)) {
+        idle_remove(p, it);
+        it->reason = SLUICE_CLOSE_SHUTDOWN;
+        it->ent->c.closed[SLUICE_CLOSE_SHUTDOWN]++;
+        it->next = list;
+        list = it;
+    }
+    pthread_cond_broadcast(&p->sweep_cond);
+    return list;
+}
+
+void sl_pool_close(sl_pool *p)
+{
+    item *list;
+    int join;
+
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    list = shut_down(p);
+    join = p->sweeper_running;
+    p->sweeper_running = 0;
+    pthread_mutex_unlock(&p->lock);
+    if (join) {
+        /* A destroy callback closing its own pool runs on the sweeper. */
+        if (pthread_equal(pthread_self(), p->sweeper))
+            pthread_detach(p->sweeper);
+        else
+            pthread_join(p->sweeper, NULL);
+    }
+    destroy_list(p, list);
+}
+
+void sl_pool_free(sl_pool *p)
+{
+    entry *e, *next;
+    int out;
+
+    if (!p)
+        return;
+    sl_pool_close(p);
+    pthread_mutex_lock(&p->lock);
+    out = p->slots;
+    pthread_mutex_unlock(&p->lock);
+    if (out)
+        SL_WARN("pool freed with %d resources still checked out or being created", out);
+    for (e = p->entries; e; e = next) {
+        next = e->next;
+        sl_free(e->key);
+        sl_free(e);
+    }
+    fini_sync(p);
+    sl_free(p->tab);
+    sl_free(p);
+}
+
+/* ---- statistics ----------------------------------------------------------- */
+
+static void add_stats(const entry *e, struct sluice_pool_stats *s)
+{
+    int i;
+
+    s->open += e->idle + e->in_use;
+    s->idle += e->idle;
+    s->in_use += e->in_use;
+    s->waiting += e->waiting;
+    s->created += e->c.created;
+    s->reused += e->c.reused;
+    s->timeouts += e->c.timeouts;
+    s->wait_us_total += e->c.wait_us_total;
+    for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)
+        s->closed[i] += e->c.closed[i];
+}
+
+void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out)
+{
+    const entry *e;
+
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    if (key) {
+        e = entry_find(p, key, hash_key(key));
+        if (e) {
+            add_stats(e, out);
+            out->peak_in_use = e->peak_in_use;
+        }
+    } else {
+        for (e = p->entries; e; e = e->next)
+            add_stats(e, out);
+        out->peak_in_use = p->peak_in_use;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+void sl_pool_foreach_key(sl_pool *p,
+                         void (*fn)(void *ud, const char *key, const struct sluice_pool_stats *s),
+                         void *ud)
+{
+    entry *e;
+
+    if (!p || !fn)
+        return;
+    /* One entry at a time: entries are never removed and new ones go to the
+     * front, so `next` stays valid across the unlocked callback. */
+    pthread_mutex_lock(&p->lock);
+    e = p->entries;
+    while (e) {
+        struct sluice_pool_stats s;
+        memset(&s, 0, sizeof s);
+        add_stats(e, &s);
+        s.peak_in_use = e->peak_in_use;
+        pthread_mutex_unlock(&p->lock);
+        fn(ud, e->key, &s);
+        pthread_mutex_lock(&p->lock);
+        e = e->next;
+    }
+    pthread_mutex_unlock(&p->lock);
+}

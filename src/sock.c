@@ -1,0 +1,172 @@
+/* Non-blocking sockets with deadlines. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "error.h"
+#include "sock.h"
+
+int sl_sock_wait(int fd, short events, int64_t deadline)
+{
+    struct pollfd pfd = {fd, events, 0};
+
+    for (;;) {
+        int rc = poll(&pfd, 1, sl_ms_left(deadline));
+        if (rc > 0)
+            return 1;
+        if (rc == 0)
+            return sl_ms_left(deadline) == 0 ? 0 : 1;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+static void set_options(int fd, const sl_sock_cfg *cfg)
+{
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (cfg && cfg->tcp_keepalive) {
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+        if (cfg->keepidle_s > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->keepidle_s, sizeof(int));
+        if (cfg->keepintvl_s > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->keepintvl_s, sizeof(int));
+        if (cfg->keepcnt > 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->keepcnt, sizeof(int));
+    }
+}
+
+/* One attempt; returns the fd, or -errno (-ETIMEDOUT at the deadline). */
+static int connect_one(const sl_addr *addr, int64_t deadline)
+{
+    int fd, soerr = 0;
+    socklen_t len = sizeof soerr;
+
+    fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (const struct sockaddr *)&addr->sa, addr->len) == 0)
+        return fd;
+    if (errno != EINPROGRESS) {
+        soerr = errno;
+        goto fail;
+    }
+    switch (sl_sock_wait(fd, POLLOUT, deadline)) {
+    case 0:
+        soerr = ETIMEDOUT;
+        goto fail;
+    case -1:
+        soerr = errno;
+        goto fail;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+        soerr = errno;
+    if (soerr == 0)
+        return fd;
+fail:
+    close(fd);
+    return -soerr;
+}
+
+int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
+                    const char *host, int port, sluice_error *err)
+{
+    int last = ECONNREFUSED;
+    size_t i;
+
+    for (i = 0; i < a->n; i++) {
+        int64_t now = sl_now_ns(), share = deadline;
+        int fd;
+
+        if (now >= deadline)
+            break;
+        if (deadline != SL_NO_DEADLINE)
+            share = now + (deadline - now) / (int64_t)(a->n - i);
+        fd = connect_one(&a->a[i], share);
+        if (fd >= 0) {
+            set_options(fd, cfg);
+            return fd;
+        }
+        last = -fd;
+    }
+    if (last == ETIMEDOUT || sl_now_ns() >= deadline)
+        return sl_err(err, SLUICE_ETIMEDOUT, "connect to %s:%d timed out", host, port);
+    return sl_err(err, SLUICE_ECONNECT, "connect to %s:%d failed: %s", host, port, strerror(last));
+}
+
+ssize_t sl_sock_read(int fd, void *buf, size_t cap, int64_t deadline, sluice_error *err)
+{
+    for (;;) {
+        ssize_t n = recv(fd, buf, cap, 0);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return sl_err(err, SLUICE_EIO, "read failed: %s", strerror(errno));
+        switch (sl_sock_wait(fd, POLLIN, deadline)) {
+        case 0:
+            return sl_err(err, SLUICE_ETIMEDOUT, "read timed out");
+        case -1:
+            return sl_err(err, SLUICE_EIO, "poll failed: %s", strerror(errno));
+        }
+    }
+}
+
+int sl_sock_writev(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent,
+                   sluice_error *err)
+{
+    struct msghdr msg = {0};
+
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)iovcnt;
+    while (msg.msg_iovlen > 0) {
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return sl_err(err, SLUICE_EIO, "write failed: %s", strerror(errno));
+            switch (sl_sock_wait(fd, POLLOUT, deadline)) {
+            case 0:
+                return sl_err(err, SLUICE_ETIMEDOUT, "write timed out");
+            case -1:
+                return sl_err(err, SLUICE_EIO, "poll failed: %s", strerror(errno));
+            }
+            continue;
+        }
+        if (sent)
+            *sent += (size_t)n;
+        while (msg.msg_iovlen > 0 && (size_t)n >= msg.msg_iov->iov_len) {
+            n -= (ssize_t)msg.msg_iov->iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+        if (msg.msg_iovlen > 0) {
+            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + n;
+            msg.msg_iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+int sl_sock_idle_alive(int fd)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int rc;
+
+    do
+        rc = poll(&pfd, 1, 0);
+    while (rc < 0 && errno == EINTR);
+    /* Readable on an idle connection means EOF, an error, or bytes nobody
+     * asked for: in every case it must not carry another request. */
+    return rc == 0;
+}

@@ -1,0 +1,41 @@
+/* Non-blocking TCP sockets with deadlines.  Every wait is a poll() bounded
+ * by an absolute deadline; SIGPIPE is never raised (MSG_NOSIGNAL). */
+#ifndef SL_SOCK_H
+#define SL_SOCK_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "dns.h"
+#include "sluice.h"
+
+typedef struct sl_sock_cfg {
+    int tcp_keepalive;          /* 1 = SO_KEEPALIVE */
+    int keepidle_s, keepintvl_s, keepcnt;
+} sl_sock_cfg;
+
+/* Connects to the addresses in order; each attempt gets an equal share of
+ * the time left so one black-holed address cannot eat the whole deadline.
+ * Returns a connected non-blocking fd with TCP_NODELAY set, or
+ * SLUICE_ECONNECT / SLUICE_ETIMEDOUT naming host:port. */
+int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
+                    const char *host, int port, sluice_error *err);
+
+/* Waits for `events` (POLLIN/POLLOUT): 1 ready, 0 deadline passed, -1 error. */
+int sl_sock_wait(int fd, short events, int64_t deadline);
+
+/* Reads what is there (waiting up to the deadline): count, 0 at EOF, or
+ * SLUICE_ETIMEDOUT / SLUICE_EIO. */
+ssize_t sl_sock_read(int fd, void *buf, size_t cap, int64_t deadline, sluice_error *err);
+
+/* Writes every byte of iov before the deadline: 0, SLUICE_ETIMEDOUT or
+ * SLUICE_EIO.  *sent (optional) counts bytes written, also on failure. */
+int sl_sock_writev(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent,
+                   sluice_error *err);
+
+/* 1 if an idle connection still looks usable: no EOF, no error and no
+ * unexpected bytes waiting (a zero-timeout poll). */
+int sl_sock_idle_alive(int fd);
+
+#endif

@@ -1,0 +1,356 @@
+/* Request coalescing through the client: one upstream call for many
+ * identical concurrent requests, and never across different ones. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+struct caller {
+    sluice_client *c;
+    sluice_request req;
+    sluice_header hdr[1];
+    int rc;
+    int status;
+    int coalesced;
+    char body[256];
+    size_t len;
+};
+
+static void *call_thread(void *arg)
+{
+    struct caller *k = arg;
+    sluice_response *r = NULL;
+    sluice_error err;
+
+    k->rc = sluice_client_do(k->c, &k->req, &r, &err);
+    if (k->rc == 0) {
+        const char *b = sluice_response_body(r, &k->len);
+        k->status = sluice_response_status(r);
+        k->coalesced = sluice_response_coalesced(r);
+        memcpy(k->body, b, k->len < sizeof k->body ? k->len : sizeof k->body - 1);
+    }
+    sluice_response_free(r);
+    return NULL;
+}
+
+/* Runs n callers at once; setup(i, caller) shapes each request. */
+static void run_callers(struct caller *k, int n, sluice_client *c,
+                        void (*setup)(int i, struct caller *k), const char *path)
+{
+    pthread_t t[64];
+    int i;
+
+    for (i = 0; i < n; i++) {
+        memset(&k[i], 0, sizeof k[i]);
+        k[i].c = c;
+        k[i].req.path = path;
+        if (setup)
+            setup(i, &k[i]);
+        pthread_create(&t[i], NULL, call_thread, &k[i]);
+    }
+    for (i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+}
+
+static void test_coalescing_one_upstream_call_for_64(void)
+{
+    static struct caller k[64];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "co64", tu_http_base(), NULL);
+    long before, after;
+    int i, followers = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    before = tu_hits(tu_http_addr(), "/delay/200");
+    run_callers(k, 64, c, NULL, "/delay/200");
+    after = tu_hits(tu_http_addr(), "/delay/200");
+    CU_ASSERT_EQUAL(after - before, 1);
+    for (i = 0; i < 64; i++) {
+        CU_ASSERT_EQUAL(k[i].rc, 0);
+        CU_ASSERT_EQUAL(k[i].status, 200);
+        CU_ASSERT_EQUAL(k[i].len, k[0].len);
+        CU_ASSERT(memcmp(k[i].body, k[0].body, k[0].len) == 0);
+        followers += k[i].coalesced;
+    }
+    CU_ASSERT_EQUAL(followers, 63);
+    sluice_factory_free(f);
+}
+
+static void auth_setup(int i, struct caller *k)
+{
+    k->hdr[0].name = "Authorization";
+    k->hdr[0].value = i % 2 ? "Bearer alice" : "Bearer bob";
+    k->req.headers = k->hdr;
+    k->req.nheaders = 1;
+}
+
+static void test_coalescing_never_crosses_credentials(void)
+{
+    static struct caller k[16];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "coauth", tu_http_base(), NULL);
+    char path[64], hits[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/auth%d?delay=200", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/auth%d", (int)getpid());
+    run_callers(k, 16, c, auth_setup, path);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 2);
+    sluice_factory_free(f);
+}
+
+static void test_coalescing_query_order_does_not_matter(void)
+{
+    static struct caller k[16];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "coq", tu_http_base(), NULL);
+    pthread_t t[16];
+    char p1[96], p2[96], hits[64];
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(p1, sizeof p1, "/count/q%d?delay=200&a=1&b=2", (int)getpid());
+    snprintf(p2, sizeof p2, "/count/q%d?b=2&a=1&delay=200", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/q%d", (int)getpid());
+    for (i = 0; i < 16; i++) {
+        memset(&k[i], 0, sizeof k[i]);
+        k[i].c = c;
+        k[i].req.path = i % 2 ? p1 : p2;
+        pthread_create(&t[i], NULL, call_thread, &k[i]);
+    }
+    for (i = 0; i < 16; i++) {
+        pthread_join(t[i], NULL);
+        CU_ASSERT_EQUAL(k[i].status, 200);
+    }
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 1);
+    sluice_factory_free(f);
+}
+
+static void post_setup(int i, struct caller *k)
+{
+    (void)i;
+    k->req.method = "POST";
+    k->req.body = "same";
+    k->req.body_len = 4;
+}
+
+static void post_opt_in_setup(int i, struct caller *k)
+{
+    post_setup(i, k);
+    k->req.flags = SLUICE_REQ_COALESCE;
+}
+
+static void test_coalescing_post_only_when_asked(void)
+{
+    static struct caller k[8];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "copost", tu_http_base(), NULL);
+    char path[64], hits[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/post%d?delay=200", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/post%d", (int)getpid());
+    run_callers(k, 8, c, post_setup, path);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 8);
+    run_callers(k, 8, c, post_opt_in_setup, path);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 9);
+    sluice_factory_free(f);
+}
+
+static void tune_slow_refused(sluice_client_opts *co)
+{
+    co->retry.max_retries = 2;
+    co->retry.backoff_factor_ms = 150;
+    co->retry.jitter = SLUICE_JITTER_NONE;
+}
+
+static void test_coalescing_leader_error_reaches_all(void)
+{
+    static struct caller k[16];
+    sluice_factory *f = NULL;
+    sluice_client *c, *c503;
+    tu_server s;
+    char base[96], path[64], hits[64];
+    int i;
+
+    /* A port nobody listens on: the leader retries for ~450 ms, then
+     * everyone gets its connect error. */
+    if (tu_mockapi_start(&s, NULL))
+        return;
+    snprintf(base, sizeof base, "%s", s.url);
+    tu_server_stop(&s);
+    c = tu_client(&f, "corefused", base, tune_slow_refused);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    run_callers(k, 16, c, NULL, "/json");
+    for (i = 0; i < 16; i++)
+        CU_ASSERT_EQUAL(k[i].rc, SLUICE_ECONNECT);
+    /* A 503 the retries could not get past is a response for everyone. */
+    c503 = tu_client(&f, "co503", tu_http_base(), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c503);
+    snprintf(path, sizeof path, "/count/e%d?delay=200&status=503", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/e%d", (int)getpid());
+    run_callers(k, 16, c503, NULL, path);
+    for (i = 0; i < 16; i++)
+        CU_ASSERT_EQUAL(k[i].status, 503);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 1);
+    sluice_factory_free(f);
+}
+
+static void short_deadline_setup(int i, struct caller *k)
+{
+    /* Caller 1 arrives after the leader and waits only 50 ms. */
+    if (i == 1) {
+        usleep(20000);
+        k->req.timeout_ms = 50;
+    }
+}
+
+static void test_coalescing_waiter_deadline_alone(void)
+{
+    static struct caller k[8];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "codl", tu_http_base(), NULL);
+    char path[64];
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/dl%d?delay=300", (int)getpid());
+    run_callers(k, 8, c, short_deadline_setup, path);
+    CU_ASSERT_EQUAL(k[1].rc, SLUICE_ETIMEDOUT);
+    for (i = 0; i < 8; i++)
+        if (i != 1)
+            CU_ASSERT_EQUAL(k[i].status, 200);
+    sluice_factory_free(f);
+}
+
+static void tune_window(sluice_client_opts *co)
+{
+    co->coalesce_window_ms = 400;
+}
+
+static void test_coalescing_window_and_no_store(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "cowin", tu_http_base(), tune_window);
+    sluice_response *r = NULL;
+    sluice_error err;
+    char path[64], hits[64], ns[96], nshits[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/win%d", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/win%d", (int)getpid());
+    CU_ASSERT_EQUAL(tu_get_status(c, path, &err), 200);
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, path, &r, &err), 0);
+    CU_ASSERT_EQUAL(sluice_response_coalesced(r), 1);
+    CU_ASSERT_STRING_EQUAL(sluice_response_body(r, NULL), "1");
+    sluice_response_free(r);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 1);
+    usleep(500 * 1000);
+    CU_ASSERT_EQUAL(tu_get_status(c, path, &err), 200);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 2);
+    /* Cache-Control: no-store keeps a response out of the window. */
+    snprintf(ns, sizeof ns, "/count/ns%d?cache_control=no-store", (int)getpid());
+    snprintf(nshits, sizeof nshits, "/count/ns%d", (int)getpid());
+    CU_ASSERT_EQUAL(tu_get_status(c, ns, &err), 200);
+    CU_ASSERT_EQUAL(tu_get_status(c, ns, &err), 200);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), nshits), 2);
+    sluice_factory_free(f);
+}
+
+static void tune_off(sluice_client_opts *co)
+{
+    co->disable_coalescing = 1;
+}
+
+static void no_coalesce_setup(int i, struct caller *k)
+{
+    (void)i;
+    k->req.flags = SLUICE_REQ_NO_COALESCE;
+}
+
+static void test_coalescing_can_be_turned_off(void)
+{
+    static struct caller k[8];
+    sluice_factory *f = NULL;
+    sluice_client *off = tu_client(&f, "cooff", tu_http_base(), tune_off);
+    sluice_client *on = tu_client(&f, "coon", tu_http_base(), NULL);
+    char path[64], hits[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(off);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(on);
+    snprintf(path, sizeof path, "/count/off%d?delay=200", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/off%d", (int)getpid());
+    run_callers(k, 8, off, NULL, path);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 8);
+    run_callers(k, 8, on, no_coalesce_setup, path);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 16);
+    sluice_factory_free(f);
+}
+
+struct mixer {
+    sluice_client *c;
+    unsigned seed;
+    int errors;
+};
+
+static void *mix_thread(void *arg)
+{
+    struct mixer *m = arg;
+    sluice_error err;
+    char path[64];
+    int i;
+
+    for (i = 0; i < 40; i++) {
+        snprintf(path, sizeof path, "/delay/%u", rand_r(&m->seed) % 8);
+        if (tu_get_status(m->c, path, &err) != 200)
+            m->errors++;
+    }
+    return NULL;
+}
+
+static void test_coalescing_random_keys_many_threads(void)
+{
+    struct mixer m[32];
+    pthread_t t[32];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "comix", tu_http_base(), NULL);
+    struct sluice_factory_stats st;
+    int i, errors = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (i = 0; i < 32; i++) {
+        m[i] = (struct mixer){c, (unsigned)i + 1, 0};
+        pthread_create(&t[i], NULL, mix_thread, &m[i]);
+    }
+    for (i = 0; i < 32; i++) {
+        pthread_join(t[i], NULL);
+        errors += m[i].errors;
+    }
+    CU_ASSERT_EQUAL(errors, 0);
+    sluice_factory_stats(f, &st);
+    CU_ASSERT_EQUAL(st.requests, 32 * 40);
+    CU_ASSERT_EQUAL(st.coalesce_flights + st.coalesce_followers, 32 * 40);
+    sluice_factory_free(f);
+}
+
+static CU_TestInfo tests[] = {
+    {"test_coalescing_one_upstream_call_for_64", test_coalescing_one_upstream_call_for_64},
+    {"test_coalescing_never_crosses_credentials", test_coalescing_never_crosses_credentials},
+    {"test_coalescing_query_order_does_not_matter", test_coalescing_query_order_does_not_matter},
+    {"test_coalescing_post_only_when_asked", test_coalescing_post_only_when_asked},
+    {"test_coalescing_leader_error_reaches_all", test_coalescing_leader_error_reaches_all},
+    {"test_coalescing_waiter_deadline_alone", test_coalescing_waiter_deadline_alone},
+    {"test_coalescing_window_and_no_store", test_coalescing_window_and_no_store},
+    {"test_coalescing_can_be_turned_off", test_coalescing_can_be_turned_off},
+    {"test_coalescing_random_keys_many_threads", test_coalescing_random_keys_many_threads},
+    CU_TEST_INFO_NULL,
+};
+
+void suite_coalescing(void);
+void suite_coalescing(void)
+{
+    tu_add_suite("coalescing", tests);
+}

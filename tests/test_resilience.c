@@ -1,0 +1,460 @@
+/* Retries, Retry-After, the deadline, the retry budget, the circuit
+ * breaker, failover, redirects and the bulkhead, through the client
+ * against sluice-mockapi. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+/* Attempt start times, recorded by the on_request_start hook. */
+static int64_t starts[16];
+static int nstarts;
+static pthread_mutex_t starts_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_start(const sluice_request_info *info, void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&starts_lock);
+    if (nstarts < 16 && info->attempt == nstarts + 1)
+        starts[nstarts++] = tu_now_ms();
+    pthread_mutex_unlock(&starts_lock);
+}
+
+static sluice_factory *hooked_factory(void)
+{
+    sluice_factory_opts fo;
+
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.on_request_start = on_start;
+    nstarts = 0;
+    return sluice_factory_new(&fo, NULL);
+}
+
+static void tune_retry(sluice_client_opts *co)
+{
+    co->retry.max_retries = 3;
+    co->retry.backoff_factor_ms = 100;
+}
+
+static void test_retry_flaky_third_attempt_within_jitter(void)
+{
+    sluice_factory *f = hooked_factory();
+    sluice_client *c = tu_client(&f, "flaky", tu_http_base(), tune_retry);
+    sluice_response *r = NULL;
+    sluice_error err;
+    char path[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/flaky/k%d?fail=2", (int)getpid());
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, path, &r, &err), 0);
+    CU_ASSERT_EQUAL(sluice_response_status(r), 200);
+    CU_ASSERT_EQUAL(sluice_response_attempts(r), 3);
+    CU_ASSERT_EQUAL_FATAL(nstarts, 3);
+    /* Full jitter: retry n sleeps in [0, 100 ms * 2^(n-1)], plus the
+     * request's own few milliseconds. */
+    CU_ASSERT(starts[1] - starts[0] <= 100 + 50);
+    CU_ASSERT(starts[2] - starts[1] <= 200 + 50);
+    sluice_response_free(r);
+    sluice_factory_free(f);
+}
+
+static void tune_one_retry(sluice_client_opts *co)
+{
+    co->retry.max_retries = 1;
+    co->retry.backoff_factor_ms = 1;
+}
+
+static void tune_one_retry_capped(sluice_client_opts *co)
+{
+    tune_one_retry(co);
+    co->retry.retry_after_max_ms = 200;
+}
+
+static void test_retry_after_seconds_date_and_cap(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "ra", tu_http_base(), tune_one_retry);
+    sluice_client *capped = tu_client(&f, "ra-capped", tu_http_base(), tune_one_retry_capped);
+    sluice_error err;
+    int64_t t0, took;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(capped);
+    t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(tu_get_status(c, "/status/503?retry_after=1", &err), 503);
+    took = tu_now_ms() - t0;
+    CU_ASSERT(took >= 990 && took <= 1300);
+    /* An HTTP-date two seconds ahead: second resolution, so 1-2 s. */
+    t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(tu_get_status(c, "/status/429?retry_after_date=2", &err), 429);
+    took = tu_now_ms() - t0;
+    CU_ASSERT(took >= 900 && took <= 2300);
+    /* retry_after_max_ms caps what the server asks for. */
+    t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(tu_get_status(capped, "/status/503?retry_after=5", &err), 503);
+    took = tu_now_ms() - t0;
+    CU_ASSERT(took >= 190 && took <= 500);
+    sluice_factory_free(f);
+}
+
+static int post_count(sluice_client *c, const char *path, unsigned flags)
+{
+    sluice_request req = {0};
+    sluice_response *r = NULL;
+    sluice_error err;
+    int rc;
+
+    req.method = "POST";
+    req.path = path;
+    req.body = "x";
+    req.body_len = 1;
+    req.flags = flags;
+    rc = sluice_client_do(c, &req, &r, &err);
+    if (rc == 0)
+        rc = sluice_response_status(r);
+    sluice_response_free(r);
+    return rc;
+}
+
+static void tune_fast_retry(sluice_client_opts *co)
+{
+    co->retry.max_retries = 2;
+    co->retry.backoff_factor_ms = 1;
+}
+
+static void test_retry_post_only_when_idempotent(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "post", tu_http_base(), tune_fast_retry);
+    char p1[64], p2[64], h1[64], h2[64];
+    int id = (int)getpid();
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(p1, sizeof p1, "/count/post-a%d?status=503", id);
+    snprintf(p2, sizeof p2, "/count/post-b%d?status=503", id);
+    snprintf(h1, sizeof h1, "/count/post-a%d", id);
+    snprintf(h2, sizeof h2, "/count/post-b%d", id);
+    CU_ASSERT_EQUAL(post_count(c, p1, 0), 503);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), h1), 1);
+    CU_ASSERT_EQUAL(post_count(c, p2, SLUICE_REQ_IDEMPOTENT), 503);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), h2), 3);
+    sluice_factory_free(f);
+}
+
+static void tune_slow_backoff(sluice_client_opts *co)
+{
+    co->retry.max_retries = 10;
+    co->retry.backoff_factor_ms = 150;
+    co->retry.jitter = SLUICE_JITTER_NONE;
+}
+
+static void test_retry_deadline_holds(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "deadline", tu_http_base(), tune_slow_backoff);
+    sluice_request req = {0};
+    sluice_response *r = NULL;
+    sluice_error err;
+    int64_t t0, took;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    req.path = "/status/503";
+    req.timeout_ms = 600;
+    t0 = tu_now_ms();
+    /* 150 + 300 ms of backoff fit, 600 more would not: the last response
+     * comes back when the next sleep would cross the deadline. */
+    CU_ASSERT_EQUAL_FATAL(sluice_client_do(c, &req, &r, &err), 0);
+    took = tu_now_ms() - t0;
+    CU_ASSERT_EQUAL(sluice_response_status(r), 503);
+    CU_ASSERT_EQUAL(sluice_response_attempts(r), 3);
+    CU_ASSERT(took <= 600 + 50);
+    sluice_response_free(r);
+    /* A slow upstream: the deadline cuts the attempt itself. */
+    req.path = "/delay/2000";
+    t0 = tu_now_ms();
+    CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_ETIMEDOUT);
+    took = tu_now_ms() - t0;
+    CU_ASSERT(took >= 590 && took <= 600 + 50);
+    sluice_factory_free(f);
+}
+
+struct storm {
+    sluice_client *c;
+    const char *path;
+};
+
+static void *storm_thread(void *arg)
+{
+    struct storm *s = arg;
+    sluice_error err;
+    int i;
+
+    for (i = 0; i < 5; i++)
+        tu_get_status(s->c, s->path, &err);
+    return NULL;
+}
+
+static void tune_budget(sluice_client_opts *co)
+{
+    co->retry.max_retries = 3;
+    co->retry.backoff_factor_ms = 1;
+    co->disable_coalescing = 1;   /* every caller is its own request here */
+}
+
+static void test_retry_budget_stops_storm(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "storm", tu_http_base(), tune_budget);
+    struct storm s;
+    pthread_t t[100];
+    char path[64], hits[64];
+    int64_t t0, secs;
+    long upstream;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/storm%d?status=503", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/storm%d", (int)getpid());
+    s.c = c;
+    s.path = path;
+    t0 = tu_now_ms();
+    for (i = 0; i < 100; i++)
+        pthread_create(&t[i], NULL, storm_thread, &s);
+    for (i = 0; i < 100; i++)
+        pthread_join(t[i], NULL);
+    secs = (tu_now_ms() - t0) / 1000 + 1;
+    upstream = tu_hits(tu_http_addr(), hits);
+    /* 500 requests; without a budget 2000 upstream calls.  With it: 500 +
+     * 20% of them + the floor of 10 per second over the 10 s window (the
+     * floor is always there, so it can be spent at once). */
+    CU_ASSERT(upstream >= 500 + 100);
+    CU_ASSERT(upstream <= 500 + 100 + 10 * (secs > 10 ? secs : 10) + 10);
+    if (upstream > 720)
+        fprintf(stderr, "\n  %ld upstream calls in %lld s\n", upstream, (long long)secs);
+    sluice_factory_free(f);
+}
+
+static void tune_breaker(sluice_client_opts *co)
+{
+    co->breaker.disabled = 0;
+    co->breaker.failure_threshold = 3;
+    co->breaker.recovery_timeout_ms = 300;
+    co->breaker.half_open_probes = 2;
+}
+
+static void test_breaker_opens_fails_fast_and_recovers(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "breaker", tu_http_base(), tune_breaker);
+    struct sluice_factory_stats st;
+    char path[64], hits[64];
+    sluice_error err;
+    int64_t t0;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/brk%d?status=500", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/brk%d", (int)getpid());
+    for (i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(tu_get_status(c, path, &err), 500);
+    t0 = tu_now_ms();
+    for (i = 0; i < 10; i++)
+        CU_ASSERT_EQUAL(tu_get_status(c, path, &err), SLUICE_ECIRCUITOPEN);
+    CU_ASSERT(tu_now_ms() - t0 < 50);          /* no network */
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "breaker"));
+    usleep(350 * 1000);
+    /* Half-open: two successful probes close it. */
+    CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+    CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+    for (i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+    sluice_factory_stats(f, &st);
+    CU_ASSERT_EQUAL(st.breaker_transitions, 3);   /* open, half-open, closed */
+    sluice_factory_free(f);
+}
+
+static char fallback_url[96];
+
+static void tune_failover(sluice_client_opts *co)
+{
+    static const char *fb[2];
+
+    fb[0] = fallback_url;
+    fb[1] = NULL;
+    co->fallback_urls = fb;
+    co->retry.max_retries = 2;
+    co->retry.backoff_factor_ms = 1;
+    co->breaker.disabled = 0;
+    co->breaker.failure_threshold = 2;
+    co->breaker.recovery_timeout_ms = 300;
+    co->breaker.half_open_probes = 1;
+}
+
+static long requests_seen(const tu_server *s)
+{
+    return tu_hits(s->addr, "/json");
+}
+
+static void test_failover_and_back(void)
+{
+    sluice_factory *f = NULL;
+    tu_server a, b;
+    sluice_client *c;
+    sluice_error err;
+    int i, port;
+
+    if (tu_mockapi_start(&a, NULL) || tu_mockapi_start(&b, NULL))
+        return;
+    snprintf(fallback_url, sizeof fallback_url, "%s", b.url);
+    c = tu_client(&f, "failover", a.url, tune_failover);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+    CU_ASSERT_EQUAL(requests_seen(&a), 1);
+    port = a.port;
+    tu_server_stop(&a);
+    for (i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+    CU_ASSERT_EQUAL(requests_seen(&b), 4);
+    /* The primary comes back; after its breaker's recovery a probe finds it. */
+    if (tu_mockapi_start_port(&a, port, NULL) == 0) {
+        usleep(350 * 1000);
+        for (i = 0; i < 3; i++)
+            CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+        CU_ASSERT_EQUAL(requests_seen(&a), 3);
+        tu_server_stop(&a);
+    }
+    tu_server_stop(&b);
+    sluice_factory_free(f);
+}
+
+static void tune_redirects(sluice_client_opts *co)
+{
+    static const sluice_header auth[] = {{"Authorization", "Bearer secret-token"}};
+
+    co->follow_redirects = 1;
+    co->headers = auth;
+    co->nheaders = 1;
+}
+
+static void test_redirect_drops_credentials_across_origins(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "redir", tu_http_base(), tune_redirects);
+    sluice_response *r = NULL;
+    sluice_error err;
+    char path[256];
+    const char *body;
+    tu_server b;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    /* Same origin: the credential goes along. */
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, "/redirect-to?url=/echo", &r, &err), 0);
+    body = sluice_response_body(r, NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(body, "secret-token"));
+    sluice_response_free(r);
+    CU_ASSERT_EQUAL(tu_get_status(c, "/redirect/3", &err), 200);
+    if (tu_mockapi_start(&b, NULL))
+        goto out;
+    snprintf(path, sizeof path, "/redirect-to?url=%s/echo&status=307", b.url);
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, path, &r, &err), 0);
+    CU_ASSERT_EQUAL(sluice_response_status(r), 200);
+    body = sluice_response_body(r, NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(body, "\"/echo\""));
+    CU_ASSERT_PTR_NULL(strstr(body, "secret-token"));
+    CU_ASSERT_PTR_NULL(strcasestr(body, "authorization"));
+    sluice_response_free(r);
+    tu_server_stop(&b);
+    /* Too many hops. */
+    CU_ASSERT_EQUAL(tu_get_status(c, "/redirect/20", &err), SLUICE_EREDIRECT);
+out:
+    sluice_factory_free(f);
+}
+
+static void test_redirect_off_by_default_and_https_to_http_refused(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "noredir", tu_http_base(), NULL);
+    sluice_error err;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(tu_get_status(c, "/redirect/1", &err), 302);
+    sluice_factory_free(f);
+}
+
+static void tune_bulkhead(sluice_client_opts *co)
+{
+    co->max_in_flight = 2;
+    co->disable_coalescing = 1;
+}
+
+struct slow {
+    sluice_client *c;
+    int rc;
+};
+
+static void *slow_thread(void *arg)
+{
+    struct slow *s = arg;
+    sluice_error err;
+
+    s->rc = tu_get_status(s->c, "/delay/400", &err);
+    return NULL;
+}
+
+static void test_bulkhead_limits_in_flight(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "bulkhead", tu_http_base(), tune_bulkhead);
+    struct sluice_factory_stats st;
+    struct slow s[2];
+    pthread_t t[2];
+    sluice_request req = {0};
+    sluice_response *r = NULL;
+    sluice_error err;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (i = 0; i < 2; i++) {
+        s[i].c = c;
+        pthread_create(&t[i], NULL, slow_thread, &s[i]);
+    }
+    do {
+        usleep(5000);
+        sluice_factory_stats(f, &st);
+    } while (st.pool.in_use < 2);
+    req.path = "/json";
+    req.timeout_ms = 100;
+    CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_EQUEUEFULL);
+    req.timeout_ms = 2000;   /* this one waits for a slot and gets it */
+    CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), 0);
+    sluice_response_free(r);
+    for (i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        CU_ASSERT_EQUAL(s[i].rc, 200);
+    }
+    sluice_factory_free(f);
+}
+
+static CU_TestInfo tests[] = {
+    {"test_retry_flaky_third_attempt_within_jitter", test_retry_flaky_third_attempt_within_jitter},
+    {"test_retry_after_seconds_date_and_cap", test_retry_after_seconds_date_and_cap},
+    {"test_retry_post_only_when_idempotent", test_retry_post_only_when_idempotent},
+    {"test_retry_deadline_holds", test_retry_deadline_holds},
+    {"test_retry_budget_stops_storm", test_retry_budget_stops_storm},
+    {"test_breaker_opens_fails_fast_and_recovers", test_breaker_opens_fails_fast_and_recovers},
+    {"test_failover_and_back", test_failover_and_back},
+    {"test_redirect_drops_credentials_across_origins", test_redirect_drops_credentials_across_origins},
+    {"test_redirect_off_by_default_and_https_to_http_refused", test_redirect_off_by_default_and_https_to_http_refused},
+    {"test_bulkhead_limits_in_flight", test_bulkhead_limits_in_flight},
+    CU_TEST_INFO_NULL,
+};
+
+void suite_resilience(void);
+void suite_resilience(void)
+{
+    tu_add_suite("resilience", tests);
+}
