@@ -22,7 +22,9 @@
 #define MAX_INTERIM 32              /* 1xx responses skipped before giving up */
 #define MAX_CHUNK_LINE 4096         /* chunk size plus extensions */
 #define MAX_TRAILER_BYTES (64 * 1024)
-#define STACK_HDRS 64
+/* Header slots on the stack: as many as the default limit allows, so a
+ * response read with the defaults allocates none. */
+#define STACK_HDRS DEFAULT_MAX_HEADERS
 
 /* --- byte classes ---------------------------------------------------------- */
 
