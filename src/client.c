@@ -885,8 +885,16 @@ static int cmp_param(const void *a, const void *b)
     return r ? r : (lx > ly) - (lx < ly);
 }
 
-/* The query's parameters in sorted order, so a=1&b=2 and b=2&a=1 match. */
-static int add_sorted_query(sl_buf *key, const char *q)
+/* Writes n bytes into room the caller reserved (see coalesce_key). */
+static void put(sl_buf *b, const void *p, size_t n)
+{
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+/* The query's parameters in sorted order, so a=1&b=2 and b=2&a=1 match:
+ * strlen(q) + 1 bytes. */
+static int put_sorted_query(sl_buf *key, const char *q)
 {
     const char *stack[32], **params = stack, *p;
     size_t n = 1, i;
@@ -901,10 +909,11 @@ static int add_sorted_query(sl_buf *key, const char *q)
         if (*p)
             p++;
     }
-    qsort(params, n, sizeof *params, cmp_param);
+    if (n > 1)
+        qsort(params, n, sizeof *params, cmp_param);
     for (i = 0; i < n; i++) {
-        sl_buf_append(key, params[i], strcspn(params[i], "&"));
-        sl_buf_append(key, "&", 1);
+        put(key, params[i], strcspn(params[i], "&"));
+        put(key, "&", 1);
     }
     if (params != stack)
         sl_free(params);
@@ -920,40 +929,61 @@ static uint64_t fnv64(const void *data, size_t len, uint64_t h)
     return h;
 }
 
-static void add_headers(sl_buf *key, const sluice_header *h, size_t n)
+static size_t headers_size(const sluice_header *h, size_t n)
+{
+    size_t i, size = 0;
+
+    for (i = 0; i < n; i++)
+        size += strlen(h[i].name ? h[i].name : "") + strlen(h[i].value ? h[i].value : "") + 2;
+    return size;
+}
+
+static void put_headers(sl_buf *key, const sluice_header *h, size_t n)
 {
     size_t i;
 
     for (i = 0; i < n; i++) {
-        sl_buf_puts(key, h[i].name ? h[i].name : "");
-        sl_buf_append(key, "\0", 1);
-        sl_buf_puts(key, h[i].value ? h[i].value : "");
-        sl_buf_append(key, "\0", 1);
+        const char *name = h[i].name ? h[i].name : "", *value = h[i].value ? h[i].value : "";
+        put(key, name, strlen(name) + 1);
+        put(key, value, strlen(value) + 1);
     }
 }
 
 /* method, origin, path, sorted query, every header (the client's defaults
- * too, so two credentials never share a flight), and the body's hash. */
+ * too, so two credentials never share a flight), and the body's hash.
+ * Built on every coalescible call, so its size is worked out first and
+ * the parts are copied into one reservation: no printf, no regrowth. */
 static int coalesce_key(const call *k, sl_buf *key)
 {
+    const char *origin = k->c->eps[0].url.origin;
     const char *q = strchr(k->rel.data, '?');
     size_t plen = q ? (size_t)(q - k->rel.data) : k->rel.len;
+    size_t nreq = k->req->headers ? k->req->nheaders : 0;
     uint64_t h[2];
+    size_t size;
 
-    sl_buf_printf(key, "%s %s%s", k->method, k->c->eps[0].url.origin, k->c->base_path);
-    sl_buf_append(key, k->rel.data, plen);
-    sl_buf_append(key, "\0", 1);
-    if (q && add_sorted_query(key, q + 1))
+    size = strlen(k->method) + 1 + strlen(origin) + k->c->base_path_len + plen + 1 +
+           (q ? strlen(q + 1) + 1 : 0) + 1 + headers_size(k->c->headers, k->c->nheaders) + 1 +
+           headers_size(k->req->headers, nreq) + sizeof h;
+    if (sl_buf_reserve(key, size))
         return SLUICE_ENOMEM;
-    sl_buf_append(key, "\0", 1);
-    add_headers(key, k->c->headers, k->c->nheaders);
-    sl_buf_append(key, "\0", 1);
-    if (k->req->headers)
-        add_headers(key, k->req->headers, k->req->nheaders);
+    put(key, k->method, strlen(k->method));
+    put(key, " ", 1);
+    put(key, origin, strlen(origin));
+    put(key, k->c->base_path, k->c->base_path_len);
+    put(key, k->rel.data, plen);
+    put(key, "", 1);
+    if (q && put_sorted_query(key, q + 1))
+        return SLUICE_ENOMEM;
+    put(key, "", 1);
+    put_headers(key, k->c->headers, k->c->nheaders);
+    put(key, "", 1);
+    put_headers(key, k->req->headers, nreq);
     h[0] = fnv64(k->body, k->body_len, 14695981039346656037ull);
     h[1] = fnv64(k->body, k->body_len, 0x84222325cbf29ce4ull ^ k->body_len);
-    sl_buf_append(key, h, sizeof h);
-    return key->failed ? SLUICE_ENOMEM : 0;
+    put(key, h, sizeof h);
+    key->data[key->len] = '\0';
+    return 0;
 }
 
 static int run_coalesced(call *k, sluice_response **out)
