@@ -150,25 +150,30 @@ static int set_rcvtimeo(int fd, int ms)
     return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
+ssize_t sl_sock_recv_wait(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline)
+{
+    int left = sl_ms_left(deadline), want;
+
+    if (left >= 0 && left <= 2 * TICK_SLACK_MS)
+        return recv(fd, buf, cap, MSG_DONTWAIT);
+    want = left < 0 ? 0 : left - TICK_SLACK_MS;   /* 0: no deadline, no timeout */
+    if (!timeo_fits(*timeo_ms, want)) {
+        /* A little lower than needed, so later reads with a little less
+         * time left still fit. */
+        int t = want - want / 8;
+        if (set_rcvtimeo(fd, t) != 0)
+            return recv(fd, buf, cap, MSG_DONTWAIT);
+        *timeo_ms = t;
+    }
+    return recv(fd, buf, cap, 0);
+}
+
 ssize_t sl_sock_read_blocking(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline,
                               sluice_error *err)
 {
     for (;;) {
-        int left = sl_ms_left(deadline), want;
-        ssize_t n;
+        ssize_t n = sl_sock_recv_wait(fd, timeo_ms, buf, cap, deadline);
 
-        if (left >= 0 && left <= 2 * TICK_SLACK_MS)
-            return sl_sock_read(fd, buf, cap, deadline, err);
-        want = left < 0 ? 0 : left - TICK_SLACK_MS;   /* 0: no deadline, no timeout */
-        if (!timeo_fits(*timeo_ms, want)) {
-            /* Set a little lower than needed so later reads, with a little
-             * less time left, still fit. */
-            int t = want - want / 8;
-            if (set_rcvtimeo(fd, t) != 0)
-                return sl_sock_read(fd, buf, cap, deadline, err);
-            *timeo_ms = t;
-        }
-        n = recv(fd, buf, cap, 0);
         if (n >= 0)
             return n;
         if (errno == EINTR)

@@ -43,6 +43,12 @@ ssize_t sl_sock_read(int fd, void *buf, size_t cap, int64_t deadline, sluice_err
 ssize_t sl_sock_read_blocking(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline,
                               sluice_error *err);
 
+/* The one recv() of sl_sock_read_blocking, for callers with their own error
+ * handling (the TLS I/O callback): recv()'s result and errno.  -1 with
+ * EAGAIN when nothing came before SO_RCVTIMEO ran out, which is always
+ * short of the deadline; the caller then polls the rest of the way. */
+ssize_t sl_sock_recv_wait(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline);
+
 /* Writes every byte of iov before the deadline: 0, SLUICE_ETIMEDOUT or
  * SLUICE_EIO.  *sent (optional) counts bytes written, also on failure. */
 int sl_sock_writev(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent,

@@ -29,9 +29,11 @@
 #include "clock.h"
 #include "error.h"
 #include "log.h"
+#include "sock.h"
 #include "tls.h"
 
 #define SESSION_SLOTS 256      /* origins remembered per context */
+#define READ_AHEAD 4096        /* bytes read at once when wolfSSL asks for less */
 #define ALPN_HTTP11 "http/1.1"
 
 typedef struct cached_session {
@@ -59,6 +61,11 @@ struct sl_tls {
     int io_errno;              /* last hard errno from recv/send */
     int io_eof;                /* the peer closed its side */
     int broken;                /* no close_notify on free */
+    int reading;               /* in sl_tls_read: io_recv may wait for bytes */
+    int64_t read_deadline;     /* ... until then */
+    int rcvtimeo_ms;           /* the socket's SO_RCVTIMEO (sl_sock_recv_wait) */
+    size_t ra_off, ra_len;     /* ra[ra_off, ra_len): read, not yet given to wolfSSL */
+    unsigned char ra[READ_AHEAD];
 };
 
 enum { IO_READ, IO_WRITE };
@@ -97,16 +104,51 @@ static void note_thread_uses_wolfssl(void)
 
 /* ---- I/O callbacks ------------------------------------------------------ */
 
+/* Hands wolfSSL up to sz bytes of the read-ahead buffer. */
+static int take_ahead(sl_tls *s, char *buf, int sz)
+{
+    size_t n = s->ra_len - s->ra_off;
+
+    if (n > (size_t)sz)
+        n = (size_t)sz;
+    memcpy(buf, s->ra + s->ra_off, n);
+    s->ra_off += n;
+    return (int)n;
+}
+
+/* While sl_tls_read runs, a read waits inside recv() (bounded short of its
+ * deadline, see sl_sock_recv_wait); otherwise it never waits. */
+static ssize_t net_recv(sl_tls *s, void *buf, size_t cap)
+{
+    if (s->reading)
+        return sl_sock_recv_wait(s->fd, &s->rcvtimeo_ms, buf, cap, s->read_deadline);
+    return recv(s->fd, buf, cap, MSG_DONTWAIT);
+}
+
 /* Our own recv/send so that the socket error (reset, EOF) is known exactly,
  * send never raises SIGPIPE in the host program, and no call blocks past
- * its deadline even on a socket left in blocking mode. */
+ * its deadline even on a socket left in blocking mode.  wolfSSL asks for a
+ * record's 5-byte header and then for its body: a small request is served
+ * from one larger recv() into the read-ahead buffer, so a small response
+ * takes one system call instead of two. */
 static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
 {
     sl_tls *s = arg;
     ssize_t n;
 
     (void)ssl;
-    n = recv(s->fd, buf, (size_t)sz, MSG_DONTWAIT);
+    if (s->ra_off < s->ra_len)
+        return take_ahead(s, buf, sz);
+    if ((size_t)sz < sizeof s->ra) {
+        n = net_recv(s, s->ra, sizeof s->ra);
+        if (n > 0) {
+            s->ra_off = 0;
+            s->ra_len = (size_t)n;
+            return take_ahead(s, buf, sz);
+        }
+    } else {
+        n = net_recv(s, buf, (size_t)sz);
+    }
     if (n > 0)
         return (int)n;
     if (n == 0) {
@@ -667,14 +709,9 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
     return 0;
 }
 
-ssize_t sl_tls_read(sl_tls *s, void *buf, size_t cap, int64_t deadline, sluice_error *err)
+static ssize_t read_app_data(sl_tls *s, void *buf, int want, int64_t deadline,
+                             sluice_error *err)
 {
-    int want = cap > INT_MAX ? INT_MAX : (int)cap;
-
-    if (!s || (!buf && cap))
-        return sl_err(err, SLUICE_EINVAL, "sl_tls_read: missing connection or buffer");
-    if (cap == 0)
-        return 0;
     for (;;) {
         int rc = wolfSSL_read(s->ssl, buf, want);
         int e;
@@ -691,6 +728,21 @@ ssize_t sl_tls_read(sl_tls *s, void *buf, size_t cap, int64_t deadline, sluice_e
         if (wait_fd(s->fd, e == WOLFSSL_ERROR_WANT_READ ? IO_READ : IO_WRITE, deadline))
             return sl_err(err, SLUICE_ETIMEDOUT, "TLS read from %s timed out", s->peer);
     }
+}
+
+ssize_t sl_tls_read(sl_tls *s, void *buf, size_t cap, int64_t deadline, sluice_error *err)
+{
+    ssize_t n;
+
+    if (!s || (!buf && cap))
+        return sl_err(err, SLUICE_EINVAL, "sl_tls_read: missing connection or buffer");
+    if (cap == 0)
+        return 0;
+    s->reading = 1;
+    s->read_deadline = deadline;
+    n = read_app_data(s, buf, cap > INT_MAX ? INT_MAX : (int)cap, deadline, err);
+    s->reading = 0;
+    return n;
 }
 
 int sl_tls_write(sl_tls *s, const void *buf, size_t len, int64_t deadline, sluice_error *err)
@@ -723,7 +775,9 @@ int sl_tls_write(sl_tls *s, const void *buf, size_t len, int64_t deadline, sluic
 
 int sl_tls_pending(sl_tls *s)
 {
-    return s && s->ssl ? wolfSSL_pending(s->ssl) : 0;
+    if (!s || !s->ssl)
+        return 0;
+    return wolfSSL_pending(s->ssl) + (int)(s->ra_len - s->ra_off);
 }
 
 void sl_tls_free(sl_tls *s)
