@@ -382,6 +382,12 @@ static const char cipher_list[] =
     "ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:"
     "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA";
 
+/* Key exchange: X25519 first (the TLS 1.3 key share), then the NIST
+ * curves.  This wolfSSL does P-256 in generic big-number code: a resumed
+ * handshake spent 6.3 million instructions in one P-256 shared secret and
+ * 7.0 million in all; with X25519 it takes 2.3 million. */
+static int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1};
+
 static int configure_ctx(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error *err)
 {
     int min = o->tls_min_version == 13 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2;
@@ -392,6 +398,9 @@ static int configure_ctx(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_err
         return sl_err(err, SLUICE_ETLS, "TLS: cannot set the minimum protocol version");
     if (wolfSSL_CTX_set_cipher_list(t->ctx, cipher_list) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS: cannot set the cipher suites");
+    if (wolfSSL_CTX_set_groups(t->ctx, groups, (int)(sizeof groups / sizeof groups[0])) !=
+        WOLFSSL_SUCCESS)
+        return sl_err(err, SLUICE_ETLS, "TLS: cannot set the key exchange groups");
     if (load_trust(t, o, err) < 0 || load_client_cert(t, o, err) < 0)
         return err ? err->code : SLUICE_ETLS;
     /* TLS 1.2 tickets need the extension offered; TLS 1.3 has them built in. */
