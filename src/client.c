@@ -885,16 +885,17 @@ static int cmp_param(const void *a, const void *b)
     return r ? r : (lx > ly) - (lx < ly);
 }
 
-/* Writes n bytes into room the caller reserved (see coalesce_key). */
-static void put(sl_buf *b, const void *p, size_t n)
+/* Copies n bytes to *dst and moves it on: the key's size is known before
+ * it is written (see key_size), so no copy checks for room. */
+static void put(char **dst, const void *p, size_t n)
 {
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
+    memcpy(*dst, p, n);
+    *dst += n;
 }
 
 /* The query's parameters in sorted order, so a=1&b=2 and b=2&a=1 match:
  * strlen(q) + 1 bytes. */
-static int put_sorted_query(sl_buf *key, const char *q)
+static int put_sorted_query(char **dst, const char *q)
 {
     const char *stack[32], **params = stack, *p;
     size_t n = 1, i;
@@ -912,8 +913,8 @@ static int put_sorted_query(sl_buf *key, const char *q)
     if (n > 1)
         qsort(params, n, sizeof *params, cmp_param);
     for (i = 0; i < n; i++) {
-        put(key, params[i], strcspn(params[i], "&"));
-        put(key, "&", 1);
+        put(dst, params[i], strcspn(params[i], "&"));
+        put(dst, "&", 1);
     }
     if (params != stack)
         sl_free(params);
@@ -929,81 +930,85 @@ static uint64_t fnv64(const void *data, size_t len, uint64_t h)
     return h;
 }
 
+static const char *or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
 static size_t headers_size(const sluice_header *h, size_t n)
 {
     size_t i, size = 0;
 
     for (i = 0; i < n; i++)
-        size += strlen(h[i].name ? h[i].name : "") + strlen(h[i].value ? h[i].value : "") + 2;
+        size += strlen(or_empty(h[i].name)) + strlen(or_empty(h[i].value)) + 2;
     return size;
 }
 
-static void put_headers(sl_buf *key, const sluice_header *h, size_t n)
+static void put_headers(char **dst, const sluice_header *h, size_t n)
 {
     size_t i;
 
     for (i = 0; i < n; i++) {
-        const char *name = h[i].name ? h[i].name : "", *value = h[i].value ? h[i].value : "";
-        put(key, name, strlen(name) + 1);
-        put(key, value, strlen(value) + 1);
+        put(dst, or_empty(h[i].name), strlen(or_empty(h[i].name)) + 1);
+        put(dst, or_empty(h[i].value), strlen(or_empty(h[i].value)) + 1);
     }
 }
 
-/* method, origin, path, sorted query, every header (the client's defaults
- * too, so two credentials never share a flight), and the body's hash.
- * Built on every coalescible call, so its size is worked out first and
- * the parts are copied into one reservation: no printf, no regrowth. */
-static int coalesce_key(const call *k, sl_buf *key)
-{
-    const char *origin = k->c->eps[0].url.origin;
-    const char *q = strchr(k->rel.data, '?');
-    size_t plen = q ? (size_t)(q - k->rel.data) : k->rel.len;
-    size_t nreq = k->req->headers ? k->req->nheaders : 0;
-    uint64_t h[2];
-    size_t size;
+/* The coalescing key: method, origin, path, sorted query, every header
+ * (the client's defaults too, so two credentials never share a flight),
+ * and the body's hash.  It is built on every coalescible call, so it is
+ * sized first and then written in one pass, usually on the stack. */
+typedef struct key_parts {
+    const char *origin;
+    const char *query;       /* after the '?', or NULL */
+    size_t path_len;         /* of k->rel.data, up to the '?' */
+    size_t nreq;             /* request headers */
+} key_parts;
 
-    size = strlen(k->method) + 1 + strlen(origin) + k->c->base_path_len + plen + 1 +
+static size_t key_size(const call *k, key_parts *kp)
+{
+    const char *q = strchr(k->rel.data, '?');
+
+    kp->origin = k->c->eps[0].url.origin;
+    kp->query = q ? q + 1 : NULL;
+    kp->path_len = q ? (size_t)(q - k->rel.data) : k->rel.len;
+    kp->nreq = k->req->headers ? k->req->nheaders : 0;
+    return strlen(k->method) + 1 + strlen(kp->origin) + k->c->base_path_len + kp->path_len + 1 +
            (q ? strlen(q + 1) + 1 : 0) + 1 + headers_size(k->c->headers, k->c->nheaders) + 1 +
-           headers_size(k->req->headers, nreq) + sizeof h;
-    if (sl_buf_reserve(key, size))
+           headers_size(k->req->headers, kp->nreq) + 2 * sizeof(uint64_t);
+}
+
+/* Writes the key key_size() measured into dst. */
+static int write_key(const call *k, const key_parts *kp, char *dst)
+{
+    uint64_t h[2];
+
+    put(&dst, k->method, strlen(k->method));
+    put(&dst, " ", 1);
+    put(&dst, kp->origin, strlen(kp->origin));
+    put(&dst, k->c->base_path, k->c->base_path_len);
+    put(&dst, k->rel.data, kp->path_len);
+    put(&dst, "", 1);
+    if (kp->query && put_sorted_query(&dst, kp->query))
         return SLUICE_ENOMEM;
-    put(key, k->method, strlen(k->method));
-    put(key, " ", 1);
-    put(key, origin, strlen(origin));
-    put(key, k->c->base_path, k->c->base_path_len);
-    put(key, k->rel.data, plen);
-    put(key, "", 1);
-    if (q && put_sorted_query(key, q + 1))
-        return SLUICE_ENOMEM;
-    put(key, "", 1);
-    put_headers(key, k->c->headers, k->c->nheaders);
-    put(key, "", 1);
-    put_headers(key, k->req->headers, nreq);
+    put(&dst, "", 1);
+    put_headers(&dst, k->c->headers, k->c->nheaders);
+    put(&dst, "", 1);
+    put_headers(&dst, k->req->headers, kp->nreq);
     h[0] = fnv64(k->body, k->body_len, 14695981039346656037ull);
     h[1] = fnv64(k->body, k->body_len, 0x84222325cbf29ce4ull ^ k->body_len);
-    put(key, h, sizeof h);
-    key->data[key->len] = '\0';
+    put(&dst, h, sizeof h);
     return 0;
 }
 
-static int run_coalesced(call *k, sluice_response **out)
+/* What the caller gets from the flight: its own handle on the shared
+ * response, or the flight's error. */
+static int take_result(call *k, int rc, sluice_flight_result *fr, sluice_response **out)
 {
-    sluice_flight_result fr;
-    sl_buf key = SL_BUF_INIT;
-    flight_value *fv;
-    int rc;
+    flight_value *fv = fr->value;
 
-    if (coalesce_key(k, &key)) {
-        sl_buf_free(&key);
-        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-    }
-    memset(&fr, 0, sizeof fr);
-    rc = sl_coalesce(k->f->co, key.data, key.len, k->deadline, k->c->opts.coalesce_window_ms,
-                     flight_cacheable, flight_fn, k, &fr);
-    sl_buf_free(&key);
-    fv = fr.value;
     if (rc == 0 && fv && fv->resp) {
-        if (!(*out = sl_response_share(fv->resp, fr.shared)))
+        if (!(*out = sl_response_share(fv->resp, fr->shared)))
             rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
         else
             (*out)->attempts = fv->attempts;
@@ -1014,6 +1019,30 @@ static int run_coalesced(call *k, sluice_response **out)
     } else if (rc) {
         sl_err(k->err, rc, "%s", sluice_strerror(rc));
     }
+    return rc;
+}
+
+static int run_coalesced(call *k, sluice_response **out)
+{
+    sluice_flight_result fr;
+    char stack[512], *key = stack;
+    key_parts kp;
+    size_t size = key_size(k, &kp);
+    int rc;
+
+    if (size > sizeof stack && !(key = sl_malloc(size)))
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    if (write_key(k, &kp, key)) {
+        if (key != stack)
+            sl_free(key);
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    }
+    memset(&fr, 0, sizeof fr);
+    rc = sl_coalesce(k->f->co, key, size, k->deadline, k->c->opts.coalesce_window_ms,
+                     flight_cacheable, flight_fn, k, &fr);
+    if (key != stack)
+        sl_free(key);
+    rc = take_result(k, rc, &fr, out);
     sluice_flight_result_release(&fr);
     return rc;
 }
