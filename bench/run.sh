@@ -11,14 +11,15 @@
 # BENCH_SERVER_LIFE seconds should this script be killed hard.
 #
 #   BUILD=build bench/run.sh
-#   BENCH_SECONDS  length of one timed run (default 4)
-#   BENCH_ROUNDS   rounds per timed scenario, best one reported (default 3)
+#   BENCH_SECONDS  length of one timed run (default 2)
+#   BENCH_ROUNDS   rounds per timed scenario (default 5); medians reported
+#   BENCH_PIN      1 (default): servers on CPU 0, load generators on CPU 1
 #   BENCH_OUT      the report (default bench/results.md; "-" = none)
 set -eu
 
 BUILD=${BUILD:-build}
-S=${BENCH_SECONDS:-4}
-R=${BENCH_ROUNDS:-3}
+S=${BENCH_SECONDS:-2}
+R=${BENCH_ROUNDS:-5}
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${BENCH_OUT:-$top/bench/results.md}
 life=${BENCH_SERVER_LIFE:-900}
@@ -62,6 +63,15 @@ ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # --- servers --------------------------------------------------------------
 
+# With two cores or more, the servers run on CPU 0 and the clients on CPU 1,
+# so a client's own cost sets its pace instead of the scheduler's split of
+# two cores between client, server and whatever else the machine runs.
+srv_pin="" cli_pin="" workers=2
+if [ "${BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    srv_pin="taskset -c 0" cli_pin="taskset -c 1" workers=1
+fi
+pin=$cli_pin
+
 rand_port() { echo $(( 20000 + $(od -An -N2 -tu2 /dev/urandom) % 30000 )); }
 
 # Waits until a GET through sluice-bench answers 200 (n tries of 50 ms).
@@ -81,8 +91,8 @@ ca="$tmp/certs/ca.pem"
 for attempt in 1 2 3 4 5 6 7 8; do
     port=$(rand_port); tls_port=$((port + 1))
     sed -e "s|@TMP@|$tmp|g; s|@PORT@|$port|g; s|@TLS_PORT@|$tls_port|g; s|@CERTS@|$tmp/certs|g" \
-        "$top/bench/nginx.conf.in" >"$tmp/nginx.conf"
-    timeout "$life" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" \
+        -e "s|@WORKERS@|$workers|g" "$top/bench/nginx.conf.in" >"$tmp/nginx.conf"
+    $srv_pin timeout "$life" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" \
         >"$tmp/nginx.out" 2>&1 &
     nginx_pid=$!
     if wait_http "127.0.0.1:$port" 60 "" && wait_http "127.0.0.1:$tls_port" 20 "--https --ca $ca"; then
@@ -97,7 +107,7 @@ https="127.0.0.1:$tls_port"
 
 for attempt in 1 2 3 4 5 6 7 8; do
     redis_port=$(rand_port)
-    timeout "$life" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
+    $srv_pin timeout "$life" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
         --appendonly no --dir "$tmp" --daemonize no >"$tmp/redis.log" 2>&1 &
     redis_pid=$!
     i=0
@@ -111,7 +121,7 @@ for attempt in 1 2 3 4 5 6 7 8; do
 done
 [ -n "$redis_pid" ] || fail "redis-server did not start: $(cat "$tmp/redis.log")"
 
-"$bin/sluice-mockapi" --port-file "$tmp/mock.port" --exit-after "$life" --quiet \
+$srv_pin "$bin/sluice-mockapi" --port-file "$tmp/mock.port" --exit-after "$life" --quiet \
     >"$tmp/mockapi.log" 2>&1 &
 mock_pid=$!
 i=0
@@ -134,9 +144,21 @@ calc() { awk "BEGIN { printf \"%s\", ($1) }" </dev/null; }
 fmt0() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
 # fx EXPR [DIGITS]: a ratio, "1.23x".
 fx() { awk "BEGIN { printf \"%.${2:-2}fx\", $1 }" </dev/null; }
-# best FILE: the JSON line with the highest rps.
-best() {
-    awk -F'"rps":' '{ split($2, a, ","); if (a[1] + 0 > m) { m = a[1] + 0; l = $0 } } END { print l }' "$1"
+# med: the median of the numbers on stdin, one a line.
+med() {
+    sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2];
+                                      else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# vals FILE KEY: "round value" for every JSON line of FILE, by round.
+vals() { sed -n "s/^{\"round\":\([0-9]*\),.*\"$2\":\([^,}]*\).*/\1 \2/p" "$1" | sort -k1,1; }
+# medv NAME WHO KEY: the median of KEY over the rounds of pair NAME.
+medv() { vals "$tmp/$1.$2" "$3" | cut -d' ' -f2 | med; }
+# ratio NAME KEY: the median over rounds of sluice's KEY / the peer's KEY in
+# the same round (run back to back, so they saw the same machine).
+ratio() {
+    vals "$tmp/$1.sluice" "$2" >"$tmp/v.s"
+    vals "$tmp/$1.peer" "$2" >"$tmp/v.p"
+    join "$tmp/v.s" "$tmp/v.p" | awk '$3 > 0 { print $2 / $3 }' | med
 }
 
 table="$tmp/table.md"
@@ -148,8 +170,8 @@ detail() { printf '%s\n' "$*" >>"$details"; }
 yesno() { if [ "$(calc "($1) ? 1 : 0")" = 1 ]; then echo yes; else echo no; fi; }
 
 # pair NAME "SLUICE ARGS" "PEER PROGRAM AND ARGS": R rounds, order
-# alternating; lines in $tmp/NAME.sluice and $tmp/NAME.peer, latencies of
-# round r in $tmp/NAME.TOOL.r.lat.
+# alternating, each run under $pin; lines in $tmp/NAME.sluice and
+# $tmp/NAME.peer, latencies of round r in $tmp/NAME.TOOL.r.lat.
 pair() {
     name=$1 sargs=$2 pargs=$3
     : >"$tmp/$name.sluice"; : >"$tmp/$name.peer"
@@ -159,11 +181,11 @@ pair() {
         for who in $order; do
             if [ $who = sluice ]; then
                 # shellcheck disable=SC2086
-                "$sb" $sargs -d "$S" --json --latency-out "$tmp/$name.sluice.$r.lat" |
+                $pin "$sb" $sargs -d "$S" --json --latency-out "$tmp/$name.sluice.$r.lat" |
                     sed "s/^{/{\"round\":$r,/" >>"$tmp/$name.sluice"
             else
                 # shellcheck disable=SC2086
-                $pargs -d "$S" --json --latency-out "$tmp/$name.peer.$r.lat" |
+                $pin $pargs -d "$S" --json --latency-out "$tmp/$name.peer.$r.lat" |
                     sed "s/^{/{\"round\":$r,/" >>"$tmp/$name.peer"
             fi
         done
@@ -175,11 +197,12 @@ pair() {
     detail '```'
 }
 
-# rps_row LABEL NAME TARGET_RATIO: sluice's and the peer's best rps.
+# rps_row LABEL NAME TARGET MIN_RATIO: median rps of each side, the median
+# per-round ratio, and whether it reaches MIN_RATIO.
 rps_row() {
-    s=$(best "$tmp/$2.sluice" | jget rps) p=$(best "$tmp/$2.peer" | jget rps)
-    ratio=$(calc "$s / $p")
-    row "$1" "$(fmt0 "$s") req/s" "$(fmt0 "$p") req/s" "$(fx "$ratio")" "$3" "$(yesno "$ratio >= $4")"
+    rr=$(ratio "$2" rps)
+    row "$1" "$(fmt0 "$(medv "$2" sluice rps)") req/s" "$(fmt0 "$(medv "$2" peer rps)") req/s" \
+        "$(fx "$rr")" "$3" "$(yesno "$rr >= $4")"
 }
 
 # instr PROGRAM ARGS...: instructions per request inside one_get (callgrind,
@@ -203,25 +226,38 @@ say "bench: a. keep-alive GET, 8 threads"
 pair ka "-t 8 -c 8 $http" "$bc -t 8 -c 8 $http"
 rps_row "a. keep-alive GET, 8 threads: throughput (sluice one shared pool; libcurl a handle per thread)" \
     ka ">= 1.25x" 1.25
-sb_line=$(best "$tmp/ka.sluice") pc_line=$(best "$tmp/ka.peer")
-s99=$(echo "$sb_line" | jget p99_us) p99=$(echo "$pc_line" | jget p99_us)
-row "a. keep-alive GET, 8 threads: p99 latency (of the runs above)" "$s99 us" "$p99 us" \
-    "$(fx "$s99 / $p99")" "sluice <= libcurl" "$(yesno "$s99 <= $p99")"
-scpu=$(echo "$sb_line" | jget cpu_us) pcpu=$(echo "$pc_line" | jget cpu_us)
-row "a. keep-alive GET, 8 threads: client CPU per GET (user + system)" "$scpu us" "$pcpu us" \
-    "$(fx "$scpu / $pcpu")" "(reported)" "-"
-ka_round=$(echo "$sb_line" | jget round) kp_round=$(echo "$pc_line" | jget round)
-wrk_best=0
+rr=$(ratio ka p99_us)
+row "a. keep-alive GET, 8 threads: p99 latency (same runs)" "$(medv ka sluice p99_us) us" \
+    "$(medv ka peer p99_us) us" "$(fx "$rr")" "sluice <= libcurl" "$(yesno "$rr <= 1")"
+row "a. keep-alive GET, 8 threads: client CPU per GET, user + system (same runs)" \
+    "$(medv ka sluice cpu_us) us" "$(medv ka peer cpu_us) us" "$(fx "$(ratio ka cpu_us)")" "(reported)" "-"
+# The round whose ratio is the median gives the latency CDF.
+vals "$tmp/ka.sluice" rps >"$tmp/v.s"; vals "$tmp/ka.peer" rps >"$tmp/v.p"
+ka_round=$(join "$tmp/v.s" "$tmp/v.p" | awk '$3 > 0 { print $2 / $3, $1 }' | sort -g |
+           awk -v n="$R" 'NR == int((n + 1) / 2) { print $2 }')
+wrk_threads=2
+[ -z "$cli_pin" ] || wrk_threads=1
+: >"$tmp/wrk"
 r=1
 while [ $r -le "$R" ]; do
-    w=$(wrk -t 2 -c 8 -d "${S}s" "http://$http/" 2>&1 | sed -n 's/^Requests\/sec: *//p')
+    w=$($pin wrk -t $wrk_threads -c 8 -d "${S}s" "http://$http/" 2>&1 | sed -n 's/^Requests\/sec: *//p')
     detail "wrk round $r: ${w:-failed} req/s"
-    [ -n "$w" ] && [ "$(calc "$w > $wrk_best")" = 1 ] && wrk_best=$w
+    [ -z "$w" ] || echo "$w" >>"$tmp/wrk"
     r=$((r + 1))
 done
-row "a. wrk, 2 threads x 8 connections (the ceiling for plain keep-alive)" "-" \
-    "$(fmt0 "$wrk_best") req/s" "$(fx "$(best "$tmp/ka.sluice" | jget rps) / $wrk_best")" \
+wrk_med=$(med <"$tmp/wrk")
+row "a. wrk, $wrk_threads thread(s) x 8 connections (the ceiling for plain keep-alive)" "-" \
+    "$(fmt0 "$wrk_med") req/s" "$(fx "$(medv ka sluice rps) / ($wrk_med + 0.001)")" \
     "(ceiling; ratio: sluice / wrk)" "-"
+
+if [ -n "$cli_pin" ]; then
+    pin=""
+    pair ka_free "-t 8 -c 8 $http" "$bc -t 8 -c 8 $http"
+    pin=$cli_pin
+    rps_row "a. the same with the clients not pinned: client, server and other work share both cores" \
+        ka_free "(reported)" 1.25
+    sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
+fi
 
 # --- b. 32 threads sharing 8 connections ------------------------------------
 
@@ -229,8 +265,8 @@ say "bench: b. 32 threads sharing 8 connections"
 pair share "-t 32 -c 8 $http" "$bc --share -t 32 -c 8 $http"
 rps_row "b. 32 threads sharing 8 connections (libcurl: share interface, CURLOPT_MAXCONNECTS 8)" \
     share "> 1x (sluice faster)" 1.0000001
-sc=$(best "$tmp/share.sluice" | jget created) pc=$(best "$tmp/share.peer" | jget created)
-row "b. connections opened during that run" "$sc" "$pc" "-" "(reported)" "-"
+row "b. connections opened per run (median)" "$(medv share sluice created)" \
+    "$(medv share peer created)" "-" "(reported)" "-"
 
 # --- c. instructions per keep-alive GET --------------------------------------
 
@@ -248,15 +284,15 @@ pair tls "-t 8 -c 8 --https --ca $ca $https" "$bc -t 8 -c 8 --https --ca $ca $ht
 rps_row "d. HTTPS keep-alive GET, 8 threads" tls ">= 1.1x" 1.1
 pair churn "-t 8 -c 8 --close --https --ca $ca $https" "$bc -t 8 -c 8 --close --https --ca $ca $https"
 rps_row "d. HTTPS churn: Connection: close, a new TLS connection per GET, 8 threads" churn ">= 1.0x" 1.0
-cl=$(best "$tmp/churn.sluice")
-row "d. sluice TLS handshakes in that run: full / resumed" \
-    "$(echo "$cl" | jget tls_full) / $(echo "$cl" | jget tls_resumed)" "-" "-" "(reported)" "-"
+row "d. sluice TLS handshakes per churn run (median): full / resumed" \
+    "$(medv churn sluice tls_full) / $(medv churn sluice tls_resumed)" "-" "-" "(reported)" "-"
 
 # --- e. limiter -----------------------------------------------------------------
 
 say "bench: e. limiter decisions per second"
 if [ -x "$bin/bench/bench_limiter" ]; then
-    if "$bin/bench/bench_limiter" "redis://127.0.0.1:$redis_port" "$S" >"$tmp/limiter.out" 2>&1; then
+    # shellcheck disable=SC2086
+    if $pin "$bin/bench/bench_limiter" "redis://127.0.0.1:$redis_port" "$S" >"$tmp/limiter.out" 2>&1; then
         lim_rc=0
     else
         lim_rc=$?
@@ -285,7 +321,7 @@ say "bench: f. 64 identical GETs to a 50 ms upstream"
 : >"$tmp/burst"
 r=1
 while [ $r -le "$R" ]; do
-    "$sb" --burst 64 --path /delay/50 --hits-path /hits/delay/50 --json "$mock" >>"$tmp/burst" ||
+    $pin "$sb" --burst 64 --path /delay/50 --hits-path /hits/delay/50 --json "$mock" >>"$tmp/burst" ||
         say "bench: burst round $r had errors"
     r=$((r + 1))
 done
@@ -293,11 +329,11 @@ detail "### coalescing burst"
 detail '```'
 cat "$tmp/burst" >>"$details"
 detail '```'
-bl=$(awk -F'"slowest_us":' '{ split($2, a, ","); if (m == "" || a[1] + 0 < m) { m = a[1] + 0; l = $0 } } END { print l }' "$tmp/burst")
-calls=$(echo "$bl" | jget upstream_calls) slow=$(echo "$bl" | jget slowest_us)
-row "f. coalescing: 64 concurrent identical GETs, 50 ms upstream: upstream calls" "$calls" "-" "-" \
-    "exactly 1" "$(yesno "$calls == 1")"
-row "f. coalescing: the slowest of the 64 callers" "$(calc "$slow / 1000") ms" "-" \
+calls=$(sed -n 's/.*"upstream_calls":\([^,}]*\).*/\1/p' "$tmp/burst" | sort -u | tr '\n' ' ' | sed 's/ $//')
+slow=$(sed -n 's/.*"slowest_us":\([^,}]*\).*/\1/p' "$tmp/burst" | med)
+row "f. coalescing: 64 concurrent identical GETs, 50 ms upstream: upstream calls (every round)" \
+    "$calls" "-" "-" "exactly 1" "$(yesno "\"$calls\" == \"1\"")"
+row "f. coalescing: the slowest of the 64 callers (median)" "$(calc "$slow / 1000") ms" "-" \
     "$(fx "$slow / 50000") of 50 ms" "<= 60 ms (1.2x)" "$(yesno "$slow <= 60000")"
 
 # --- g. memory per idle connection ----------------------------------------------
@@ -321,10 +357,10 @@ done
 
 say "bench: h. coalescer overhead"
 pair coal "-t 8 -c 8 --distinct --coalesce $http" "$sb -t 8 -c 8 --distinct $http"
-s=$(best "$tmp/coal.sluice" | jget rps) p=$(best "$tmp/coal.peer" | jget rps)
+rr=$(ratio coal rps)
 row "h. coalescer cost: keep-alive rps, coalescing on vs off, no two requests alike" \
-    "$(fmt0 "$s") req/s on" "$(fmt0 "$p") req/s off" "$(fx "$s / $p" 3)" \
-    "cost <= 2% (>= 0.98x)" "$(yesno "$s / $p >= 0.98")"
+    "$(fmt0 "$(medv coal sluice rps)") req/s on" "$(fmt0 "$(medv coal peer rps)") req/s off" \
+    "$(fx "$rr" 3)" "cost <= 2% (>= 0.98x)" "$(yesno "$rr >= 0.98")"
 co_on=$(instr "$sb" --distinct --coalesce "$http")
 co_off=$(instr "$sb" --distinct "$http")
 row "h. coalescer cost: instructions per GET, coalescing on vs off" "$co_on" "$co_off" \
@@ -340,7 +376,7 @@ now=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 if command -v gnuplot >/dev/null && [ -s "$tmp/ka.sluice.$ka_round.lat" ]; then
     for who in sluice peer; do
-        if [ $who = sluice ]; then f="$tmp/ka.sluice.$ka_round.lat"; else f="$tmp/ka.peer.$kp_round.lat"; fi
+        f="$tmp/ka.$who.$ka_round.lat"
         # Sorted already; keep about 2000 points of the CDF.
         awk -v n="$(wc -l <"$f")" 'BEGIN { step = n > 2000 ? int(n / 2000) : 1 }
              NR % step == 0 || NR == n { print $1, NR / n }' "$f" >"$tmp/cdf.$who"
@@ -356,11 +392,20 @@ fi
     echo
     echo "$machine"
     echo
-    echo "Method: nginx 1.22 (2 workers, keep-alive, a fixed 27-byte JSON body), a private"
-    echo "redis-server and the mock API, all on 127.0.0.1; client and servers share the"
-    echo "machine's cores.  Each timed scenario ran $R rounds of $S s, sluice and its peer"
-    echo "alternating which goes first; the table shows each side's best round (the"
-    echo "least disturbed by other load on the machine); every round is listed below."
+    echo "Method: nginx 1.22 ($workers worker(s), keep-alive, a fixed 27-byte JSON body), a"
+    echo "private redis-server and the mock API, all on 127.0.0.1."
+    if [ -n "$cli_pin" ]; then
+        echo "The servers run on CPU 0 and every load generator on CPU 1 (taskset), so a"
+        echo "client's own cost per request sets its pace; one row repeats scenario a with"
+        echo "the client free to use both cores, where the server's share of the CPU rules."
+    else
+        echo "Client and servers share the machine's cores (not pinned)."
+    fi
+    echo "Each timed scenario ran $R rounds of $S s; a round runs sluice and its peer back"
+    echo "to back, alternating which goes first.  The table shows each side's median over"
+    echo "the rounds and the median of the per-round ratios (the two runs of a round saw"
+    echo "the same machine: it is shared, and other work on it moves every number); every"
+    echo "round is listed below."
     echo "Instruction counts come from callgrind inside the request call, (1200 - 200"
     echo "requests) / 1000, so start-up and the first connection cancel out."
     echo
