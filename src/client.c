@@ -174,7 +174,7 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         return NULL;
     }
     pthread_mutex_init(&c->bulk_lock, NULL);
-    pthread_cond_init(&c->bulk_cond, NULL);
+    sl_cond_init_monotonic(&c->bulk_cond);
     c->f = f;
     c->opts = *o;
     normalise(&c->opts, f);

@@ -42,6 +42,18 @@ int sl_ms_left(int64_t deadline)
     return left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
+int sl_cond_init_monotonic(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    int rc;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc;
+}
+
 struct timespec sl_deadline_timespec(int64_t deadline)
 {
     struct timespec ts;

@@ -3,6 +3,7 @@
 #ifndef SL_CLOCK_H
 #define SL_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -24,8 +25,12 @@ static inline int64_t sl_deadline_min(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* Initialises a condition variable that waits on CLOCK_MONOTONIC, so the
+ * timespecs below mean what they say.  Returns pthread_cond_init's code. */
+int sl_cond_init_monotonic(pthread_cond_t *c);
+
 /* A CLOCK_MONOTONIC timespec for pthread_cond_timedwait on a condition
- * variable created with sl_cond_init_monotonic(). */
+ * variable made by sl_cond_init_monotonic(). */
 struct timespec sl_deadline_timespec(int64_t deadline);
 
 /* Sleeps until `deadline` (returns early never; at once if past). */

@@ -5,20 +5,23 @@
  * idle ones, checked-out ones, ones being created and ones being destroyed.
  * A slot is released only after its resource is destroyed, so max_total and
  * max_per_key bound the resources that really exist at any instant.  When a
- * waiter needs capacity that an idle resource holds, the idle resource is
- * taken off the idle lists and its slot passes to the waiter, which destroys
- * it before creating its own.
+ * checkout needs capacity that an idle resource holds (max_total reached,
+ * or a SL_POOL_FRESH checkout at its key's limit), the least recently used
+ * such idle resource is taken off the idle lists and its slot passes to the
+ * checkout, which destroys it (reason OVERFLOW) before creating its own.
  *
  * Fairness.  Waiters queue in arrival order.  Whenever capacity appears
  * (put, a released slot), dispatch() walks the queue from its head and
  * grants each waiter that can now be served, under the lock and before
  * anyone else can look; so a later caller never takes what an earlier
- * waiter could have used.
+ * waiter could have used, while a waiter held back only by its own key's
+ * limit does not hold up waiters for other keys.
  *
  * Keys are never removed: their entries hold the per-key statistics and live
  * until sl_pool_free (a process talks to a bounded set of origins). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -86,6 +89,7 @@ struct sl_pool {
     entry **tab;                   /* open addressing, never more than half full */
     size_t tab_cap, nkeys;
     entry *entries;
+    entry *last;                   /* the entry entry_get() found last */
     item *idle_new, *idle_old;     /* pool-wide idle list, for LRU eviction */
     waiter *wq_head, *wq_tail;
     int slots, idle, in_use, waiting, peak_in_use;
@@ -142,14 +146,19 @@ static int table_grow(sl_pool *p)
     return 0;
 }
 
-/* Finds or adds the entry for `key`.  Lock held. */
+/* Finds or adds the entry for `key`.  Lock held.  Most programs talk to one
+ * origin at a time, so the last entry is tried before hashing. */
 static entry *entry_get(sl_pool *p, const char *key, sluice_error *err)
 {
-    uint64_t h = hash_key(key);
-    entry *e = entry_find(p, key, h);
+    uint64_t h;
+    entry *e = p->last;
 
-    if (e)
+    if (e && strcmp(e->key, key) == 0)
         return e;
+    h = hash_key(key);
+    e = entry_find(p, key, h);
+    if (e)
+        return p->last = e;
     if ((p->nkeys + 1) * 2 > p->tab_cap && table_grow(p) != 0)
         goto nomem;
     e = sl_calloc(1, sizeof *e);
@@ -162,7 +171,7 @@ static entry *entry_get(sl_pool *p, const char *key, sluice_error *err)
     p->entries = e;
     table_put(p->tab, p->tab_cap, e);
     p->nkeys++;
-    return e;
+    return p->last = e;
 nomem:
     sl_err(err, SLUICE_ENOMEM, "no memory for pool key '%s'", key);
     return NULL;
@@ -384,13 +393,24 @@ static int check_reuse(sl_pool *p, const item *it)
 
 /* ---- checkout ------------------------------------------------------------- */
 
+static const char *limit_str(int limit, char *buf, size_t cap)
+{
+    if (!limit)
+        return "unlimited";
+    snprintf(buf, cap, "%d", limit);
+    return buf;
+}
+
 static int pool_timeout(sl_pool *p, entry *e, sluice_error *err)
 {
+    char kl[16], tl[16];
+
     e->c.timeouts++;
     return sl_err(err, SLUICE_EPOOLTIMEOUT,
-                  "no pooled resource for '%s' before the deadline: %d of max_per_key %d "
-                  "for the key, %d of max_total %d in all",
-                  e->key, e->slots, p->per_key, p->slots, p->cfg.max_total);
+                  "no pooled resource for '%s' before the deadline (%d open for the key, "
+                  "max_per_key %s; %d in all, max_total %s)",
+                  e->key, e->slots, limit_str(p->per_key, kl, sizeof kl), p->slots,
+                  limit_str(p->cfg.max_total, tl, sizeof tl));
 }
 
 /* Queues the caller and sleeps until granted, closed or past the deadline.
@@ -465,6 +485,7 @@ static int create_in_slot(sl_pool *p, entry *e, void *arg, int64_t deadline, int
     item *it = sl_calloc(1, sizeof *it);
     int rc;
 
+    sl_err_clear(err);
     if (!it)
         rc = sl_err(err, SLUICE_ENOMEM, "no memory for a pooled resource for '%s'", e->key);
     else if ((rc = p->ops.create(p->ctx, e->key, arg, deadline, &it->pub.res, err)) != 0) {

@@ -450,6 +450,7 @@ static void test_pool_timeout_fires_and_is_counted(void)
     CU_ASSERT(took < 200 + 1500);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "http://127.0.0.1:9"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "max_total 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "max_per_key 1"));
     /* No wait at all with a deadline already due. */
     t0 = tu_now_ms();
     CU_ASSERT_EQUAL(sl_pool_get(p, "http://127.0.0.1:9", NULL, 0, sl_deadline_in_ms(0), &x, NULL),
@@ -617,6 +618,27 @@ static void test_pool_create_failure_frees_slot_for_waiter(void)
     CU_ASSERT_EQUAL(stats_of(p, NULL).created, 1);
     CU_ASSERT_EQUAL(stats_of(p, NULL).in_use, 1);
     sl_pool_put(p, second.it, 1);
+    free_pool(p, &f);
+}
+
+static void test_pool_broken_put_lets_other_key_waiter_create(void)
+{
+    fake f;
+    sl_pool *p = new_pool(&f, (sl_pool_cfg){.max_total = 1});
+    sl_pool_item *held = get_ok(p, "A", 0);
+    getter g;
+
+    memset(&g, 0, sizeof g);
+    getter_start(&g, p, "B", 20000);
+    CU_ASSERT_EQUAL_FATAL(await_waiting(p, "B", 1), 0);
+    sl_pool_put(p, held, 0);
+    pthread_join(g.th, NULL);
+    CU_ASSERT_EQUAL(g.rc, 0);
+    CU_ASSERT_EQUAL(g.reused, 0);
+    CU_ASSERT_EQUAL(stats_of(p, "A").closed[SLUICE_CLOSE_BROKEN], 1);
+    CU_ASSERT_EQUAL(stats_of(p, "B").created, 1);
+    CU_ASSERT(atomic_load(&f.peak_live) <= 1);
+    sl_pool_put(p, g.it, 1);
     free_pool(p, &f);
 }
 
@@ -1155,6 +1177,8 @@ static void *churn_main(void *arg)
             continue;
         }
         atomic_fetch_add(&c->ok, 1);
+        if (sl_rand_below(4) == 0)
+            sched_yield();    /* hold it a little: make others wait */
         if (sl_rand_below(100) == 0)
             atomic_store(&((fake_res *)it->res)->dead, 1);
         sl_pool_put(c->p, it, sl_rand_below(20) != 0);
@@ -1166,8 +1190,8 @@ static void test_pool_churn_32_threads_consistent(void)
 {
     fake f;
     sl_pool *p = new_pool(&f, (sl_pool_cfg){.max_total = 8, .max_per_key = 4,
-                                           .max_idle_per_key = 2, .idle_timeout_ms = 20,
-                                           .max_lifetime_ms = 200, .housekeeping = 1});
+                                           .max_idle_per_key = 2, .idle_timeout_ms = 5,
+                                           .max_lifetime_ms = 50, .housekeeping = 1});
     churn c = {.p = p, .f = &f};
     pthread_t th[32];
     struct sluice_pool_stats s;
@@ -1210,6 +1234,8 @@ static CU_TestInfo tests[] = {
     {"test_pool_stale_idle_replaced_transparently", test_pool_stale_idle_replaced_transparently},
     {"test_pool_create_failure_frees_slot_for_waiter",
      test_pool_create_failure_frees_slot_for_waiter},
+    {"test_pool_broken_put_lets_other_key_waiter_create",
+     test_pool_broken_put_lets_other_key_waiter_create},
     {"test_pool_fresh_never_reuses", test_pool_fresh_never_reuses},
     {"test_pool_max_total_takes_lru_idle_of_other_key",
      test_pool_max_total_takes_lru_idle_of_other_key},
