@@ -408,6 +408,13 @@ fi
     echo "round is listed below."
     echo "Instruction counts come from callgrind inside the request call, (1200 - 200"
     echo "requests) / 1000, so start-up and the first connection cancel out."
+    if [ "$(calc "$load0 > $(nproc) || $load1 > $(nproc)")" = 1 ]; then
+        echo
+        echo "**This run shared the machine with other work** (load average $load0 at the"
+        echo "start, $load1 at the end, on $(nproc) cores): the timed rows moved from round"
+        echo "to round (see below).  The instruction counts and the client CPU per request"
+        echo "are the steadier measures."
+    fi
     echo
     echo "| scenario | sluice | peer | ratio | target | met? |"
     echo "| --- | --- | --- | --- | --- | --- |"
