@@ -855,6 +855,8 @@ static int flight_fn(void *arg, void **value)
     rc = run(k, &fv->resp);
     fv->err.code = rc;
     fv->attempts = k->attempts;
+    if (fv->resp)
+        fv->resp->attempts = k->attempts;   /* before the flight publishes it */
     k->err = caller_err;
     *value = fv;
     return rc;
@@ -1001,17 +1003,17 @@ static int write_key(const call *k, const key_parts *kp, char *dst)
     return 0;
 }
 
-/* What the caller gets from the flight: its own handle on the shared
- * response, or the flight's error. */
+/* What the caller gets from the flight: the leader another reference on
+ * the response's primary handle, every other caller a handle of its own on
+ * the same data; or the flight's error. */
 static int take_result(call *k, int rc, sluice_flight_result *fr, sluice_response **out)
 {
     flight_value *fv = fr->value;
 
     if (rc == 0 && fv && fv->resp) {
-        if (!(*out = sl_response_share(fv->resp, fr->shared)))
+        *out = fr->shared ? sl_response_share(fv->resp, 1) : sl_response_ref(fv->resp);
+        if (!*out)
             rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-        else
-            (*out)->attempts = fv->attempts;
     } else if (fv) {
         sl_err_copy(k->err, &fv->err);
     } else if (rc == SLUICE_ETIMEDOUT) {
