@@ -521,23 +521,31 @@ struct sluice_limiter_stats {
 
 SLUICE_API void sluice_limiter_opts_init(sluice_limiter_opts *o);
 
-/* Creates a limiter.  `redis_url` is "redis://[:password@]host[:port][/db]"
- * or "unix:///path"; NULL means $SLUICE_REDIS_URL, and with that unset the
- * in-process limiter.  Returns NULL with `err` set on failure.  Caller owns
- * it.  Every other limiter function is thread-safe. */
+/* Creates a limiter.  `redis_url` is "redis://[[user]:password@]host[:port][/db]"
+ * or "unix:///path[?db=N]"; NULL means $SLUICE_REDIS_URL, and with that
+ * unset (or "") the in-process limiter.  A malformed URL gives SLUICE_EINVAL;
+ * a password Redis refuses, SLUICE_ELIMITER; an unreachable Redis does not
+ * fail creation (the fail mode applies until it is back).  Passwords never
+ * appear in messages or logs.  Returns NULL with `err` set on failure.
+ * Caller owns it.  Every other limiter function is thread-safe.
+ * Results: allowed; remaining right now after this one (-1 when the OPEN
+ * fail mode answered); retry_after_ms (-1 when allowed); reset_after_ms. */
 SLUICE_API sluice_limiter *sluice_limiter_new(const char *redis_url, const sluice_limiter_opts *o,
                                               sluice_error *err);
 /* Decides whether `cost` requests under `key` are allowed now, consuming
  * them if so. */
 SLUICE_API int sluice_limiter_check(sluice_limiter *l, const char *key, const sluice_limit *lim,
                                     int cost, sluice_limit_result *r);
-/* Like check with cost 1, consuming nothing. */
+/* The result a check of cost 1 would give, consuming nothing. */
 SLUICE_API int sluice_limiter_peek(sluice_limiter *l, const char *key, const sluice_limit *lim,
                                    sluice_limit_result *r);
-/* Waits until allowed or `timeout_ms` (SLUICE_ERATELIMITED then). */
+/* Waits until allowed, up to timeout_ms (negative = no limit, 0 = one
+ * check).  SLUICE_ERATELIMITED when the deadline comes first, at once when
+ * the announced wait already ends past it. */
 SLUICE_API int sluice_limiter_acquire(sluice_limiter *l, const char *key, const sluice_limit *lim,
                                       int cost, int timeout_ms, sluice_limit_result *r);
-/* Holds off every user of `key` for `ms` from now. */
+/* Holds off every user of `key` (every instance, with Redis) for `ms`
+ * from now; then the bucket refills from empty at the normal rate. */
 SLUICE_API int sluice_limiter_cooldown(sluice_limiter *l, const char *key, const sluice_limit *lim,
                                        int ms);
 /* Counters since creation.  Thread-safe. */

@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "error.h"
 #include "http1.h"
+#include "limiter.h"
 #include "log.h"
 #include "response.h"
 
@@ -589,7 +590,7 @@ static int rate_limit(call *k)
     sluice_limit lim = {rl->rate, rl->period_ms, rl->burst};
     sluice_limit_result res;
     sl_buf key = SL_BUF_INIT;
-    int rc, left;
+    int rc;
 
     if (rl->rate <= 0)
         return 0;
@@ -597,13 +598,12 @@ static int rate_limit(call *k)
         sl_buf_free(&key);
         return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
     }
-    left = rl->fail_fast ? 0 : sl_ms_left(k->deadline);
-    rc = sluice_limiter_acquire(k->f->limiter, key.data, &lim, 1, left, &res);
+    /* The limiter's own message names the Redis server and cause. */
+    rc = sl_limiter_acquire(k->f->limiter, key.data, &lim, 1,
+                            rl->fail_fast ? sl_now_ns() : k->deadline, &res, k->err);
     if (rc == SLUICE_ERATELIMITED)
         sl_err(k->err, rc, "rate limit for '%s' reached; retry in %ld ms", key.data,
                res.retry_after_ms);
-    else if (rc)
-        sl_err(k->err, rc, "rate limiter failed for '%s': %s", key.data, sluice_strerror(rc));
     sl_buf_free(&key);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 struct caller {
+    pthread_barrier_t *start;   /* when set, callers leave it together */
     sluice_client *c;
     sluice_request req;
     sluice_header hdr[1];
@@ -25,6 +26,8 @@ static void *call_thread(void *arg)
     sluice_response *r = NULL;
     sluice_error err;
 
+    if (k->start)
+        pthread_barrier_wait(k->start);
     k->rc = sluice_client_do(k->c, &k->req, &r, &err);
     if (k->rc == 0) {
         const char *b = sluice_response_body(r, &k->len);
@@ -55,6 +58,14 @@ static void run_callers(struct caller *k, int n, sluice_client *c,
         pthread_join(t[i], NULL);
 }
 
+static pthread_barrier_t start64;
+
+static void together_setup(int i, struct caller *k)
+{
+    (void)i;
+    k->start = &start64;   /* thread creation is slow under sanitizers */
+}
+
 static void test_coalescing_one_upstream_call_for_64(void)
 {
     static struct caller k[64];
@@ -65,7 +76,9 @@ static void test_coalescing_one_upstream_call_for_64(void)
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     before = tu_hits(tu_http_addr(), "/delay/200");
-    run_callers(k, 64, c, NULL, "/delay/200");
+    pthread_barrier_init(&start64, NULL, 64);
+    run_callers(k, 64, c, together_setup, "/delay/200");
+    pthread_barrier_destroy(&start64);
     after = tu_hits(tu_http_addr(), "/delay/200");
     CU_ASSERT_EQUAL(after - before, 1);
     for (i = 0; i < 64; i++) {

@@ -774,7 +774,7 @@ static void test_sigterm_exits_promptly(void)
     while (tu_now_ms() - start < 3000 && (r = waitpid(s.pid, &status, WNOHANG)) == 0)
         poll(NULL, 0, 5);
     CU_ASSERT_EQUAL(r, s.pid);
-    CU_ASSERT(tu_now_ms() - start < 1000);
+    CU_ASSERT(tu_now_ms() - start < 2000);   /* prompt, with room for sanitizer builds */
     CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     if (r == s.pid)
         s.pid = 0;
@@ -875,7 +875,7 @@ static void tls_close(tls_client *t)
 static int tls_open(tls_client *t, const char *addr, int client_cert, int version, WOLFSSL_SESSION *session)
 {
     char ca[512], crt[512], key[512];
-    struct timeval tv = {5, 0};
+    struct timeval tv = {15, 0};   /* handshakes of sanitizer builds on a busy machine */
 
     memset(t, 0, sizeof *t);
     t->fd = -1;

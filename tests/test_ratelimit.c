@@ -52,12 +52,15 @@ struct caller {
     sluice_client *c;
     const char *path;
     int status;
+    pthread_barrier_t *start;
 };
 
 static void *caller(void *arg)
 {
     struct caller *k = arg;
     sluice_error err;
+
+    pthread_barrier_wait(k->start);   /* all at once, also under sanitizers */
 
     k->status = tu_get_status(k->c, k->path, &err);
     return NULL;
@@ -69,20 +72,23 @@ static void test_ratelimit_leader_only_takes_tokens(void)
     struct sluice_factory_stats st;
     struct caller k[16];
     pthread_t t[16];
+    pthread_barrier_t start;
     sluice_client *c;
     int i;
 
     set_rl(1000, 100, 0, SLUICE_LIMIT_PER_SERVICE);
     c = tu_client(&f, "rl-leader", tu_http_base(), tune_rl);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    pthread_barrier_init(&start, NULL, 16);
     for (i = 0; i < 16; i++) {
-        k[i] = (struct caller){c, "/delay/200?rl=leader", 0};
+        k[i] = (struct caller){c, "/delay/300?rl=leader", 0, &start};
         pthread_create(&t[i], NULL, caller, &k[i]);
     }
     for (i = 0; i < 16; i++) {
         pthread_join(t[i], NULL);
         CU_ASSERT_EQUAL(k[i].status, 200);
     }
+    pthread_barrier_destroy(&start);
     sluice_factory_stats(f, &st);
     CU_ASSERT_EQUAL(st.limiter.allowed, 1);
     CU_ASSERT_EQUAL(st.limiter.decisions, 1);
