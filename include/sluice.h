@@ -663,7 +663,8 @@ SLUICE_API void sluice_executor_free(sluice_executor *ex);
 
 /* Latency of whole calls, from sluice_client_do's entry to its return
  * (coalesced waits, pool waits, retries and backoff included), read from a
- * log-linear histogram: each percentile is within 1% of the exact one. */
+ * log-linear histogram: from 1 us up, each percentile is within 1% of the
+ * exact one (the max is exact). */
 struct sluice_latency_stats {
     uint64_t count;                 /* calls measured */
     double sum_us;
@@ -690,9 +691,11 @@ struct sluice_client_stats {
     uint64_t breaker_transitions;
 };
 
-/* A snapshot of one client's counters into *out.  Returns 0, or
- * SLUICE_EINVAL for a NULL argument.  Takes no lock a request holds;
- * thread-safe. */
+/* A snapshot of one client's counters into *out (zeroed first).  Returns
+ * 0, or SLUICE_EINVAL for a NULL argument.  Allocates nothing.
+ * Thread-safe; it takes no lock but each breaker's own, briefly (reading a
+ * breaker past its recovery timeout moves it to half-open, and its
+ * on_state_change hook then runs on this thread). */
 SLUICE_API int sluice_client_stats(sluice_client *c, struct sluice_client_stats *out);
 
 /* How well the connection pool fits its load.  The window is the last 10
@@ -730,8 +733,9 @@ struct sluice_factory_stats {
     struct sluice_pool_health health;
 };
 
-/* A snapshot of the factory's counters.  Thread-safe; it takes the pool's
- * and the registry's locks briefly, never across a hook. */
+/* A snapshot of the factory's counters into *out (zeroed first; a NULL
+ * factory leaves it zeroed).  Allocates nothing.  Thread-safe; it takes the
+ * pool's and the registry's locks briefly, never across a hook. */
 SLUICE_API void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out);
 
 #define SLUICE_METRICS_PROMETHEUS 0   /* text exposition format 0.0.4 */

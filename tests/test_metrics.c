@@ -67,6 +67,11 @@ static char *export(sluice_factory *f, int format, size_t *len)
     return buf;
 }
 
+static void tune_no_coalesce(sluice_client_opts *o)
+{
+    o->disable_coalescing = 1;
+}
+
 static int contains(const char *text, const char *needle)
 {
     return text && strstr(text, needle) != NULL;
@@ -209,6 +214,53 @@ static void test_hist_empty_and_extremes(void)
     CU_ASSERT_EQUAL(cum[0], 1);
     CU_ASSERT_EQUAL(cum[1], 1);
     free(h);
+}
+
+/* Calls every 100 ms of synthetic time, each one exchange holding its
+ * connection 50 ms: the window holds the last ten seconds of them. */
+static void test_metrics_window_counts_recent_seconds(void)
+{
+    const int64_t s = 1000000000LL;
+    sl_metrics *m = calloc(1, sizeof *m);
+    sl_metrics_totals *t = calloc(1, sizeof *t);
+    sl_call_record r = {0, 200, 1000000, 0, 100, 200, 1, 50000000};
+    uint64_t n = 0, hold = 0;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    sl_metrics_recent(m, 100 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 0);
+    for (i = 0; i < 300; i++) {   /* 100.0 s .. 129.9 s */
+        r.end_ns = 100 * s + i * (s / 10);
+        sl_metrics_enter(m);
+        sl_metrics_leave(m, t, &r);
+    }
+    /* At 129.95 s the window is seconds 120..129: 100 calls. */
+    sl_metrics_recent(m, 129 * s + s / 2, &n, &hold);
+    CU_ASSERT_EQUAL(n, 100);
+    CU_ASSERT_EQUAL(hold, 100 * 50000000ULL);
+    /* Later seconds drop the oldest; after ten idle seconds nothing. */
+    n = hold = 0;
+    sl_metrics_recent(m, 134 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 50);
+    n = hold = 0;
+    sl_metrics_recent(m, 140 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 0);
+    /* The ring wraps: traffic 40 s later reads alone. */
+    for (i = 0; i < 5; i++) {
+        r.end_ns = 170 * s + i;
+        sl_metrics_enter(m);
+        sl_metrics_leave(m, t, &r);
+    }
+    sl_metrics_recent(m, 171 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 5);
+    CU_ASSERT_EQUAL(m->bytes_sent, 305 * 100);
+    CU_ASSERT_EQUAL(m->in_flight, 0);
+    CU_ASSERT_EQUAL(m->peak_in_flight, 1);
+    CU_ASSERT_EQUAL(sl_hist_count(&t->latency), 305);
+    free(m);
+    free(t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -533,6 +585,85 @@ static void test_hooks_coalesced_followers_get_one_end(void)
     sluice_factory_free(f);
 }
 
+/* A follower that gives up gets one error hook (coalesced, ETIMEDOUT);
+ * the leader's flight goes on and ends with its own hooks. */
+static void test_hooks_follower_timeout_gets_error(void)
+{
+    hook_log h;
+    sluice_factory *f = hooked_factory(&h);
+    sluice_client *c;
+    sluice_request req = {0};
+    sluice_response *r = NULL;
+    follower_arg a;
+    pthread_t th;
+    pthread_barrier_t go;
+    char path[64];
+    sluice_error err;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    h.check_thread = 0;
+    c = tu_client(&f, "slow-leader", tu_http_base(), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/to%d?delay=1200", (int)getpid());
+    pthread_barrier_init(&go, NULL, 2);
+    a = (follower_arg){c, path, &go, 0};
+    pthread_create(&th, NULL, coalesced_get, &a);
+    pthread_barrier_wait(&go);
+    /* Once the leader's attempt is under way, the same request with a
+     * shorter deadline follows its flight and gives up. */
+    while (__atomic_load_n(&h.start, __ATOMIC_ACQUIRE) == 0)
+        usleep(1000);
+    req.path = path;
+    req.timeout_ms = 300;
+    CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_ETIMEDOUT);
+    CU_ASSERT_EQUAL(h.coalesced_error, 1);
+    CU_ASSERT_EQUAL(h.last_error, SLUICE_ETIMEDOUT);
+    CU_ASSERT_EQUAL(h.attempt0, 1);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&go);
+    CU_ASSERT_EQUAL(a.status, 200);
+    CU_ASSERT_EQUAL(h.start, 1);
+    CU_ASSERT_EQUAL(h.end, 1);
+    CU_ASSERT_EQUAL(h.error, 1);
+    h.reenter = 0;
+    sluice_factory_free(f);
+}
+
+/* Whatever allocation fails, every start hook gets its one end or error,
+ * and every call is counted once. */
+static void test_hooks_balanced_under_allocation_failures(void)
+{
+    hook_log h;
+    sluice_factory *f = hooked_factory(&h);
+    sluice_client *c;
+    struct sluice_client_stats cs;
+    sluice_error err;
+    long n, calls = 0;
+    int rc, unbalanced = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    h.reenter = 0;   /* the hook's own stats call would meet the failures */
+    c = tu_client(&f, "oom", tu_http_base(), tune_no_coalesce);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (n = 1; n < 500; n++) {
+        tu_alloc_install(n, 0);
+        rc = tu_get_status(c, "/json", &err);
+        tu_alloc_uninstall();
+        calls++;
+        unbalanced += h.start != h.end + h.error;
+        if (rc == 200 && tu_alloc_count() < n)
+            break;   /* nothing failed: every allocation has had its turn */
+    }
+    CU_ASSERT(n < 500);
+    CU_ASSERT_EQUAL(unbalanced, 0);
+    sluice_client_stats(c, &cs);
+    CU_ASSERT_EQUAL(cs.requests, calls);
+    CU_ASSERT(cs.errors_by_code[-SLUICE_ENOMEM] >= 1);
+    CU_ASSERT_EQUAL(cs.requests, cs.errors + cs.status_class[2]);
+    CU_ASSERT_EQUAL(cs.in_flight, 0);
+    sluice_factory_free(f);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Pool events                                                              */
 /* ------------------------------------------------------------------------ */
@@ -553,11 +684,6 @@ static void *get_loop(void *p)
     for (i = 0; i < a->n; i++)
         a->ok += tu_get_status(a->c, a->path, &err) == 200;
     return NULL;
-}
-
-static void tune_no_coalesce(sluice_client_opts *o)
-{
-    o->disable_coalescing = 1;
 }
 
 static void test_pool_events_match_pool_stats(void)
@@ -1092,10 +1218,14 @@ static CU_TestInfo tests[] = {
     {"test_hist_quantiles_constant", test_hist_quantiles_constant},
     {"test_hist_empty_and_extremes", test_hist_empty_and_extremes},
     {"test_hist_concurrent_recording_exact_count", test_hist_concurrent_recording_exact_count},
+    {"test_metrics_window_counts_recent_seconds", test_metrics_window_counts_recent_seconds},
     {"test_metrics_status_classes_and_error_codes", test_metrics_status_classes_and_error_codes},
     {"test_metrics_bytes_sent_and_received", test_metrics_bytes_sent_and_received},
     {"test_hooks_once_per_attempt", test_hooks_once_per_attempt},
     {"test_hooks_coalesced_followers_get_one_end", test_hooks_coalesced_followers_get_one_end},
+    {"test_hooks_follower_timeout_gets_error", test_hooks_follower_timeout_gets_error},
+    {"test_hooks_balanced_under_allocation_failures",
+     test_hooks_balanced_under_allocation_failures},
     {"test_pool_events_match_pool_stats", test_pool_events_match_pool_stats},
     {"test_pool_health_littles_law", test_pool_health_littles_law},
     {"test_metrics_prometheus_passes_promtool", test_metrics_prometheus_passes_promtool},
