@@ -673,6 +673,7 @@ typedef struct get_arg {
     const char *path;
     int n;
     int ok;
+    pthread_barrier_t *go;    /* NULL: start at once */
 } get_arg;
 
 static void *get_loop(void *p)
@@ -681,6 +682,8 @@ static void *get_loop(void *p)
     sluice_error err;
     int i;
 
+    if (a->go)
+        pthread_barrier_wait(a->go);
     for (i = 0; i < a->n; i++)
         a->ok += tu_get_status(a->c, a->path, &err) == 200;
     return NULL;
@@ -695,6 +698,7 @@ static void test_pool_events_match_pool_stats(void)
     struct sluice_factory_stats st;
     get_arg args[4];
     pthread_t th[4];
+    pthread_barrier_t go;
     sluice_error err;
     int i, open_before;
 
@@ -712,12 +716,14 @@ static void test_pool_events_match_pool_stats(void)
         CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
     CU_ASSERT_EQUAL(tu_get_status(c, "/close", &err), 200);   /* closed: BROKEN */
     /* Four at once, then back: past max_idle_per_host they close (OVERFLOW). */
+    pthread_barrier_init(&go, NULL, 4);
     for (i = 0; i < 4; i++) {
-        args[i] = (get_arg){c, "/delay/150", 1, 0};
+        args[i] = (get_arg){c, "/delay/300", 1, 0, &go};
         pthread_create(&th[i], NULL, get_loop, &args[i]);
     }
     for (i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
     sluice_factory_stats(f, &st);
     CU_ASSERT(st.pool.created >= 2);
     CU_ASSERT(st.pool.closed[SLUICE_CLOSE_BROKEN] >= 1);
@@ -748,6 +754,7 @@ static void test_pool_health_littles_law(void)
     struct sluice_factory_stats st;
     get_arg args[4];
     pthread_t th[4];
+    pthread_barrier_t go;
     double busy;
     int i;
 
@@ -761,12 +768,14 @@ static void test_pool_health_littles_law(void)
     CU_ASSERT_EQUAL(st.health.recommended_max_connections, 0);   /* no traffic yet */
     CU_ASSERT_EQUAL(st.health.max_connections, 10);
     /* Four callers back to back on a 100 ms upstream keep four busy. */
+    pthread_barrier_init(&go, NULL, 4);
     for (i = 0; i < 4; i++) {
-        args[i] = (get_arg){c, "/delay/100", 10, 0};
+        args[i] = (get_arg){c, "/delay/100", 10, 0, &go};
         pthread_create(&th[i], NULL, get_loop, &args[i]);
     }
     for (i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
     sluice_factory_stats(f, &st);
     busy = st.health.arrival_rate * st.health.mean_latency_us / 1e6;
     CU_ASSERT(st.health.mean_latency_us >= 100000 && st.health.mean_latency_us < 400000);
@@ -1151,7 +1160,7 @@ static void test_metrics_record_while_exporting(void)
     e.f = f;
     pthread_create(&ex, NULL, export_loop, &e);
     for (i = 0; i < THREADS; i++) {
-        args[i] = (get_arg){c, "/json", EACH, 0};
+        args[i] = (get_arg){c, "/json", EACH, 0, NULL};
         pthread_create(&th[i], NULL, get_loop, &args[i]);
     }
     for (i = 0; i < THREADS; i++) {
