@@ -597,7 +597,12 @@ SLUICE_API void sluice_pool_free(sluice_pool *p);
 /* ------------------------------------------------------------------------ */
 
 /* A flight's result: `value` is shared by every caller and released with
- * `release(value)` when the last one calls sluice_flight_result_release(). */
+ * the coalescer's release(value) when the last holder calls
+ * sluice_flight_result_release().  Call that once for every result,
+ * whatever the code.  On error, value is what fn left (NULL unless it set
+ * one) and is still released.  Results without a flight (EINVAL, ENOMEM, a
+ * follower's ETIMEDOUT) hold NULL; releasing them is a no-op.  A result may
+ * be released after the coalescer was freed. */
 typedef struct sluice_flight_result {
     int code;              /* the function's return code */
     void *value;
@@ -606,10 +611,13 @@ typedef struct sluice_flight_result {
 } sluice_flight_result;
 
 /* The leader's work: fills *value, returns 0 or a SLUICE_E* code.  Runs on
- * the leader's thread with no coalescer lock held. */
+ * the leader's thread with no coalescer lock held, so it may use the
+ * coalescer for another key (asking for its own key gives SLUICE_EINVAL). */
 typedef int (*sluice_flight_fn)(void *arg, void **value);
 typedef void (*sluice_flight_release_fn)(void *value);
 
+/* Creates a coalescer; `release` (may be NULL) frees a flight's value.
+ * Caller owns it.  Thread-safe. */
 SLUICE_API sluice_coalescer *sluice_coalescer_new(sluice_flight_release_fn release,
                                                   sluice_error *err);
 /* Runs fn once for all concurrent callers with the same key bytes.  A
@@ -620,6 +628,7 @@ SLUICE_API int sluice_coalesce(sluice_coalescer *co, const void *key, size_t key
                                int timeout_ms, sluice_flight_fn fn, void *arg,
                                sluice_flight_result *out);
 SLUICE_API void sluice_flight_result_release(sluice_flight_result *r);
+/* No call may be in flight; releases nothing the callers still hold. */
 SLUICE_API void sluice_coalescer_free(sluice_coalescer *co);
 
 /* ------------------------------------------------------------------------ */
@@ -634,27 +643,48 @@ typedef struct sluice_executor_opts {
 
 typedef void (*sluice_task_fn)(void *arg);
 
+/* Defaults: 4 threads, a queue of 1024, drain on free. */
 SLUICE_API void sluice_executor_opts_init(sluice_executor_opts *o);
+/* Starts `threads` workers (0 = 4, at most 1024) with a bounded queue
+ * (0 = 1024).  Caller owns it.  Every function but _free is thread-safe. */
 SLUICE_API sluice_executor *sluice_executor_new(int threads, int queue_capacity, sluice_error *err);
 SLUICE_API sluice_executor *sluice_executor_new_opts(const sluice_executor_opts *o,
                                                      sluice_error *err);
-/* Queues the request; blocks while the queue is full, up to the request's
- * timeout.  The request is copied.  The caller owns the future. */
+/* Queues sluice_client_do(c, req) on a worker.  The request and all it
+ * points to are copied.  Waits for queue space up to req->timeout_ms when
+ * > 0, else until there is space; a queue still full then gives NULL with
+ * SLUICE_EQUEUEFULL, a closing executor SLUICE_ECLOSED.  The caller owns
+ * the future (sluice_future_free). */
 SLUICE_API sluice_future *sluice_submit(sluice_executor *ex, sluice_client *c,
                                         const sluice_request *req, sluice_error *err);
 /* Like sluice_submit but SLUICE_EQUEUEFULL at once when full. */
 SLUICE_API sluice_future *sluice_try_submit(sluice_executor *ex, sluice_client *c,
                                             const sluice_request *req, sluice_error *err);
-/* Runs fn(arg) on a worker; blocks while full up to timeout_ms. */
+/* Runs fn(arg) on a worker; waits for queue space up to timeout_ms
+ * (negative = forever, 0 = not at all). */
 SLUICE_API sluice_future *sluice_executor_run(sluice_executor *ex, sluice_task_fn fn, void *arg,
                                               int timeout_ms, sluice_error *err);
+/* Waits up to timeout_ms (negative = forever) and returns the work's code;
+ * SLUICE_ETIMEDOUT leaves the work running.  The response moves to the
+ * first waiter that passes `out` (later waits: same code, *out NULL). */
 SLUICE_API int sluice_future_wait(sluice_future *f, int timeout_ms, sluice_response **out,
                                   sluice_error *err);
-/* Cancels queued work (SLUICE_ECANCELED); running work finishes. */
+/* Cancels queued work, which completes with SLUICE_ECANCELED (returns 0);
+ * running or finished work gives SLUICE_EINVAL. */
 SLUICE_API int sluice_future_cancel(sluice_future *f);
+/* Frees the future at any time: before, during or after its work, and
+ * after sluice_executor_free.  Work still to come runs and its response is
+ * freed. */
 SLUICE_API void sluice_future_free(sluice_future *f);
+/* Runs the n requests with at most max_concurrency in flight (0 = the
+ * thread count); the calling thread runs items too, so it never deadlocks
+ * from a worker.  outs[i] and codes[i] follow input order; one item's
+ * failure never hides another's result.  Returns 0 once every item was
+ * attempted, SLUICE_ECLOSED (in every code) for a closing executor. */
 SLUICE_API int sluice_batch(sluice_executor *ex, sluice_client *c, const sluice_request *reqs,
                             size_t n, int max_concurrency, sluice_response **outs, int *codes);
+/* Drains (or with cancel_on_free cancels) the queue, then joins the
+ * workers.  Not from one of its own workers.  NULL is a no-op. */
 SLUICE_API void sluice_executor_free(sluice_executor *ex);
 
 /* ------------------------------------------------------------------------ */

@@ -360,8 +360,8 @@ static void record_closed(sl_breaker *b, int failure, int64_t now_ns)
 {
     ring_push(b, failure);
     b->consecutive = failure ? b->consecutive + 1 : 0;
-    /* A success can raise neither count, so only a failure can open. */
-    if (failure && should_open(b))
+    /* A success can still open: it may be the call that reaches min_calls. */
+    if (should_open(b))
         set_state(b, SLUICE_BREAKER_OPEN, now_ns);
 }
 

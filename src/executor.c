@@ -86,27 +86,6 @@ struct sluice_executor {
 /* The executor whose worker this thread is, if any. */
 static _Thread_local sluice_executor *current_ex;
 
-/* ---- requests on workers -------------------------------------------------- */
-
-/* The request path lives in client.c; until it is linked these resolve
- * to NULL and a request completes with SLUICE_EINVAL. */
-#pragma weak sluice_client_do
-#pragma weak sluice_response_free
-
-static int run_request(sluice_client *c, const sluice_request *req, sluice_response **out,
-                       sluice_error *err)
-{
-    if (!sluice_client_do)
-        return sl_err(err, SLUICE_EINVAL, "executor: no HTTP client linked in");
-    return sluice_client_do(c, req, out, err);
-}
-
-static void response_free(sluice_response *r)
-{
-    if (r && sluice_response_free)
-        sluice_response_free(r);
-}
-
 /* ---- request copies ------------------------------------------------------- */
 
 static int add_size(size_t *total, size_t n)
@@ -246,7 +225,7 @@ static void future_destroy(sluice_future *f)
 {
     sluice_executor *ex = f->ex;
 
-    response_free(f->resp);
+    sluice_response_free(f->resp);
     sl_free(f->req);
     pthread_cond_destroy(&f->done_cv);
     sl_free(f);
@@ -371,7 +350,7 @@ static sluice_future *submit(sluice_executor *ex, sluice_task_fn fn, void *arg,
 static int run(sluice_future *f)
 {
     if (f->req)
-        return run_request(f->client, f->req, &f->resp, &f->err);
+        return sluice_client_do(f->client, f->req, &f->resp, &f->err);
     f->fn(f->arg);
     return 0;
 }
@@ -701,7 +680,7 @@ static void batch_work(void *arg)
     size_t i;
 
     while ((i = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed)) < b->n)
-        b->codes[i] = run_request(b->client, &b->reqs[i], &b->outs[i], NULL);
+        b->codes[i] = sluice_client_do(b->client, &b->reqs[i], &b->outs[i], NULL);
 }
 
 /* Queues up to n helper tasks without waiting for space; returns how many

@@ -216,6 +216,8 @@ static int methods_equal(char *const *a, char *const *b)
 {
     size_t i;
 
+    if (!a || !b)
+        return a == b;
     for (i = 0; a[i] && b[i]; i++)
         if (strcmp(a[i], b[i]) != 0)
             return 0;
@@ -229,7 +231,8 @@ int sl_retry_policy_equal(const sl_retry_policy *a, const sl_retry_policy *b)
     if (!a || !b)
         return 0;
     return a->max_retries == b->max_retries && a->nstatuses == b->nstatuses &&
-           memcmp(a->statuses, b->statuses, a->nstatuses * sizeof *a->statuses) == 0 &&
+           (a->nstatuses == 0 ||
+            memcmp(a->statuses, b->statuses, a->nstatuses * sizeof *a->statuses) == 0) &&
            methods_equal(a->methods, b->methods) && a->backoff_factor_ns == b->backoff_factor_ns &&
            a->backoff_max_ns == b->backoff_max_ns && a->jitter == b->jitter &&
            a->retry_after_max_ns == b->retry_after_max_ns &&
@@ -240,6 +243,8 @@ int sl_retry_policy_equal(const sl_retry_policy *a, const sl_retry_policy *b)
 
 int sl_retry_status_retryable(const sl_retry_policy *p, int status)
 {
+    if (!p || p->nstatuses == 0)
+        return 0;
     return bsearch(&status, p->statuses, p->nstatuses, sizeof *p->statuses, cmp_int) != NULL;
 }
 
@@ -249,6 +254,8 @@ int sl_retry_method_allowed(const sl_retry_policy *p, const char *method, unsign
 
     if (flags & SLUICE_REQ_IDEMPOTENT)
         return 1;
+    if (!p || !p->methods)
+        return 0;
     if (!method)
         method = "GET";
     for (i = 0; p->methods[i]; i++)
@@ -262,7 +269,7 @@ static int64_t backoff_base(const sl_retry_policy *p, int n)
 {
     int shift = n - 1;
 
-    if (n < 1 || p->backoff_factor_ns <= 0)
+    if (!p || n < 1 || p->backoff_factor_ns <= 0)
         return 0;
     if (shift >= 62 || p->backoff_factor_ns > (p->backoff_max_ns >> shift))
         return p->backoff_max_ns;
@@ -273,6 +280,8 @@ int64_t sl_retry_backoff_ns(const sl_retry_policy *p, int n)
 {
     int64_t base = backoff_base(p, n), half = base / 2;
 
+    if (base == 0)
+        return 0;
     switch (p->jitter) {
     case SLUICE_JITTER_NONE:
         return base;
@@ -458,19 +467,24 @@ static int64_t place_two_digit_year(int yy, int64_t now_wall_ms)
 /* Milliseconds from now until the date (0 if past), capped at RA_CAP_S. */
 static int64_t ms_until(const civil *c, int64_t now_wall_ms)
 {
-    int64_t date_s, now_s, diff_s;
+    int64_t date_s, now_s, now_rem_ms, diff_s;
 
     if (c->day < 1 || c->day > days_in_month(c->year, c->month))
         return -1;
     date_s = days_from_civil(c->year, c->month, c->day) * 86400 + c->hour * 3600 + c->min * 60 +
              c->sec;
+    /* Whole seconds and a remainder, so no step can overflow even for
+     * the most extreme clock. */
     now_s = floor_div(now_wall_ms, 1000);
+    now_rem_ms = now_wall_ms % 1000;
+    if (now_rem_ms < 0)
+        now_rem_ms += 1000;
     diff_s = date_s - now_s;
     if (diff_s <= 0)
         return 0;
     if (diff_s > RA_CAP_S)
         return RA_CAP_S * 1000;
-    return diff_s * 1000 - (now_wall_ms - now_s * 1000);
+    return diff_s * 1000 - now_rem_ms;
 }
 
 static int64_t parse_delta_seconds(scan s)

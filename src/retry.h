@@ -42,6 +42,9 @@ void sl_retry_policy_free(sl_retry_policy *p);
 /* 1 if the two option sets normalise to the same policy. */
 int sl_retry_policy_equal(const sl_retry_policy *a, const sl_retry_policy *b);
 
+/* The query functions below take a NULL or zeroed policy as "retry
+ * nothing" (0), so a caller never crashes on a policy that failed init. */
+
 /* 1 if the status is one the policy retries. */
 int sl_retry_status_retryable(const sl_retry_policy *p, int status);
 /* 1 if the method may be retried (SLUICE_REQ_IDEMPOTENT in flags says yes;

@@ -33,6 +33,8 @@
 
 #define SESSION_SLOTS 256      /* origins remembered per context */
 #define ALPN_HTTP11 "http/1.1"
+/* A CA directory may hold other files (hash links, READMEs): skip them. */
+#define DIR_LOAD_FLAGS (WOLFSSL_LOAD_FLAG_IGNORE_ERR | WOLFSSL_LOAD_FLAG_PEM_CA_ONLY)
 
 typedef struct cached_session {
     char *origin;              /* NULL: free slot */
@@ -58,6 +60,7 @@ struct sl_tls {
     char *peer;                /* "host:port" for messages */
     int io_errno;              /* last hard errno from recv/send */
     int io_eof;                /* the peer closed its side */
+    int cert_requested;        /* the server asked for a client certificate */
     int broken;                /* no close_notify on free */
 };
 
@@ -261,8 +264,22 @@ static int on_new_session(WOLFSSL *ssl, WOLFSSL_SESSION *sess)
     return 0;   /* wolfSSL drops the reference it lent us */
 }
 
+/* Called by wolfSSL when the server asks for a client certificate and the
+ * context has none: noted, so that a server hanging up next is explained. */
+static int on_cert_request(WOLFSSL *ssl, WOLFSSL_X509 **x509, WOLFSSL_EVP_PKEY **pkey)
+{
+    sl_tls *s = wolfSSL_get_app_data(ssl);
+
+    (void)x509;
+    (void)pkey;
+    if (s)
+        s->cert_requested = 1;
+    return 0;   /* no certificate: continue without one */
+}
+
 /* ---- context ------------------------------------------------------------ */
 
+/* 0, or SLUICE_ETLS naming the file and why it cannot be read. */
 static int file_readable(const char *path, sluice_error *err, const char *what)
 {
     if (access(path, R_OK) == 0)
@@ -288,16 +305,15 @@ static int load_trust(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error 
             return sl_err(err, SLUICE_ETLS, "TLS: the system CA store could not be loaded");
         return 0;
     }
-    if (file && file_readable(file, err, "CA file") < 0)
-        return SLUICE_ETLS;
-    if (path && file_readable(path, err, "CA directory") < 0)
+    if ((file && file_readable(file, err, "CA file") < 0) ||
+        (path && file_readable(path, err, "CA directory") < 0))
         return SLUICE_ETLS;
     if (file && wolfSSL_CTX_load_verify_locations(t->ctx, file, NULL) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS CA file %s holds no usable PEM certificate", file);
-    /* A directory may hold other files (hash links, READMEs): skip them. */
-    if (path && wolfSSL_CTX_load_verify_locations_ex(t->ctx, NULL, path,
-                    WOLFSSL_LOAD_FLAG_IGNORE_ERR | WOLFSSL_LOAD_FLAG_PEM_CA_ONLY) != WOLFSSL_SUCCESS)
-        return sl_err(err, SLUICE_ETLS, "TLS CA directory %s holds no usable PEM certificate", path);
+    if (path && wolfSSL_CTX_load_verify_locations_ex(t->ctx, NULL, path, DIR_LOAD_FLAGS) !=
+                    WOLFSSL_SUCCESS)
+        return sl_err(err, SLUICE_ETLS, "TLS CA directory %s holds no usable PEM certificate",
+                      path);
     return 0;
 }
 
@@ -315,11 +331,13 @@ static int load_client_cert(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_
         file_readable(key, err, "client key") < 0)
         return SLUICE_ETLS;
     if (wolfSSL_CTX_use_certificate_chain_file(t->ctx, cert) != WOLFSSL_SUCCESS)
-        return sl_err(err, SLUICE_ETLS, "TLS client certificate %s is not a PEM certificate", cert);
+        return sl_err(err, SLUICE_ETLS, "TLS client certificate %s is not a PEM certificate",
+                      cert);
     if (wolfSSL_CTX_use_PrivateKey_file(t->ctx, key, WOLFSSL_FILETYPE_PEM) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS client key %s is not a PEM private key", key);
     if (wolfSSL_CTX_check_private_key(t->ctx) != WOLFSSL_SUCCESS)
-        return sl_err(err, SLUICE_ETLS, "TLS client key %s does not match certificate %s", key, cert);
+        return sl_err(err, SLUICE_ETLS, "TLS client key %s does not match certificate %s", key,
+                      cert);
     t->has_client_cert = 1;
     return 0;
 }
@@ -327,13 +345,17 @@ static int load_client_cert(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_
 static int configure_ctx(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error *err)
 {
     int min = o->tls_min_version == 13 ? WOLFSSL_TLSV1_3 : WOLFSSL_TLSV1_2;
+    int rc;
 
     if (o->tls_min_version != 0 && o->tls_min_version != 12 && o->tls_min_version != 13)
         return sl_err(err, SLUICE_EINVAL, "tls_min_version %d: use 12 or 13", o->tls_min_version);
     if (wolfSSL_CTX_SetMinVersion(t->ctx, min) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS: cannot set the minimum protocol version");
-    if (load_trust(t, o, err) < 0 || load_client_cert(t, o, err) < 0)
-        return err ? err->code : SLUICE_ETLS;
+    rc = load_trust(t, o, err);
+    if (rc == 0)
+        rc = load_client_cert(t, o, err);
+    if (rc < 0)
+        return rc;
     /* TLS 1.2 tickets need the extension offered; TLS 1.3 has them built in. */
     if (wolfSSL_CTX_UseSessionTicket(t->ctx) != WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS: cannot enable session tickets");
@@ -342,6 +364,8 @@ static int configure_ctx(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_err
     wolfSSL_CTX_set_session_cache_mode(t->ctx, WOLFSSL_SESS_CACHE_CLIENT |
                                        WOLFSSL_SESS_CACHE_NO_INTERNAL);
     wolfSSL_CTX_sess_set_new_cb(t->ctx, on_new_session);
+    if (!t->has_client_cert)
+        wolfSSL_CTX_set_client_cert_cb(t->ctx, on_cert_request);
     wolfSSL_CTX_SetIORecv(t->ctx, io_recv);
     wolfSSL_CTX_SetIOSend(t->ctx, io_send);
     return 0;
@@ -405,22 +429,32 @@ void sl_tls_ctx_counts(sl_tls_ctx *t, uint64_t *full, uint64_t *resumed)
 
 /* ---- error translation -------------------------------------------------- */
 
-/* A plain-words reason for the wolfSSL error codes a client meets. */
+/* Plain words for the wolfSSL error codes a client meets. */
+static const struct {
+    int code;
+    const char *text;
+} reasons[] = {
+    {ASN_AFTER_DATE_E, "certificate has expired (ASN_AFTER_DATE_E)"},
+    {ASN_BEFORE_DATE_E, "certificate is not yet valid (ASN_BEFORE_DATE_E)"},
+    {ASN_NO_SIGNER_E, "certificate signed by an unknown CA (ASN_NO_SIGNER_E)"},
+    {ASN_SELF_SIGNED_E, "self-signed certificate (ASN_SELF_SIGNED_E)"},
+    {ASN_SIG_CONFIRM_E, "certificate signature does not verify (ASN_SIG_CONFIRM_E)"},
+    {DOMAIN_NAME_MISMATCH, "certificate does not match the host name (DOMAIN_NAME_MISMATCH)"},
+    {IPADDR_MISMATCH, "certificate does not match the IP address (IPADDR_MISMATCH)"},
+    {VERSION_ERROR, "protocol version mismatch: the server offers none the client accepts "
+                    "(VERSION_ERROR)"},
+    {MATCH_SUITE_ERROR, "no cipher suite in common (MATCH_SUITE_ERROR)"},
+    {NO_PEER_CERT, "server sent no certificate (NO_PEER_CERT)"},
+};
+
 static const char *known_reason(int code)
 {
-    switch (code) {
-    case ASN_AFTER_DATE_E: return "certificate has expired (ASN_AFTER_DATE_E)";
-    case ASN_BEFORE_DATE_E: return "certificate is not yet valid (ASN_BEFORE_DATE_E)";
-    case ASN_NO_SIGNER_E: return "certificate signed by an unknown CA (ASN_NO_SIGNER_E)";
-    case ASN_SELF_SIGNED_E: return "self-signed certificate (ASN_SELF_SIGNED_E)";
-    case ASN_SIG_CONFIRM_E: return "certificate signature does not verify (ASN_SIG_CONFIRM_E)";
-    case DOMAIN_NAME_MISMATCH: return "certificate does not match the host name (DOMAIN_NAME_MISMATCH)";
-    case IPADDR_MISMATCH: return "certificate does not match the IP address (IPADDR_MISMATCH)";
-    case VERSION_ERROR: return "protocol version not accepted (VERSION_ERROR)";
-    case MATCH_SUITE_ERROR: return "no cipher suite in common (MATCH_SUITE_ERROR)";
-    case NO_PEER_CERT: return "server sent no certificate (NO_PEER_CERT)";
-    default: return NULL;
-    }
+    size_t i;
+
+    for (i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+        if (reasons[i].code == code)
+            return reasons[i].text;
+    return NULL;
 }
 
 static const char *alert_name(int code)
@@ -500,6 +534,10 @@ static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
     char reason[200];
 
     s->broken = 1;
+    if (s->cert_requested && (s->io_eof || s->io_errno))
+        return sl_err(err, SLUICE_ETLS, "TLS %s %s failed: the server asked for a client "
+                      "certificate, none is configured, and it closed the connection",
+                      what, s->peer);
     if (s->io_errno)
         return sl_err(err, SLUICE_EIO, "TLS %s %s failed: %s", what, s->peer,
                       strerror(s->io_errno));
@@ -589,20 +627,16 @@ static int handshake(sl_tls *s, int64_t deadline, sluice_error *err)
     }
 }
 
+/* One debug line per connection: version, resumption, cipher, ALPN. */
 static void log_established(sl_tls *s)
 {
     char *proto = NULL;
     unsigned short len = 0;
+    int have = wolfSSL_ALPN_GetProtocol(s->ssl, &proto, &len) == WOLFSSL_SUCCESS && proto;
 
-    if (!sl_log_enabled(SLUICE_LOG_DEBUG))
-        return;
-    if (wolfSSL_ALPN_GetProtocol(s->ssl, &proto, &len) != WOLFSSL_SUCCESS || !proto) {
-        proto = "none";
-        len = 4;
-    }
     SL_DEBUG("TLS %s with %s: %s, %s, ALPN %.*s", wolfSSL_get_version(s->ssl), s->peer,
              wolfSSL_session_reused(s->ssl) ? "resumed" : "full handshake",
-             wolfSSL_get_cipher_name(s->ssl), (int)len, proto);
+             wolfSSL_get_cipher_name(s->ssl), have ? (int)len : 4, have ? proto : "none");
 }
 
 int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
@@ -613,6 +647,8 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
 
     if (out)
         *out = NULL;
+    if (resumed)
+        *resumed = 0;
     if (!t || fd < 0 || !host || !*host || !out)
         return sl_err(err, SLUICE_EINVAL, "sl_tls_connect: missing context, socket, host or out");
     if (strlen(host) > 255)     /* DNS names are shorter; SNI holds 16 bits */
@@ -644,7 +680,8 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
         atomic_fetch_add(&t->full, 1);
     if (resumed)
         *resumed = wolfSSL_session_reused(s->ssl) ? 1 : 0;
-    log_established(s);
+    if (sl_log_enabled(SLUICE_LOG_DEBUG))
+        log_established(s);
     *out = s;
     return 0;
 }

@@ -1,11 +1,15 @@
 /* The executor: tasks run exactly once, the bounded queue pushes back,
- * futures time out, cancel and outlive their work safely, and freeing the
- * executor drains or cancels. */
+ * futures time out, cancel and outlive their work safely, freeing the
+ * executor drains or cancels, and requests and batches go through the real
+ * client to the shared mock API. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -504,6 +508,189 @@ static void test_executor_alloc_failure_loop(void)
     CU_ASSERT(done);
 }
 
+/* ---- requests through the real client and the shared mock API ---------- */
+
+/* A loopback port nothing listens on: bound, read, closed. */
+static int refused_port(void)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t len = sizeof sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* A factory and a client on `base` with one attempt per call. */
+static sluice_client *http_client(sluice_factory **fp, const char *service, const char *base)
+{
+    sluice_client_opts o;
+    sluice_error err = {0};
+    sluice_client *c;
+
+    *fp = sluice_factory_new(NULL, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(*fp);
+    sluice_client_opts_init(&o);
+    o.base_url = base;
+    o.retry.max_retries = SLUICE_OFF;
+    o.breaker.disabled = 1;
+    c = sluice_factory_client(*fp, service, &o, &err);
+    if (!c)
+        fprintf(stderr, "\n  client: %s\n", err.msg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    return c;
+}
+
+static void test_executor_batch_order_and_item_errors(void)
+{
+    const char *base = tu_http_base();
+    sluice_request reqs[5] = {{.path = "/status/201"}, {.path = "/status/500"},
+                              {.path = "/delay/3000", .timeout_ms = 300},
+                              {.path = "/json"}, {.path = "/status/204"}};
+    const int want_status[5] = {201, 500, 0, 200, 204};
+    sluice_response *outs[5];
+    sluice_factory *f, *f2;
+    sluice_client *c, *dead;
+    sluice_executor *ex;
+    char url[64];
+    int codes[5], i;
+
+    TU_REQUIRE(base);
+    c = http_client(&f, "batch", base);
+    ex = sluice_executor_new(3, 16, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ex);
+    CU_ASSERT_EQUAL(sluice_batch(ex, c, reqs, 5, 2, outs, codes), 0);
+    for (i = 0; i < 5; i++) {
+        CU_ASSERT_EQUAL(codes[i], i == 2 ? SLUICE_ETIMEDOUT : 0);
+        CU_ASSERT_EQUAL(outs[i] ? sluice_response_status(outs[i]) : 0, want_status[i]);
+        sluice_response_free(outs[i]);
+    }
+    /* A refused port fails each item on its own, in place. */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", refused_port());
+    dead = http_client(&f2, "refused", url);
+    CU_ASSERT_EQUAL(sluice_batch(ex, dead, reqs, 2, 0, outs, codes), 0);
+    CU_ASSERT_EQUAL(codes[0], SLUICE_ECONNECT);
+    CU_ASSERT_EQUAL(codes[1], SLUICE_ECONNECT);
+    CU_ASSERT_PTR_NULL(outs[0]);
+    CU_ASSERT_PTR_NULL(outs[1]);
+    sluice_executor_free(ex);
+    sluice_factory_free(f2);
+    sluice_factory_free(f);
+}
+
+static void test_executor_submit_copies_request(void)
+{
+    const char *base = tu_http_base();
+    char path[32], hname[16], hval[16], body[16], qval[16];
+    sluice_header h[1] = {{hname, hval}}, q[1] = {{"probe", qval}};
+    sluice_request req = {0};
+    sluice_response *r = NULL, *again;
+    sluice_executor *ex;
+    sluice_future *fut;
+    sluice_factory *f;
+    sluice_client *c;
+    const char *got;
+    size_t len;
+
+    TU_REQUIRE(base);
+    c = http_client(&f, "copy", base);
+    ex = sluice_executor_new(1, 4, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ex);
+    snprintf(path, sizeof path, "/echo");
+    snprintf(hname, sizeof hname, "X-Probe");
+    snprintf(hval, sizeof hval, "p-123");
+    snprintf(body, sizeof body, "payload");
+    snprintf(qval, sizeof qval, "q-456");
+    req.method = "POST";
+    req.path = path;
+    req.headers = h;
+    req.nheaders = 1;
+    req.body = body;
+    req.body_len = strlen(body);
+    req.query = q;
+    req.nquery = 1;
+    fut = sluice_submit(ex, c, &req, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fut);
+    /* The caller's memory changes at once; the queued copy must not. */
+    memset(path, 'z', sizeof path - 1);
+    memset(hval, 'z', sizeof hval - 1);
+    memset(body, 'z', sizeof body - 1);
+    memset(qval, 'z', sizeof qval - 1);
+    CU_ASSERT_EQUAL(sluice_future_wait(fut, -1, &r, NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(sluice_response_status(r), 200);
+    got = sluice_response_body(r, &len);
+    CU_ASSERT_PTR_NOT_NULL(strstr(got, "payload"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(got, "p-123"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(got, "q-456"));
+    CU_ASSERT_PTR_NULL(strstr(got, "zzz"));
+    /* The response moves out once. */
+    CU_ASSERT_EQUAL(sluice_future_wait(fut, 0, &again, NULL), 0);
+    CU_ASSERT_PTR_NULL(again);
+    sluice_response_free(r);
+    sluice_future_free(fut);
+    /* A future dropped before its response arrived: the worker frees it. */
+    req.method = NULL;
+    req.path = "/delay/100";
+    req.nheaders = 0;
+    req.body = NULL;
+    req.body_len = 0;
+    req.nquery = 0;
+    fut = sluice_submit(ex, c, &req, NULL);
+    CU_ASSERT_PTR_NOT_NULL(fut);
+    sluice_future_free(fut);
+    sluice_executor_free(ex);
+    sluice_factory_free(f);
+}
+
+typedef struct worker_batch {
+    sluice_executor *ex;
+    sluice_client *c;
+    int rc, codes[6];
+} worker_batch;
+
+static void batch_task(void *arg)
+{
+    worker_batch *w = arg;
+    sluice_request reqs[6] = {{.path = "/json"}, {.path = "/json"}, {.path = "/json"},
+                              {.path = "/json"}, {.path = "/json"}, {.path = "/json"}};
+    sluice_response *outs[6];
+    int i;
+
+    w->rc = sluice_batch(w->ex, w->c, reqs, 6, 0, outs, w->codes);
+    for (i = 0; i < 6; i++)
+        sluice_response_free(outs[i]);
+}
+
+/* On the only worker of its executor, a batch runs inline: no deadlock. */
+static void test_executor_batch_from_worker(void)
+{
+    const char *base = tu_http_base();
+    worker_batch w = {0};
+    sluice_future *fut;
+    sluice_factory *f;
+    int i;
+
+    TU_REQUIRE(base);
+    w.c = http_client(&f, "inworker", base);
+    w.ex = sluice_executor_new(1, 2, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w.ex);
+    fut = sluice_executor_run(w.ex, batch_task, &w, -1, NULL);
+    CU_ASSERT_EQUAL(sluice_future_wait(fut, 30000, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(w.rc, 0);
+    for (i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(w.codes[i], 0);
+    sluice_future_free(fut);
+    sluice_executor_free(w.ex);
+    sluice_factory_free(f);
+}
+
 static CU_TestInfo tests[] = {
     {"test_executor_tasks_run_exactly_once", test_executor_tasks_run_exactly_once},
     {"test_executor_backpressure", test_executor_backpressure},
@@ -516,6 +703,9 @@ static CU_TestInfo tests[] = {
     {"test_executor_task_submits_to_own_executor", test_executor_task_submits_to_own_executor},
     {"test_executor_bad_input", test_executor_bad_input},
     {"test_executor_alloc_failure_loop", test_executor_alloc_failure_loop},
+    {"test_executor_batch_order_and_item_errors", test_executor_batch_order_and_item_errors},
+    {"test_executor_submit_copies_request", test_executor_submit_copies_request},
+    {"test_executor_batch_from_worker", test_executor_batch_from_worker},
     CU_TEST_INFO_NULL,
 };
 

@@ -38,6 +38,14 @@ static void test_retry_defaults_urllib3(void)
     sl_retry_policy_free(&p);
     sl_retry_policy_free(&p);   /* a freed policy is zeroed: harmless */
     sl_retry_policy_free(NULL);
+    /* A zeroed or NULL policy retries nothing and does not crash. */
+    CU_ASSERT_FALSE(sl_retry_status_retryable(&p, 503));
+    CU_ASSERT_FALSE(sl_retry_method_allowed(&p, "GET", 0));
+    CU_ASSERT_EQUAL(sl_retry_backoff_ns(&p, 1), 0);
+    CU_ASSERT_FALSE(sl_retry_status_retryable(NULL, 503));
+    CU_ASSERT_FALSE(sl_retry_method_allowed(NULL, "GET", 0));
+    CU_ASSERT_EQUAL(sl_retry_backoff_ns(NULL, 1), 0);
+    CU_ASSERT_TRUE(sl_retry_policy_equal(&p, &p));
 }
 
 static void test_retry_off_values(void)
@@ -468,6 +476,27 @@ static void test_retry_after_rfc850_century(void)
                                             126230400000LL - 5000), 5000);
 }
 
+/* Found by fuzzing: the most extreme clocks overflowed the ms arithmetic
+ * (UBSan in `make asan` catches a regression). */
+static void test_retry_after_extreme_clock(void)
+{
+    static const char *const v[] = {"Sunday, 06-Nov-94 08:49:37 GMT",
+                                    "Sun, 06 Nov 1994 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"};
+    size_t i;
+
+    /* RFC 850's year follows the clock's, so it can be ahead of either. */
+    for (i = 0; i < 3; i++) {
+        int64_t lo = sl_retry_after_parse_ms(v[i], INT64_MIN);
+        int64_t hi = sl_retry_after_parse_ms(v[i], INT64_MAX);
+        CU_ASSERT(lo >= 0 && lo <= 2147483648000LL);
+        CU_ASSERT(hi >= 0 && hi <= 2147483648000LL);
+        if (i > 0)
+            CU_ASSERT_EQUAL(hi, 0);
+    }
+    CU_ASSERT_EQUAL(sl_retry_after_parse_ms("Sun, 06 Nov 1994 08:49:37 GMT", INT64_MIN),
+                    2147483648000LL);
+}
+
 /* --- equality ---------------------------------------------------------------- */
 
 static void test_retry_policy_equal_normalised(void)
@@ -708,6 +737,7 @@ static CU_TestInfo tests[] = {
     {"test_retry_after_garbage", test_retry_after_garbage},
     {"test_retry_after_matches_timegm", test_retry_after_matches_timegm},
     {"test_retry_after_rfc850_century", test_retry_after_rfc850_century},
+    {"test_retry_after_extreme_clock", test_retry_after_extreme_clock},
     {"test_retry_policy_equal_normalised", test_retry_policy_equal_normalised},
     {"test_retry_policy_init_enomem", test_retry_policy_init_enomem},
     {"test_retry_budget_ratio_and_floor", test_retry_budget_ratio_and_floor},

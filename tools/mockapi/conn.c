@@ -248,6 +248,15 @@ static void begin_response(mock_conn *c, const mock_request *req)
     c->keep_alive_10 = req->minor == 0 && !c->last;
 }
 
+/* Between requests a connection may idle for --idle-timeout (forever
+ * without it); once a request has begun, each read gets IO_TIMEOUT_MS. */
+static int read_timeout(const mock_conn *c)
+{
+    if (c->in_len)
+        return IO_TIMEOUT_MS;
+    return c->cfg->idle_timeout_ms ? c->cfg->idle_timeout_ms : -1;
+}
+
 static void serve(mock_conn *c)
 {
     mock_request req;
@@ -274,7 +283,7 @@ static void serve(mock_conn *c)
             if (mock_conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0)
                 return;
         }
-        n = fill(c, c->in_len ? IO_TIMEOUT_MS : c->cfg->idle_timeout_ms ? c->cfg->idle_timeout_ms : -1);
+        n = fill(c, read_timeout(c));
         if (n == -3)
             reject(c, "request too large");
         if (n <= 0)

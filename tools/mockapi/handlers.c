@@ -254,9 +254,25 @@ static void h_status(mock_conn *c, const mock_request *r, const char *arg, size_
     send_json(c, (int)code, extra, &b);
 }
 
+/* ?cache_control=V answers with "Cache-Control: V" (micro-cache tests). */
+static int cache_control(mock_conn *c, const mock_request *r, char *line, size_t cap)
+{
+    char v[64];
+    size_t n;
+    int f = mock_query_get(r->query, r->query_len, "cache_control", v, sizeof v, &n);
+
+    line[0] = '\0';
+    if (f < 0 || (f > 0 && !header_safe(v, n)))
+        return bad_param(c, "cache_control");
+    if (f > 0)
+        snprintf(line, cap, "Cache-Control: %s\r\n", v);
+    return 0;
+}
+
 static void h_count(mock_conn *c, const mock_request *r, const char *arg, size_t len)
 {
     uint64_t delay, status;
+    char extra[96];
     long n;
 
     if (len == 0) {
@@ -264,14 +280,15 @@ static void h_count(mock_conn *c, const mock_request *r, const char *arg, size_t
         return;
     }
     if (query_num(c, r, "delay", 0, MAX_DELAY_MS, 0, &delay) != 0 ||
-        query_num(c, r, "status", 200, 999, 200, &status) != 0)
+        query_num(c, r, "status", 200, 999, 200, &status) != 0 ||
+        cache_control(c, r, extra, sizeof extra) != 0)
         return;
     if ((n = mock_counters_add(&mock_state.counts, arg, len, 1)) < 0) {
         send_error(c, 503, "counter table full", arg, len);
         return;
     }
     sleep_ms(delay);
-    send_text_number(c, (int)status, NULL, n);
+    send_text_number(c, (int)status, extra[0] ? extra : NULL, n);
 }
 
 /* /hits/delay/200 reports the count of "/delay/200": the path is the

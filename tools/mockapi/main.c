@@ -188,12 +188,25 @@ static int write_port_file(const char *path, int port)
     return 0;
 }
 
+static void stop_now(int sig)
+{
+    (void)sig;
+    _exit(0);
+}
+
 /* Blocks the stop signals in every thread (workers inherit the mask) and
- * returns a descriptor that becomes readable when one arrives. */
+ * returns a descriptor that becomes readable when one arrives.  Should one
+ * still reach a thread that does not block it (a runtime's helper thread,
+ * say), the handler ends the process just as cleanly. */
 static int stop_signals(void)
 {
+    struct sigaction sa;
     sigset_t set;
 
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stop_now;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);

@@ -154,7 +154,7 @@ int mock_tls_init(const mock_config *cfg);
 struct WOLFSSL *mock_tls_accept(int fd, const mock_config *cfg);
 /* Bytes read (> 0), 0 when the peer closed, -1 on error or timeout. */
 long mock_tls_read(struct WOLFSSL *ssl, void *buf, size_t n);
-/* Decrypted bytes waiting inside wolfSSL. */
+/* Non-zero when wolfSSL holds input already read from the socket. */
 int mock_tls_pending(struct WOLFSSL *ssl);
 /* Writes all of p; 0 or -1. */
 int mock_tls_write(struct WOLFSSL *ssl, const void *p, size_t n);

@@ -71,10 +71,12 @@ int mock_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
  * 0 when no LF has arrived yet, -1 on a bare LF. */
 static int take_line(const char *buf, size_t limit, size_t *pos, const char **line, size_t *line_len)
 {
-    const char *start = buf + *pos;
-    const char *lf = memchr(start, '\n', limit - *pos);
+    const char *start, *lf;
 
-    if (!lf)
+    if (*pos >= limit)
+        return 0;
+    start = buf + *pos;
+    if (!(lf = memchr(start, '\n', limit - *pos)))
         return 0;
     if (lf == start || lf[-1] != '\r')
         return -1;
@@ -370,6 +372,8 @@ long mock_request_parse(char *buf, size_t len, mock_request *req)
     size_t decoded = 0;
 
     memset(req, 0, sizeof *req);
+    if (len == 0)
+        return MOCK_REQ_PARTIAL;      /* buf may still be NULL */
     if ((head = parse_head(buf, len, req)) <= 0)
         return head;
     req->head_len = (size_t)head;

@@ -56,7 +56,8 @@ typedef struct mock_request {
  * already complete, so a caller can answer "Expect: 100-continue"), or
  * MOCK_REQ_BAD with req->error set.  A chunked body is decoded in place,
  * only once the request is complete, and only within the request's own
- * bytes; every pointer in req points into buf. */
+ * bytes; every pointer in req points into buf (except the path "/" of an
+ * absolute-form target without one, which is static). */
 long mock_request_parse(char *buf, size_t len, mock_request *req);
 
 /* The first header named `name` (case-insensitive), or NULL. */

@@ -1,0 +1,222 @@
+/* The rate limiter: the public front (limiter.c) and its two backends, the
+ * in-process table (limiter_local.c) and Redis (limiter_redis.c).
+ *
+ * The algorithm is GCRA as in go-redis/redis_rate.  All times are in
+ * microseconds held in doubles (exact integers up to 2^53).  For a limit of
+ * `rate` per `period_ms` with `burst`:
+ *
+ *   T            = period_ms * 1000 / rate       emission interval
+ *   burst_offset = T * burst
+ *   tat          = max(stored TAT or now, now)   theoretical arrival time
+ *   new_tat      = tat + T * cost
+ *   diff         = now - (new_tat - burst_offset)
+ *   diff < -SL_GCRA_TOL_US: denied, remaining 0, retry_after = -diff,
+ *                           reset_after = tat - now, nothing stored
+ *   otherwise:   allowed, remaining = floor((diff + tol) / T), retry_after -1,
+ *                reset_after = new_tat - now, new_tat stored (check only),
+ *                expiring when it is reached (the key is then a full burst)
+ *
+ * so over any span S, admitted <= burst + S / T (+ tol / T): the "exact"
+ * bound.  Milliseconds returned are rounded up (waiting retry_after_ms is
+ * always enough).  `peek` is a check of cost 1 that stores nothing.
+ * `cooldown(ms)` sets TAT = max(TAT, now + ms*1000 + T*(burst-1)): every
+ * decision is denied until exactly now + ms (a cost-c decision until
+ * now + ms + (c-1)*T) with retry_after_ms saying so; after that the bucket
+ * refills from empty at the normal rate (one request at now + ms, then one
+ * per T): a slow start after an upstream's 429, not a stampede.
+ *
+ * The Lua script in limiter_redis.c performs the same operations in the
+ * same order on the same doubles, so both backends give identical results
+ * for the same inputs and the same `now` (tests check a table of cases).
+ *
+ * Keys: the caller's key K is stored as "<prefix>:K".  The HTTP client
+ * passes K = "{<service>}:<endpoint>", so the Redis key is
+ * "<prefix>:{<service>}:<endpoint>": the braces are a Redis Cluster hash
+ * tag, so every key of one service lives in one slot.  Every key a script
+ * touches is passed in KEYS.  A batch (below) may carry keys of several
+ * services, which is only valid on a non-cluster deployment (hiredis 0.14
+ * has no cluster support anyway).
+ *
+ * Threading: every function here is thread-safe except *_free, which the
+ * owner calls once no other call is in flight.
+ */
+#ifndef SL_LIMITER_H
+#define SL_LIMITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice.h"
+
+struct redisReply;
+
+/* Half the clock's resolution: boundaries closer than this count as met,
+ * so floating-point rounding never denies a request that is due. */
+#define SL_GCRA_TOL_US 0.5
+/* Limits whose emission interval is shorter than this are refused: the
+ * limiter counts in microseconds. */
+#define SL_GCRA_MIN_T_US 1.0
+/* Longest burst_offset (or cost * T) accepted: about 115 days. */
+#define SL_GCRA_MAX_SPAN_US 1e13
+/* Longest caller key and prefix, in bytes. */
+#define SL_LIMITER_MAX_KEY 512
+#define SL_LIMITER_MAX_PREFIX 64
+/* "now" argument meaning "read the backend's clock". */
+#define SL_LIM_NOW (-1)
+
+typedef enum sl_lim_op {
+    SL_LIM_CHECK = 0,     /* arg = cost */
+    SL_LIM_PEEK = 1,      /* arg ignored (cost 1, nothing stored) */
+    SL_LIM_COOLDOWN = 2   /* arg = milliseconds */
+} sl_lim_op;
+
+/* One decision as the front hands it to a backend.  `key` is the full
+ * key ("<prefix>:<caller key>"), owned by the caller for the whole call;
+ * `lim` and `arg` are already validated. */
+typedef struct sl_lim_req {
+    sl_lim_op op;
+    const char *key;
+    size_t key_len;
+    sluice_limit lim;
+    int arg;
+    int64_t now_us;       /* SL_LIM_NOW, or a test's fixed clock */
+} sl_lim_req;
+
+/* --- GCRA (limiter_local.c) -------------------------------------------- */
+
+/* SLUICE_EINVAL naming the field unless the limit and cost are usable:
+ * rate finite and > 0, period_ms > 0, burst > 0, 0 < cost <= burst, and
+ * the emission interval within [SL_GCRA_MIN_T_US, SL_GCRA_MAX_SPAN_US]. */
+int sl_gcra_validate(const sluice_limit *lim, int cost, sluice_error *err);
+
+/* Evaluates one validated decision at `now_us`.  *tat is the stored TAT
+ * (negative: none) and is updated when the decision changes the state;
+ * returns 1 when it did (the caller stores *tat until it is reached),
+ * else 0.  Pure; the Lua script mirrors it operation for operation. */
+int sl_gcra_eval(const sl_lim_req *rq, double now_us, double *tat, sluice_limit_result *r);
+
+/* --- in-process backend (limiter_local.c) ------------------------------ */
+
+/* A table of TATs: 64 shards chosen by key hash, each a chained hash table
+ * under its own mutex (held only for the look-up, the GCRA arithmetic and
+ * an allocation; no I/O).  Entries whose TAT has passed are equivalent to
+ * absent ones and are dropped when met in a chain and by a sweep of the
+ * shard whenever it has doubled since the last sweep. */
+typedef struct sl_local sl_local;
+
+sl_local *sl_local_new(sluice_error *err);
+void sl_local_free(sl_local *t);
+/* Decides rq against the table; now is rq->now_us, or the monotonic clock
+ * for SL_LIM_NOW.  0, or SLUICE_ENOMEM when a new key cannot be stored
+ * (then *r says denied). */
+int sl_local_decide(sl_local *t, const sl_lim_req *rq, sluice_limit_result *r, sluice_error *err);
+/* Entries held (expired ones not yet dropped included).  For tests. */
+size_t sl_local_entries(sl_local *t);
+
+/* --- Redis backend (limiter_redis.c) ----------------------------------- */
+
+/* A parsed Redis URL: "redis://[[user]:password@]host[:port][/db]" or
+ * "unix://[[user]:password@]/path[?db=N]".  User and password are
+ * percent-decoded.  Owned strings, freed by sl_redis_url_free. */
+typedef struct sl_redis_url {
+    char *host;        /* NULL for a unix socket; IPv6 without brackets */
+    int port;          /* default 6379 */
+    char *path;        /* unix socket path, or NULL */
+    char *user;        /* NULL: AUTH with the password only */
+    char *password;    /* NULL: no AUTH */
+    int db;            /* SELECT after connecting when not 0 */
+    char *display;     /* the URL with the password as "***": for messages */
+    char *where;       /* "host:port" ("[v6]:port") or the socket path */
+} sl_redis_url;
+
+/* Parses strictly: scheme redis or unix (rediss is refused: no TLS in
+ * hiredis 0.14), host letters/digits/'-'/'.'/'_' or a bracketed IPv6 literal,
+ * port 1..65535, db 0..2^31-1, no other query or fragment.  SLUICE_EINVAL
+ * naming the part ("scheme", "userinfo", "host", "port", "db", "path",
+ * "query"); the message never contains the password. */
+int sl_redis_url_parse(const char *s, sl_redis_url *out, sluice_error *err);
+void sl_redis_url_free(sl_redis_url *u);
+
+typedef struct sl_redis sl_redis;
+
+typedef struct sl_redis_cfg {
+    int timeout_ms;        /* bound on one decision */
+    int pool_size;         /* connections at most */
+    int max_inflight;      /* concurrent round trips (batches), <= pool_size */
+    int create_timeout_ms; /* the first connection, made by sl_redis_new */
+} sl_redis_cfg;
+
+/* Takes ownership of *url (zeroed on return).  Connects once, within
+ * cfg->create_timeout_ms: SLUICE_ELIMITER ("AUTH failed for <display>" or
+ * "SELECT n failed ...") and NULL when Redis answers but refuses the
+ * credentials or the db.  An unreachable server is not an error here:
+ * *reachable is set to 0 and decisions will say why. */
+sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachable,
+                       sluice_error *err);
+void sl_redis_free(sl_redis *rd);
+
+/* Decides rq in Redis.  Concurrent calls are batched: the first caller
+ * becomes the leader, takes every decision queued (up to a cap, arrival
+ * order), sends them as one EVALSHA whose script evaluates each atomically
+ * in that order, and hands each waiter its result.  A new leader starts
+ * only when fewer than max_inflight round trips are in flight, so decisions
+ * queued while one is on the wire share the next.  No artificial delay: a
+ * lone caller sends at once.  Every call returns by its own deadline
+ * (now + timeout_ms, plus scheduling noise): a waiter not yet taken gives
+ * up at it, and a round trip's socket timeouts come from the earliest
+ * deadline of its batch.  SLUICE_ELIMITER naming `where` for a failed
+ * connect, I/O error, timeout, error reply or malformed reply;
+ * SLUICE_ENOMEM. */
+int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
+                    sluice_error *err);
+
+/* Round trips made and failed (connects, I/O, error replies). */
+uint64_t sl_redis_round_trips(sl_redis *rd);
+uint64_t sl_redis_errors(sl_redis *rd);
+/* "host:port" or the socket path; the masked URL. */
+const char *sl_redis_where(const sl_redis *rd);
+const char *sl_redis_display(const sl_redis *rd);
+
+/* Turns the script's reply into n results: an array of 4*n integers
+ * (allowed 0|1, remaining >= 0, retry_after_ms -1 when allowed else >= 0,
+ * reset_after_ms >= 0).  Anything else gives SLUICE_ELIMITER naming what
+ * was wrong (an error reply's text included, control bytes replaced).
+ * Never reads past what the reply declares. */
+int sl_redis_decode_reply(const struct redisReply *reply, size_t n, sluice_limit_result *out,
+                          const char *where, sluice_error *err);
+
+/* The GCRA script (for the benchmark's one-decision-per-EVALSHA loop).
+ * KEYS[i] is decision i's key; ARGV holds SL_REDIS_ARGS_PER_DECISION
+ * fields per decision: op ("c" check, "p" peek, "d" cooldown), rate
+ * (%.17g), period_ms, burst, arg (cost or ms), now_us (-1 = Redis TIME). */
+extern const char sl_redis_script[];
+#define SL_REDIS_ARGS_PER_DECISION 6
+
+/* --- the front (limiter.c) --------------------------------------------- */
+
+/* The public calls with an error out-argument: SLUICE_EINVAL names the bad
+ * argument, SLUICE_ELIMITER the Redis host (password masked) and the
+ * cause.  sl_limiter_acquire takes an absolute deadline (SL_NO_DEADLINE:
+ * none), the form a whole-call timeout has. */
+int sl_limiter_check(sluice_limiter *l, const char *key, const sluice_limit *lim, int cost,
+                     sluice_limit_result *r, sluice_error *err);
+int sl_limiter_peek(sluice_limiter *l, const char *key, const sluice_limit *lim,
+                    sluice_limit_result *r, sluice_error *err);
+int sl_limiter_acquire(sluice_limiter *l, const char *key, const sluice_limit *lim, int cost,
+                       int64_t deadline, sluice_limit_result *r, sluice_error *err);
+int sl_limiter_cooldown(sluice_limiter *l, const char *key, const sluice_limit *lim, int ms,
+                        sluice_limit_result *r, sluice_error *err);
+
+/* One decision at a fixed clock (now_us >= 0, microseconds) or the real one
+ * (SL_LIM_NOW), through the same path as the public calls (fail modes
+ * included).  Test-only: it is how both backends are checked against one
+ * table of cases. */
+int sl_limiter_decide_at(sluice_limiter *l, sl_lim_op op, const char *key,
+                         const sluice_limit *lim, int arg, int64_t now_us,
+                         sluice_limit_result *r, sluice_error *err);
+
+/* The in-process table (the limiter itself, or the Redis limiter's
+ * SLUICE_FAIL_LOCAL fallback).  For tests. */
+sl_local *sl_limiter_local(sluice_limiter *l);
+
+#endif
