@@ -829,11 +829,16 @@ static void tune_breaker(sluice_client_opts *o)
     o->api_version = "v\"2\"";
 }
 
+static void tune_rate_limited(sluice_client_opts *o)
+{
+    o->rate_limit.rate = 1000;
+}
+
 /* A factory with traffic of every kind and hostile names. */
 static sluice_factory *busy_factory(void)
 {
     sluice_factory *f = NULL;
-    sluice_client *a = tu_client(&f, "svc-a", tu_http_base(), NULL);
+    sluice_client *a = tu_client(&f, "svc-a", tu_http_base(), tune_rate_limited);
     sluice_client *b = tu_client(&f, "we\"ird\\svc\nline\x01\xff\xc3\xa9", tu_http_base(), NULL);
     sluice_client *br = tu_client(&f, "svc-breaker", tu_http_base(), tune_breaker);
     sluice_error err;
@@ -866,7 +871,8 @@ static void test_metrics_prometheus_passes_promtool(void)
     CU_ASSERT(contains(text, "sluice_breaker_state{service=\"svc-breaker\",api_version=\"v\\\"2\\\"\","));
     CU_ASSERT(contains(text, "sluice_pool_created_total{origin=\"http://127.0.0.1:"));
     CU_ASSERT(contains(text, "sluice_pool_recommended_max_connections "));
-    CU_ASSERT(contains(text, "sluice_limiter_allowed_total "));
+    CU_ASSERT(contains(text, "sluice_limiter_allowed_total 5\n"));
+    CU_ASSERT(contains(text, "sluice_limiter_decisions_total 5\n"));
     CU_ASSERT(contains(text, "sluice_coalesce_saved_total "));
     free(text);
     sluice_factory_free(f);
