@@ -243,6 +243,26 @@ static int zero_length(const char *v, const char *eol)
     return p == eol;
 }
 
+/* 1 if the comma-separated list in [v, eol) holds `token`, any case. */
+static int list_has(const char *v, const char *eol, const char *token)
+{
+    size_t n = strlen(token);
+
+    while (v < eol) {
+        const char *comma = memchr(v, ',', (size_t)(eol - v)), *end = comma ? comma : eol;
+        const char *last = end;
+
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (last > v && (last[-1] == ' ' || last[-1] == '\t'))
+            last--;
+        if ((size_t)(last - v) == n && strncasecmp(v, token, n) == 0)
+            return 1;
+        v = comma ? comma + 1 : eol;
+    }
+    return 0;
+}
+
 /* Header `name: value` lines between `p` and `end`.  Sets keep-alive from
  * Connection and refuses bodies: this gateway only serves GET. */
 static int parse_headers(const char *p, const char *end, struct request *rq)
@@ -260,9 +280,9 @@ static int parse_headers(const char *p, const char *end, struct request *rq)
         for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
             ;
         if (nlen == 10 && strncasecmp(p, "Connection", 10) == 0) {
-            if (strncasecmp(v, "close", 5) == 0)
+            if (list_has(v, eol, "close"))
                 rq->keep_alive = 0;
-            else if (strncasecmp(v, "keep-alive", 10) == 0)
+            else if (list_has(v, eol, "keep-alive"))
                 rq->keep_alive = 1;
         } else if ((nlen == 17 && strncasecmp(p, "Transfer-Encoding", 17) == 0) ||
                    (nlen == 14 && strncasecmp(p, "Content-Length", 14) == 0 &&
@@ -400,6 +420,25 @@ static int dispatch(struct conn *c, const struct request *rq, int keep_alive)
                         keep_alive);
 }
 
+/* After an error answer, the client may still be sending: closing with
+ * unread input would reset the connection and could destroy the answer
+ * before the client reads it.  So: end our side, then discard what
+ * arrives for a moment (bounded in time and bytes). */
+static void drain_and_close_soon(struct conn *c)
+{
+    char sink[4096];
+    size_t total = 0;
+    struct pollfd p = {c->fd, POLLIN, 0};
+
+    shutdown(c->fd, SHUT_WR);
+    while (total < 1u << 20 && poll(&p, 1, 500) > 0) {
+        ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+    }
+}
+
 /* Serves requests on one connection until either side ends it. */
 static void serve_connection(struct conn *c)
 {
@@ -411,10 +450,12 @@ static void serve_connection(struct conn *c)
             return;
         if (head == HEAD_TOO_BIG) {
             respond_text(c, 431, "request head too large\n", 0);
+            drain_and_close_soon(c);
             return;
         }
         if (head == HEAD_BAD || parse_request(c->buf, (size_t)head, &rq) != 0) {
             respond_text(c, 400, "malformed request\n", 0);
+            drain_and_close_soon(c);
             return;
         }
         /* Once shutdown began, this response is the connection's last. */
@@ -571,6 +612,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* A client that leaves early must not kill the server: every write
+     * here uses MSG_NOSIGNAL, and this covers any other. */
     signal(SIGPIPE, SIG_IGN);
 
     if (make_upstream(&s, argv[1], nthreads) != 0 || pipe2(s.wake, O_CLOEXEC) != 0 ||

@@ -144,6 +144,10 @@ static void report(struct worker *w, int nthreads, double secs, sluice_factory *
         errors += w[i].errors;
     }
     all = malloc(sizeof *all * (size_t)(total ? total : 1));
+    if (!all) {
+        fprintf(stderr, "worker_threads: out of memory\n");
+        exit(1);
+    }
     for (i = 0; i < nthreads; i++) {
         memcpy(all + k, w[i].lat_us, sizeof *all * (size_t)w[i].n);
         k += w[i].n;
@@ -169,13 +173,22 @@ static void report(struct worker *w, int nthreads, double secs, sluice_factory *
     free(all);
 }
 
+/* A whole-string number, or `bad` when it is not one. */
+static double number(const char *s, double bad)
+{
+    char *end;
+    double v = strtod(s, &end);
+
+    return end == s || *end ? bad : v;
+}
+
 int main(int argc, char **argv)
 {
     struct worker w[MAX_THREADS];
     const char *base = argc > 1 ? argv[1] : getenv("SLUICE_DEMO_URL");
-    int nthreads = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 8;
-    double secs = argc > 3 ? strtod(argv[3], NULL) : 5;
-    int tty = isatty(1), i;
+    int nthreads = argc > 2 ? (int)number(argv[2], -1) : 8;
+    double secs = argc > 3 ? number(argv[3], -1) : 5;
+    int tty = isatty(1), started, i;
     sluice_factory *f;
     sluice_error err;
     long t0;
@@ -199,12 +212,17 @@ int main(int argc, char **argv)
                st.limiter_shared ? "shared through Redis ($SLUICE_REDIS_URL)" : "in-process");
     }
     t0 = now_us();
-    for (i = 0; i < nthreads; i++) {
-        w[i] = (struct worker){0};
-        w[i].id = i;
-        w[i].lat_us = malloc(sizeof(long) * MAX_SAMPLES);
-        pthread_create(&w[i].tid, NULL, work, &w[i]);
+    for (started = 0; started < nthreads; started++) {
+        w[started] = (struct worker){0};
+        w[started].id = started;
+        w[started].lat_us = malloc(sizeof(long) * MAX_SAMPLES);
+        if (!w[started].lat_us || pthread_create(&w[started].tid, NULL, work, &w[started]) != 0) {
+            fprintf(stderr, "worker_threads: could not start worker %d\n", started);
+            free(w[started].lat_us);
+            break;
+        }
     }
+    nthreads = started;
     while (now_us() - t0 < (long)(secs * 1e6)) {
         usleep(tty ? 200000 : 1000000);
         if (tty) {

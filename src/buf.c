@@ -112,6 +112,7 @@ char *sl_buf_detach(sl_buf *b, size_t *len)
 
     if (!b->data && sl_buf_reserve(b, 0))
         return NULL;
+    b->data[b->len] = '\0';   /* a buffer never written to is not yet terminated */
     p = b->data;
     if (len)
         *len = b->len;

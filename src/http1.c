@@ -3,8 +3,13 @@
  * Strictness is deliberate: CRLF line endings only, no obsolete line
  * folding, no whitespace before a header colon, no control bytes in field
  * values, one agreed Content-Length, never Content-Length together with
- * Transfer-Encoding.  Each of these is a request-smuggling or
- * response-splitting vector when two parties read a message differently.
+ * Transfer-Encoding, no empty Transfer-Encoding list elements.  Each of
+ * these is a request-smuggling or response-splitting vector when two
+ * parties read a message differently (fuzz/README lists them all).
+ *
+ * The head is parsed one line at a time as line ends arrive, and the
+ * parser never reads past the bytes it is given (SWAR loads only while 8
+ * bytes remain), so a trickled or hostile head costs linear time.
  *
  * The hot path (a keep-alive GET with a Content-Length body) makes one
  * allocation per response: header array, body and head copy share it. */

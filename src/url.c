@@ -289,15 +289,21 @@ static char *put_port(char *d, int port)
     return d;
 }
 
-/* "[v6]" or the host, lower-cased; used for origin and host_header. */
-static char *put_host(char *d, const url_parts *p)
+static char *put_lower(char *d, const char *s, size_t n)
 {
     size_t i;
 
+    for (i = 0; i < n; i++)
+        *d++ = (char)lower((unsigned char)s[i]);
+    return d;
+}
+
+/* "[v6]" or the host, lower-cased; used for origin and host_header. */
+static char *put_host(char *d, const url_parts *p)
+{
     if (p->is_ipv6)
         *d++ = '[';
-    for (i = 0; i < p->host_len; i++)
-        *d++ = (char)lower((unsigned char)p->host[i]);
+    d = put_lower(d, p->host, p->host_len);
     if (p->is_ipv6)
         *d++ = ']';
     return d;
@@ -320,7 +326,7 @@ static int build_url(const url_parts *p, sl_url *out)
     out->port = p->port;
     out->is_ipv6 = p->is_ipv6;
     out->host = d;
-    d = put_host(d, &(url_parts){.host = p->host, .host_len = p->host_len});
+    d = put_lower(d, p->host, p->host_len);
     *d++ = '\0';
     out->path = d;
     d = p->path_len ? put_encoded(d, p->path, p->path_len) : put(d, "/", 2);

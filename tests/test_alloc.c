@@ -67,10 +67,26 @@ static void test_alloc_buf_grows(void)
     sl_free(d);
 }
 
+static void test_alloc_buf_detach_unwritten_is_terminated(void)
+{
+    sl_buf b = SL_BUF_INIT;
+    size_t len = 99;
+    char *d;
+
+    CU_ASSERT_EQUAL(sl_buf_reserve(&b, 100), 0);
+    memset(b.data, 'x', b.cap);   /* what an allocator may hand back */
+    d = sl_buf_detach(&b, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    CU_ASSERT_EQUAL(len, 0);
+    CU_ASSERT_EQUAL(d[0], '\0');
+    sl_free(d);
+}
+
 static CU_TestInfo tests[] = {
     {"test_alloc_fails_exactly_n", test_alloc_fails_exactly_n},
     {"test_alloc_sticky_and_helpers", test_alloc_sticky_and_helpers},
     {"test_alloc_buf_grows", test_alloc_buf_grows},
+    {"test_alloc_buf_detach_unwritten_is_terminated", test_alloc_buf_detach_unwritten_is_terminated},
     CU_TEST_INFO_NULL,
 };
 
