@@ -76,7 +76,7 @@ $(MOCKAPI): $(wildcard tools/mockapi/*.c tools/mockapi/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itools/mockapi -o $@ $(wildcard tools/mockapi/*.c) $(ALL_LDFLAGS) -lwolfssl -pthread
 
-$(BENCH): tools/sluice-bench.c $(STLIB)
+$(BENCH): tools/sluice-bench.c $(wildcard bench/*.h) $(STLIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
 
 # --- tests -----------------------------------------------------------------
@@ -132,7 +132,7 @@ bench:
 	BUILD=$(BUILD) bench/run.sh
 
 # Programs in bench/ link the static library (and libcurl for the peers).
-$(BUILD)/bench/%: bench/%.c $(STLIB)
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STLIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) \
 	  $(if $(findstring curl,$*),-lcurl) -lm

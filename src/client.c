@@ -873,6 +873,8 @@ static int flight_fn(void *arg, void **value)
     rc = run(k, &fv->resp);
     fv->err.code = rc;
     fv->attempts = k->attempts;
+    if (fv->resp)
+        fv->resp->attempts = k->attempts;   /* before the flight publishes it */
     k->err = caller_err;
     *value = fv;
     return rc;
@@ -903,8 +905,17 @@ static int cmp_param(const void *a, const void *b)
     return r ? r : (lx > ly) - (lx < ly);
 }
 
-/* The query's parameters in sorted order, so a=1&b=2 and b=2&a=1 match. */
-static int add_sorted_query(sl_buf *key, const char *q)
+/* Copies n bytes to *dst and moves it on: the key's size is known before
+ * it is written (see key_size), so no copy checks for room. */
+static void put(char **dst, const void *p, size_t n)
+{
+    memcpy(*dst, p, n);
+    *dst += n;
+}
+
+/* The query's parameters in sorted order, so a=1&b=2 and b=2&a=1 match:
+ * strlen(q) + 1 bytes. */
+static int put_sorted_query(char **dst, const char *q)
 {
     const char *stack[32], **params = stack, *p;
     size_t n = 1, i;
@@ -919,10 +930,11 @@ static int add_sorted_query(sl_buf *key, const char *q)
         if (*p)
             p++;
     }
-    qsort(params, n, sizeof *params, cmp_param);
+    if (n > 1)
+        qsort(params, n, sizeof *params, cmp_param);
     for (i = 0; i < n; i++) {
-        sl_buf_append(key, params[i], strcspn(params[i], "&"));
-        sl_buf_append(key, "&", 1);
+        put(dst, params[i], strcspn(params[i], "&"));
+        put(dst, "&", 1);
     }
     if (params != stack)
         sl_free(params);
@@ -938,40 +950,52 @@ static uint64_t fnv64(const void *data, size_t len, uint64_t h)
     return h;
 }
 
-static void add_headers(sl_buf *key, const sluice_header *h, size_t n)
+static const char *or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+static size_t headers_size(const sluice_header *h, size_t n)
+{
+    size_t i, size = 0;
+
+    for (i = 0; i < n; i++)
+        size += strlen(or_empty(h[i].name)) + strlen(or_empty(h[i].value)) + 2;
+    return size;
+}
+
+static void put_headers(char **dst, const sluice_header *h, size_t n)
 {
     size_t i;
 
     for (i = 0; i < n; i++) {
-        sl_buf_puts(key, h[i].name ? h[i].name : "");
-        sl_buf_append(key, "\0", 1);
-        sl_buf_puts(key, h[i].value ? h[i].value : "");
-        sl_buf_append(key, "\0", 1);
+        put(dst, or_empty(h[i].name), strlen(or_empty(h[i].name)) + 1);
+        put(dst, or_empty(h[i].value), strlen(or_empty(h[i].value)) + 1);
     }
 }
 
-/* method, origin, path, sorted query, every header (the client's defaults
- * too, so two credentials never share a flight), and the body's hash. */
-static int coalesce_key(const call *k, sl_buf *key)
+/* The coalescing key: method, origin, path, sorted query, every header
+ * (the client's defaults too, so two credentials never share a flight),
+ * and the body's hash.  It is built on every coalescible call, so it is
+ * sized first and then written in one pass, usually on the stack. */
+typedef struct key_parts {
+    const char *origin;
+    const char *query;       /* after the '?', or NULL */
+    size_t path_len;         /* of k->rel.data, up to the '?' */
+    size_t nreq;             /* request headers */
+} key_parts;
+
+static size_t key_size(const call *k, key_parts *kp)
 {
     const char *q = strchr(k->rel.data, '?');
-    size_t plen = q ? (size_t)(q - k->rel.data) : k->rel.len;
-    uint64_t h[2];
 
-    sl_buf_printf(key, "%s %s%s", k->method, k->c->eps[0].url.origin, k->c->base_path);
-    sl_buf_append(key, k->rel.data, plen);
-    sl_buf_append(key, "\0", 1);
-    if (q && add_sorted_query(key, q + 1))
-        return SLUICE_ENOMEM;
-    sl_buf_append(key, "\0", 1);
-    add_headers(key, k->c->headers, k->c->nheaders);
-    sl_buf_append(key, "\0", 1);
-    if (k->req->headers)
-        add_headers(key, k->req->headers, k->req->nheaders);
-    h[0] = fnv64(k->body, k->body_len, 14695981039346656037ull);
-    h[1] = fnv64(k->body, k->body_len, 0x84222325cbf29ce4ull ^ k->body_len);
-    sl_buf_append(key, h, sizeof h);
-    return key->failed ? SLUICE_ENOMEM : 0;
+    kp->origin = k->c->eps[0].url.origin;
+    kp->query = q ? q + 1 : NULL;
+    kp->path_len = q ? (size_t)(q - k->rel.data) : k->rel.len;
+    kp->nreq = k->req->headers ? k->req->nheaders : 0;
+    return strlen(k->method) + 1 + strlen(kp->origin) + k->c->base_path_len + kp->path_len + 1 +
+           (q ? strlen(q + 1) + 1 : 0) + 1 + headers_size(k->c->headers, k->c->nheaders) + 1 +
+           headers_size(k->req->headers, kp->nreq) + 2 * sizeof(uint64_t);
 }
 
 /* A caller served by another's flight or the micro-cache made no attempt:
@@ -988,29 +1012,40 @@ static void follower_hook(call *k, int rc, const flight_value *fv)
     hook(k, fn, u, fv && fv->resp ? fv->resp->d->http.status : 0, rc, k->started);
 }
 
-static int run_coalesced(call *k, sluice_response **out)
+/* Writes the key key_size() measured into dst. */
+static int write_key(const call *k, const key_parts *kp, char *dst)
 {
-    sluice_flight_result fr;
-    sl_buf key = SL_BUF_INIT;
-    flight_value *fv;
-    int rc;
+    uint64_t h[2];
 
-    if (coalesce_key(k, &key)) {
-        sl_buf_free(&key);
-        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-    }
-    memset(&fr, 0, sizeof fr);
-    rc = sl_coalesce(k->f->co, key.data, key.len, k->deadline, k->c->opts.coalesce_window_ms,
-                     flight_cacheable, flight_fn, k, &fr);
-    sl_buf_free(&key);
-    fv = fr.value;
-    if (!k->leader && (fr.shared || rc == SLUICE_ETIMEDOUT))
-        follower_hook(k, rc, fv);
+    put(&dst, k->method, strlen(k->method));
+    put(&dst, " ", 1);
+    put(&dst, kp->origin, strlen(kp->origin));
+    put(&dst, k->c->base_path, k->c->base_path_len);
+    put(&dst, k->rel.data, kp->path_len);
+    put(&dst, "", 1);
+    if (kp->query && put_sorted_query(&dst, kp->query))
+        return SLUICE_ENOMEM;
+    put(&dst, "", 1);
+    put_headers(&dst, k->c->headers, k->c->nheaders);
+    put(&dst, "", 1);
+    put_headers(&dst, k->req->headers, kp->nreq);
+    h[0] = fnv64(k->body, k->body_len, 14695981039346656037ull);
+    h[1] = fnv64(k->body, k->body_len, 0x84222325cbf29ce4ull ^ k->body_len);
+    put(&dst, h, sizeof h);
+    return 0;
+}
+
+/* What the caller gets from the flight: the leader another reference on
+ * the response's primary handle, every other caller a handle of its own on
+ * the same data; or the flight's error. */
+static int take_result(call *k, int rc, sluice_flight_result *fr, sluice_response **out)
+{
+    flight_value *fv = fr->value;
+
     if (rc == 0 && fv && fv->resp) {
-        if (!(*out = sl_response_share(fv->resp, fr.shared)))
+        *out = fr->shared ? sl_response_share(fv->resp, 1) : sl_response_ref(fv->resp);
+        if (!*out)
             rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-        else
-            (*out)->attempts = fv->attempts;
     } else if (fv) {
         sl_err_copy(k->err, &fv->err);
     } else if (rc == SLUICE_ETIMEDOUT) {
@@ -1018,6 +1053,32 @@ static int run_coalesced(call *k, sluice_response **out)
     } else if (rc) {
         sl_err(k->err, rc, "%s", sluice_strerror(rc));
     }
+    return rc;
+}
+
+static int run_coalesced(call *k, sluice_response **out)
+{
+    sluice_flight_result fr;
+    char stack[512], *key = stack;
+    key_parts kp;
+    size_t size = key_size(k, &kp);
+    int rc;
+
+    if (size > sizeof stack && !(key = sl_malloc(size)))
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    if (write_key(k, &kp, key)) {
+        if (key != stack)
+            sl_free(key);
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    }
+    memset(&fr, 0, sizeof fr);
+    rc = sl_coalesce(k->f->co, key, size, k->deadline, k->c->opts.coalesce_window_ms,
+                     flight_cacheable, flight_fn, k, &fr);
+    if (key != stack)
+        sl_free(key);
+    if (!k->leader && (fr.shared || rc == SLUICE_ETIMEDOUT))
+        follower_hook(k, rc, fr.value);
+    rc = take_result(k, rc, &fr, out);
     sluice_flight_result_release(&fr);
     return rc;
 }

@@ -59,7 +59,7 @@ ssize_t sl_conn_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_
 
     if (c->tls)
         return sl_tls_read(c->tls, buf, cap, d, err);
-    return sl_sock_read(c->fd, buf, cap, d, err);
+    return sl_sock_read_blocking(c->fd, &c->rcvtimeo_ms, buf, cap, d, err);
 }
 
 /* wolfSSL has no writev: small pieces are joined so a request goes out in

@@ -30,6 +30,7 @@ typedef struct sl_conn {
     int64_t read_timeout_ns;   /* per read, set by the request path */
     int64_t write_timeout_ns;
     int resumed;          /* the TLS session was resumed */
+    int rcvtimeo_ms;      /* the socket's SO_RCVTIMEO (see sl_sock_read_blocking) */
 } sl_conn;
 
 /* Resolves, connects (and does TLS) before `deadline`.  Takes no lock. */

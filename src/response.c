@@ -32,6 +32,14 @@ sluice_response *sl_response_share(const sluice_response *r, int coalesced)
     return h;
 }
 
+sluice_response *sl_response_ref(sluice_response *r)
+{
+    if (r != &r->d->primary)
+        return sl_response_share(r, r->coalesced);
+    __atomic_add_fetch(&r->d->refs, 1, __ATOMIC_RELAXED);
+    return r;
+}
+
 void sluice_response_free(sluice_response *r)
 {
     sl_resp_data *d;

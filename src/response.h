@@ -29,6 +29,12 @@ struct sl_resp_data {
  * or NULL on ENOMEM (http is then freed). */
 sluice_response *sl_response_new(sl_http_resp *http);
 
+/* One more reference on the primary handle: the same pointer, to be freed
+ * once more (the coalescing leader's, which shares the primary with the
+ * flight).  Cannot fail.  Given a follower's handle it shares instead
+ * (and may then return NULL on ENOMEM). */
+sluice_response *sl_response_ref(sluice_response *r);
+
 /* Another handle on the same data (a follower's), or NULL on ENOMEM. */
 sluice_response *sl_response_share(const sluice_response *r, int coalesced);
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -42,6 +43,16 @@ static void set_options(int fd, const sl_sock_cfg *cfg)
         if (cfg->keepcnt > 0)
             setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->keepcnt, sizeof(int));
     }
+}
+
+/* Reads may then wait inside recv(); every other call says MSG_DONTWAIT.
+ * Should this fail, reads still work: an EAGAIN is followed by a poll. */
+static void set_blocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+
+    if (fl != -1)
+        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 }
 
 /* One attempt; returns the fd, or -errno (-ETIMEDOUT at the deadline). */
@@ -93,6 +104,7 @@ int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
         fd = connect_one(&a->a[i], share);
         if (fd >= 0) {
             set_options(fd, cfg);
+            set_blocking(fd);
             return fd;
         }
         last = -fd;
@@ -105,13 +117,71 @@ int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
 ssize_t sl_sock_read(int fd, void *buf, size_t cap, int64_t deadline, sluice_error *err)
 {
     for (;;) {
-        ssize_t n = recv(fd, buf, cap, 0);
+        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
         if (n >= 0)
             return n;
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return sl_err(err, SLUICE_EIO, "read failed: %s", strerror(errno));
+        switch (sl_sock_wait(fd, POLLIN, deadline)) {
+        case 0:
+            return sl_err(err, SLUICE_ETIMEDOUT, "read timed out");
+        case -1:
+            return sl_err(err, SLUICE_EIO, "poll failed: %s", strerror(errno));
+        }
+    }
+}
+
+/* SO_RCVTIMEO can overshoot by one kernel tick (10 ms at HZ=100). */
+#define TICK_SLACK_MS 10
+
+static int timeo_fits(int cur, int want)
+{
+    if (want == 0)
+        return cur == 0;
+    return cur > 0 && cur <= want && cur >= want / 2;
+}
+
+static int set_rcvtimeo(int fd, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+ssize_t sl_sock_recv_wait(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline)
+{
+    int left = sl_ms_left(deadline), want;
+
+    if (left >= 0 && left <= 2 * TICK_SLACK_MS)
+        return recv(fd, buf, cap, MSG_DONTWAIT);
+    want = left < 0 ? 0 : left - TICK_SLACK_MS;   /* 0: no deadline, no timeout */
+    if (!timeo_fits(*timeo_ms, want)) {
+        /* A little lower than needed, so later reads with a little less
+         * time left still fit. */
+        int t = want - want / 8;
+        if (set_rcvtimeo(fd, t) != 0)
+            return recv(fd, buf, cap, MSG_DONTWAIT);
+        *timeo_ms = t;
+    }
+    return recv(fd, buf, cap, 0);
+}
+
+ssize_t sl_sock_read_blocking(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline,
+                              sluice_error *err)
+{
+    for (;;) {
+        ssize_t n = sl_sock_recv_wait(fd, timeo_ms, buf, cap, deadline);
+
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return sl_err(err, SLUICE_EIO, "read failed: %s", strerror(errno));
+        /* SO_RCVTIMEO ran out (it is set short of the deadline), or the
+         * socket is not in blocking mode after all: wait the rest in poll. */
         switch (sl_sock_wait(fd, POLLIN, deadline)) {
         case 0:
             return sl_err(err, SLUICE_ETIMEDOUT, "read timed out");
@@ -129,7 +199,7 @@ int sl_sock_writev(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size
     msg.msg_iov = iov;
     msg.msg_iovlen = (size_t)iovcnt;
     while (msg.msg_iovlen > 0) {
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -20,7 +20,7 @@ typedef struct sl_tls sl_tls;
 sl_tls_ctx *sl_tls_ctx_new(const sluice_factory_opts *o, sluice_error *err);
 void sl_tls_ctx_free(sl_tls_ctx *t);
 
-/* Runs the handshake on connected, non-blocking `fd` for `host` (SNI
+/* Runs the handshake on connected `fd` for `host` (SNI
  * unless an IP literal; name or IP verified), offering ALPN http/1.1 and
  * resuming the session cached for `origin` when there is one.  Honours
  * `deadline`.  *resumed tells whether the session was resumed.  On
@@ -30,11 +30,15 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
                    int64_t deadline, sl_tls **out, int *resumed, sluice_error *err);
 
 /* Reads up to cap bytes: count, 0 on close (close_notify or EOF), or a
- * negative SLUICE_E* with err set.  Waits with poll up to deadline. */
+ * negative SLUICE_E* with err set.  Waits up to deadline: inside recv()
+ * when fd is in blocking mode (SO_RCVTIMEO, see sl_sock_recv_wait), with
+ * poll otherwise and for the last milliseconds.  Every other call here
+ * uses MSG_DONTWAIT, whatever the fd's mode. */
 ssize_t sl_tls_read(sl_tls *s, void *buf, size_t cap, int64_t deadline, sluice_error *err);
 /* Writes all len bytes before the deadline: 0 or a negative SLUICE_E*. */
 int sl_tls_write(sl_tls *s, const void *buf, size_t len, int64_t deadline, sluice_error *err);
-/* Bytes decrypted and buffered but not yet read. */
+/* Bytes buffered but not yet read: decrypted, or received and not yet
+ * decrypted. */
 int sl_tls_pending(sl_tls *s);
 /* Sends close_notify without blocking, saves nothing, frees.  Does not
  * close the fd. */

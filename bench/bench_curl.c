@@ -1,0 +1,209 @@
+/* bench_curl: the libcurl peer of sluice-bench, same options and output.
+ *
+ * Default: one easy handle per thread, reused for every request (libcurl's
+ * best pattern: each handle keeps its own connection cache).
+ * --share: every handle uses one share object holding the connection cache
+ * (CURL_LOCK_DATA_CONNECT), plus DNS and TLS sessions, with pthread mutexes
+ * as lock callbacks: libcurl's only way to give threads one pool.  -c caps
+ * the shared cache with CURLOPT_MAXCONNECTS; libcurl has no way to make a
+ * thread wait for a connection of that cache, so under load it opens more
+ * and closes what does not fit (the created/reused counts show it). */
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+static bench_opts opts = {.tool = "libcurl"};
+static bench_run run;
+static int share_mode;
+static CURLSH *share;
+static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+static char base[512];
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: bench_curl [options] URL   (URL: http[s]://host:port or host:port)\n");
+    bench_usage_common(stderr);
+    fprintf(stderr, "  --share            one shared connection cache (CURLSH) for all threads\n");
+}
+
+static int extra_opt(int argc, char **argv, int i)
+{
+    (void)argc;
+    if (strcmp(argv[i], "--share") == 0)
+        return share_mode = 1, 1;
+    return 0;
+}
+
+static void lock_cb(CURL *h, curl_lock_data d, curl_lock_access a, void *ud)
+{
+    (void)h, (void)a, (void)ud;
+    pthread_mutex_lock(&share_locks[d]);
+}
+
+static void unlock_cb(CURL *h, curl_lock_data d, void *ud)
+{
+    (void)h, (void)ud;
+    pthread_mutex_unlock(&share_locks[d]);
+}
+
+static void make_share(void)
+{
+    int i;
+
+    for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&share_locks[i], NULL);
+    if (!(share = curl_share_init()))
+        bench_die("curl_share_init failed");
+    curl_share_setopt(share, CURLSHOPT_LOCKFUNC, lock_cb);
+    curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
+    if (curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK)
+        bench_die("this libcurl cannot share its connection cache");
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+}
+
+/* The body goes into a buffer, as sluice hands the caller its body. */
+typedef struct body {
+    char *data;
+    size_t len, cap;
+} body;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    body *b = ud;
+    size_t len = size * n;
+
+    if (b->len + len > b->cap) {
+        size_t cap = (b->len + len) * 2;
+        char *d = realloc(b->data, cap);
+        if (!d)
+            return 0;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, len);
+    b->len += len;
+    return len;
+}
+
+typedef struct worker_state {
+    CURL *h;
+    body b;
+    struct curl_slist *hdrs;
+    long connects;           /* new connections this thread's requests made */
+} worker_state;
+
+static void setup_handle(worker_state *w, const char *url)
+{
+    if (!(w->h = curl_easy_init()))
+        bench_die("curl_easy_init failed");
+    curl_easy_setopt(w->h, CURLOPT_URL, url);
+    curl_easy_setopt(w->h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(w->h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(w->h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(w->h, CURLOPT_WRITEDATA, &w->b);
+    curl_easy_setopt(w->h, CURLOPT_TIMEOUT_MS, 60000L);
+    if (opts.ca)
+        curl_easy_setopt(w->h, CURLOPT_CAINFO, opts.ca);
+    if (opts.close) {
+        w->hdrs = curl_slist_append(NULL, "Connection: close");
+        curl_easy_setopt(w->h, CURLOPT_HTTPHEADER, w->hdrs);
+    }
+    if (share) {
+        curl_easy_setopt(w->h, CURLOPT_SHARE, share);
+        curl_easy_setopt(w->h, CURLOPT_MAXCONNECTS, (long)opts.connections);
+    }
+}
+
+/* One request; counted on `t` unless NULL. */
+static __attribute__((noinline)) void one_get(worker_state *w, bench_thread *t)
+{
+    long status = 0, connects = 0;
+    CURLcode rc;
+    char name[48];
+
+    w->b.len = 0;
+    rc = curl_easy_perform(w->h);
+    curl_easy_getinfo(w->h, CURLINFO_NUM_CONNECTS, &connects);
+    w->connects += connects;
+    if (!t)
+        return;
+    if (rc != CURLE_OK) {
+        snprintf(name, sizeof name, "CURLE_%d", (int)rc);
+        bench_error(t, name);
+        return;
+    }
+    curl_easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+        snprintf(name, sizeof name, "HTTP_%ld", status);
+        bench_error(t, name);
+        return;
+    }
+    t->ok++;
+}
+
+static void *worker(void *arg)
+{
+    bench_thread *t = arg;
+    worker_state *w = t->user;
+    char path[1024], url[1600];
+    long i;
+
+    bench_thread_path(&opts, t->index, path, sizeof path);
+    snprintf(url, sizeof url, "%s%s", base, path);
+    setup_handle(w, url);
+    for (i = 0; i < opts.warmup; i++)
+        one_get(w, NULL);
+    bench_wait_start(&run);
+    for (i = 0; bench_more(&run, i); i++) {
+        int64_t t0 = bench_now_ns();
+        one_get(w, t);
+        bench_record(t, bench_now_ns() - t0);
+        __atomic_store_n(&t->done, t->done + 1, __ATOMIC_RELAXED);
+    }
+    t->end_ns = bench_now_ns();
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    worker_state *ws;
+    long long created = 0, total = 0;
+    char mode[64], tmp[512];
+    int i;
+
+    bench_parse(argc, argv, &opts, extra_opt, usage);
+    snprintf(base, sizeof base, "%s", bench_base_url(&opts, tmp, sizeof tmp));
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        bench_die("curl_global_init failed");
+    if (share_mode)
+        make_share();
+    bench_alloc_threads(&run, &opts);
+    if (!(ws = calloc((size_t)opts.threads, sizeof *ws)))
+        bench_die("out of memory");
+    for (i = 0; i < opts.threads; i++)
+        run.th[i].user = &ws[i];
+    bench_run_threads(&run, worker);
+    for (i = 0; i < opts.threads; i++) {
+        created += ws[i].connects;
+        total += (long long)run.th[i].done + opts.warmup;
+    }
+    snprintf(mode, sizeof mode, "%s%s%s", opts.close ? "close" : "keep-alive",
+             share_mode ? ",share" : ",handle-per-thread", opts.distinct ? ",distinct" : "");
+    bench_report(&run, mode, created, total - created, NULL);
+    for (i = 0; i < opts.threads; i++) {
+        curl_easy_cleanup(ws[i].h);
+        curl_slist_free_all(ws[i].hdrs);
+        free(ws[i].b.data);
+    }
+    free(ws);
+    if (share)
+        curl_share_cleanup(share);
+    bench_free_threads(&run);
+    curl_global_cleanup();
+    return 0;
+}

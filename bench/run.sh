@@ -1,0 +1,440 @@
+#!/bin/sh
+# The performance report: sluice and its peers side by side, in one run,
+# on this machine, over loopback only.  `make bench` runs it.
+#
+# It starts nginx (from bench/nginx.conf.in), a private redis-server and
+# the mock API on free 127.0.0.1 ports, runs each scenario for sluice and
+# its peer with the order alternating between rounds, prints one table and
+# writes it with the raw numbers to bench/results.md (and the latency CDF
+# to bench/latency.png when gnuplot is installed).  Everything it starts
+# stops when it exits, and each server also stops by itself after
+# BENCH_SERVER_LIFE seconds should this script be killed hard.
+#
+#   BUILD=build bench/run.sh
+#   BENCH_SECONDS  length of one timed run (default 2)
+#   BENCH_ROUNDS   rounds per timed scenario (default 5); medians reported
+#   BENCH_PIN      1 (default): servers on CPU 0, load generators on CPU 1
+#   BENCH_OUT      the report (default bench/results.md; "-" = none)
+set -eu
+
+BUILD=${BUILD:-build}
+S=${BENCH_SECONDS:-2}
+R=${BENCH_ROUNDS:-5}
+top=$(cd "$(dirname "$0")/.." && pwd)
+out=${BENCH_OUT:-$top/bench/results.md}
+life=${BENCH_SERVER_LIFE:-900}
+bin="$top/$BUILD"
+sb="$bin/sluice-bench"
+bc="$bin/bench/bench_curl"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+nginx_pid="" redis_pid="" mock_pid=""
+
+cleanup() {
+    for p in $nginx_pid $redis_pid $mock_pid; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*" >&2; }
+fail() { say "bench/run.sh: $*"; exit 1; }
+
+# --- programs -------------------------------------------------------------
+
+[ -x "$sb" ] || fail "$sb is not built (make bench builds it)"
+[ -x "$bin/sluice-mockapi" ] || fail "$bin/sluice-mockapi is not built"
+for p in nginx redis-server wrk valgrind; do
+    command -v $p >/dev/null || fail "$p is not installed (tools/install-deps.sh --bench)"
+done
+# The peer programs: every bench/NAME.c, built with the Makefile's rule.
+peers=""
+for f in "$top"/bench/*.c; do
+    [ -e "$f" ] && peers="$peers $BUILD/bench/$(basename "$f" .c)"
+done
+# shellcheck disable=SC2086
+(cd "$top" && ${MAKE:-make} --no-print-directory BUILD="$BUILD" $peers >"$tmp/make.log" 2>&1) ||
+    fail "building the peers failed: $(tail -20 "$tmp/make.log")"
+
+# 1000 idle connections (scenario g) need more descriptors than the default.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 2200 ] ||
+    say "bench/run.sh: ulimit -n is $(ulimit -n): the idle-connection rows may fall short"
+
+# --- servers --------------------------------------------------------------
+
+# With two cores or more, the servers run on CPU 0 and the clients on CPU 1,
+# so a client's own cost sets its pace instead of the scheduler's split of
+# two cores between client, server and whatever else the machine runs.
+srv_pin="" cli_pin="" workers=2
+if [ "${BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    srv_pin="taskset -c 0" cli_pin="taskset -c 1" workers=1
+fi
+pin=$cli_pin
+
+rand_port() { echo $(( 20000 + $(od -An -N2 -tu2 /dev/urandom) % 30000 )); }
+
+# Waits until a GET through sluice-bench answers 200 (n tries of 50 ms).
+wait_http() {
+    i=0
+    while [ $i -lt "$2" ]; do
+        "$sb" -t 1 -n 1 --json $3 "$1" 2>/dev/null | grep -q '"ok":1,' && return 0
+        i=$((i + 1)); sleep 0.05
+    done
+    return 1
+}
+
+"$top/tests/gen-certs.sh" "$tmp/certs" >"$tmp/certs.log" 2>&1 ||
+    fail "test certificates could not be made: $(cat "$tmp/certs.log")"
+ca="$tmp/certs/ca.pem"
+
+for attempt in 1 2 3 4 5 6 7 8; do
+    port=$(rand_port); tls_port=$((port + 1))
+    sed -e "s|@TMP@|$tmp|g; s|@PORT@|$port|g; s|@TLS_PORT@|$tls_port|g; s|@CERTS@|$tmp/certs|g" \
+        -e "s|@WORKERS@|$workers|g" "$top/bench/nginx.conf.in" >"$tmp/nginx.conf"
+    $srv_pin timeout "$life" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" \
+        >"$tmp/nginx.out" 2>&1 &
+    nginx_pid=$!
+    if wait_http "127.0.0.1:$port" 60 "" && wait_http "127.0.0.1:$tls_port" 20 "--https --ca $ca"; then
+        break
+    fi
+    kill "$nginx_pid" 2>/dev/null || true; wait "$nginx_pid" 2>/dev/null || true
+    nginx_pid=""
+done
+[ -n "$nginx_pid" ] || fail "nginx did not start: $(cat "$tmp/nginx-error.log" "$tmp/nginx.out" 2>/dev/null)"
+http="127.0.0.1:$port"
+https="127.0.0.1:$tls_port"
+
+for attempt in 1 2 3 4 5 6 7 8; do
+    redis_port=$(rand_port)
+    $srv_pin timeout "$life" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
+        --appendonly no --dir "$tmp" --daemonize no >"$tmp/redis.log" 2>&1 &
+    redis_pid=$!
+    i=0
+    while [ $i -lt 100 ]; do
+        redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break 2
+        kill -0 "$redis_pid" 2>/dev/null || break
+        i=$((i + 1)); sleep 0.05
+    done
+    kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true
+    redis_pid=""
+done
+[ -n "$redis_pid" ] || fail "redis-server did not start: $(cat "$tmp/redis.log")"
+
+$srv_pin "$bin/sluice-mockapi" --port-file "$tmp/mock.port" --exit-after "$life" --quiet \
+    >"$tmp/mockapi.log" 2>&1 &
+mock_pid=$!
+i=0
+while [ ! -s "$tmp/mock.port" ]; do
+    i=$((i + 1)); [ $i -lt 200 ] || fail "sluice-mockapi did not start: $(cat "$tmp/mockapi.log")"
+    sleep 0.02
+done
+mock="127.0.0.1:$(cat "$tmp/mock.port")"
+
+load0=$(cut -d' ' -f1 /proc/loadavg)
+say "bench: nginx on $http and $https, redis on 127.0.0.1:$redis_port, mock API on $mock"
+say "bench: $R rounds of $S s per timed scenario, load average $load0"
+
+# --- helpers --------------------------------------------------------------
+
+# jget KEY: the value of a flat JSON member on stdin.
+jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
+# calc EXPR: floating-point arithmetic.
+calc() { awk "BEGIN { printf \"%s\", ($1) }" </dev/null; }
+fmt0() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
+# fx EXPR [DIGITS]: a ratio, "1.23x".
+fx() { awk "BEGIN { printf \"%.${2:-2}fx\", $1 }" </dev/null; }
+# med: the median of the numbers on stdin, one a line.
+med() {
+    sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2];
+                                      else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# vals FILE KEY: "round value" for every JSON line of FILE, by round.
+vals() { sed -n "s/^{\"round\":\([0-9]*\),.*\"$2\":\([^,}]*\).*/\1 \2/p" "$1" | sort -k1,1; }
+# medv NAME WHO KEY: the median of KEY over the rounds of pair NAME.
+medv() { vals "$tmp/$1.$2" "$3" | cut -d' ' -f2 | med; }
+# ratio NAME KEY: the median over rounds of sluice's KEY / the peer's KEY in
+# the same round (run back to back, so they saw the same machine).
+ratio() {
+    vals "$tmp/$1.sluice" "$2" >"$tmp/v.s"
+    vals "$tmp/$1.peer" "$2" >"$tmp/v.p"
+    join "$tmp/v.s" "$tmp/v.p" | awk '$3 > 0 { print $2 / $3 }' | med
+}
+
+table="$tmp/table.md"
+details="$tmp/details.md"
+: >"$table"
+: >"$details"
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@" >>"$table"; }
+detail() { printf '%s\n' "$*" >>"$details"; }
+yesno() { if [ "$(calc "($1) ? 1 : 0")" = 1 ]; then echo yes; else echo no; fi; }
+
+# pair NAME "SLUICE ARGS" "PEER PROGRAM AND ARGS": R rounds, order
+# alternating, each run under $pin; lines in $tmp/NAME.sluice and
+# $tmp/NAME.peer, latencies of round r in $tmp/NAME.TOOL.r.lat.
+pair() {
+    name=$1 sargs=$2 pargs=$3
+    : >"$tmp/$name.sluice"; : >"$tmp/$name.peer"
+    r=1
+    while [ $r -le "$R" ]; do
+        if [ $((r % 2)) = 1 ]; then order="sluice peer"; else order="peer sluice"; fi
+        for who in $order; do
+            if [ $who = sluice ]; then
+                # shellcheck disable=SC2086
+                $pin "$sb" $sargs -d "$S" --json --latency-out "$tmp/$name.sluice.$r.lat" |
+                    sed "s/^{/{\"round\":$r,/" >>"$tmp/$name.sluice"
+            else
+                # shellcheck disable=SC2086
+                $pin $pargs -d "$S" --json --latency-out "$tmp/$name.peer.$r.lat" |
+                    sed "s/^{/{\"round\":$r,/" >>"$tmp/$name.peer"
+            fi
+        done
+        r=$((r + 1))
+    done
+    detail "### $name"
+    detail '```'
+    cat "$tmp/$name.sluice" "$tmp/$name.peer" >>"$details"
+    detail '```'
+}
+
+# rps_row LABEL NAME TARGET MIN_RATIO: median rps of each side, the median
+# per-round ratio, and whether it reaches MIN_RATIO.
+rps_row() {
+    rr=$(ratio "$2" rps)
+    row "$1" "$(fmt0 "$(medv "$2" sluice rps)") req/s" "$(fmt0 "$(medv "$2" peer rps)") req/s" \
+        "$(fx "$rr")" "$3" "$(yesno "$rr >= $4")"
+}
+
+# instr PROGRAM ARGS...: instructions per request inside one_get (callgrind,
+# 1 thread; 1200 minus 200 requests over 1000, so start-up and the first
+# connection cancel out).
+instr() {
+    prog=$1; shift
+    for n in 200 1200; do
+        valgrind --tool=callgrind --toggle-collect='one_get*' \
+            --callgrind-out-file="$tmp/cg.$n.out" "$prog" -t 1 -n $n "$@" >/dev/null 2>"$tmp/cg.$n.log" ||
+            fail "callgrind run failed: $(tail -5 "$tmp/cg.$n.log")"
+        eval "cg$n=\$(sed -n 's/.*Collected : *//p' \"\$tmp/cg.\$n.log\")"
+    done
+    # shellcheck disable=SC2154
+    echo $(( (cg1200 - cg200) / 1000 ))
+}
+
+# --- a. keep-alive GET, 8 threads ------------------------------------------
+
+say "bench: a. keep-alive GET, 8 threads"
+pair ka "-t 8 -c 8 $http" "$bc -t 8 -c 8 $http"
+rps_row "a. keep-alive GET, 8 threads: throughput (sluice one shared pool; libcurl a handle per thread)" \
+    ka ">= 1.25x" 1.25
+rr=$(ratio ka p99_us)
+row "a. keep-alive GET, 8 threads: p99 latency (same runs)" "$(medv ka sluice p99_us) us" \
+    "$(medv ka peer p99_us) us" "$(fx "$rr")" "sluice <= libcurl" "$(yesno "$rr <= 1")"
+row "a. keep-alive GET, 8 threads: client CPU per GET, user + system (same runs)" \
+    "$(medv ka sluice cpu_us) us" "$(medv ka peer cpu_us) us" "$(fx "$(ratio ka cpu_us)")" "(reported)" "-"
+# The round whose ratio is the median gives the latency CDF.
+vals "$tmp/ka.sluice" rps >"$tmp/v.s"; vals "$tmp/ka.peer" rps >"$tmp/v.p"
+ka_round=$(join "$tmp/v.s" "$tmp/v.p" | awk '$3 > 0 { print $2 / $3, $1 }' | sort -g |
+           awk -v n="$R" 'NR == int((n + 1) / 2) { print $2 }')
+wrk_threads=2
+[ -z "$cli_pin" ] || wrk_threads=1
+: >"$tmp/wrk"
+r=1
+while [ $r -le "$R" ]; do
+    w=$($pin wrk -t $wrk_threads -c 8 -d "${S}s" "http://$http/" 2>&1 | sed -n 's/^Requests\/sec: *//p')
+    detail "wrk round $r: ${w:-failed} req/s"
+    [ -z "$w" ] || echo "$w" >>"$tmp/wrk"
+    r=$((r + 1))
+done
+wrk_med=$(med <"$tmp/wrk")
+row "a. wrk, $wrk_threads thread(s) x 8 connections (the ceiling for plain keep-alive)" "-" \
+    "$(fmt0 "$wrk_med") req/s" "$(fx "$(medv ka sluice rps) / ($wrk_med + 0.001)")" \
+    "(ceiling; ratio: sluice / wrk)" "-"
+
+if [ -n "$cli_pin" ]; then
+    pin=""
+    pair ka_free "-t 8 -c 8 $http" "$bc -t 8 -c 8 $http"
+    pin=$cli_pin
+    rps_row "a. the same with the clients not pinned: client, server and other work share both cores" \
+        ka_free "(reported)" 1.25
+    sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
+fi
+
+# --- b. 32 threads sharing 8 connections ------------------------------------
+
+say "bench: b. 32 threads sharing 8 connections"
+pair share "-t 32 -c 8 $http" "$bc --share -t 32 -c 8 $http"
+rps_row "b. 32 threads sharing 8 connections (libcurl: share interface, CURLOPT_MAXCONNECTS 8)" \
+    share "> 1x (sluice faster)" 1.0000001
+row "b. connections opened per run (median)" "$(medv share sluice created)" \
+    "$(medv share peer created)" "-" "(reported)" "-"
+
+# --- c. instructions per keep-alive GET --------------------------------------
+
+say "bench: c. instructions per keep-alive GET (callgrind)"
+ci_s=$(instr "$sb" "$http")
+ci_p=$(instr "$bc" "$http")
+row "c. instructions per keep-alive GET (callgrind, 1 thread, coalescing off)" "$ci_s" "$ci_p" \
+    "1/$(fx "$ci_p / $ci_s" 1 | tr -d x)" "<= 10,000 and <= 1/6 of libcurl" \
+    "$(yesno "$ci_s <= 10000 && $ci_s * 6 <= $ci_p")"
+
+# --- d. HTTPS -----------------------------------------------------------------
+
+say "bench: d. HTTPS keep-alive and churn"
+pair tls "-t 8 -c 8 --https --ca $ca $https" "$bc -t 8 -c 8 --https --ca $ca $https"
+rps_row "d. HTTPS keep-alive GET, 8 threads" tls ">= 1.1x" 1.1
+pair churn "-t 8 -c 8 --close --https --ca $ca $https" "$bc -t 8 -c 8 --close --https --ca $ca $https"
+rps_row "d. HTTPS churn: Connection: close, a new TLS connection per GET, 8 threads" churn ">= 1.0x" 1.0
+row "d. sluice TLS handshakes per churn run (median): full / resumed" \
+    "$(medv churn sluice tls_full) / $(medv churn sluice tls_resumed)" "-" "-" "(reported)" "-"
+
+# --- e. limiter -----------------------------------------------------------------
+
+say "bench: e. limiter decisions per second"
+if [ -x "$bin/bench/bench_limiter" ]; then
+    # shellcheck disable=SC2086
+    if $pin "$bin/bench/bench_limiter" "redis://127.0.0.1:$redis_port" "$S" >"$tmp/limiter.out" 2>&1; then
+        lim_rc=0
+    else
+        lim_rc=$?
+    fi
+    detail "### limiter (bench_limiter, exit status $lim_rc)"
+    detail '```'
+    cat "$tmp/limiter.out" >>"$details"
+    detail '```'
+    plain=$(sed -n 's/.*plain EVALSHA[^:]*: *\([0-9.]*\) decisions.*/\1/p' "$tmp/limiter.out" | head -1)
+    batched=$(sed -n 's/.*(Redis, batched): *\([0-9.]*\) decisions.*/\1/p' "$tmp/limiter.out" | head -1)
+    if [ -n "$plain" ] && [ -n "$batched" ]; then
+        lr=$(calc "$batched / $plain")
+        row "e. limiter decisions/s, 8 threads, one Redis (sluice batched vs one EVALSHA per decision)" \
+            "$(fmt0 "$batched")/s" "$(fmt0 "$plain")/s" "$(printf '%.2fx' "$lr")" ">= 3x" \
+            "$(yesno "$lr >= 3 && $lim_rc == 0")"
+    else
+        row "e. limiter decisions/s" "failed (see below)" "-" "-" ">= 3x" "no"
+    fi
+else
+    row "e. limiter decisions/s" "not built" "-" "-" ">= 3x" "-"
+fi
+
+# --- f. coalescing burst ----------------------------------------------------------
+
+say "bench: f. 64 identical GETs to a 50 ms upstream"
+: >"$tmp/burst"
+r=1
+while [ $r -le "$R" ]; do
+    $pin "$sb" --burst 64 --path /delay/50 --hits-path /hits/delay/50 --json "$mock" >>"$tmp/burst" ||
+        say "bench: burst round $r had errors"
+    r=$((r + 1))
+done
+detail "### coalescing burst"
+detail '```'
+cat "$tmp/burst" >>"$details"
+detail '```'
+calls=$(sed -n 's/.*"upstream_calls":\([^,}]*\).*/\1/p' "$tmp/burst" | sort -u | tr '\n' ' ' | sed 's/ $//')
+slow=$(sed -n 's/.*"slowest_us":\([^,}]*\).*/\1/p' "$tmp/burst" | med)
+row "f. coalescing: 64 concurrent identical GETs, 50 ms upstream: upstream calls (every round)" \
+    "$calls" "-" "-" "exactly 1" "$(yesno "\"$calls\" == \"1\"")"
+row "f. coalescing: the slowest of the 64 callers (median)" "$(calc "$slow / 1000") ms" "-" \
+    "$(fx "$slow / 50000") of 50 ms" "<= 60 ms (1.2x)" "$(yesno "$slow <= 60000")"
+
+# --- g. memory per idle connection ----------------------------------------------
+
+say "bench: g. memory per idle pooled connection"
+for kind in plain tls; do
+    if [ $kind = plain ]; then args="$http"; else args="--https --ca $ca $https"; fi
+    # shellcheck disable=SC2086
+    if "$sb" --idle 1000 --json $args >"$tmp/idle.$kind" 2>"$tmp/idle.$kind.err"; then
+        b=$(jget bytes_per_conn <"$tmp/idle.$kind")
+        row "g. memory per idle pooled connection, $kind (RSS with 1000 idle minus none, / 1000)" \
+            "$(awk -v b="$b" 'BEGIN { printf "%.1f", b / 1024 }') KiB" "-" "-" "(reported)" "-"
+    else
+        row "g. memory per idle pooled connection, $kind" "failed: $(head -c 120 "$tmp/idle.$kind.err" "$tmp/idle.$kind" | tr '\n|' '  ')" \
+            "-" "-" "(reported)" "-"
+    fi
+    detail "idle $kind: $(cat "$tmp/idle.$kind")"
+done
+
+# --- h. coalescer and metrics overhead --------------------------------------------
+
+say "bench: h. coalescer overhead"
+pair coal "-t 8 -c 8 --distinct --coalesce $http" "$sb -t 8 -c 8 --distinct $http"
+rr=$(ratio coal rps)
+row "h. coalescer cost: keep-alive rps, coalescing on vs off, no two requests alike" \
+    "$(fmt0 "$(medv coal sluice rps)") req/s on" "$(fmt0 "$(medv coal peer rps)") req/s off" \
+    "$(fx "$rr" 3)" "cost <= 2% (>= 0.98x)" "$(yesno "$rr >= 0.98")"
+co_on=$(instr "$sb" --distinct --coalesce "$http")
+co_off=$(instr "$sb" --distinct "$http")
+row "h. coalescer cost: instructions per GET, coalescing on vs off" "$co_on" "$co_off" \
+    "$(fx "$co_on / $co_off")" "(reported)" "-"
+row "h. metrics overhead" "not measured yet" "-" "-" "(metrics module)" "-"
+
+# --- the report -----------------------------------------------------------------------
+
+load1=$(cut -d' ' -f1 /proc/loadavg)
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+machine="machine: $cpu; $(nproc) cores; Linux $(uname -r); load average $load0 at start, $load1 at end"
+now=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+if command -v gnuplot >/dev/null && [ -s "$tmp/ka.sluice.$ka_round.lat" ]; then
+    for who in sluice peer; do
+        f="$tmp/ka.$who.$ka_round.lat"
+        # Sorted already; keep about 2000 points of the CDF.
+        awk -v n="$(wc -l <"$f")" 'BEGIN { step = n > 2000 ? int(n / 2000) : 1 }
+             NR % step == 0 || NR == n { print $1, NR / n }' "$f" >"$tmp/cdf.$who"
+    done
+    gnuplot -e "sluice='$tmp/cdf.sluice'; peer='$tmp/cdf.peer'; out='$top/bench/latency.png'" \
+        "$top/bench/plot.gp" 2>"$tmp/gnuplot.log" || say "bench: gnuplot failed: $(cat "$tmp/gnuplot.log")"
+fi
+
+{
+    echo "# sluice performance report"
+    echo
+    echo "Generated by bench/run.sh (what \`make bench\` runs) on $now."
+    echo
+    echo "$machine"
+    echo
+    echo "Method: nginx 1.22 ($workers worker(s), keep-alive, a fixed 27-byte JSON body), a"
+    echo "private redis-server and the mock API, all on 127.0.0.1."
+    if [ -n "$cli_pin" ]; then
+        echo "The servers run on CPU 0 and every load generator on CPU 1 (taskset), so a"
+        echo "client's own cost per request sets its pace; one row repeats scenario a with"
+        echo "the client free to use both cores, where the server's share of the CPU rules."
+    else
+        echo "Client and servers share the machine's cores (not pinned)."
+    fi
+    echo "Each timed scenario ran $R rounds of $S s; a round runs sluice and its peer back"
+    echo "to back, alternating which goes first.  The table shows each side's median over"
+    echo "the rounds and the median of the per-round ratios (the two runs of a round saw"
+    echo "the same machine: it is shared, and other work on it moves every number); every"
+    echo "round is listed below."
+    echo "Instruction counts come from callgrind inside the request call, (1200 - 200"
+    echo "requests) / 1000, so start-up and the first connection cancel out."
+    if [ "$(calc "$load0 > $(nproc) || $load1 > $(nproc)")" = 1 ]; then
+        echo
+        echo "**This run shared the machine with other work** (load average $load0 at the"
+        echo "start, $load1 at the end, on $(nproc) cores): the timed rows moved from round"
+        echo "to round (see below).  The instruction counts and the client CPU per request"
+        echo "are the steadier measures."
+    fi
+    echo
+    echo "| scenario | sluice | peer | ratio | target | met? |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    cat "$table"
+    echo
+    echo "Latency CDF of scenario a: bench/latency.png."
+    echo
+    echo "## Every round"
+    echo
+    cat "$details"
+} >"$tmp/results.md"
+
+echo
+echo "$machine"
+echo
+echo "| scenario | sluice | peer | ratio | target | met? |"
+echo "| --- | --- | --- | --- | --- | --- |"
+cat "$table"
+if [ "$out" != - ]; then
+    cp "$tmp/results.md" "$out"
+    echo
+    echo "bench: report written to ${out#"$top"/}"
+fi
