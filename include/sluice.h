@@ -271,14 +271,15 @@ typedef struct sluice_factory_opts {
      * duration_us covers that attempt, pool wait and connect included.
      * An attempt refused before it starts (circuit open, rate limited,
      * bad input) fires none: the call's return code tells.  All of them
-     * run on the caller's thread.
+     * run on the thread inside sluice_client_do (an executor's worker for
+     * sluice_submit).
      *
      * Coalesced callers.  A follower of another caller's flight, or a
      * caller served by the micro-cache, makes no attempt: it gets no
      * on_request_start, and exactly one on_request_end (the shared
      * status) or on_request_error (the shared error, or SLUICE_ETIMEDOUT
      * when it gave up waiting) with coalesced = 1, attempt = 0 and
-     * duration_us its whole wait.  The leader's hooks are the ones above,
+     * duration_us the call's time so far.  The leader's hooks are the ones above,
      * with coalesced = 0, fired once for the flight however many callers
      * share it.
      *
@@ -287,9 +288,10 @@ typedef struct sluice_factory_opts {
      * checkout (wait_us = the time it waited for capacity, else 0);
      * SLUICE_POOL_CHECKIN when a checked-out connection is given back,
      * before it is kept or closed; SLUICE_POOL_CLOSE with the reason
-     * whenever one is closed.  They run on the thread that caused them: a
-     * caller's, the pool's housekeeping thread (EXPIRED, LIFETIME when
-     * idle) or the one in sluice_factory_free (SHUTDOWN).  Counted, they
+     * whenever one is closed.  sluice_client_warmup makes them too.  They
+     * run on the thread that caused them: a caller's, the pool's
+     * housekeeping thread (EXPIRED, LIFETIME when idle) or the one in
+     * sluice_factory_free (SHUTDOWN).  Counted, they
      * match the pool statistics: CONNECT = created, CHECKOUT = created +
      * reused, CLOSE by reason = closed[reason]. */
     sluice_request_hook on_request_start;
@@ -701,7 +703,8 @@ SLUICE_API void sluice_executor_free(sluice_executor *ex);
 
 /* Latency of whole calls, from sluice_client_do's entry to its return
  * (coalesced waits, pool waits, retries and backoff included), read from a
- * log-linear histogram: each percentile is within 1% of the exact one. */
+ * log-linear histogram: from 1 us up, each percentile is within 1% of the
+ * exact one (the max is exact). */
 struct sluice_latency_stats {
     uint64_t count;                 /* calls measured */
     double sum_us;
@@ -728,9 +731,11 @@ struct sluice_client_stats {
     uint64_t breaker_transitions;
 };
 
-/* A snapshot of one client's counters into *out.  Returns 0, or
- * SLUICE_EINVAL for a NULL argument.  Takes no lock a request holds;
- * thread-safe. */
+/* A snapshot of one client's counters into *out (zeroed first).  Returns
+ * 0, or SLUICE_EINVAL for a NULL argument.  Allocates nothing.
+ * Thread-safe; it takes no lock but each breaker's own, briefly (reading a
+ * breaker past its recovery timeout moves it to half-open, and its
+ * on_state_change hook then runs on this thread). */
 SLUICE_API int sluice_client_stats(sluice_client *c, struct sluice_client_stats *out);
 
 /* How well the connection pool fits its load.  The window is the last 10
@@ -762,14 +767,15 @@ struct sluice_factory_stats {
     uint64_t status_class[6];       /* as in sluice_client_stats */
     uint64_t errors_by_code[SLUICE_STATS_CODES];
     uint64_t bytes_sent, bytes_received;
-    int in_flight, peak_in_flight;
-    struct sluice_latency_stats latency;
+    int in_flight, peak_in_flight;  /* calls through any client, warm-ups included */
+    struct sluice_latency_stats latency;   /* every client's calls */
     uint64_t coalesce_cache_hits;   /* the part of coalesce_followers the micro-cache served */
     struct sluice_pool_health health;
 };
 
-/* A snapshot of the factory's counters.  Thread-safe; it takes the pool's
- * and the registry's locks briefly, never across a hook. */
+/* A snapshot of the factory's counters into *out (zeroed first; a NULL
+ * factory leaves it zeroed).  Allocates nothing.  Thread-safe; it takes the
+ * pool's and the registry's locks briefly, never across a hook. */
 SLUICE_API void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out);
 
 #define SLUICE_METRICS_PROMETHEUS 0   /* text exposition format 0.0.4 */

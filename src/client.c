@@ -998,20 +998,6 @@ static size_t key_size(const call *k, key_parts *kp)
            headers_size(k->req->headers, kp->nreq) + 2 * sizeof(uint64_t);
 }
 
-/* A caller served by another's flight or the micro-cache made no attempt:
- * it gets one end or error hook of its own (see sluice.h). */
-static void follower_hook(call *k, int rc, const flight_value *fv)
-{
-    const sl_url *u = &k->c->eps[0].url;
-    sluice_request_hook fn = rc ? k->f->opts.on_request_error : k->f->opts.on_request_end;
-
-    if (!fn)
-        return;
-    k->follower = 1;
-    set_target(k, u, 0);
-    hook(k, fn, u, fv && fv->resp ? fv->resp->d->http.status : 0, rc, k->started);
-}
-
 /* Writes the key key_size() measured into dst. */
 static int write_key(const call *k, const key_parts *kp, char *dst)
 {
@@ -1054,6 +1040,20 @@ static int take_result(call *k, int rc, sluice_flight_result *fr, sluice_respons
         sl_err(k->err, rc, "%s", sluice_strerror(rc));
     }
     return rc;
+}
+
+/* A caller served by another's flight or the micro-cache made no attempt:
+ * it gets one end or error hook of its own (see sluice.h). */
+static void follower_hook(call *k, int rc, const flight_value *fv)
+{
+    const sl_url *u = &k->c->eps[0].url;
+    sluice_request_hook fn = rc ? k->f->opts.on_request_error : k->f->opts.on_request_end;
+
+    if (!fn)
+        return;
+    k->follower = 1;
+    set_target(k, u, 0);
+    hook(k, fn, u, fv && fv->resp ? fv->resp->d->http.status : 0, rc, k->started);
 }
 
 static int run_coalesced(call *k, sluice_response **out)

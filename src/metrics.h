@@ -122,4 +122,10 @@ void sl_metrics_retry(sl_metrics *m);
 /* Raises *peak to `now` if lower. */
 void sl_metrics_peak(int64_t *peak, int64_t now);
 
+/* The exchanges of calls that finished in the window, the seconds
+ * now - SL_WINDOW_SECONDS + 1 .. now (the last one so far), and the time
+ * they held connections: added into *n and *hold_ns.  Approximate at the
+ * edges (see window_tick in metrics.c). */
+void sl_metrics_recent(const sl_metrics *m, int64_t now_ns, uint64_t *n, uint64_t *hold_ns);
+
 #endif

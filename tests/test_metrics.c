@@ -67,6 +67,11 @@ static char *export(sluice_factory *f, int format, size_t *len)
     return buf;
 }
 
+static void tune_no_coalesce(sluice_client_opts *o)
+{
+    o->disable_coalescing = 1;
+}
+
 static int contains(const char *text, const char *needle)
 {
     return text && strstr(text, needle) != NULL;
@@ -209,6 +214,53 @@ static void test_hist_empty_and_extremes(void)
     CU_ASSERT_EQUAL(cum[0], 1);
     CU_ASSERT_EQUAL(cum[1], 1);
     free(h);
+}
+
+/* Calls every 100 ms of synthetic time, each one exchange holding its
+ * connection 50 ms: the window holds the last ten seconds of them. */
+static void test_metrics_window_counts_recent_seconds(void)
+{
+    const int64_t s = 1000000000LL;
+    sl_metrics *m = calloc(1, sizeof *m);
+    sl_metrics_totals *t = calloc(1, sizeof *t);
+    sl_call_record r = {0, 200, 1000000, 0, 100, 200, 1, 50000000};
+    uint64_t n = 0, hold = 0;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    sl_metrics_recent(m, 100 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 0);
+    for (i = 0; i < 300; i++) {   /* 100.0 s .. 129.9 s */
+        r.end_ns = 100 * s + i * (s / 10);
+        sl_metrics_enter(m);
+        sl_metrics_leave(m, t, &r);
+    }
+    /* At 129.95 s the window is seconds 120..129: 100 calls. */
+    sl_metrics_recent(m, 129 * s + s / 2, &n, &hold);
+    CU_ASSERT_EQUAL(n, 100);
+    CU_ASSERT_EQUAL(hold, 100 * 50000000ULL);
+    /* Later seconds drop the oldest; after ten idle seconds nothing. */
+    n = hold = 0;
+    sl_metrics_recent(m, 134 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 50);
+    n = hold = 0;
+    sl_metrics_recent(m, 140 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 0);
+    /* The ring wraps: traffic 40 s later reads alone. */
+    for (i = 0; i < 5; i++) {
+        r.end_ns = 170 * s + i;
+        sl_metrics_enter(m);
+        sl_metrics_leave(m, t, &r);
+    }
+    sl_metrics_recent(m, 171 * s, &n, &hold);
+    CU_ASSERT_EQUAL(n, 5);
+    CU_ASSERT_EQUAL(m->bytes_sent, 305 * 100);
+    CU_ASSERT_EQUAL(m->in_flight, 0);
+    CU_ASSERT_EQUAL(m->peak_in_flight, 1);
+    CU_ASSERT_EQUAL(sl_hist_count(&t->latency), 305);
+    free(m);
+    free(t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -533,6 +585,85 @@ static void test_hooks_coalesced_followers_get_one_end(void)
     sluice_factory_free(f);
 }
 
+/* A follower that gives up gets one error hook (coalesced, ETIMEDOUT);
+ * the leader's flight goes on and ends with its own hooks. */
+static void test_hooks_follower_timeout_gets_error(void)
+{
+    hook_log h;
+    sluice_factory *f = hooked_factory(&h);
+    sluice_client *c;
+    sluice_request req = {0};
+    sluice_response *r = NULL;
+    follower_arg a;
+    pthread_t th;
+    pthread_barrier_t go;
+    char path[64];
+    sluice_error err;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    h.check_thread = 0;
+    c = tu_client(&f, "slow-leader", tu_http_base(), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/to%d?delay=1200", (int)getpid());
+    pthread_barrier_init(&go, NULL, 2);
+    a = (follower_arg){c, path, &go, 0};
+    pthread_create(&th, NULL, coalesced_get, &a);
+    pthread_barrier_wait(&go);
+    /* Once the leader's attempt is under way, the same request with a
+     * shorter deadline follows its flight and gives up. */
+    while (__atomic_load_n(&h.start, __ATOMIC_ACQUIRE) == 0)
+        usleep(1000);
+    req.path = path;
+    req.timeout_ms = 300;
+    CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_ETIMEDOUT);
+    CU_ASSERT_EQUAL(h.coalesced_error, 1);
+    CU_ASSERT_EQUAL(h.last_error, SLUICE_ETIMEDOUT);
+    CU_ASSERT_EQUAL(h.attempt0, 1);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&go);
+    CU_ASSERT_EQUAL(a.status, 200);
+    CU_ASSERT_EQUAL(h.start, 1);
+    CU_ASSERT_EQUAL(h.end, 1);
+    CU_ASSERT_EQUAL(h.error, 1);
+    h.reenter = 0;
+    sluice_factory_free(f);
+}
+
+/* Whatever allocation fails, every start hook gets its one end or error,
+ * and every call is counted once. */
+static void test_hooks_balanced_under_allocation_failures(void)
+{
+    hook_log h;
+    sluice_factory *f = hooked_factory(&h);
+    sluice_client *c;
+    struct sluice_client_stats cs;
+    sluice_error err;
+    long n, calls = 0;
+    int rc, unbalanced = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    h.reenter = 0;   /* the hook's own stats call would meet the failures */
+    c = tu_client(&f, "oom", tu_http_base(), tune_no_coalesce);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (n = 1; n < 500; n++) {
+        tu_alloc_install(n, 0);
+        rc = tu_get_status(c, "/json", &err);
+        tu_alloc_uninstall();
+        calls++;
+        unbalanced += h.start != h.end + h.error;
+        if (rc == 200 && tu_alloc_count() < n)
+            break;   /* nothing failed: every allocation has had its turn */
+    }
+    CU_ASSERT(n < 500);
+    CU_ASSERT_EQUAL(unbalanced, 0);
+    sluice_client_stats(c, &cs);
+    CU_ASSERT_EQUAL(cs.requests, calls);
+    CU_ASSERT(cs.errors_by_code[-SLUICE_ENOMEM] >= 1);
+    CU_ASSERT_EQUAL(cs.requests, cs.errors + cs.status_class[2]);
+    CU_ASSERT_EQUAL(cs.in_flight, 0);
+    sluice_factory_free(f);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Pool events                                                              */
 /* ------------------------------------------------------------------------ */
@@ -542,6 +673,7 @@ typedef struct get_arg {
     const char *path;
     int n;
     int ok;
+    pthread_barrier_t *go;    /* NULL: start at once */
 } get_arg;
 
 static void *get_loop(void *p)
@@ -550,14 +682,11 @@ static void *get_loop(void *p)
     sluice_error err;
     int i;
 
+    if (a->go)
+        pthread_barrier_wait(a->go);
     for (i = 0; i < a->n; i++)
         a->ok += tu_get_status(a->c, a->path, &err) == 200;
     return NULL;
-}
-
-static void tune_no_coalesce(sluice_client_opts *o)
-{
-    o->disable_coalescing = 1;
 }
 
 static void test_pool_events_match_pool_stats(void)
@@ -569,6 +698,7 @@ static void test_pool_events_match_pool_stats(void)
     struct sluice_factory_stats st;
     get_arg args[4];
     pthread_t th[4];
+    pthread_barrier_t go;
     sluice_error err;
     int i, open_before;
 
@@ -586,12 +716,14 @@ static void test_pool_events_match_pool_stats(void)
         CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
     CU_ASSERT_EQUAL(tu_get_status(c, "/close", &err), 200);   /* closed: BROKEN */
     /* Four at once, then back: past max_idle_per_host they close (OVERFLOW). */
+    pthread_barrier_init(&go, NULL, 4);
     for (i = 0; i < 4; i++) {
-        args[i] = (get_arg){c, "/delay/150", 1, 0};
+        args[i] = (get_arg){c, "/delay/300", 1, 0, &go};
         pthread_create(&th[i], NULL, get_loop, &args[i]);
     }
     for (i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
     sluice_factory_stats(f, &st);
     CU_ASSERT(st.pool.created >= 2);
     CU_ASSERT(st.pool.closed[SLUICE_CLOSE_BROKEN] >= 1);
@@ -622,6 +754,7 @@ static void test_pool_health_littles_law(void)
     struct sluice_factory_stats st;
     get_arg args[4];
     pthread_t th[4];
+    pthread_barrier_t go;
     double busy;
     int i;
 
@@ -635,12 +768,14 @@ static void test_pool_health_littles_law(void)
     CU_ASSERT_EQUAL(st.health.recommended_max_connections, 0);   /* no traffic yet */
     CU_ASSERT_EQUAL(st.health.max_connections, 10);
     /* Four callers back to back on a 100 ms upstream keep four busy. */
+    pthread_barrier_init(&go, NULL, 4);
     for (i = 0; i < 4; i++) {
-        args[i] = (get_arg){c, "/delay/100", 10, 0};
+        args[i] = (get_arg){c, "/delay/100", 10, 0, &go};
         pthread_create(&th[i], NULL, get_loop, &args[i]);
     }
     for (i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
     sluice_factory_stats(f, &st);
     busy = st.health.arrival_rate * st.health.mean_latency_us / 1e6;
     CU_ASSERT(st.health.mean_latency_us >= 100000 && st.health.mean_latency_us < 400000);
@@ -694,11 +829,16 @@ static void tune_breaker(sluice_client_opts *o)
     o->api_version = "v\"2\"";
 }
 
+static void tune_rate_limited(sluice_client_opts *o)
+{
+    o->rate_limit.rate = 1000;
+}
+
 /* A factory with traffic of every kind and hostile names. */
 static sluice_factory *busy_factory(void)
 {
     sluice_factory *f = NULL;
-    sluice_client *a = tu_client(&f, "svc-a", tu_http_base(), NULL);
+    sluice_client *a = tu_client(&f, "svc-a", tu_http_base(), tune_rate_limited);
     sluice_client *b = tu_client(&f, "we\"ird\\svc\nline\x01\xff\xc3\xa9", tu_http_base(), NULL);
     sluice_client *br = tu_client(&f, "svc-breaker", tu_http_base(), tune_breaker);
     sluice_error err;
@@ -731,7 +871,8 @@ static void test_metrics_prometheus_passes_promtool(void)
     CU_ASSERT(contains(text, "sluice_breaker_state{service=\"svc-breaker\",api_version=\"v\\\"2\\\"\","));
     CU_ASSERT(contains(text, "sluice_pool_created_total{origin=\"http://127.0.0.1:"));
     CU_ASSERT(contains(text, "sluice_pool_recommended_max_connections "));
-    CU_ASSERT(contains(text, "sluice_limiter_allowed_total "));
+    CU_ASSERT(contains(text, "sluice_limiter_allowed_total 5\n"));
+    CU_ASSERT(contains(text, "sluice_limiter_decisions_total 5\n"));
     CU_ASSERT(contains(text, "sluice_coalesce_saved_total "));
     free(text);
     sluice_factory_free(f);
@@ -1025,7 +1166,7 @@ static void test_metrics_record_while_exporting(void)
     e.f = f;
     pthread_create(&ex, NULL, export_loop, &e);
     for (i = 0; i < THREADS; i++) {
-        args[i] = (get_arg){c, "/json", EACH, 0};
+        args[i] = (get_arg){c, "/json", EACH, 0, NULL};
         pthread_create(&th[i], NULL, get_loop, &args[i]);
     }
     for (i = 0; i < THREADS; i++) {
@@ -1092,10 +1233,14 @@ static CU_TestInfo tests[] = {
     {"test_hist_quantiles_constant", test_hist_quantiles_constant},
     {"test_hist_empty_and_extremes", test_hist_empty_and_extremes},
     {"test_hist_concurrent_recording_exact_count", test_hist_concurrent_recording_exact_count},
+    {"test_metrics_window_counts_recent_seconds", test_metrics_window_counts_recent_seconds},
     {"test_metrics_status_classes_and_error_codes", test_metrics_status_classes_and_error_codes},
     {"test_metrics_bytes_sent_and_received", test_metrics_bytes_sent_and_received},
     {"test_hooks_once_per_attempt", test_hooks_once_per_attempt},
     {"test_hooks_coalesced_followers_get_one_end", test_hooks_coalesced_followers_get_one_end},
+    {"test_hooks_follower_timeout_gets_error", test_hooks_follower_timeout_gets_error},
+    {"test_hooks_balanced_under_allocation_failures",
+     test_hooks_balanced_under_allocation_failures},
     {"test_pool_events_match_pool_stats", test_pool_events_match_pool_stats},
     {"test_pool_health_littles_law", test_pool_health_littles_law},
     {"test_metrics_prometheus_passes_promtool", test_metrics_prometheus_passes_promtool},
