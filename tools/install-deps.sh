@@ -39,6 +39,16 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The tests start their own redis-server (and the benchmarks their own
+# nginx) on 127.0.0.1; prometheus is wanted only for promtool.  Keep the
+# packages' system services from starting, which on a systemd host would
+# listen on every interface, by the standard policy-rc.d refusal.
+guard=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d &&
+        guard=/usr/sbin/policy-rc.d
+fi
+trap '[ -z "$guard" ] || rm -f "$guard"' EXIT
 apt-get update -q
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing
