@@ -461,7 +461,7 @@ static int stale(int rc, const sl_pool_item *it, const sl_http_resp *http, size_
 
 static int attempt(call *k, const sl_url *u, sluice_response **out)
 {
-    sl_conn_target t = {u->host, u->port, u->tls, u->origin};
+    sl_conn_target t = {u->host, u->port, u->tls, u->origin, k->c->opts.connect_timeout_ms};
     int64_t pool_deadline =
         sl_deadline_min(k->deadline, sl_deadline_in_ms(k->f->opts.pool_timeout_ms));
     unsigned flags = 0;
@@ -1092,7 +1092,7 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
     if ((rc = sl_factory_enter(c->f, err)))
         return rc;
     u = &c->eps[0].url;
-    t = (sl_conn_target){u->host, u->port, u->tls, u->origin};
+    t = (sl_conn_target){u->host, u->port, u->tls, u->origin, c->opts.connect_timeout_ms};
     deadline = sl_deadline_in_ms(c->opts.connect_timeout_ms + c->f->opts.pool_timeout_ms);
     if (!(items = sl_calloc((size_t)n, sizeof *items))) {
         sl_factory_leave(c->f);

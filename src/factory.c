@@ -72,7 +72,8 @@ static int conn_create(void *ctx, const char *key, void *arg, int64_t deadline, 
 {
     sluice_factory *f = ctx;
     const sl_conn_target *t = arg;
-    int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(f->opts.connect_timeout_ms));
+    int ms = t->connect_timeout_ms > 0 ? t->connect_timeout_ms : f->opts.connect_timeout_ms;
+    int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(ms));
     sl_tls_ctx *tls = NULL;
 
     (void)key;
