@@ -290,9 +290,12 @@ sluice_client *sluice_factory_client_lookup(sluice_factory *f, const char *servi
         sl_err(err, SLUICE_EINVAL, "sluice_factory_client_lookup: NULL %s", f ? "service" : "factory");
         return NULL;
     }
+    if (sl_factory_enter(f, err))
+        return NULL;
     pthread_mutex_lock(&f->lock);
     c = find(f, service, api_version);
     pthread_mutex_unlock(&f->lock);
+    sl_factory_leave(f);
     if (!c)
         sl_err(err, SLUICE_ENOTFOUND, "no client for service '%s'%s%s", service,
                api_version ? " version " : "", api_version ? api_version : "");
@@ -311,13 +314,16 @@ sluice_client *sluice_factory_client(sluice_factory *f, const char *service,
         sl_err(err, SLUICE_EINVAL, "sluice_factory_client: %s", !f ? "NULL factory" : "empty service name");
         return NULL;
     }
-    if (__atomic_load_n(&f->closed, __ATOMIC_SEQ_CST)) {
-        sl_err(err, SLUICE_ECLOSED, "the factory is being freed");
+    /* Counted as a call, so a concurrent sluice_factory_free either waits
+     * for the insert or makes this fail: never a client added to a
+     * registry already torn down. */
+    if (sl_factory_enter(f, err))
+        return NULL;
+    /* Build outside the lock (parsing, copying, no I/O), insert under it. */
+    if (!(fresh = sl_client_new(f, service, o, err))) {
+        sl_factory_leave(f);
         return NULL;
     }
-    /* Build outside the lock (parsing, copying, no I/O), insert under it. */
-    if (!(fresh = sl_client_new(f, service, o, err)))
-        return NULL;
     pthread_mutex_lock(&f->lock);
     c = find(f, service, o->api_version);
     if (!c) {
@@ -325,11 +331,13 @@ sluice_client *sluice_factory_client(sluice_factory *f, const char *service,
         f->clients = fresh;
         f->nclients++;
         pthread_mutex_unlock(&f->lock);
+        sl_factory_leave(f);
         return fresh;
     }
     c = existing(c, fresh, service, err);
     pthread_mutex_unlock(&f->lock);
     sl_client_free(fresh);
+    sl_factory_leave(f);
     return c;
 }
 
