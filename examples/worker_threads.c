@@ -59,8 +59,11 @@ static int one_call(struct worker *w, unsigned *seed)
         snprintf(path, sizeof path, "/delay/20");
     } else {
         c = inventory;
-        /* Each key fails once, then works: the retry absorbs it. */
-        snprintf(path, sizeof path, "/flaky/w%d-%u?fail=1", w->id, rand_r(seed));
+        /* One key in five fails once, then works: the retry absorbs it. */
+        if (rand_r(seed) % 5 == 0)
+            snprintf(path, sizeof path, "/flaky/w%d-%u?fail=1", w->id, rand_r(seed));
+        else
+            snprintf(path, sizeof path, "/json?w=%d", w->id);
     }
     rc = sluice_get(c, path, &r, &err);
     if (rc == 0 && sluice_response_status(r) >= 500)
@@ -126,7 +129,7 @@ static void tune_inventory(sluice_client_opts *co)
 {
     co->retry.max_retries = 3;
     co->retry.backoff_factor_ms = 5;
-    co->breaker.failure_threshold = 20;
+    co->breaker.failure_threshold = 10;
     co->breaker.recovery_timeout_ms = 500;
 }
 

@@ -257,7 +257,41 @@ typedef struct sluice_factory_opts {
     sluice_fail_mode limiter_fail_mode; /* default SLUICE_FAIL_LOCAL */
     int expected_instances;       /* for SLUICE_FAIL_LOCAL (default 1) */
 
-    /* hooks: called on the caller's thread, never under a library lock */
+    /* Hooks, each called with hook_ud; every one may be NULL.  They run
+     * on the thread named below, never with a library lock held, so a
+     * hook may call back into the library; the info, the event and their
+     * strings are valid only during the call.  Keep them short: a request
+     * hook runs inside the caller's sluice_client_do.
+     *
+     * Request hooks, per attempt.  Each attempt a call makes upstream
+     * (the first, every retry, each redirect hop) fires on_request_start
+     * when it goes to the pool (info.attempt = 1, 2, ...), then exactly
+     * one of on_request_end, when a response arrived (any status, in
+     * info.status), or on_request_error, when none did (info.error);
+     * duration_us covers that attempt, pool wait and connect included.
+     * An attempt refused before it starts (circuit open, rate limited,
+     * bad input) fires none: the call's return code tells.  All of them
+     * run on the caller's thread.
+     *
+     * Coalesced callers.  A follower of another caller's flight, or a
+     * caller served by the micro-cache, makes no attempt: it gets no
+     * on_request_start, and exactly one on_request_end (the shared
+     * status) or on_request_error (the shared error, or SLUICE_ETIMEDOUT
+     * when it gave up waiting) with coalesced = 1, attempt = 0 and
+     * duration_us its whole wait.  The leader's hooks are the ones above,
+     * with coalesced = 0, fired once for the flight however many callers
+     * share it.
+     *
+     * Pool events.  SLUICE_POOL_CONNECT when a new connection is made,
+     * then its SLUICE_POOL_CHECKOUT; SLUICE_POOL_CHECKOUT for every
+     * checkout (wait_us = the time it waited for capacity, else 0);
+     * SLUICE_POOL_CHECKIN when a checked-out connection is given back,
+     * before it is kept or closed; SLUICE_POOL_CLOSE with the reason
+     * whenever one is closed.  They run on the thread that caused them: a
+     * caller's, the pool's housekeeping thread (EXPIRED, LIFETIME when
+     * idle) or the one in sluice_factory_free (SHUTDOWN).  Counted, they
+     * match the pool statistics: CONNECT = created, CHECKOUT = created +
+     * reused, CLOSE by reason = closed[reason]. */
     sluice_request_hook on_request_start;
     sluice_request_hook on_request_end;
     sluice_request_hook on_request_error;
@@ -657,25 +691,90 @@ SLUICE_API void sluice_executor_free(sluice_executor *ex);
 /* Observability                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Use as `struct sluice_factory_stats` (the function has the same name). */
+/* Latency of whole calls, from sluice_client_do's entry to its return
+ * (coalesced waits, pool waits, retries and backoff included), read from a
+ * log-linear histogram: each percentile is within 1% of the exact one. */
+struct sluice_latency_stats {
+    uint64_t count;                 /* calls measured */
+    double sum_us;
+    double mean_us, p50_us, p90_us, p99_us, p999_us, max_us;   /* 0 when none */
+};
+
+/* Errors are counted per code in errors_by_code[-code]; a code past the
+ * array counts at [0].  Fixed, so appending codes never changes a struct. */
+#define SLUICE_STATS_CODES 32
+
+/* Use as `struct sluice_client_stats` (the function has the same name). */
+struct sluice_client_stats {
+    uint64_t requests;              /* calls finished: answered + errors */
+    uint64_t status_class[6];       /* answered with 1xx..5xx at [1]..[5] */
+    uint64_t errors;                /* calls that returned a SLUICE_E* code */
+    uint64_t errors_by_code[SLUICE_STATS_CODES];
+    uint64_t retries;               /* policy retries (attempts after the first) */
+    uint64_t bytes_sent;            /* HTTP bytes written (before TLS), every attempt */
+    uint64_t bytes_received;        /* HTTP bytes read, every attempt */
+    int in_flight, peak_in_flight;  /* calls inside sluice_client_do */
+    struct sluice_latency_stats latency;
+    int endpoints;                  /* base URL and fallbacks */
+    int breakers_open;              /* endpoints whose breaker is not closed */
+    uint64_t breaker_transitions;
+};
+
+/* A snapshot of one client's counters into *out.  Returns 0, or
+ * SLUICE_EINVAL for a NULL argument.  Takes no lock a request holds;
+ * thread-safe. */
+SLUICE_API int sluice_client_stats(sluice_client *c, struct sluice_client_stats *out);
+
+/* How well the connection pool fits its load.  The window is the last 10
+ * seconds (less while the factory is younger).  By Little's law the pool
+ * keeps arrival_rate x mean_latency connections busy; the recommendation
+ * adds 25% headroom. */
+struct sluice_pool_health {
+    int max_connections;            /* the configured limit, 0 = unlimited */
+    double utilization;             /* in use / max_connections, -1 when unlimited */
+    int waiting;                    /* checkouts waiting for capacity now */
+    uint64_t overflow;              /* closed as SLUICE_CLOSE_OVERFLOW so far */
+    double arrival_rate;            /* upstream exchanges per second, in the window */
+    double mean_latency_us;         /* mean time an exchange held a connection */
+    int recommended_max_connections; /* ceil(1.25 x rate x latency); 0 = no traffic */
+};
+
+/* Use as `struct sluice_factory_stats` (the function has the same name).
+ * Request figures are sums over the factory's clients. */
 struct sluice_factory_stats {
     struct sluice_pool_stats pool;  /* all origins */
     int clients;
     uint64_t requests, errors, retries;
-    uint64_t coalesce_flights, coalesce_followers;
+    uint64_t coalesce_flights;      /* coalesced calls that went upstream (leaders) */
+    uint64_t coalesce_followers;    /* calls saved: served by another's flight or the cache */
     struct sluice_limiter_stats limiter;
     int limiter_shared;             /* 1 when the limiter uses Redis */
     uint64_t breaker_transitions;   /* summed over every client's endpoints */
+
+    uint64_t status_class[6];       /* as in sluice_client_stats */
+    uint64_t errors_by_code[SLUICE_STATS_CODES];
+    uint64_t bytes_sent, bytes_received;
+    int in_flight, peak_in_flight;
+    struct sluice_latency_stats latency;
+    uint64_t coalesce_cache_hits;   /* the part of coalesce_followers the micro-cache served */
+    struct sluice_pool_health health;
 };
 
-/* A snapshot of the factory's counters.  Thread-safe. */
+/* A snapshot of the factory's counters.  Thread-safe; it takes the pool's
+ * and the registry's locks briefly, never across a hook. */
 SLUICE_API void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out);
 
-#define SLUICE_METRICS_PROMETHEUS 0
+#define SLUICE_METRICS_PROMETHEUS 0   /* text exposition format 0.0.4 */
 #define SLUICE_METRICS_JSON 1
 
-/* Writes the metrics into buf (NUL-terminated when cap > 0) and returns the
- * length needed, excluding the NUL. */
+/* Writes the factory's metrics (every client, origin, limiter, coalescer
+ * and breaker; names in README "Observability") into buf and returns the
+ * length the whole text needs, excluding the NUL.  With cap > 0 at most
+ * cap - 1 bytes are written and buf is NUL-terminated; buf may be NULL
+ * when cap is 0, to ask the size.  Counters move between calls, so size
+ * the buffer with slack, or call again while the result is >= cap.
+ * Returns 0 (and writes "") for a NULL factory or an unknown format.
+ * Allocates nothing; thread-safe; must not race sluice_factory_free. */
 SLUICE_API size_t sluice_factory_metrics(sluice_factory *f, int format, char *buf, size_t cap);
 
 #ifdef __cplusplus

@@ -256,7 +256,11 @@ typedef struct call {
     size_t ep;                /* endpoint in use */
     int attempts;
     int reused;
+    int leader;               /* this caller ran the coalesced flight */
+    int follower;             /* another caller's flight served this one */
     size_t sent;              /* bytes the last attempt wrote */
+    int64_t started;          /* when the call began */
+    sl_call_record rec;       /* for the metrics */
     sluice_error *err;
 } call;
 
@@ -301,6 +305,7 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
     k->f = c->f;
     k->req = req;
     k->err = err;
+    k->started = sl_now_ns();
     k->method = req->method && *req->method ? req->method : "GET";
     k->body = req->body;
     k->body_len = req->body_len;
@@ -308,7 +313,9 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
         return sl_err(err, SLUICE_EINVAL, "body_len %zu without a body", k->body_len);
     k->is_head = method_is(k->method, "HEAD");
     k->retry_method = sl_retry_method_allowed(&c->retry, k->method, req->flags);
-    k->deadline = sl_deadline_in_ms(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms);
+    /* One clock read for both; the client's timeout_ms is always > 0. */
+    k->deadline = k->started +
+                  (int64_t)(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms) * 1000000;
     if (c->opts.failover == SLUICE_FAILOVER_ROUND_ROBIN && c->neps > 1)
         k->ep = __atomic_fetch_add(&c->rr, 1, __ATOMIC_RELAXED) % c->neps;
     return build_rel(k);
@@ -335,9 +342,10 @@ static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, i
     if (!fn)
         return;
     /* The query's values are left out: they may carry secrets. */
-    q = memchr(k->target.data, '?', k->target.len);
+    q = k->target.len ? memchr(k->target.data, '?', k->target.len) : NULL;
     n = snprintf(url, sizeof url, "%s%.*s", u->origin,
-                 (int)(q ? (size_t)(q - k->target.data) : k->target.len), k->target.data);
+                 (int)(q ? (size_t)(q - k->target.data) : k->target.len),
+                 k->target.len ? k->target.data : "");
     if (q && n > 0 && (size_t)n < sizeof url - 1) {
         const char *p;
         size_t len = (size_t)n;
@@ -360,6 +368,7 @@ static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, i
     info.error = code;
     info.duration_us = started ? (sl_now_ns() - started) / 1000 : 0;
     info.reused = k->reused;
+    info.coalesced = k->follower;
     fn(&info, k->f->opts.hook_ud);
 }
 
@@ -459,13 +468,26 @@ static int stale(int rc, const sl_pool_item *it, const sl_http_resp *http, size_
            (sent == 0 || k->retry_method);
 }
 
+/* Counts one exchange's bytes and the time it held its connection: from
+ * t0, when it asked the pool, less any wait for capacity.  Returns now. */
+static int64_t tally(call *k, const sl_pool_item *it, size_t sent, size_t received, int64_t t0)
+{
+    int64_t now = sl_now_ns();
+
+    k->rec.sent += sent;
+    k->rec.received += received;
+    k->rec.exchanges++;
+    k->rec.hold_ns += now - t0 - it->wait_ns;
+    return now;
+}
+
 static int attempt(call *k, const sl_url *u, sluice_response **out)
 {
     sl_conn_target t = {u->host, u->port, u->tls, u->origin, k->c->opts.connect_timeout_ms};
     int64_t pool_deadline =
         sl_deadline_min(k->deadline, sl_deadline_in_ms(k->f->opts.pool_timeout_ms));
     unsigned flags = 0;
-    int64_t started = sl_now_ns();
+    int64_t started = sl_now_ns(), t0 = started;
     sl_http_resp http;
     sl_pool_item *it;
     size_t sent;
@@ -479,6 +501,7 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
             break;
         k->reused = it->reused;
         rc = exchange(k, it->res, u, &http, &sent);
+        t0 = tally(k, it, sent, http.wire_bytes, t0);
         reuse = rc == 0 && http.keep_alive;
         k->sent = sent;
         if (rc == 0 || !stale(rc, it, &http, sent, k) || (flags & SL_POOL_FRESH)) {
@@ -490,13 +513,13 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
         SL_DEBUG("%s: stale pooled connection, retrying on a fresh one", u->origin);
         flags = SL_POOL_FRESH;
     }
+    if (rc == 0 && !(*out = sl_response_new(&http)))
+        rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
     if (rc) {
         sl_http_resp_free(&http);
         hook(k, k->f->opts.on_request_error, u, 0, rc, started);
         return rc;
     }
-    if (!(*out = sl_response_new(&http)))
-        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
     (*out)->reused = k->reused;
     if (k->err)
         k->err->http_status = (*out)->d->http.status;
@@ -685,12 +708,6 @@ static int64_t should_retry(call *k, int rc, sluice_response *resp, size_t n)
     return wait;
 }
 
-static void count_retry(call *k)
-{
-    __atomic_add_fetch(&k->c->counters.retries, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&k->f->counters.retries, 1, __ATOMIC_RELAXED);
-}
-
 /* The attempts against the client's endpoints, or a fixed URL after a
  * redirect.  Returns 0 with the last response, or the last error. */
 static int with_retries(call *k, const sl_url *fixed, sluice_response **out)
@@ -729,7 +746,7 @@ static int with_retries(call *k, const sl_url *fixed, sluice_response **out)
             break;
         sluice_response_free(resp);
         resp = NULL;
-        count_retry(k);
+        sl_metrics_retry(&k->c->metrics);
         if (wait > 0)
             sl_sleep_until(sl_now_ns() + wait);
     }
@@ -849,6 +866,7 @@ static int flight_fn(void *arg, void **value)
     sluice_error *caller_err = k->err;
     int rc;
 
+    k->leader = 1;
     if (!fv)
         return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
     k->err = &fv->err;
@@ -956,6 +974,20 @@ static int coalesce_key(const call *k, sl_buf *key)
     return key->failed ? SLUICE_ENOMEM : 0;
 }
 
+/* A caller served by another's flight or the micro-cache made no attempt:
+ * it gets one end or error hook of its own (see sluice.h). */
+static void follower_hook(call *k, int rc, const flight_value *fv)
+{
+    const sl_url *u = &k->c->eps[0].url;
+    sluice_request_hook fn = rc ? k->f->opts.on_request_error : k->f->opts.on_request_end;
+
+    if (!fn)
+        return;
+    k->follower = 1;
+    set_target(k, u, 0);
+    hook(k, fn, u, fv && fv->resp ? fv->resp->d->http.status : 0, rc, k->started);
+}
+
 static int run_coalesced(call *k, sluice_response **out)
 {
     sluice_flight_result fr;
@@ -972,6 +1004,8 @@ static int run_coalesced(call *k, sluice_response **out)
                      flight_cacheable, flight_fn, k, &fr);
     sl_buf_free(&key);
     fv = fr.value;
+    if (!k->leader && (fr.shared || rc == SLUICE_ETIMEDOUT))
+        follower_hook(k, rc, fv);
     if (rc == 0 && fv && fv->resp) {
         if (!(*out = sl_response_share(fv->resp, fr.shared)))
             rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
@@ -1025,18 +1059,15 @@ static void bulkhead_leave(sluice_client *c)
     pthread_mutex_unlock(&c->bulk_lock);
 }
 
-static void count(sluice_client *c, int rc, const sluice_response *r)
+/* The call's outcome into the metrics; its exchanges were tallied as its
+ * attempts went. */
+static void count(call *k, int rc, const sluice_response *r)
 {
-    sl_counters *cs[2] = {&c->counters, &c->f->counters};
-    int i, cls = r ? r->d->http.status / 100 : 0;
-
-    for (i = 0; i < 2; i++) {
-        __atomic_add_fetch(&cs[i]->requests, 1, __ATOMIC_RELAXED);
-        if (rc)
-            __atomic_add_fetch(&cs[i]->errors, 1, __ATOMIC_RELAXED);
-        else if (cls >= 1 && cls <= 5)
-            __atomic_add_fetch(&cs[i]->status_class[cls], 1, __ATOMIC_RELAXED);
-    }
+    k->rec.code = rc;
+    k->rec.status = r ? r->d->http.status : 0;
+    k->rec.end_ns = sl_now_ns();
+    k->rec.duration_ns = k->rec.end_ns - k->started;
+    sl_metrics_leave(&k->c->metrics, &k->f->totals, &k->rec);
 }
 
 int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_response **out,
@@ -1053,6 +1084,7 @@ int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_respons
                       !c ? "client" : !req ? "request" : "out");
     if ((rc = sl_factory_enter(c->f, err)))
         return rc;
+    sl_metrics_enter(&c->metrics);
     rc = call_init(&k, c, req, err);
     if (rc == 0 && (rc = bulkhead_enter(&k)) == 0) {
         rc = coalescible(&k) ? run_coalesced(&k, out) : run(&k, out);
@@ -1062,7 +1094,7 @@ int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_respons
         (*out)->attempts = k.attempts;
     if (err)
         err->code = rc;
-    count(c, rc, *out);
+    count(&k, rc, *out);
     call_done(&k);
     sl_factory_leave(c->f);
     return rc;

@@ -11,17 +11,13 @@
 
 #include "breaker.h"
 #include "dns.h"
+#include "metrics.h"
 #include "pool.h"
 #include "retry.h"
 #include "sluice.h"
 #include "sock.h"
 #include "tls.h"
 #include "url.h"
-
-typedef struct sl_counters {
-    uint64_t requests, errors, retries;   /* atomics */
-    uint64_t status_class[6];             /* 1xx..5xx by index; [0] none */
-} sl_counters;
 
 struct sluice_factory {
     sluice_factory_opts opts;     /* strings point into owned copies below */
@@ -40,7 +36,7 @@ struct sluice_factory {
     int nclients;
     int closed;                   /* atomic */
     long in_flight;               /* atomic */
-    sl_counters counters;
+    sl_metrics_totals totals;     /* the rest is summed from the clients */
 };
 
 /* One base or fallback URL with its own breaker. */
@@ -72,7 +68,7 @@ struct sluice_client {
     pthread_cond_t bulk_cond;
     int bulk_used;
 
-    sl_counters counters;
+    sl_metrics metrics;
 };
 
 /* factory.c */

@@ -157,6 +157,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     pthread_mutex_init(&f->lock, NULL);
     pthread_mutex_init(&f->tls_lock, NULL);
     pthread_cond_init(&f->idle, NULL);
+    f->totals.created_ns = sl_now_ns();
     if (copy_strings(f, err))
         goto fail;
     f->sock.tcp_keepalive = f->opts.tcp_keepalive;
@@ -208,7 +209,9 @@ sl_tls_ctx *sl_factory_tls(sluice_factory *f, sluice_error *err)
 
 int sl_factory_enter(sluice_factory *f, sluice_error *err)
 {
-    __atomic_add_fetch(&f->in_flight, 1, __ATOMIC_SEQ_CST);
+    long n = __atomic_add_fetch(&f->in_flight, 1, __ATOMIC_SEQ_CST);
+
+    sl_metrics_peak(&f->totals.peak_in_flight, n);
     if (__atomic_load_n(&f->closed, __ATOMIC_SEQ_CST)) {
         sl_factory_leave(f);
         return sl_err(err, SLUICE_ECLOSED, "the factory is being freed");
@@ -339,39 +342,4 @@ sluice_client *sluice_factory_client(sluice_factory *f, const char *service,
     sl_client_free(fresh);
     sl_factory_leave(f);
     return c;
-}
-
-/* --- stats ------------------------------------------------------------ */
-
-void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out)
-{
-    struct sl_coalesce_stats cs = {0};
-    sluice_client *c;
-    size_t i;
-
-    if (!out)
-        return;
-    memset(out, 0, sizeof *out);
-    if (!f)
-        return;
-    sl_pool_stats(f->pool, NULL, &out->pool);
-    if (f->tls)
-        sl_tls_ctx_counts(f->tls, &out->pool.handshakes_full, &out->pool.handshakes_resumed);
-    pthread_mutex_lock(&f->lock);
-    out->clients = f->nclients;
-    pthread_mutex_unlock(&f->lock);
-    out->requests = __atomic_load_n(&f->counters.requests, __ATOMIC_RELAXED);
-    out->errors = __atomic_load_n(&f->counters.errors, __ATOMIC_RELAXED);
-    out->retries = __atomic_load_n(&f->counters.retries, __ATOMIC_RELAXED);
-    sl_coalesce_stats(f->co, &cs);
-    out->coalesce_flights = cs.flights;
-    out->coalesce_followers = cs.followers + cs.cache_hits;
-    sluice_limiter_stats(f->limiter, &out->limiter);
-    out->limiter_shared = sluice_limiter_is_shared(f->limiter);
-    pthread_mutex_lock(&f->lock);
-    for (c = f->clients; c; c = c->next)
-        for (i = 0; i < c->neps; i++)
-            if (c->eps[i].breaker)
-                out->breaker_transitions += sl_breaker_transitions(c->eps[i].breaker);
-    pthread_mutex_unlock(&f->lock);
 }

@@ -22,7 +22,7 @@
 #define MAX_INTERIM 32              /* 1xx responses skipped before giving up */
 #define MAX_CHUNK_LINE 4096         /* chunk size plus extensions */
 #define MAX_TRAILER_BYTES (64 * 1024)
-#define STACK_HDRS 64
+#define STACK_HDRS DEFAULT_MAX_HEADERS  /* above it the array is allocated */
 
 /* --- byte classes ---------------------------------------------------------- */
 
@@ -168,8 +168,9 @@ static int put_field(sl_buf *out, const char *name, const char *value, sluice_er
         return sl_err(err, SLUICE_EINVAL, "request header with a NULL name or value");
     nlen = class_span(name, C_TOKEN);
     if (nlen == 0 || name[nlen])
-        return sl_err(err, SLUICE_EINVAL, "request header name \"%.64s\" is not an HTTP token",
-                      name);
+        return sl_err(err, SLUICE_EINVAL,
+                      "request header name is not an HTTP token (byte 0x%02x at offset %zu)",
+                      (unsigned char)name[nlen], nlen);
     vlen = strlen(value);
     if (value_span(value, vlen) != vlen)
         return sl_err(err, SLUICE_EINVAL,
@@ -220,8 +221,9 @@ static int put_request_line(sl_buf *out, const sl_http_req *r, sluice_error *err
         return sl_err(err, SLUICE_EINVAL, "request without a method or target");
     mlen = class_span(r->method, C_TOKEN);
     if (mlen == 0 || r->method[mlen])
-        return sl_err(err, SLUICE_EINVAL, "request method \"%.32s\" is not an HTTP token",
-                      r->method);
+        return sl_err(err, SLUICE_EINVAL,
+                      "request method is not an HTTP token (byte 0x%02x at offset %zu)",
+                      (unsigned char)r->method[mlen], mlen);
     tlen = class_span(r->target, C_TARGET);
     if (tlen == 0 || r->target[tlen])
         return sl_err(err, SLUICE_EINVAL,
@@ -396,17 +398,28 @@ static int parse_field(const char **pp, const char *end, sl_http_hdr *f, sluice_
     return 1;
 }
 
-ssize_t sl_http1_parse_head(const char *buf, size_t len, sl_http_head *h, sluice_error *err)
+/* Where an interrupted parse resumes: the first line not yet parsed (0 =
+ * the status line) and the headers counted before it. */
+typedef struct parse_pos {
+    size_t off;
+    size_t count;
+} parse_pos;
+
+/* Parses whole lines from pos->off on.  Returns the head length, 0 when
+ * partial (pos then marks the first incomplete line, after which no line
+ * ends), or SLUICE_EPROTO.  Entries before pos->count were filled by an
+ * earlier call, possibly in a buffer since moved. */
+static ssize_t parse_from(const char *buf, size_t len, parse_pos *pos, sl_http_head *h,
+                          size_t cap, sluice_error *err)
 {
-    const char *p = buf, *end = buf + len;
-    size_t n = 0, cap;
+    const char *p = buf + pos->off, *end = buf + len;
     int rc;
 
-    if (!buf || !h || (h->nhdrs && !h->hdrs))
-        return sl_err(err, SLUICE_EINVAL, "no buffer or head to parse into");
-    cap = h->nhdrs;
-    if ((rc = parse_status_line(&p, end, h, err)) <= 0)
-        return rc;
+    if (pos->off == 0) {
+        if ((rc = parse_status_line(&p, end, h, err)) <= 0)
+            return rc;
+        pos->off = (size_t)(p - buf);
+    }
     for (;;) {
         sl_http_hdr f;
         if (p == end)
@@ -416,17 +429,30 @@ ssize_t sl_http1_parse_head(const char *buf, size_t len, sl_http_head *h, sluice
                 return 0;
             if (p[1] != '\n')
                 return proto_err_byte(err, "the header block", '\r');
-            h->nhdrs = n;
             return p + 2 - buf;
         }
         if (*p == ' ' || *p == '\t')
             return sl_err(err, SLUICE_EPROTO, "obsolete line folding in the response head");
         if ((rc = parse_field(&p, end, &f, err)) <= 0)
             return rc;
-        if (n == cap)
+        if (pos->count == cap)
             return sl_err(err, SLUICE_EPROTO, "too many headers (limit %zu)", cap);
-        h->hdrs[n++] = f;
+        h->hdrs[pos->count++] = f;
+        pos->off = (size_t)(p - buf);
     }
+}
+
+ssize_t sl_http1_parse_head(const char *buf, size_t len, sl_http_head *h, sluice_error *err)
+{
+    parse_pos pos = {0, 0};
+    ssize_t rc;
+
+    if (!buf || !h || (h->nhdrs && !h->hdrs))
+        return sl_err(err, SLUICE_EINVAL, "no buffer or head to parse into");
+    rc = parse_from(buf, len, &pos, h, h->nhdrs, err);
+    if (rc > 0)
+        h->nhdrs = pos.count;
+    return rc;
 }
 
 /* --- chunked decoder ----------------------------------------------------------- */
@@ -468,7 +494,9 @@ static int chunk_size_digit(sl_chunked *c, int v, sluice_error *err)
     return 0;
 }
 
-/* After the digits: BWS, then ';' extensions or CR. */
+/* After the digits: CR, or BWS then ';' and extensions.  Whitespace not
+ * followed by ';' is refused (RFC 9112 section 7.1.1 allows BWS only
+ * before an extension), since parsers disagree on "5 \r\n". */
 static int chunk_size_tail(sl_chunked *c, unsigned char ch, sluice_error *err)
 {
     if (c->state == CH_SIZE && c->trailer_bytes == 0)
@@ -479,8 +507,10 @@ static int chunk_size_tail(sl_chunked *c, unsigned char ch, sluice_error *err)
         c->state = CH_SIZE_WS;
     else if (ch == ';')
         c->state = CH_EXT;
-    else if (ch == '\r')
+    else if (ch == '\r' && c->state == CH_SIZE)
         c->state = CH_SIZE_LF;
+    else if (ch == '\r')
+        return sl_err(err, SLUICE_EPROTO, "whitespace after a chunk size without an extension");
     else
         return proto_err_byte(err, "a chunk size line", ch);
     return 0;
@@ -538,6 +568,8 @@ static int trailer_byte(sl_chunked *c, unsigned char ch, sluice_error *err)
     case CH_TRAILER_NAME:
         if (ch == ':')
             c->state = CH_TRAILER_VALUE;
+        else if (ch == '\r' || ch == '\n')
+            return sl_err(err, SLUICE_EPROTO, "trailer line without a colon");
         else if (!(cls[ch] & C_TOKEN))
             return proto_err_byte(err, "a trailer name", ch);
         return 0;
@@ -652,55 +684,71 @@ static ssize_t fill(reader *rd)
     return n;
 }
 
-/* Looks for a complete head in rbuf, resuming the scan at *scan.  The
- * parser runs at the first line end (to refuse a non-HTTP peer at once),
- * at a bare LF and at CRLFCRLF: linear however the bytes trickle in.
- * Returns the head length, 0 if incomplete, or SLUICE_EPROTO. */
-static ssize_t find_head(reader *rd, size_t *scan, int *first, sl_http_head *h, size_t cap)
+/* The head being read: how far the scan for line ends got, and where
+ * the parse resumes. */
+typedef struct head_scan {
+    size_t scan;
+    parse_pos pos;
+} head_scan;
+
+/* Parses each complete line once, as its line end arrives, so a bad line
+ * is refused at once and a trickled head costs linear time.  Returns the
+ * head length, 0 if incomplete, or SLUICE_EPROTO. */
+static ssize_t find_head(reader *rd, head_scan *hs, sl_http_head *h, size_t cap)
 {
     const char *d = rd->rbuf->data;
-    size_t len = rd->rbuf->len;
+    size_t len = rd->rbuf->len, started = hs->pos.off;
+    ssize_t rc;
 
-    while (*scan < len) {
-        const char *nl = memchr(d + *scan, '\n', len - *scan);
-        size_t i;
-        if (!nl) {
-            *scan = len;
-            return 0;
-        }
-        i = (size_t)(nl - d);
-        *scan = i + 1;
-        if (*first || i == 0 || d[i - 1] != '\r' || (i >= 3 && memcmp(d + i - 3, "\r\n\r", 3) == 0)) {
-            ssize_t rc;
-            *first = 0;
-            h->nhdrs = cap;
-            rc = sl_http1_parse_head(d, len, h, rd->err);
-            if (rc != 0)
-                return rc;
-        }
+    if (hs->scan >= len || !memchr(d + hs->scan, '\n', len - hs->scan)) {
+        hs->scan = len;
+        return 0;
     }
-    return 0;
+    hs->scan = len;     /* a partial parse leaves no line end after pos */
+    rc = parse_from(d, len, &hs->pos, h, cap, rd->err);
+    if (rc <= 0)
+        return rc;
+    h->nhdrs = hs->pos.count;
+    /* Entries from earlier reads point into a buffer that may have moved. */
+    if (started != 0) {
+        h->nhdrs = cap;
+        rc = sl_http1_parse_head(d, len, h, rd->err);
+    }
+    return rc;
+}
+
+/* The connection ended or the size limit was reached: a parse of what is
+ * there names a malformed line first, whichever way the bytes were split. */
+static int head_cut_short(reader *rd, head_scan *hs, sl_http_head *h, size_t cap)
+{
+    ssize_t rc = parse_from(rd->rbuf->data, rd->rbuf->len, &hs->pos, h, cap, rd->err);
+
+    return rc < 0 ? (int)rc : 0;
 }
 
 static int read_head(reader *rd, const sl_http_limits *lim, sl_http_head *h, size_t cap,
                      size_t *hlen)
 {
-    size_t scan = 0;
-    int first = 1;
+    head_scan hs = {0, {0, 0}};
 
     for (;;) {
-        ssize_t rc = find_head(rd, &scan, &first, h, cap);
+        ssize_t rc = find_head(rd, &hs, h, cap);
         if (rc < 0)
             return (int)rc;
         if (rc > 0 && (size_t)rc <= lim->max_header_bytes) {
             *hlen = (size_t)rc;
             return 0;
         }
-        if (rc > 0 || rd->rbuf->len >= lim->max_header_bytes)
+        if (rc > 0 || rd->rbuf->len >= lim->max_header_bytes) {
+            if (rc == 0 && (rc = head_cut_short(rd, &hs, h, cap)))
+                return (int)rc;
             return sl_err(rd->err, SLUICE_EPROTO, "response head larger than %zu bytes",
                           lim->max_header_bytes);
+        }
         rc = fill(rd);
         if (rc < 0)
+            return (int)rc;
+        if (rc == 0 && (rc = head_cut_short(rd, &hs, h, cap)))
             return (int)rc;
         if (rc == 0)
             return rd->got ? sl_err(rd->err, SLUICE_EIO,
@@ -711,83 +759,77 @@ static int read_head(reader *rd, const sl_http_limits *lim, sl_http_head *h, siz
 }
 
 /* A comma-separated list element by element, OWS trimmed; calls fn for
- * each non-empty one.  Returns fn's first non-zero result, or 0. */
+ * each one, empty ones included.  Returns fn's first non-zero result. */
 static int each_element(const char *v, size_t n, int (*fn)(const char *, size_t, void *),
                         void *arg)
 {
     const char *end = v + n;
 
-    while (v < end) {
-        const char *comma = memchr(v, ',', (size_t)(end - v)), *e = comma ? comma : end;
-        const char *s = v;
-        int rc;
-        while (s < e && (*s == ' ' || *s == '\t'))
-            s++;
-        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (e > s && (rc = fn(s, (size_t)(e - s), arg)))
-            return rc;
-        v = comma ? comma + 1 : end;
-    }
-    return 0;
-}
-
-typedef struct head_facts {
-    int have_length;
-    uint64_t length;
-    int te;                 /* Transfer-Encoding present */
-    int te_chunked;         /* its final coding is chunked */
-    int conn_close;
-    int conn_keep_alive;
-} head_facts;
-
-/* One Content-Length value: digits only, and equal to any seen before. */
-static int length_value(head_facts *f, const char *s, size_t n, sluice_error *err)
-{
-    uint64_t v = 0;
-    size_t i;
-
-    if (n == 0)
-        return sl_err(err, SLUICE_EPROTO, "Content-Length has an empty value");
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return sl_err(err, SLUICE_EPROTO, "Content-Length is not a number");
-        if (v > (UINT64_C(1) << 59))
-            return sl_err(err, SLUICE_EPROTO, "Content-Length is too large");
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (f->have_length && f->length != v)
-        return sl_err(err, SLUICE_EPROTO, "Content-Length has differing values");
-    f->have_length = 1;
-    f->length = v;
-    return 0;
-}
-
-/* Repeated fields and lists ("5, 5") are accepted when every value is the
- * same (RFC 9110 section 8.6); unlike other lists an empty element is an
- * error. */
-static int content_length(head_facts *f, const char *v, size_t n, sluice_error *err)
-{
-    const char *end = v + n;
-
     for (;;) {
         const char *comma = memchr(v, ',', (size_t)(end - v)), *e = comma ? comma : end;
+        int rc;
         while (v < e && (*v == ' ' || *v == '\t'))
             v++;
         while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
             e--;
-        if (length_value(f, v, (size_t)(e - v), err))
-            return SLUICE_EPROTO;
+        if ((rc = fn(v, (size_t)(e - v), arg)))
+            return rc;
         if (!comma)
             return 0;
         v = comma + 1;
     }
 }
 
+typedef struct head_facts {
+    int have_length;
+    uint64_t length;
+    const char *length_text;    /* the first value as written */
+    size_t length_text_len;
+    int te;                 /* Transfer-Encoding present */
+    int te_chunked;         /* its final coding is chunked */
+    int conn_close;
+    int conn_keep_alive;
+} head_facts;
+
+enum { LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS };
+
+/* One Content-Length value: digits only, and written exactly as any seen
+ * before.  Repeated fields and lists ("5, 5") are accepted when every value
+ * is the same (RFC 9110 section 8.6); "5, 05" is refused, since a peer
+ * comparing text would see two lengths. */
+static int length_element(const char *s, size_t n, void *arg)
+{
+    head_facts *f = arg;
+    uint64_t v = 0;
+    size_t i;
+
+    if (n == 0)
+        return LIST_EMPTY;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return LIST_NOT_NUMBER;
+        if (v > (UINT64_C(1) << 59))
+            return LIST_TOO_LARGE;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (f->have_length)
+        return n == f->length_text_len && memcmp(s, f->length_text, n) == 0 ? 0 : LIST_DIFFERS;
+    f->have_length = 1;
+    f->length = v;
+    f->length_text = s;
+    f->length_text_len = n;
+    return 0;
+}
+
+/* Framing lists with an empty element are refused: parsers disagree on
+ * whether "chunked," ends in chunked, and disagreement about framing is
+ * how responses get split. */
 static int te_element(const char *s, size_t n, void *arg)
 {
     head_facts *f = arg;
 
+    if (n == 0)
+        return LIST_EMPTY;
     f->te_chunked = IEQ(s, n, "chunked");
     return 0;
 }
@@ -803,19 +845,28 @@ static int connection_element(const char *s, size_t n, void *arg)
     return 0;
 }
 
+static int list_error(int rc, const char *name, sluice_error *err)
+{
+    static const char *const why[] = {"", "has an empty list element", "is not a number",
+                                      "is too large", "has differing values"};
+
+    return sl_err(err, SLUICE_EPROTO, "%s %s", name, why[rc]);
+}
+
 static int gather_facts(const sl_http_head *h, head_facts *f, sluice_error *err)
 {
     size_t i;
 
     for (i = 0; i < h->nhdrs; i++) {
         const sl_http_hdr *x = &h->hdrs[i];
+        int rc;
         if (IEQ(x->name, x->name_len, "content-length")) {
-            if (content_length(f, x->value, x->value_len, err))
-                return SLUICE_EPROTO;
+            if ((rc = each_element(x->value, x->value_len, length_element, f)))
+                return list_error(rc, "Content-Length", err);
         } else if (IEQ(x->name, x->name_len, "transfer-encoding")) {
             f->te = 1;
-            f->te_chunked = 0;
-            each_element(x->value, x->value_len, te_element, f);
+            if ((rc = each_element(x->value, x->value_len, te_element, f)))
+                return list_error(rc, "Transfer-Encoding", err);
         } else if (IEQ(x->name, x->name_len, "connection")) {
             each_element(x->value, x->value_len, connection_element, f);
         }
@@ -981,7 +1032,8 @@ static int read_growing_body(reader *rd, sl_http_resp *out, const framing *fr, s
     rc = fr->kind == BODY_CHUNKED ? read_chunked_body(rd, &body, max)
                                   : read_close_body(rd, &body, max);
     if (rc == 0) {
-        char *p = sl_buf_detach(&body, &out->body_len);
+        /* The append makes an empty body a NUL-terminated allocation too. */
+        char *p = sl_buf_append(&body, "", 0) ? NULL : sl_buf_detach(&body, &out->body_len);
         if (!p)
             return sl_err(rd->err, SLUICE_ENOMEM, "out of memory reading a response body");
         out->body = p;
