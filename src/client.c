@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "error.h"
 #include "http1.h"
+#include "limiter.h"
 #include "log.h"
 #include "response.h"
 
@@ -162,6 +163,22 @@ static int copy_headers(sluice_client *c, const sluice_client_opts *o, sluice_er
     return 0;
 }
 
+/* A limit the limiter would refuse on every call is refused here, once,
+ * with the limiter's reason. */
+static int check_rate_limit(const sluice_client *c, sluice_error *err)
+{
+    const sluice_client_rate_limit *rl = &c->opts.rate_limit;
+    sluice_limit lim = {rl->rate, rl->period_ms, rl->burst};
+    sluice_error e;
+    int rc;
+
+    if (rl->rate <= 0)
+        return 0;   /* no limit, as on the request path */
+    if ((rc = sl_gcra_validate(&lim, 1, &e)))
+        return sl_err(err, rc, "client '%s': %s", c->service, e.msg);
+    return 0;
+}
+
 sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluice_client_opts *o,
                              sluice_error *err)
 {
@@ -189,8 +206,8 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         rc = sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
         goto fail;
     }
-    if ((rc = copy_endpoints(c, o, err)) || (rc = copy_headers(c, o, err)) ||
-        (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
+    if ((rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
+        (rc = copy_headers(c, o, err)) || (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
         goto fail;
     c->budget = sl_retry_budget_new(c->retry.budget_ratio_pct, c->retry.budget_window_ms,
                                     c->retry.budget_min_per_sec);

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -695,6 +696,38 @@ static void test_faults_redis_limiter_oom_says_enomem(void)
     CU_ASSERT_EQUAL(tu_fd_count(), fds);
 }
 
+/* A rate limit the limiter cannot apply is refused when the client is
+ * made, with the reason, instead of failing every call later. */
+static void test_faults_invalid_rate_limit_refused_at_creation(void)
+{
+    static const struct { double rate; int period_ms, burst; const char *why; } bad[] = {
+        {1e7, 1000, 1, "microsecond"},
+        {1, 1000, 2000000000, "115 days"},
+        {NAN, 1000, 1, "finite"},
+    };
+    sluice_factory *f = factory(NULL);
+    sluice_client_opts co;
+    sluice_error err;
+    size_t i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sluice_client_opts_init(&co);
+        co.base_url = tu_http_base();
+        co.rate_limit.rate = bad[i].rate;
+        co.rate_limit.period_ms = bad[i].period_ms;
+        co.rate_limit.burst = bad[i].burst;
+        CU_ASSERT_PTR_NULL(sluice_factory_client(f, "bad-limit", &co, &err));
+        CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "bad-limit"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].why));
+    }
+    /* No limit (0, or negative as on the request path) is not an error. */
+    co.rate_limit.rate = -1;
+    CU_ASSERT_PTR_NOT_NULL(sluice_factory_client(f, "no-limit", &co, &err));
+    sluice_factory_free(f);
+}
+
 /* ---- TLS peer vanishes ------------------------------------------------------- */
 
 struct rude {
@@ -1011,6 +1044,8 @@ static CU_TestInfo tests[] = {
     {"test_faults_redis_killed_and_restarted", test_faults_redis_killed_and_restarted},
     {"test_faults_redis_answers_slowly", test_faults_redis_answers_slowly},
     {"test_faults_redis_limiter_oom_says_enomem", test_faults_redis_limiter_oom_says_enomem},
+    {"test_faults_invalid_rate_limit_refused_at_creation",
+     test_faults_invalid_rate_limit_refused_at_creation},
     {"test_faults_tls_peer_vanishes_mid_handshake", test_faults_tls_peer_vanishes_mid_handshake},
     {"test_faults_factory_free_waits_for_calls", test_faults_factory_free_waits_for_calls},
     {"test_faults_factory_free_refuses_new_calls", test_faults_factory_free_refuses_new_calls},
