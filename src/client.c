@@ -179,6 +179,18 @@ static int check_rate_limit(const sluice_client *c, sluice_error *err)
     return 0;
 }
 
+/* Default headers go out with every call: one that could split a request
+ * is refused once, here. */
+static int check_headers(const sluice_client *c, sluice_error *err)
+{
+    sluice_error e;
+    int rc;
+
+    if ((rc = sl_http1_check_request(NULL, c->headers, c->nheaders, &e)))
+        return sl_err(err, rc, "client '%s': %s", c->service, e.msg);
+    return 0;
+}
+
 sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluice_client_opts *o,
                              sluice_error *err)
 {
@@ -207,7 +219,8 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         goto fail;
     }
     if ((rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
-        (rc = copy_headers(c, o, err)) || (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
+        (rc = copy_headers(c, o, err)) || (rc = check_headers(c, err)) ||
+        (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
         goto fail;
     c->budget = sl_retry_budget_new(c->retry.budget_ratio_pct, c->retry.budget_window_ms,
                                     c->retry.budget_min_per_sec);
@@ -317,6 +330,8 @@ static int method_is(const char *m, const char *want)
 
 static int call_init(call *k, sluice_client *c, const sluice_request *req, sluice_error *err)
 {
+    int rc;
+
     memset(k, 0, sizeof *k);
     k->c = c;
     k->f = c->f;
@@ -335,6 +350,10 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
                   (int64_t)(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms) * 1000000;
     if (c->opts.failover == SLUICE_FAILOVER_ROUND_ROBIN && c->neps > 1)
         k->ep = __atomic_fetch_add(&c->rr, 1, __ATOMIC_RELAXED) % c->neps;
+    /* Refused before any token, probe or connection is spent on it. */
+    if ((rc = sl_http1_check_request(k->method, req->headers, req->headers ? req->nheaders : 0,
+                                     err)))
+        return rc;
     return build_rel(k);
 }
 

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "http1.h"
 #include "coalesce.h"
 #include "log.h"
 
@@ -126,6 +127,15 @@ static int copy_strings(sluice_factory *f, sluice_error *err)
     return 0;
 }
 
+/* The User-Agent goes out with every request: one that could split a
+ * request is refused here, once. */
+static int check_user_agent(sluice_factory *f, sluice_error *err)
+{
+    sluice_header ua = {"User-Agent", f->opts.user_agent};
+
+    return f->opts.user_agent ? sl_http1_check_request(NULL, &ua, 1, err) : 0;
+}
+
 static int make_limiter(sluice_factory *f, sluice_error *err)
 {
     sluice_limiter_opts lo;
@@ -158,7 +168,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     pthread_mutex_init(&f->tls_lock, NULL);
     pthread_cond_init(&f->idle, NULL);
     f->totals.created_ns = sl_now_ns();
-    if (copy_strings(f, err))
+    if (copy_strings(f, err) || check_user_agent(f, err))
         goto fail;
     f->sock.tcp_keepalive = f->opts.tcp_keepalive;
     f->sock.keepidle_s = f->opts.tcp_keepidle_s;
