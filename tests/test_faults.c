@@ -519,14 +519,15 @@ static long until_ok(sluice_client *c, int bound_ms)
 }
 
 /* Redis is killed and started again on its port while threads call through
- * a fail-closed and a fail-open factory: closed ones get SLUICE_ELIMITER
- * (promptly) or a response, open ones always a response, and shared
+ * a fail-closed, a fail-open and a fail-local factory: closed ones get
+ * SLUICE_ELIMITER (promptly) or a response, open and local ones always a
+ * response (the local share of this limit is never reached), and shared
  * decisions resume by themselves. */
 static void test_faults_redis_killed_and_restarted(void)
 {
-    sluice_factory *fc, *fo;
-    load closed = {0}, open = {0};
-    pthread_t th[8];
+    sluice_factory *fc, *fo, *fl;
+    load closed = {0}, open = {0}, local = {0};
+    pthread_t th[12];
     tu_server s;
     int n, port, fds;
 
@@ -536,14 +537,18 @@ static void test_faults_redis_killed_and_restarted(void)
     fds = tu_fd_count();
     fc = redis_factory(s.url, SLUICE_FAIL_CLOSED, 200);
     fo = redis_factory(s.url, SLUICE_FAIL_OPEN, 200);
+    fl = redis_factory(s.url, SLUICE_FAIL_LOCAL, 200);
     closed.c = client(fc, "redis-closed", tu_http_base(), tune_rate_limited);
     open.c = client(fo, "redis-open", tu_http_base(), tune_rate_limited);
+    local.c = client(fl, "redis-local", tu_http_base(), tune_rate_limited);
     CU_ASSERT_PTR_NOT_NULL_FATAL(closed.c);
     CU_ASSERT_PTR_NOT_NULL_FATAL(open.c);
-    closed.req.path = open.req.path = "/json";
-    closed.pause_ms = open.pause_ms = 10;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(local.c);
+    closed.req.path = open.req.path = local.req.path = "/json";
+    closed.pause_ms = open.pause_ms = local.pause_ms = 10;
     n = load_start(&closed, th, 4);
     n += load_start(&open, th + n, 4);
+    n += load_start(&local, th + n, 4);
     usleep(300 * 1000);
     tu_server_stop(&s);
     usleep(600 * 1000);
@@ -553,9 +558,18 @@ static void test_faults_redis_killed_and_restarted(void)
     }
     atomic_store(&closed.stop, 1);
     atomic_store(&open.stop, 1);
+    atomic_store(&local.stop, 1);
     CU_ASSERT_EQUAL(join_bounded(th, n, JOIN_BOUND_MS), 0);
     tally_print("fail closed", &closed.t);
     tally_print("fail open", &open.t);
+    tally_print("fail local", &local.t);
+    CU_ASSERT_EQUAL(responses(&local.t, 2), atomic_load(&local.t.calls));
+    CU_ASSERT_EQUAL(atomic_load(&local.t.undefined), 0);
+    {
+        struct sluice_factory_stats st;
+        sluice_factory_stats(fl, &st);
+        CU_ASSERT(st.limiter.fallbacks > 0);    /* decided locally while Redis was gone */
+    }
     CU_ASSERT(responses(&closed.t, 2) > 0);
     CU_ASSERT(errors_of(&closed.t, SLUICE_ELIMITER) > 0);
     CU_ASSERT_EQUAL(responses(&closed.t, 2) + errors_of(&closed.t, SLUICE_ELIMITER),
@@ -564,6 +578,7 @@ static void test_faults_redis_killed_and_restarted(void)
     CU_ASSERT(atomic_load(&closed.t.max_ms) < 2000);
     CU_ASSERT_EQUAL(atomic_load(&closed.t.undefined) + atomic_load(&open.t.undefined), 0);
     sluice_factory_free(fo);
+    sluice_factory_free(fl);
     free_and_count(fc, fds);
     tu_server_stop(&s);
 }
