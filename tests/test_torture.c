@@ -253,15 +253,67 @@ static int op_post_chunked(void *ctx, sluice_error *err)
     return rc;
 }
 
-/* Two calls: a fresh connection (handshake), then a reused one. */
+static int get_path(sluice_client *c, const char *path, sluice_error *err)
+{
+    sluice_response *r = NULL;
+    int rc = sluice_get(c, path, &r, err);
+
+    rc = expect_status(rc, &r, 200, err);
+    sluice_response_free(r);
+    return rc;
+}
+
+/* A fresh connection (full handshake), a reused one, then one the server
+ * closes and a new connection that resumes the session. */
 static int op_https(void *ctx, sluice_error *err)
 {
     sluice_factory *f;
     sluice_client *c;
     int rc = setup(ctx, &f, &c, err);
 
-    if (rc == 0 && (rc = get_json(c, err)) == 0)
-        rc = post_chunked(c, 5000, err);
+    if (rc == 0 && (rc = get_json(c, err)) == 0 && (rc = post_chunked(c, 5000, err)) == 0 &&
+        (rc = get_path(c, "/close", err)) == 0)
+        rc = get_json(c, err);
+    sluice_factory_free(f);
+    return rc;
+}
+
+/* Warm-up, the micro-cache, stats and both metrics exports (which cannot
+ * report a failure, so only crashes and leaks count there). */
+static int op_misc(void *ctx, sluice_error *err)
+{
+    const struct target *t = ctx;
+    struct sluice_factory_stats st;
+    sluice_client_opts co;
+    sluice_factory *f;
+    sluice_client *c;
+    char *buf;
+    size_t n;
+    int rc, i;
+
+    if (!(f = make_factory(t, err)))
+        return err->code;
+    sluice_client_opts_init(&co);
+    co.base_url = t->base;
+    co.coalesce_window_ms = 60000;
+    co.retry.max_retries = SLUICE_OFF;
+    if (!(c = sluice_factory_client(f, "torture-misc", &co, err))) {
+        sluice_factory_free(f);
+        return err->code;
+    }
+    rc = sluice_client_warmup(c, 2, err);
+    rc = rc < 0 ? rc : 0;
+    for (i = 0; rc == 0 && i < 2; i++)
+        rc = get_path(c, "/count/torture-misc", err);
+    sluice_factory_stats(f, &st);
+    for (i = 0; i < 2; i++) {
+        n = sluice_factory_metrics(f, i ? SLUICE_METRICS_JSON : SLUICE_METRICS_PROMETHEUS, NULL, 0);
+        if ((buf = malloc(n + 1))) {
+            sluice_factory_metrics(f, i ? SLUICE_METRICS_JSON : SLUICE_METRICS_PROMETHEUS, buf,
+                                   n + 1);
+            free(buf);
+        }
+    }
     sluice_factory_free(f);
     return rc;
 }
@@ -498,6 +550,14 @@ static void test_torture_retry_breaker_redirect(void)
     torture_both("retry, breaker, redirect", op_resilience, &t, NULL);
 }
 
+static void test_torture_warmup_cache_metrics(void)
+{
+    struct target t = {tu_http_base(), NULL, NULL};
+
+    TU_REQUIRE(t.base);
+    torture_both("warm-up, micro-cache, metrics", op_misc, &t, NULL);
+}
+
 static CU_TestInfo tests[] = {
     {"test_torture_factory_and_client", test_torture_factory_and_client},
     {"test_torture_get", test_torture_get},
@@ -507,6 +567,7 @@ static CU_TestInfo tests[] = {
     {"test_torture_coalesced", test_torture_coalesced},
     {"test_torture_executor_batch", test_torture_executor_batch},
     {"test_torture_retry_breaker_redirect", test_torture_retry_breaker_redirect},
+    {"test_torture_warmup_cache_metrics", test_torture_warmup_cache_metrics},
     CU_TEST_INFO_NULL,
 };
 
