@@ -1096,10 +1096,13 @@ static void json_scalars(out *o, int *n, const view *v, const char *prefix)
 
     for (i = 0; i < NSCALARS(factory_scalars); i++) {
         const struct scalar *s = &factory_scalars[i];
-        const char *rest = s->name + plen;
-        size_t len = strlen(rest);
+        const char *rest;
+        size_t len;
+        /* Only a name that starts with the prefix is long enough to skip it. */
         if (strncmp(s->name, prefix, plen) != 0)
             continue;
+        rest = s->name + plen;
+        len = strlen(rest);
         if (len > 6 && strcmp(rest + len - 6, "_total") == 0)
             len -= 6;
         snprintf(key, sizeof key, "%.*s", (int)len, rest);
