@@ -114,6 +114,13 @@ asan:
 tsan:
 	$(MAKE) --no-print-directory check BUILD=build-tsan CFLAGS="-O1 -g" SAN="-fsanitize=thread"
 
+# Allocation-failure injection over the request path (tests/test_torture.c),
+# under the same ASan/LSan build as `make asan`; too slow for `make check`.
+torture:
+	SLUICE_TORTURE=1 $(MAKE) --no-print-directory check SUITES=torture BUILD=build-asan \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
 # --- examples, demo, bench -----------------------------------------------
 
 examples: $(EXAMPLES)

@@ -163,6 +163,34 @@ static int copy_headers(sluice_client *c, const sluice_client_opts *o, sluice_er
     return 0;
 }
 
+/* A limit the limiter would refuse on every call is refused here, once,
+ * with the limiter's reason. */
+static int check_rate_limit(const sluice_client *c, sluice_error *err)
+{
+    const sluice_client_rate_limit *rl = &c->opts.rate_limit;
+    sluice_limit lim = {rl->rate, rl->period_ms, rl->burst};
+    sluice_error e;
+    int rc;
+
+    if (rl->rate <= 0)
+        return 0;   /* no limit, as on the request path */
+    if ((rc = sl_gcra_validate(&lim, 1, &e)))
+        return sl_err(err, rc, "client '%s': %s", c->service, e.msg);
+    return 0;
+}
+
+/* Default headers go out with every call: one that could split a request
+ * is refused once, here. */
+static int check_headers(const sluice_client *c, sluice_error *err)
+{
+    sluice_error e;
+    int rc;
+
+    if ((rc = sl_http1_check_request(NULL, c->headers, c->nheaders, &e)))
+        return sl_err(err, rc, "client '%s': %s", c->service, e.msg);
+    return 0;
+}
+
 sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluice_client_opts *o,
                              sluice_error *err)
 {
@@ -190,7 +218,8 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         rc = sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
         goto fail;
     }
-    if ((rc = copy_endpoints(c, o, err)) || (rc = copy_headers(c, o, err)) ||
+    if ((rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
+        (rc = copy_headers(c, o, err)) || (rc = check_headers(c, err)) ||
         (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
         goto fail;
     c->budget = sl_retry_budget_new(c->retry.budget_ratio_pct, c->retry.budget_window_ms,
@@ -301,6 +330,8 @@ static int method_is(const char *m, const char *want)
 
 static int call_init(call *k, sluice_client *c, const sluice_request *req, sluice_error *err)
 {
+    int rc;
+
     memset(k, 0, sizeof *k);
     k->c = c;
     k->f = c->f;
@@ -319,6 +350,10 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
                   (int64_t)(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms) * 1000000;
     if (c->opts.failover == SLUICE_FAILOVER_ROUND_ROBIN && c->neps > 1)
         k->ep = __atomic_fetch_add(&c->rr, 1, __ATOMIC_RELAXED) % c->neps;
+    /* Refused before any token, probe or connection is spent on it. */
+    if ((rc = sl_http1_check_request(k->method, req->headers, req->headers ? req->nheaders : 0,
+                                     err)))
+        return rc;
     return build_rel(k);
 }
 
@@ -484,7 +519,7 @@ static int64_t tally(call *k, const sl_pool_item *it, size_t sent, size_t receiv
 
 static int attempt(call *k, const sl_url *u, sluice_response **out)
 {
-    sl_conn_target t = {u->host, u->port, u->tls, u->origin};
+    sl_conn_target t = {u->host, u->port, u->tls, u->origin, k->c->opts.connect_timeout_ms};
     int64_t pool_deadline =
         sl_deadline_min(k->deadline, sl_deadline_in_ms(k->f->opts.pool_timeout_ms));
     unsigned flags = 0;
@@ -1185,7 +1220,7 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
     if ((rc = sl_factory_enter(c->f, err)))
         return rc;
     u = &c->eps[0].url;
-    t = (sl_conn_target){u->host, u->port, u->tls, u->origin};
+    t = (sl_conn_target){u->host, u->port, u->tls, u->origin, c->opts.connect_timeout_ms};
     deadline = sl_deadline_in_ms(c->opts.connect_timeout_ms + c->f->opts.pool_timeout_ms);
     if (!(items = sl_calloc((size_t)n, sizeof *items))) {
         sl_factory_leave(c->f);

@@ -20,6 +20,7 @@ typedef struct sl_conn_target {
     int port;
     int tls;
     const char *origin;
+    int connect_timeout_ms;   /* the asking client's; 0 = the factory's */
 } sl_conn_target;
 
 typedef struct sl_conn {

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "http1.h"
 #include "coalesce.h"
 #include "log.h"
 
@@ -72,7 +73,8 @@ static int conn_create(void *ctx, const char *key, void *arg, int64_t deadline, 
 {
     sluice_factory *f = ctx;
     const sl_conn_target *t = arg;
-    int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(f->opts.connect_timeout_ms));
+    int ms = t->connect_timeout_ms > 0 ? t->connect_timeout_ms : f->opts.connect_timeout_ms;
+    int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(ms));
     sl_tls_ctx *tls = NULL;
 
     (void)key;
@@ -125,6 +127,15 @@ static int copy_strings(sluice_factory *f, sluice_error *err)
     return 0;
 }
 
+/* The User-Agent goes out with every request: one that could split a
+ * request is refused here, once. */
+static int check_user_agent(sluice_factory *f, sluice_error *err)
+{
+    sluice_header ua = {"User-Agent", f->opts.user_agent};
+
+    return f->opts.user_agent ? sl_http1_check_request(NULL, &ua, 1, err) : 0;
+}
+
 static int make_limiter(sluice_factory *f, sluice_error *err)
 {
     sluice_limiter_opts lo;
@@ -157,7 +168,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     pthread_mutex_init(&f->tls_lock, NULL);
     pthread_cond_init(&f->idle, NULL);
     f->totals.created_ns = sl_now_ns();
-    if (copy_strings(f, err))
+    if (copy_strings(f, err) || check_user_agent(f, err))
         goto fail;
     f->sock.tcp_keepalive = f->opts.tcp_keepalive;
     f->sock.keepidle_s = f->opts.tcp_keepidle_s;
@@ -292,9 +303,12 @@ sluice_client *sluice_factory_client_lookup(sluice_factory *f, const char *servi
         sl_err(err, SLUICE_EINVAL, "sluice_factory_client_lookup: NULL %s", f ? "service" : "factory");
         return NULL;
     }
+    if (sl_factory_enter(f, err))
+        return NULL;
     pthread_mutex_lock(&f->lock);
     c = find(f, service, api_version);
     pthread_mutex_unlock(&f->lock);
+    sl_factory_leave(f);
     if (!c)
         sl_err(err, SLUICE_ENOTFOUND, "no client for service '%s'%s%s", service,
                api_version ? " version " : "", api_version ? api_version : "");
@@ -313,13 +327,16 @@ sluice_client *sluice_factory_client(sluice_factory *f, const char *service,
         sl_err(err, SLUICE_EINVAL, "sluice_factory_client: %s", !f ? "NULL factory" : "empty service name");
         return NULL;
     }
-    if (__atomic_load_n(&f->closed, __ATOMIC_SEQ_CST)) {
-        sl_err(err, SLUICE_ECLOSED, "the factory is being freed");
+    /* Counted as a call, so a concurrent sluice_factory_free either waits
+     * for the insert or makes this fail: never a client added to a
+     * registry already torn down. */
+    if (sl_factory_enter(f, err))
+        return NULL;
+    /* Build outside the lock (parsing, copying, no I/O), insert under it. */
+    if (!(fresh = sl_client_new(f, service, o, err))) {
+        sl_factory_leave(f);
         return NULL;
     }
-    /* Build outside the lock (parsing, copying, no I/O), insert under it. */
-    if (!(fresh = sl_client_new(f, service, o, err)))
-        return NULL;
     pthread_mutex_lock(&f->lock);
     c = find(f, service, o->api_version);
     if (!c) {
@@ -327,10 +344,12 @@ sluice_client *sluice_factory_client(sluice_factory *f, const char *service,
         f->clients = fresh;
         f->nclients++;
         pthread_mutex_unlock(&f->lock);
+        sl_factory_leave(f);
         return fresh;
     }
     c = existing(c, fresh, service, err);
     pthread_mutex_unlock(&f->lock);
     sl_client_free(fresh);
+    sl_factory_leave(f);
     return c;
 }

@@ -163,11 +163,11 @@ static const char *override(const sl_http_req *r, int kind, const char *ours)
     return ours;
 }
 
-/* Appends "name: value\r\n" after validating both. */
-static int put_field(sl_buf *out, const char *name, const char *value, sluice_error *err)
+/* A field the writer would refuse: 0 or SLUICE_EINVAL naming it (never
+ * quoting the value, which may be a credential). */
+static int check_field(const char *name, const char *value, sluice_error *err)
 {
-    size_t nlen, vlen;
-    char *d;
+    size_t nlen;
 
     if (!name || !value)
         return sl_err(err, SLUICE_EINVAL, "request header with a NULL name or value");
@@ -176,10 +176,23 @@ static int put_field(sl_buf *out, const char *name, const char *value, sluice_er
         return sl_err(err, SLUICE_EINVAL,
                       "request header name is not an HTTP token (byte 0x%02x at offset %zu)",
                       (unsigned char)name[nlen], nlen);
-    vlen = strlen(value);
-    if (value_span(value, vlen) != vlen)
+    if (value_span(value, strlen(value)) != strlen(value))
         return sl_err(err, SLUICE_EINVAL,
                       "value of request header %.64s contains CR, LF or a control byte", name);
+    return 0;
+}
+
+/* Appends "name: value\r\n" after validating both. */
+static int put_field(sl_buf *out, const char *name, const char *value, sluice_error *err)
+{
+    size_t nlen, vlen;
+    int rc;
+    char *d;
+
+    if ((rc = check_field(name, value, err)))
+        return rc;
+    nlen = strlen(name);
+    vlen = strlen(value);
     if (sl_buf_reserve(out, nlen + vlen + 4))
         return sl_err(err, SLUICE_ENOMEM, "out of memory writing a request");
     d = out->data + out->len;
@@ -217,18 +230,28 @@ static int put_list(sl_buf *out, const sluice_header *h, size_t n, const sluice_
     return 0;
 }
 
+static int check_method(const char *method, sluice_error *err)
+{
+    size_t mlen = class_span(method, C_TOKEN);
+
+    if (mlen == 0 || method[mlen])
+        return sl_err(err, SLUICE_EINVAL,
+                      "request method is not an HTTP token (byte 0x%02x at offset %zu)",
+                      (unsigned char)method[mlen], mlen);
+    return 0;
+}
+
 static int put_request_line(sl_buf *out, const sl_http_req *r, sluice_error *err)
 {
     size_t mlen, tlen;
     char *d;
+    int rc;
 
     if (!r->method || !r->target)
         return sl_err(err, SLUICE_EINVAL, "request without a method or target");
-    mlen = class_span(r->method, C_TOKEN);
-    if (mlen == 0 || r->method[mlen])
-        return sl_err(err, SLUICE_EINVAL,
-                      "request method is not an HTTP token (byte 0x%02x at offset %zu)",
-                      (unsigned char)r->method[mlen], mlen);
+    if ((rc = check_method(r->method, err)))
+        return rc;
+    mlen = strlen(r->method);
     tlen = class_span(r->target, C_TARGET);
     if (tlen == 0 || r->target[tlen])
         return sl_err(err, SLUICE_EINVAL,
@@ -278,6 +301,35 @@ static int write_head(sl_buf *out, const sl_http_req *r, sluice_error *err)
     if (sl_buf_append(out, "\r\n", 2))
         return sl_err(err, SLUICE_ENOMEM, "out of memory writing a request");
     return 0;
+}
+
+/* The caller list's refusals, as put_list makes them. */
+static int check_list(const sluice_header *h, size_t n, sluice_error *err)
+{
+    size_t i;
+    int rc;
+
+    if (n && !h)
+        return sl_err(err, SLUICE_EINVAL, "request header count without headers");
+    for (i = 0; i < n; i++) {
+        if (h[i].name && header_kind(h[i].name) == H_FRAMING)
+            return sl_err(err, SLUICE_EINVAL,
+                          "request header %s is not accepted: the library frames the body",
+                          h[i].name);
+        if ((rc = check_field(h[i].name, h[i].value, err)))
+            return rc;
+    }
+    return 0;
+}
+
+int sl_http1_check_request(const char *method, const sluice_header *h, size_t n,
+                           sluice_error *err)
+{
+    int rc;
+
+    if (method && (rc = check_method(method, err)))
+        return rc;
+    return check_list(h, n, err);
 }
 
 int sl_http1_write_head(sl_buf *out, const sl_http_req *r, sluice_error *err)

@@ -34,6 +34,13 @@ typedef struct sl_http_req {
  * or value, gives SLUICE_EINVAL naming the part, and nothing is written. */
 int sl_http1_write_head(sl_buf *out, const sl_http_req *r, sluice_error *err);
 
+/* What sl_http1_write_head would refuse in a method (NULL: not checked)
+ * and a header list, found without writing anything, so a request can be
+ * refused before it costs a connection, a rate-limit token or a breaker
+ * probe.  0 or SLUICE_EINVAL with the same message. */
+int sl_http1_check_request(const char *method, const sluice_header *h, size_t n,
+                           sluice_error *err);
+
 /* Where the parser gets bytes.  read() blocks until at least one byte or
  * the deadline: returns the count, 0 at EOF, or a negative SLUICE_E*
  * (ETIMEDOUT, EIO, ETLS) with err set. */

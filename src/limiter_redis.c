@@ -710,6 +710,9 @@ static int get_conn(sl_redis *rd, int64_t deadline, rconn **out, int *refused, s
     else if (rc == SLUICE_EPOOLTIMEOUT)
         sl_err(err, SLUICE_ELIMITER, "redis %s: no connection free before the deadline",
                rd->url.where);
+    else if (rc == SLUICE_ENOMEM)
+        sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory checking out a connection",
+               rd->url.where);
     else
         sl_err(err, SLUICE_ELIMITER, "redis %s: cannot connect (%s)", rd->url.where,
                sluice_strerror(rc));
