@@ -211,11 +211,9 @@ static int slot_read(const sl_window_slot *s, int64_t *sec, uint64_t *n, uint64_
     return sec1 != 0 && LOAD(&s->sec1) == sec1;
 }
 
-/* Adds m's exchanges and their connection time since the start of second
- * first_sec into *n and *hold. */
-static void recent(const sl_metrics *m, int64_t first_sec, int64_t now_sec, uint64_t *n,
-                   uint64_t *hold)
+void sl_metrics_recent(const sl_metrics *m, int64_t now_ns, uint64_t *n, uint64_t *hold)
 {
+    int64_t now_sec = now_ns / NS_PER_SEC, first_sec = now_sec - (SL_WINDOW_SECONDS - 1);
     uint64_t n0 = 0, h0 = 0, sn, sh, tn, th;
     int64_t oldest = INT64_MAX, sec;
     int i;
@@ -248,7 +246,8 @@ static void health_load(struct sluice_pool_health *h, uint64_t n, uint64_t hold_
     h->arrival_rate = (double)n * NS_PER_SEC / (double)span_ns;
     h->mean_latency_us = (double)hold_ns / 1000.0 / (double)n;
     need = HEADROOM * (double)hold_ns / (double)span_ns;
-    h->recommended_max_connections = need > 1e9 ? 1000000000 : need < 1 ? 1 : (int)ceil_u64(need);
+    h->recommended_max_connections =
+        need > 1e9 ? 1000000000 : need < 1 ? 1 : (int)ceil_u64(need);
 }
 
 /* The registry's head and count; see the file comment for the walk. */
@@ -267,9 +266,8 @@ static sluice_client *first_client(sluice_factory *f, int *count)
 static void pool_health(sluice_factory *f, const struct sluice_pool_stats *pool,
                         struct sluice_pool_health *h)
 {
-    int64_t now = sl_now_ns(), now_sec = now / NS_PER_SEC;
-    int64_t first_sec = now_sec - (SL_WINDOW_SECONDS - 1);
-    int64_t start = first_sec * NS_PER_SEC;
+    int64_t now = sl_now_ns();
+    int64_t start = (now / NS_PER_SEC - (SL_WINDOW_SECONDS - 1)) * NS_PER_SEC;
     uint64_t n = 0, hold = 0;
     sluice_client *c;
 
@@ -279,7 +277,7 @@ static void pool_health(sluice_factory *f, const struct sluice_pool_stats *pool,
     h->waiting = pool->waiting;
     h->overflow = pool->closed[SLUICE_CLOSE_OVERFLOW];
     for (c = first_client(f, NULL); c; c = c->next)
-        recent(&c->metrics, first_sec, now_sec, &n, &hold);
+        sl_metrics_recent(&c->metrics, now, &n, &hold);
     if (f->totals.created_ns > start)
         start = f->totals.created_ns;
     health_load(h, n, hold, now - start);
