@@ -73,20 +73,6 @@ static int pattern_ok(const unsigned char *p, size_t n)
     return 1;
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 static void test_client_sequential_reuse_one_connection(void)
 {
@@ -333,7 +319,7 @@ static void test_client_connect_refused(void)
     sluice_client *c;
     sluice_error err;
 
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", free_port());
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", tu_free_port());
     c = client_for(f, "refused", base);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_EQUAL(get_status(c, "/json", &err), SLUICE_ECONNECT);

@@ -112,21 +112,6 @@ static long long redis_do(const char *url, const char *cmd, const char *arg)
     return v;
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
 
 /* Starts a private redis-server with extra arguments: on a free loopback
  * port, or (unix_path set) on that unix socket only.  Waits until it
@@ -144,7 +129,7 @@ static int redis_start_args(tu_server *s, const char *unix_path, const char *con
         CU_FAIL("SLUICE_TEST_REDIS_SERVER / SLUICE_TEST_TMP unset: run through tests/run.sh");
         return -1;
     }
-    s->port = unix_path ? 0 : free_port();
+    s->port = unix_path ? 0 : tu_free_port();
     snprintf(portbuf, sizeof portbuf, "%d", s->port);
     argv[n++] = bin;
     argv[n++] = "--port";
@@ -1306,7 +1291,7 @@ static void test_auth_wrong_password_clear_error(void)
 static void test_unreachable_host_clear_error(void)
 {
     char url[128], where[64];
-    int port = free_port(), i, slow = 0;
+    int port = tu_free_port(), i, slow = 0;
     sluice_limiter *l;
     sluice_limit lim = {1, 1000, 1};
     sluice_limit_result r;

@@ -21,20 +21,6 @@
 /* Helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static int free_port(void)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 static sluice_factory *new_factory(sluice_factory_opts *fo)
 {
@@ -289,7 +275,7 @@ static void test_metrics_status_classes_and_error_codes(void)
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_PTR_NOT_NULL_FATAL(slow);
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", free_port());
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", tu_free_port());
     refused = tu_client(&f, "refused", base, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(refused);
     for (k = 0; k < n; k++)
@@ -492,7 +478,7 @@ static void test_hooks_once_per_attempt(void)
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
     c = tu_client(&f, "flaky", tu_http_base(), tune_three_attempts);
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", free_port());
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", tu_free_port());
     refused = tu_client(&f, "refused", base, tune_three_attempts);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_PTR_NOT_NULL_FATAL(refused);

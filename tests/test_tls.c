@@ -108,21 +108,6 @@ static int make_docroot(void)
     return fclose(f);
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
 
 static void peer_stop(peer *p)
 {
@@ -204,7 +189,7 @@ static int s_server_start(peer *p, const char *const *extra)
     }
     p->response = S_SERVER_RESPONSE;
     for (attempt = 0; attempt < 5; attempt++) {
-        p->port = free_port();
+        p->port = tu_free_port();
         p->pid = fork();
         if (p->pid == 0)
             exec_s_server(p->port, cert, key, extra);

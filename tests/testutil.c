@@ -62,7 +62,7 @@ const char *tu_redis_url(void)
     return env_or_fail("SLUICE_TEST_REDIS");
 }
 
-static int free_port(void)
+int tu_free_port(void)
 {
     struct sockaddr_in sa = {0};
     socklen_t len = sizeof sa;
@@ -117,29 +117,75 @@ int tu_mockapi_start(tu_server *s, const char *const *extra)
     return tu_mockapi_start_port(s, 0, extra);
 }
 
+/* Reads the port a server wrote to `path` (waiting up to timeout_ms while
+ * `pid` lives); 0 if none came. */
+static int read_port_file(const char *path, pid_t pid, int timeout_ms)
+{
+    int64_t end = tu_now_ms() + timeout_ms;
+    int port = 0, status;
+
+    while (tu_now_ms() < end && port <= 0) {
+        FILE *fp = fopen(path, "r");
+        if (fp) {
+            if (fscanf(fp, "%d", &port) != 1)
+                port = 0;
+            fclose(fp);
+        }
+        if (port <= 0) {
+            if (waitpid(pid, &status, WNOHANG) == pid)
+                return 0;
+            usleep(5000);
+        }
+    }
+    return port > 0 ? port : 0;
+}
+
+/* 1 while the child has not exited (it may have failed to bind). */
+static int alive(pid_t pid)
+{
+    int status;
+
+    return pid > 0 && waitpid(pid, &status, WNOHANG) == 0;
+}
+
 int tu_mockapi_start_port(tu_server *s, int port, const char *const *extra)
 {
     const char *bin = env_or_fail("SLUICE_TEST_MOCKAPI");
-    char *argv[40], portbuf[16];
-    int n = 0, attempt;
+    static _Atomic int seq;
+    char *argv[40], portbuf[16], portfile[128];
+    int n, attempt;
 
     memset(s, 0, sizeof *s);
     if (!bin)
         return -1;
     for (attempt = 0; attempt < 5; attempt++) {
+        /* Without a wanted port the server picks one and writes it down:
+         * guessing a free port races with every other socket on the box. */
         n = 0;
-        s->port = port ? port : free_port();
-        snprintf(portbuf, sizeof portbuf, "%d", s->port);
         argv[n++] = (char *)bin;
-        argv[n++] = "--port";
-        argv[n++] = portbuf;
+        if (port) {
+            snprintf(portbuf, sizeof portbuf, "%d", port);
+            argv[n++] = "--port";
+            argv[n++] = portbuf;
+        } else {
+            snprintf(portfile, sizeof portfile, "/tmp/sluice-test-mock-%d-%d.port", (int)getpid(),
+                     atomic_fetch_add(&seq, 1));
+            unlink(portfile);
+            argv[n++] = "--port-file";
+            argv[n++] = portfile;
+        }
         argv[n++] = "--exit-after";
         argv[n++] = "600";
         while (extra && *extra && n < 38)
             argv[n++] = (char *)*extra++;
         argv[n] = NULL;
         s->pid = spawn(argv, NULL);
-        if (s->pid > 0 && wait_listening(s->port, 3000) == 0) {
+        s->port = port;
+        if (s->pid > 0 && !port) {
+            s->port = read_port_file(portfile, s->pid, 5000);
+            unlink(portfile);
+        }
+        if (s->pid > 0 && s->port > 0 && wait_listening(s->port, 3000) == 0 && alive(s->pid)) {
             snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
             snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", s->port);
             return 0;
@@ -162,7 +208,7 @@ int tu_redis_start(tu_server *s, int port)
     if (!bin)
         return -1;
     for (attempt = 0; attempt < 5; attempt++) {
-        s->port = port ? port : free_port();
+        s->port = port ? port : tu_free_port();
         snprintf(portbuf, sizeof portbuf, "%d", s->port);
         snprintf(dir, sizeof dir, "/tmp/sluice-test-redis-%d", s->port);
         mkdir(dir, 0700);
@@ -172,7 +218,7 @@ int tu_redis_start(tu_server *s, int port)
                             "--daemonize", "no", NULL};
             s->pid = spawn(argv, NULL);
         }
-        if (s->pid > 0 && wait_listening(s->port, 5000) == 0) {
+        if (s->pid > 0 && wait_listening(s->port, 5000) == 0 && alive(s->pid)) {
             snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
             snprintf(s->url, sizeof s->url, "redis://127.0.0.1:%d", s->port);
             return 0;

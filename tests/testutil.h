@@ -47,6 +47,10 @@ void tu_server_stop(tu_server *s);
 /* SIGSTOP / SIGCONT, to make a server unresponsive without closing. */
 void tu_server_pause(tu_server *s, int paused);
 
+/* A loopback port nothing listens on right now (for "connection
+ * refused"; a server of the tests' own picks its own port instead). */
+int tu_free_port(void);
+
 /* Connects to host:port (blocking, 2 s timeout), or returns -1. */
 int tu_connect(const char *addr);
 /* Writes all of buf; 0 or -1. */
