@@ -151,15 +151,33 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STLIB)
 # its committed seeds in fuzz/corpus/NAME (new inputs go to build-fuzz/).
 FUZZ_CC      ?= clang
 FUZZ_TIME    ?= 30
-FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -pthread -g -O1 -fno-omit-frame-pointer \
-                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -pthread -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) \
                 -Iinclude -Isrc -Itools/mockapi
 FUZZ_TARGETS := $(patsubst fuzz/%.c,build-fuzz/%,$(wildcard fuzz/fuzz_*.c))
+MOCK_SRCS    := $(filter-out %/main.c,$(wildcard tools/mockapi/*.c))
+# The library and the mock API's parser are compiled once, instrumented for
+# coverage; each target links them.
+FUZZ_LIB     := build-fuzz/libsluice-fuzz.a
+FUZZ_MOCK    := build-fuzz/libmockapi-fuzz.a
 
-build-fuzz/fuzz_%: fuzz/fuzz_%.c $(SRCS) $(wildcard src/*.h tools/mockapi/*)
+build-fuzz/obj/%.o: src/%.c include/sluice.h $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(SRCS) \
-	  $(if $(findstring mockapi,$*),$(filter-out %/main.c,$(wildcard tools/mockapi/*.c))) \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build-fuzz/mock/%.o: tools/mockapi/%.c $(wildcard tools/mockapi/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_LIB): $(SRCS:src/%.c=build-fuzz/obj/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_MOCK): $(MOCK_SRCS:tools/mockapi/%.c=build-fuzz/mock/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB) $(FUZZ_MOCK)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
+	  $(if $(findstring mockapi,$*),$(FUZZ_MOCK)) $(FUZZ_LIB) \
 	  -lwolfssl -lhiredis $(if $(findstring diff,$*),-lhttp_parser) -lm
 
 fuzz:
