@@ -848,7 +848,7 @@ typedef struct head_facts {
     int conn_keep_alive;
 } head_facts;
 
-enum { LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS };
+enum { LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS, LIST_NOT_TOKEN };
 
 /* One Content-Length value: digits only, and written exactly as any seen
  * before.  Repeated fields and lists ("5, 5") are accepted when every value
@@ -878,16 +878,28 @@ static int length_element(const char *s, size_t n, void *arg)
     return 0;
 }
 
-/* Framing lists with an empty element are refused: parsers disagree on
- * whether "chunked," ends in chunked, and disagreement about framing is
- * how responses get split. */
+/* Framing lists with an empty element, or an element whose coding is not
+ * a token (transfer-coding = token *( OWS ";" OWS parameter )), are
+ * refused: parsers disagree on whether "chunked," or "x<HTAB>y, chunked"
+ * ends in chunked, and disagreement about framing is how responses get
+ * split. */
 static int te_element(const char *s, size_t n, void *arg)
 {
     head_facts *f = arg;
+    size_t name = 0;
 
     if (n == 0)
         return LIST_EMPTY;
-    f->te_chunked = IEQ(s, n, "chunked");
+    while (name < n && s[name] != ';')
+        name++;
+    while (name > 0 && (s[name - 1] == ' ' || s[name - 1] == '\t'))
+        name--;
+    if (name == 0)
+        return LIST_NOT_TOKEN;
+    for (size_t i = 0; i < name; i++)
+        if (!(cls[(unsigned char)s[i]] & C_TOKEN))
+            return LIST_NOT_TOKEN;
+    f->te_chunked = IEQ(s, name, "chunked") && name == n;
     return 0;
 }
 
@@ -905,7 +917,8 @@ static int connection_element(const char *s, size_t n, void *arg)
 static int list_error(int rc, const char *name, sluice_error *err)
 {
     static const char *const why[] = {"", "has an empty list element", "is not a number",
-                                      "is too large", "has differing values"};
+                                      "is too large", "has differing values",
+                                      "has an element that is not a token"};
 
     return sl_err(err, SLUICE_EPROTO, "%s %s", name, why[rc]);
 }

@@ -834,6 +834,12 @@ static void test_read_framing_rejects(void)
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n", "empty list element"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip,,chunked\r\n\r\n0\r\n\r\n", "empty list element"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n0\r\n\r\n", "empty list element"},
+        /* Found by the differential fuzzer: a coding that is not a token
+         * before a final "chunked" (libhttp-parser reads to close). */
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chuK\r\nTransfer-Encoding: -\t\ter, chUnked\r\n\r\n0\r\n\r\n",
+         "not a token"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gz\"ip, chunked\r\n\r\n0\r\n\r\n", "not a token"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: ;x=1, chunked\r\n\r\n0\r\n\r\n", "not a token"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", "CRLF"},
         {"HTTP/1.1 200 OK\r\nX: y\r\n folded\r\n\r\n", "folding"},
