@@ -405,8 +405,8 @@ static char *guard_page(size_t *pg)
 static void test_parse_no_overread_before_guard_page(void)
 {
     static const char *const inputs[] = {
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Long-Header-Value: "
-        "abcdefghijklmnopqrstuvwxyz0123456789\r\n\r\n",
+        ("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-Long-Header-Value: "
+         "abcdefghijklmnopqrstuvwxyz0123456789\r\n\r\n"),
         "HTTP/1.1 200 OK\r\nA: b\x01 more bytes after the bad one\r\n\r\n",
         "HTTP/1.1 204 \r\nA:  \t  \r\n\r\n",
         "5;ext=val\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\n",

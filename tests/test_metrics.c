@@ -271,7 +271,8 @@ static void test_metrics_status_classes_and_error_codes(void)
     struct sluice_factory_stats fs;
     char base[64], *text;
     sluice_error err;
-    int i, k, n = 3;
+    unsigned k, n = 3;   /* unsigned: compared with the uint64_t counters */
+    int i;
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_PTR_NOT_NULL_FATAL(slow);
@@ -643,7 +644,7 @@ static void test_hooks_balanced_under_allocation_failures(void)
     CU_ASSERT(n < 500);
     CU_ASSERT_EQUAL(unbalanced, 0);
     sluice_client_stats(c, &cs);
-    CU_ASSERT_EQUAL(cs.requests, calls);
+    CU_ASSERT_EQUAL(cs.requests, (uint64_t)calls);
     CU_ASSERT(cs.errors_by_code[-SLUICE_ENOMEM] >= 1);
     CU_ASSERT_EQUAL(cs.requests, cs.errors + cs.status_class[2]);
     CU_ASSERT_EQUAL(cs.in_flight, 0);
@@ -715,11 +716,11 @@ static void test_pool_events_match_pool_stats(void)
     CU_ASSERT(st.pool.closed[SLUICE_CLOSE_BROKEN] >= 1);
     CU_ASSERT(st.pool.closed[SLUICE_CLOSE_OVERFLOW] >= 1);
     CU_ASSERT_EQUAL(st.health.overflow, st.pool.closed[SLUICE_CLOSE_OVERFLOW]);
-    CU_ASSERT_EQUAL(h.pool[SLUICE_POOL_CONNECT], st.pool.created);
-    CU_ASSERT_EQUAL(h.pool[SLUICE_POOL_CHECKOUT], st.pool.created + st.pool.reused);
+    CU_ASSERT_EQUAL((uint64_t)h.pool[SLUICE_POOL_CONNECT], st.pool.created);
+    CU_ASSERT_EQUAL((uint64_t)h.pool[SLUICE_POOL_CHECKOUT], st.pool.created + st.pool.reused);
     CU_ASSERT_EQUAL(h.pool[SLUICE_POOL_CHECKIN], h.pool[SLUICE_POOL_CHECKOUT]);
     for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)
-        CU_ASSERT_EQUAL(h.closed[i], st.pool.closed[i]);
+        CU_ASSERT_EQUAL((uint64_t)h.closed[i], st.pool.closed[i]);
     open_before = st.pool.open;
     CU_ASSERT(open_before >= 1);
     __atomic_store_n(&h.reenter, 0, __ATOMIC_RELAXED);
