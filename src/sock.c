@@ -114,25 +114,6 @@ int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
     return sl_err(err, SLUICE_ECONNECT, "connect to %s:%d failed: %s", host, port, strerror(last));
 }
 
-ssize_t sl_sock_read(int fd, void *buf, size_t cap, int64_t deadline, sluice_error *err)
-{
-    for (;;) {
-        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return sl_err(err, SLUICE_EIO, "read failed: %s", strerror(errno));
-        switch (sl_sock_wait(fd, POLLIN, deadline)) {
-        case 0:
-            return sl_err(err, SLUICE_ETIMEDOUT, "read timed out");
-        case -1:
-            return sl_err(err, SLUICE_EIO, "poll failed: %s", strerror(errno));
-        }
-    }
-}
-
 /* SO_RCVTIMEO can overshoot by one kernel tick (10 ms at HZ=100). */
 #define TICK_SLACK_MS 10
 

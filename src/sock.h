@@ -29,11 +29,9 @@ int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
 /* Waits for `events` (POLLIN/POLLOUT): 1 ready, 0 deadline passed, -1 error. */
 int sl_sock_wait(int fd, short events, int64_t deadline);
 
-/* Reads what is there (waiting up to the deadline): count, 0 at EOF, or
- * SLUICE_ETIMEDOUT / SLUICE_EIO.  Tries recv first, polls on EAGAIN. */
-ssize_t sl_sock_read(int fd, void *buf, size_t cap, int64_t deadline, sluice_error *err);
-
-/* Like sl_sock_read, but waits inside recv() on a socket in blocking mode,
+/* Reads what is there, waiting up to the deadline: count, 0 at EOF, or
+ * SLUICE_ETIMEDOUT / SLUICE_EIO.  Waits inside recv() on a socket in
+ * blocking mode (one system call for a response that is on its way),
  * bounded by SO_RCVTIMEO.  *timeo_ms is the SO_RCVTIMEO the socket has now
  * (0 = none, a new socket's); it is changed only when it would overrun the
  * deadline or is far shorter than the time left, so a run of reads with
