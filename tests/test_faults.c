@@ -224,33 +224,6 @@ static void free_and_count(sluice_factory *f, int fds)
     CU_ASSERT_EQUAL(tu_fd_count(), fds);
 }
 
-static int loopback_listener(int backlog, int *port)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, backlog) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
-static int free_port(void)
-{
-    int port = -1, fd = loopback_listener(1, &port);
-
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* ---- the upstream misbehaves -------------------------------------------- */
 
 static void tune_long_keepalive(sluice_factory_opts *fo)
@@ -390,7 +363,7 @@ static void test_faults_connect_refused(void)
     load l = {0};
     int fds = tu_fd_count();
 
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", free_port());
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", tu_free_port());
     f = factory(NULL);
     l.c = client(f, "refused", base, tune_retry_fast);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l.c);
@@ -438,7 +411,7 @@ static void test_faults_backlog_full_connect_timeout(void)
     sluice_factory *f;
     load l = {0};
 
-    lfd = loopback_listener(0, &port);
+    lfd = tu_listen(0, &port);
     CU_ASSERT_FATAL(lfd >= 0);
     nfill = fill_backlog(port, fillers, 64);
     CU_ASSERT(nfill < 64);
@@ -596,7 +569,7 @@ static int redis_start_debug(tu_server *s)
         CU_FAIL("SLUICE_TEST_REDIS_SERVER / SLUICE_TEST_TMP unset: run through tests/run.sh");
         return -1;
     }
-    s->port = free_port();
+    s->port = tu_free_port();
     snprintf(portbuf, sizeof portbuf, "%d", s->port);
     s->pid = fork();
     if (s->pid == 0) {
@@ -800,7 +773,7 @@ static void test_faults_tls_peer_vanishes_mid_handshake(void)
     }
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
     ca_g = ca;
-    r.lfd = loopback_listener(64, &port);
+    r.lfd = tu_listen(64, &port);
     CU_ASSERT_FATAL(r.lfd >= 0);
     CU_ASSERT_FATAL(pthread_create(&th, NULL, rude_main, &r) == 0);
     snprintf(base, sizeof base, "https://localhost:%d", port);
@@ -1005,7 +978,7 @@ static void test_faults_factory_free_refuses_new_calls(void)
     int i, n, port, fds = tu_fd_count();
     int64_t t0;
 
-    h.lfd = loopback_listener(64, &port);
+    h.lfd = tu_listen(64, &port);
     CU_ASSERT_FATAL(h.lfd >= 0);
     CU_ASSERT_FATAL(pthread_create(&hth, NULL, holder_main, &h) == 0);
     snprintf(base, sizeof base, "http://127.0.0.1:%d", port);

@@ -16,24 +16,6 @@
 
 #include "testutil.h"
 
-static int loopback_listener(int *port)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 64) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
 static sluice_client *client_on(sluice_factory **f, const char *service, const char *base,
                                 const sluice_header *h, size_t nh)
 {
@@ -124,7 +106,7 @@ static void *recorder_main(void *arg)
 static int recorder_start(struct recorder *r)
 {
     memset(r, 0, sizeof *r);
-    if ((r->lfd = loopback_listener(&r->port)) < 0)
+    if ((r->lfd = tu_listen(64, &r->port)) < 0)
         return -1;
     return pthread_create(&r->th, NULL, recorder_main, r);
 }
@@ -371,7 +353,7 @@ static void check_second_response_not_taken(int delay_ms)
     pthread_t th;
     int port;
 
-    d.lfd = loopback_listener(&port);
+    d.lfd = tu_listen(64, &port);
     CU_ASSERT_FATAL(d.lfd >= 0);
     CU_ASSERT_FATAL(pthread_create(&th, NULL, doubler_main, &d) == 0);
     snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
@@ -610,7 +592,7 @@ static void test_security_secrets_never_logged(void)
     CU_ASSERT_PTR_NULL(secret_client(f, "url-creds", "http://user:" URL_PASS "@127.0.0.1:1/"));
     /* A dead upstream and, later, a dead Redis. */
     {
-        int port, fd = loopback_listener(&port);
+        int port, fd = tu_listen(64, &port);
         CU_ASSERT_FATAL(fd >= 0);
         close(fd);   /* nothing listens there now */
         snprintf(refused, sizeof refused, "http://127.0.0.1:%d", port);

@@ -694,32 +694,13 @@ static void test_tls_version_mismatch(void)
 
 /* ---- tests: bad peers ------------------------------------------------------- */
 
-/* A loopback listener the test drives by hand. */
-static int listen_loopback(int *port)
-{
-    struct sockaddr_in sa = {0};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 64) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
 /* Never answering: the kernel completes the TCP handshake, nobody reads. */
 static void test_tls_handshake_deadline(void)
 {
     sl_tls_ctx *t = ctx_trusting_ca();
     sluice_error err;
     sl_tls *s = NULL;
-    int port, lfd = listen_loopback(&port), fd;
+    int port, lfd = tu_listen(64, &port), fd;
     int64_t start, elapsed;
 
     CU_ASSERT_FATAL(lfd >= 0);
@@ -775,7 +756,7 @@ static void check_peer_hangs_up(int reset, const char *word)
     int port, fd;
     int64_t start;
 
-    r.lfd = listen_loopback(&port);
+    r.lfd = tu_listen(64, &port);
     CU_ASSERT_FATAL(r.lfd >= 0);
     CU_ASSERT_FATAL(pthread_create(&th, NULL, rude_peer_main, &r) == 0);
     fd = connect_nonblocking(port);

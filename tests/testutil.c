@@ -62,17 +62,28 @@ const char *tu_redis_url(void)
     return env_or_fail("SLUICE_TEST_REDIS");
 }
 
-int tu_free_port(void)
+int tu_listen(int backlog, int *port)
 {
     struct sockaddr_in sa = {0};
     socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, backlog) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+int tu_free_port(void)
+{
+    int port = -1, fd = tu_listen(1, &port);
+
     if (fd >= 0)
         close(fd);
     return port;

@@ -47,6 +47,10 @@ void tu_server_stop(tu_server *s);
 /* SIGSTOP / SIGCONT, to make a server unresponsive without closing. */
 void tu_server_pause(tu_server *s, int paused);
 
+/* A listening socket on 127.0.0.1 with the given backlog, its port in
+ * *port; -1 on failure.  The caller accepts on it and closes it. */
+int tu_listen(int backlog, int *port);
+
 /* A loopback port nothing listens on right now (for "connection
  * refused"; a server of the tests' own picks its own port instead). */
 int tu_free_port(void);
