@@ -258,19 +258,6 @@ static int odd_connection_list(const ref_msg *m)
     return 0;
 }
 
-/* HTAB in a framing header's raw value: libhttp-parser does not take it
- * as whitespace there ("chunked\t" is refused). */
-static int framing_tab(const ref_msg *m)
-{
-    size_t i;
-
-    for (i = 0; i < m->nfields; i++)
-        if (framing_prefix(m->names[i].data, m->names[i].len, 0) && m->values[i].data &&
-            memchr(m->values[i].data, '\t', m->values[i].len))
-            return 1;
-    return 0;
-}
-
 static int has_prefixed_name(const sl_http_resp *r)
 {
     size_t i;
@@ -286,8 +273,8 @@ static int has_prefixed_name(const sl_http_resp *r)
  * around the value); a 101, 204 or 304 response (or one to HEAD) whose
  * framing headers it applies anyway; framing headers in chunked trailers,
  * which it applies too; framing headers in a 1xx response, where it reads
- * a body; HTAB around a framing header's value; whitespace between a
- * chunk size and ';' (BWS, RFC 9112 section 7.1.1). */
+ * a body; whitespace between a chunk size and ';' (BWS, RFC 9112 section
+ * 7.1.1). */
 static int known_lenient(const sl_http_resp *r, int head, const ref_msg *m, const uint8_t *d,
                          size_t n)
 {
@@ -302,7 +289,7 @@ static int known_lenient(const sl_http_resp *r, int head, const ref_msg *m, cons
                     return 1;
             }
     if (head || r->status == 101 || r->status == 204 || r->status == 304 || m->odd_trailer ||
-        m->interim || framing_tab(m))
+        m->interim)
         return 1;
     return (m->error == HPE_INVALID_CONTENT_LENGTH || m->error == HPE_UNEXPECTED_CONTENT_LENGTH) &&
            has_header(r, "content-length");

@@ -3,7 +3,7 @@
  * Strictness is deliberate: CRLF line endings only, no obsolete line
  * folding, no whitespace before a header colon, no control bytes in field
  * values, one agreed Content-Length, never Content-Length together with
- * Transfer-Encoding, no empty Transfer-Encoding list elements.  Each of
+ * Transfer-Encoding, no Transfer-Encoding but one "chunked".  Each of
  * these is a request-smuggling or response-splitting vector when two
  * parties read a message differently (fuzz/README lists them all).
  *
@@ -843,12 +843,12 @@ typedef struct head_facts {
     const char *length_text;    /* the first value as written */
     size_t length_text_len;
     int te;                 /* Transfer-Encoding present */
-    int te_chunked;         /* its final coding is chunked */
+    int te_chunked;         /* it is "chunked" (nothing else is accepted) */
     int conn_close;
     int conn_keep_alive;
 } head_facts;
 
-enum { LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS, LIST_NOT_TOKEN };
+enum { LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS, LIST_NOT_CHUNKED, LIST_TWICE };
 
 /* One Content-Length value: digits only, and written exactly as any seen
  * before.  Repeated fields and lists ("5, 5") are accepted when every value
@@ -878,28 +878,23 @@ static int length_element(const char *s, size_t n, void *arg)
     return 0;
 }
 
-/* Framing lists with an empty element, or an element whose coding is not
- * a token (transfer-coding = token *( OWS ";" OWS parameter )), are
- * refused: parsers disagree on whether "chunked," or "x<HTAB>y, chunked"
- * ends in chunked, and disagreement about framing is how responses get
- * split. */
+/* Transfer-Encoding must be exactly one "chunked".  We never send TE, so
+ * a server may apply no other coding (RFC 9112 section 7.4), and a body
+ * under a coding we cannot remove would reach the caller as wrong data.
+ * Refusing every other list also ends the ways parsers disagree on where
+ * such a body ends: "chunked,", "x<HTAB>;y, chunked", "gzip, chunked",
+ * "chunked, gzip" (read to the close by some, chunked by others). */
 static int te_element(const char *s, size_t n, void *arg)
 {
     head_facts *f = arg;
-    size_t name = 0;
 
     if (n == 0)
         return LIST_EMPTY;
-    while (name < n && s[name] != ';')
-        name++;
-    while (name > 0 && (s[name - 1] == ' ' || s[name - 1] == '\t'))
-        name--;
-    if (name == 0)
-        return LIST_NOT_TOKEN;
-    for (size_t i = 0; i < name; i++)
-        if (!(cls[(unsigned char)s[i]] & C_TOKEN))
-            return LIST_NOT_TOKEN;
-    f->te_chunked = IEQ(s, name, "chunked") && name == n;
+    if (!IEQ(s, n, "chunked"))
+        return LIST_NOT_CHUNKED;
+    if (f->te_chunked)
+        return LIST_TWICE;
+    f->te_chunked = 1;
     return 0;
 }
 
@@ -918,9 +913,26 @@ static int list_error(int rc, const char *name, sluice_error *err)
 {
     static const char *const why[] = {"", "has an empty list element", "is not a number",
                                       "is too large", "has differing values",
-                                      "has an element that is not a token"};
+                                      "names a coding other than chunked",
+                                      "names chunked more than once"};
 
     return sl_err(err, SLUICE_EPROTO, "%s %s", name, why[rc]);
+}
+
+/* HTAB anywhere in a field's value or the whitespace around it.  The
+ * entry points into the complete line: the colon is before the value and
+ * CR after it. */
+static int raw_value_has_tab(const sl_http_hdr *x)
+{
+    const char *p;
+
+    for (p = x->value; p[-1] != ':'; p--)
+        if (p[-1] == '\t')
+            return 1;
+    for (p = x->value + x->value_len; *p != '\r'; p++)
+        if (*p == '\t')
+            return 1;
+    return memchr(x->value, '\t', x->value_len) != NULL;
 }
 
 static int gather_facts(const sl_http_head *h, head_facts *f, sluice_error *err)
@@ -930,6 +942,14 @@ static int gather_facts(const sl_http_head *h, head_facts *f, sluice_error *err)
     for (i = 0; i < h->nhdrs; i++) {
         const sl_http_hdr *x = &h->hdrs[i];
         int rc;
+        int frames = IEQ(x->name, x->name_len, "content-length") ||
+                      IEQ(x->name, x->name_len, "transfer-encoding");
+        /* RFC 9110 allows HTAB as whitespace, but some parsers do not
+         * take "chunked<HTAB>" as chunked: a framing value with a tab is
+         * refused rather than read one way of two. */
+        if (frames && raw_value_has_tab(x))
+            return sl_err(err, SLUICE_EPROTO, "%.*s has a tab in its value", (int)x->name_len,
+                          x->name);
         if (IEQ(x->name, x->name_len, "content-length")) {
             if ((rc = each_element(x->value, x->value_len, length_element, f)))
                 return list_error(rc, "Content-Length", err);
@@ -960,9 +980,9 @@ static int decide_framing(const sl_http_head *h, int head_request, framing *fr, 
     } else if (head_request || h->status < 200 || h->status == 204 || h->status == 304) {
         fr->kind = BODY_NONE;
     } else if (f.te) {
-        fr->kind = f.te_chunked ? BODY_CHUNKED : BODY_CLOSE;
+        fr->kind = BODY_CHUNKED;
         /* Transfer-Encoding in HTTP/1.0 is faulty framing (section 6.1). */
-        if (!f.te_chunked || h->minor_version == 0)
+        if (h->minor_version == 0)
             fr->keep_alive = 0;
     } else if (f.have_length) {
         fr->kind = BODY_LENGTH;

@@ -607,7 +607,7 @@ static void test_read_leftover_stays_in_rbuf(void)
 
 static void test_read_chunked_every_split(void)
 {
-    static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n";
+    static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding:  Chunked \r\n\r\n";
     char wire[512];
     size_t s, len;
 
@@ -724,7 +724,6 @@ static void test_read_until_close(void)
 {
     static const char *const wires[] = {
         "HTTP/1.1 200 OK\r\nServer: old\r\n\r\nall of this until the end",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nall of this until the end",
         "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nall of this until the end",
     };
     size_t i, s;
@@ -832,14 +831,30 @@ static void test_read_framing_rejects(void)
         {"HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello", "not a number"},
         {"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", "too large"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n", "empty list element"},
-        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip,,chunked\r\n\r\n0\r\n\r\n", "empty list element"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,,chunked\r\n\r\n0\r\n\r\n", "empty list element"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n0\r\n\r\n", "empty list element"},
-        /* Found by the differential fuzzer: a coding that is not a token
-         * before a final "chunked" (libhttp-parser reads to close). */
+        /* We never send TE: a coding we cannot remove would give the
+         * caller wrong bytes, and parsers differ on where such a body
+         * ends (libhttp-parser reads the first one to the close). */
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "other than chunked"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nuntil the close", "other than chunked"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nuntil the close", "other than chunked"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;x=1\r\n\r\n0\r\n\r\n", "other than chunked"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "more than once"},
+        /* Found by the differential fuzzer: libhttp-parser reads these to
+         * the close, where a reader of the last element sees chunked. */
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chuK\r\nTransfer-Encoding: -\t\ter, chUnked\r\n\r\n0\r\n\r\n",
-         "not a token"},
-        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gz\"ip, chunked\r\n\r\n0\r\n\r\n", "not a token"},
-        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: ;x=1, chunked\r\n\r\n0\r\n\r\n", "not a token"},
+         "other than chunked"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chuK\r\nTransfer-Encoding:\t-\t;er,\t chUnked\r\n\r\n0\r\n\r\n",
+         "other than chunked"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gz\"ip, chunked\r\n\r\n0\r\n\r\n", "other than chunked"},
+        /* Found by the differential fuzzer: libhttp-parser does not take
+         * "chunked<HTAB>" as chunked, and reads this 1.0 body to the close. */
+        {"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\t\t\r\n\r\n0;\r\n\r\ns", "tab"},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n", "tab"},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\t\r\n\r\nhello", "tab"},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5,\t5\r\n\r\nhello", "tab"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", "CRLF"},
         {"HTTP/1.1 200 OK\r\nX: y\r\n folded\r\n\r\n", "folding"},

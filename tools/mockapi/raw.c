@@ -21,6 +21,8 @@ static const struct raw {
     RAW("plus-cl", "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"),
     RAW("big-cl", "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nhello"),
     RAW("bad-chunk", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+    RAW("te-gzip", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                   "5\r\nhello\r\n0\r\n\r\n"),
     RAW("chunk-overflow", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                           "10000000000000005\r\nhello\r\n0\r\n\r\n"),
     RAW("chunk-no-crlf", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"),
