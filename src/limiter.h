@@ -176,6 +176,15 @@ typedef struct sl_redis_url {
 int sl_redis_url_parse(const char *s, sl_redis_url *out, sluice_error *err);
 void sl_redis_url_free(sl_redis_url *u);
 
+/* Connects to u before `deadline` (which also bounds every later reply
+ * until the caller sets another timeout), then AUTH and SELECT as u asks.
+ * 0 with *out set; SLUICE_ELIMITER with *refused set (when refused is not
+ * NULL) if Redis answered but refused the credentials or the db, and a
+ * message that never holds the password; SLUICE_ENOMEM. */
+struct redisContext;
+int sl_redis_open(const sl_redis_url *u, int64_t deadline, struct redisContext **out,
+                  int *refused, sluice_error *err);
+
 typedef struct sl_redis sl_redis;
 
 typedef struct sl_redis_cfg {

@@ -560,9 +560,9 @@ static void rconn_free(rconn *cn)
 }
 
 /* Runs one setup command (AUTH, SELECT, SCRIPT LOAD).  A refusal by Redis
- * sets tl_refused: the credentials or the db are wrong, not the network. */
-static int setup_command(sl_redis *rd, rconn *cn, int argc, const char **argv,
-                         const char *what, redisReply **out, sluice_error *err)
+ * sets *refused: the credentials or the db are wrong, not the network. */
+static int setup_command(const sl_redis_url *u, redisContext *c, int argc, const char **argv,
+                         const char *what, redisReply **out, int *refused, sluice_error *err)
 {
     size_t lens[3];
     redisReply *r;
@@ -571,16 +571,16 @@ static int setup_command(sl_redis *rd, rconn *cn, int argc, const char **argv,
 
     for (i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    r = command(cn->c, argc, argv, lens);
+    r = command(c, argc, argv, lens);
     if (!r)
-        return sl_err(err, SLUICE_ELIMITER, "redis %s: %s failed: %s", rd->url.where, what,
-                      cn->c->errstr);
+        return sl_err(err, SLUICE_ELIMITER, "redis %s: %s failed: %s", u->where, what, c->errstr);
     if (r->type == REDIS_REPLY_ERROR) {
         reply_text(r, text, sizeof text);
-        scrub(text, sizeof text, rd->url.password);
+        scrub(text, sizeof text, u->password);
         freeReplyObject(r);
-        tl_refused = 1;
-        return sl_err(err, SLUICE_ELIMITER, "%s failed for %s: %s", what, rd->url.display, text);
+        if (refused)
+            *refused = 1;
+        return sl_err(err, SLUICE_ELIMITER, "%s failed for %s: %s", what, u->display, text);
     }
     if (out)
         *out = r;
@@ -593,7 +593,7 @@ static int load_script(sl_redis *rd, rconn *cn, sluice_error *err)
 {
     const char *argv[] = {"SCRIPT", "LOAD", sl_redis_script};
     redisReply *r = NULL;
-    int rc = setup_command(rd, cn, 3, argv, "SCRIPT LOAD", &r, err);
+    int rc = setup_command(&rd->url, cn->c, 3, argv, "SCRIPT LOAD", &r, &tl_refused, err);
 
     if (rc)
         return rc;
@@ -609,37 +609,55 @@ static int load_script(sl_redis *rd, rconn *cn, sluice_error *err)
     return 0;
 }
 
+int sl_redis_open(const sl_redis_url *u, int64_t deadline, redisContext **out, int *refused,
+                  sluice_error *err)
+{
+    redisContext *c;
+    char db[16];
+    int rc = 0;
+
+    if (refused)
+        *refused = 0;
+    *out = NULL;
+    c = u->path ? redisConnectUnixWithTimeout(u->path, tv_until(deadline))
+                : redisConnectWithTimeout(u->host, u->port, tv_until(deadline));
+    if (!c)
+        return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory connecting", u->where);
+    if (c->err) {
+        rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot connect: %s", u->where, c->errstr);
+    } else if (redisSetTimeout(c, tv_until(deadline)) != REDIS_OK) {
+        rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts", u->where);
+    } else if (u->password) {
+        const char *a2[] = {"AUTH", u->password};
+        const char *a3[] = {"AUTH", u->user ? u->user : "", u->password};
+        rc = u->user ? setup_command(u, c, 3, a3, "AUTH", NULL, refused, err)
+                     : setup_command(u, c, 2, a2, "AUTH", NULL, refused, err);
+    }
+    if (rc == 0 && u->db) {
+        const char *argv[] = {"SELECT", db};
+        snprintf(db, sizeof db, "%d", u->db);
+        rc = setup_command(u, c, 2, argv, "SELECT", NULL, refused, err);
+    }
+    if (rc) {
+        redisFree(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
 /* Connects, authenticates, selects the db and, the first time, loads the
  * script, all before `deadline`. */
 static int connect_redis(sl_redis *rd, int64_t deadline, rconn **out, sluice_error *err)
 {
     rconn *cn = sl_calloc(1, sizeof *cn);
-    char db[16];
-    int rc = 0, have_sha;
+    int rc, have_sha;
 
     if (!cn)
         return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory", rd->url.where);
-    cn->c = rd->url.path ? redisConnectUnixWithTimeout(rd->url.path, tv_until(deadline))
-                         : redisConnectWithTimeout(rd->url.host, rd->url.port, tv_until(deadline));
-    if (!cn->c) {
-        rc = sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory connecting", rd->url.where);
-    } else if (cn->c->err) {
-        rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot connect: %s", rd->url.where,
-                    cn->c->errstr);
-    } else if (set_timeout(cn, deadline) != 0) {
-        rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts",
-                    rd->url.where);
-    } else if (rd->url.password) {
-        const char *a2[] = {"AUTH", rd->url.password};
-        const char *a3[] = {"AUTH", rd->url.user ? rd->url.user : "", rd->url.password};
-        rc = rd->url.user ? setup_command(rd, cn, 3, a3, "AUTH", NULL, err)
-                          : setup_command(rd, cn, 2, a2, "AUTH", NULL, err);
-    }
-    if (rc == 0 && rd->url.db) {
-        const char *argv[] = {"SELECT", db};
-        snprintf(db, sizeof db, "%d", rd->url.db);
-        rc = setup_command(rd, cn, 2, argv, "SELECT", NULL, err);
-    }
+    rc = sl_redis_open(&rd->url, deadline, &cn->c, &tl_refused, err);
+    if (rc == 0 && set_timeout(cn, deadline) != 0)
+        rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts", rd->url.where);
     pthread_mutex_lock(&rd->mu);
     have_sha = rd->sha[0] != '\0';
     pthread_mutex_unlock(&rd->mu);

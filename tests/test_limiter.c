@@ -67,28 +67,12 @@ static int64_t ms_since(int64_t start_ns)
 static redisContext *redis_at(const char *url)
 {
     sl_redis_url u;
-    struct timeval tv = {2, 0};
-    redisContext *c;
+    redisContext *c = NULL;
 
     if (sl_redis_url_parse(url, &u, NULL) != 0)
         return NULL;
-    c = u.path ? redisConnectUnixWithTimeout(u.path, tv) : redisConnectWithTimeout(u.host, u.port, tv);
-    if (c && !c->err && u.password) {
-        redisReply *r = u.user ? redisCommand(c, "AUTH %s %s", u.user, u.password)
-                               : redisCommand(c, "AUTH %s", u.password);
-        if (r)
-            freeReplyObject(r);
-    }
-    if (c && !c->err && u.db) {
-        redisReply *r = redisCommand(c, "SELECT %d", u.db);
-        if (r)
-            freeReplyObject(r);
-    }
+    sl_redis_open(&u, sl_deadline_in_ms(2000), &c, NULL, NULL);
     sl_redis_url_free(&u);
-    if (c && c->err) {
-        redisFree(c);
-        return NULL;
-    }
     return c;
 }
 
