@@ -190,7 +190,7 @@ typedef struct sl_redis sl_redis;
 typedef struct sl_redis_cfg {
     int timeout_ms;        /* bound on one decision */
     int pool_size;         /* connections at most */
-    int max_inflight;      /* round trips at once under a backlog (pool_size) */
+    int max_inflight;      /* round trips at once (pool_size) */
     int create_timeout_ms; /* the first connection, made by sl_redis_new */
 } sl_redis_cfg;
 
@@ -209,9 +209,11 @@ void sl_redis_free(sl_redis *rd);
  * script evaluates each atomically in that order, completes each waiter,
  * and goes on with the decisions queued meanwhile, so the next batch is on
  * the wire as soon as a reply is in, for at most 16 batches after its own
- * result, then hands over to the head of the queue.  A second leader (up
- * to max_inflight, on its own connection) starts only behind a backlog of
- * 64 decisions.  No artificial delay: a lone caller sends at once.
+ * result, then hands over to the head of the queue.  Another leader (up
+ * to max_inflight, each on its own connection) starts once 2 decisions
+ * are queued behind the round trips under way, so decisions that arrive
+ * together still share one round trip while a reply is awaited.  No
+ * artificial delay: a lone caller sends at once.
  * Waiters sleep on futex words, one per batch, so one system call wakes a
  * batch (Linux).  Every call returns by its own deadline (now +
  * timeout_ms, plus scheduling): a waiter not yet taken gives up at it, a
