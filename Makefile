@@ -148,9 +148,11 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(STLIB)
 # Each fuzz/fuzz_NAME.c is a target built with every library source;
 # fuzz_mockapi_* also link the mock API's request parser, fuzz_*diff* the
 # reference parser.  `make fuzz FUZZ_TIME=S` runs each for S seconds over
-# its committed seeds in fuzz/corpus/NAME (new inputs go to build-fuzz/).
+# its committed seeds in fuzz/corpus/NAME (new inputs go to build-fuzz/);
+# FUZZ_SEED=N makes the mutations repeatable (0, the default: random).
 FUZZ_CC      ?= clang
 FUZZ_TIME    ?= 30
+FUZZ_SEED    ?= 0
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -pthread -g -O1 -fno-omit-frame-pointer $(FUZZ_SAN) \
                 -Iinclude -Isrc -Itools/mockapi
@@ -186,7 +188,8 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do n=$$(basename $$t); \
 	  mkdir -p build-fuzz/corpus/$$n fuzz/corpus/$$n; \
 	  echo "fuzz: $$n for $(FUZZ_TIME) s"; \
-	  $$t -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build-fuzz/corpus/$$n fuzz/corpus/$$n \
+	  $$t -max_total_time=$(FUZZ_TIME) -seed=$(FUZZ_SEED) -print_final_stats=1 \
+	    build-fuzz/corpus/$$n fuzz/corpus/$$n \
 	    2>build-fuzz/$$n.log || { tail -50 build-fuzz/$$n.log; exit 1; }; \
 	  grep -E 'stat::number_of_executed_units' build-fuzz/$$n.log; done
 
