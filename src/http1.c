@@ -848,7 +848,9 @@ typedef struct head_facts {
     int conn_keep_alive;
 } head_facts;
 
-enum { LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS, LIST_NOT_CHUNKED, LIST_TWICE };
+enum {
+    LIST_EMPTY = 1, LIST_NOT_NUMBER, LIST_TOO_LARGE, LIST_DIFFERS, LIST_NOT_CHUNKED, LIST_TWICE
+};
 
 /* One Content-Length value: digits only, and written exactly as any seen
  * before.  Repeated fields and lists ("5, 5") are accepted when every value

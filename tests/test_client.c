@@ -224,8 +224,9 @@ static void test_client_connection_close_not_reused(void)
 static void test_client_rejects_bad_responses(void)
 {
     static const char *bad[] = {"/raw/cl-te", "/raw/dup-cl", "/raw/bad-chunk", "/raw/fold",
-                                "/raw/te-gzip", "/raw/bad-status", "/raw/lf-only", "/raw/neg-cl", "/raw/big-cl",
-                                "/raw/nul-header", "/raw/space-before-colon", "/bigheader/70000"};
+                                "/raw/te-gzip", "/raw/bad-status", "/raw/lf-only", "/raw/neg-cl",
+                                "/raw/big-cl", "/raw/nul-header", "/raw/space-before-colon",
+                                "/bigheader/70000"};
     sluice_factory *f = factory_with(0, 0, 0, 0);
     sluice_client *c = client_for(f, "bad", tu_http_base());
     sluice_error err;
