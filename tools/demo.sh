@@ -19,17 +19,25 @@ while [ ! -s "$tmp/port" ]; do
 done
 base="http://127.0.0.1:$(cat "$tmp/port")"
 
+# A port another program holds makes redis-server exit: try a few.
 if [ -z "${SLUICE_REDIS_URL:-}" ] && command -v redis-server >/dev/null; then
-    port=$(( 20000 + ($(od -An -N2 -tu2 /dev/urandom) % 30000) ))
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" \
-        --daemonize no >"$tmp/redis.log" 2>&1 &
-    pids="$pids $!"
-    i=0
-    while ! redis-cli -p "$port" ping >/dev/null 2>&1; do
-        i=$((i + 1)); [ $i -lt 200 ] || break
-        sleep 0.02
+    for attempt in 1 2 3 4 5; do
+        port=$(( 20000 + ($(od -An -N2 -tu2 /dev/urandom) % 30000) ))
+        timeout 600 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" \
+            --daemonize no >"$tmp/redis.log" 2>&1 &
+        rpid=$!
+        pids="$pids $rpid"
+        i=0
+        while ! redis-cli -p "$port" ping >/dev/null 2>&1; do
+            kill -0 "$rpid" 2>/dev/null || break
+            i=$((i + 1)); [ $i -lt 200 ] || break
+            sleep 0.02
+        done
+        if redis-cli -p "$port" ping >/dev/null 2>&1; then
+            export SLUICE_REDIS_URL="redis://127.0.0.1:$port"
+            break
+        fi
     done
-    redis-cli -p "$port" ping >/dev/null 2>&1 && export SLUICE_REDIS_URL="redis://127.0.0.1:$port"
 fi
 
 "$top/$BUILD/examples/worker_threads" "$base" "${DEMO_THREADS:-8}" "${DEMO_SECONDS:-5}"
