@@ -58,22 +58,10 @@ static const char *key_name(int k, char *buf, size_t cap)
 
 /* --- phase 1: one EVALSHA per decision --------------------------------- */
 
-static redisContext *connect_url(const char *url)
-{
-    sl_redis_url u;
-    redisContext *c = NULL;
-
-    if (sl_redis_url_parse(url, &u, NULL) != 0)
-        return NULL;
-    sl_redis_open(&u, sl_deadline_in_ms(2000), &c, NULL, NULL);
-    sl_redis_url_free(&u);
-    return c;
-}
-
 static void *plain_worker(void *arg)
 {
     worker *w = arg;
-    redisContext *c = connect_url(w->url);
+    redisContext *c = sl_redis_connect_url(w->url, 2000, NULL);
     char key[64], prefixed[96], interval[32], burst[16];
 
     if (!c) {
@@ -145,12 +133,11 @@ static double own_cpu(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
-static redisContext *connect_url(const char *url);
-
 /* CPU seconds the Redis server has used (INFO cpu), or 0. */
 static double redis_cpu(void)
 {
-    redisContext *c = redis_url_for_cpu ? connect_url(redis_url_for_cpu) : NULL;
+    redisContext *c = redis_url_for_cpu ? sl_redis_connect_url(redis_url_for_cpu, 2000, NULL)
+                                        : NULL;
     redisReply *r = c ? redisCommand(c, "INFO cpu") : NULL;
     double v = 0;
     const char *p;
@@ -251,7 +238,7 @@ static pid_t start_redis(char *url, size_t cap)
         _exit(127);
     }
     for (i = 0; i < 300; i++) {
-        redisContext *c = connect_url(url);
+        redisContext *c = sl_redis_connect_url(url, 2000, NULL);
         if (c) {
             redisFree(c);
             return pid;
@@ -264,7 +251,7 @@ static pid_t start_redis(char *url, size_t cap)
 
 static int load_script(const char *url, char *sha)
 {
-    redisContext *c = connect_url(url);
+    redisContext *c = sl_redis_connect_url(url, 2000, NULL);
     redisReply *r;
     int ok;
 

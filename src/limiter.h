@@ -185,6 +185,10 @@ struct redisContext;
 int sl_redis_open(const sl_redis_url *u, int64_t deadline, struct redisContext **out,
                   int *refused, sluice_error *err);
 
+/* sl_redis_open for a URL string, within timeout_ms: the connection, or
+ * NULL with err set.  For tools and tests that talk to Redis directly. */
+struct redisContext *sl_redis_connect_url(const char *url, int timeout_ms, sluice_error *err);
+
 typedef struct sl_redis sl_redis;
 
 typedef struct sl_redis_cfg {

@@ -646,6 +646,18 @@ int sl_redis_open(const sl_redis_url *u, int64_t deadline, redisContext **out, i
     return 0;
 }
 
+struct redisContext *sl_redis_connect_url(const char *url, int timeout_ms, sluice_error *err)
+{
+    sl_redis_url u;
+    redisContext *c = NULL;
+
+    if (sl_redis_url_parse(url, &u, err) != 0)
+        return NULL;
+    sl_redis_open(&u, sl_deadline_in_ms(timeout_ms), &c, NULL, err);
+    sl_redis_url_free(&u);
+    return c;
+}
+
 /* Connects, authenticates, selects the db and, the first time, loads the
  * script, all before `deadline`. */
 static int connect_redis(sl_redis *rd, int64_t deadline, rconn **out, sluice_error *err)

@@ -63,23 +63,10 @@ static int64_t ms_since(int64_t start_ns)
     return (sl_now_ns() - start_ns) / 1000000;
 }
 
-/* A hiredis connection to the server behind a redis:// or unix:// URL. */
-static redisContext *redis_at(const char *url)
-{
-    sl_redis_url u;
-    redisContext *c = NULL;
-
-    if (sl_redis_url_parse(url, &u, NULL) != 0)
-        return NULL;
-    sl_redis_open(&u, sl_deadline_in_ms(2000), &c, NULL, NULL);
-    sl_redis_url_free(&u);
-    return c;
-}
-
 /* Runs one command on the server; returns its integer, or -1. */
 static long long redis_do(const char *url, const char *cmd, const char *arg)
 {
-    redisContext *c = redis_at(url);
+    redisContext *c = sl_redis_connect_url(url, 2000, NULL);
     redisReply *r;
     long long v = -1;
 
@@ -153,7 +140,7 @@ static int redis_start_args(tu_server *s, const char *unix_path, const char *con
     memcpy(s->url, url, strlen(url) + 1);
     snprintf(s->addr, sizeof s->addr, "127.0.0.1:%d", s->port);
     for (i = 0; i < 500; i++) {
-        redisContext *c = redis_at(url);
+        redisContext *c = sl_redis_connect_url(url, 2000, NULL);
         if (c) {
             redisReply *r = redisCommand(c, "PING");
             int up = r != NULL;
@@ -1329,7 +1316,7 @@ static void test_unix_socket_url(void)
     CU_ASSERT_EQUAL(r.remaining, 2);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{x}:k", &lim, 1, &r), 0);
     CU_ASSERT_EQUAL(r.remaining, 1);
-    c = redis_at(url);
+    c = sl_redis_connect_url(url, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     snprintf(key, sizeof key, "ux:{x}:k");
     rep = redisCommand(c, "EXISTS %s", key);
@@ -1736,6 +1723,25 @@ static void test_reply_decoder_rejects_malformed(void)
     CU_ASSERT_EQUAL(decode(int_reply(1), 1, out, &e), SLUICE_ELIMITER);
 }
 
+/* sl_redis_connect_url: a malformed URL and a closed port each give NULL
+ * with a code and a message, within the timeout. */
+static void test_connect_url_errors(void)
+{
+    char url[64];
+    sluice_error err = {0};
+    int64_t t0 = sl_now_ns();
+
+    CU_ASSERT_PTR_NULL(sl_redis_connect_url("redis://host:99999", 500, &err));
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "port"));
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", tu_free_port());
+    memset(&err, 0, sizeof err);
+    CU_ASSERT_PTR_NULL(sl_redis_connect_url(url, 500, &err));
+    CU_ASSERT_EQUAL(err.code, SLUICE_ELIMITER);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "cannot connect"));
+    CU_ASSERT(ms_since(t0) < 1000);
+}
+
 static CU_TestInfo tests[] = {
     {"test_gcra_reference_table_local", test_gcra_reference_table_local},
     {"test_gcra_reference_table_redis", test_gcra_reference_table_redis},
@@ -1765,6 +1771,7 @@ static CU_TestInfo tests[] = {
     {"test_local_stale_entries_evicted", test_local_stale_entries_evicted},
     {"test_local_stats_count", test_local_stats_count},
     {"test_local_alloc_failure_loop", test_local_alloc_failure_loop},
+    {"test_connect_url_errors", test_connect_url_errors},
     {"test_reply_decoder_rejects_malformed", test_reply_decoder_rejects_malformed},
     CU_TEST_INFO_NULL,
 };
