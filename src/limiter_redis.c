@@ -6,7 +6,6 @@
 #include <hiredis/sds.h>
 #include <limits.h>
 #include <poll.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -16,7 +15,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -24,6 +22,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "error.h"
+#include "futex.h"
 #include "limiter.h"
 #include "log.h"
 
@@ -935,21 +934,11 @@ static int recv_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64
 
 /* --- sleeping and waking -------------------------------------------------- */
 
-/* Sleeps while *word == val, until woken or `deadline`; 1 on timeout. */
-static int word_wait(_Atomic uint32_t *word, uint32_t val, int64_t deadline)
-{
-    struct timespec ts = sl_deadline_timespec(deadline);
-    long rc = syscall(SYS_futex, word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
-                      deadline == SL_NO_DEADLINE ? NULL : &ts, NULL, FUTEX_BITSET_MATCH_ANY);
-
-    return rc != 0 && errno == ETIMEDOUT;
-}
-
 /* Counts the word up and wakes everyone sleeping on it. */
 static void word_wake(_Atomic uint32_t *word)
 {
     atomic_fetch_add_explicit(word, 1, memory_order_release);
-    syscall(SYS_futex, word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX, NULL, NULL, 0);
+    sl_futex_wake(word, INT_MAX);
 }
 
 /* Lock held: w will sleep on the word of the next batch. */
@@ -1162,7 +1151,7 @@ static void await_outcome(sl_redis *rd, waiter *w, unsigned word, uint32_t seen)
 
         if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
             return;
-        timed_out = word_wait(&rd->words[word], seen, deadline) ||
+        timed_out = sl_futex_wait(&rd->words[word], seen, deadline) ||
                     (deadline != SL_NO_DEADLINE && sl_now_ns() >= deadline);
         if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
             return;
