@@ -191,6 +191,8 @@ static int check_headers(const sluice_client *c, sluice_error *err)
     return 0;
 }
 
+static int build_key_prefix(sluice_client *c, sluice_error *err);   /* Coalescing, below */
+
 sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluice_client_opts *o,
                              sluice_error *err)
 {
@@ -220,6 +222,7 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
     }
     if ((rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
         (rc = copy_headers(c, o, err)) || (rc = check_headers(c, err)) ||
+        (rc = build_key_prefix(c, err)) ||
         (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
         goto fail;
     c->budget = sl_retry_budget_new(c->retry.budget_ratio_pct, c->retry.budget_window_ms,
@@ -258,6 +261,7 @@ void sl_client_free(sluice_client *c)
     sl_retry_policy_free(&c->retry);
     sl_retry_budget_free(c->budget);
     sl_free(c->base_path);
+    sl_free(c->key_prefix);
     sl_free(c->fingerprint);
     sl_free(c->service);
     sl_free(c->api_version);
@@ -277,11 +281,13 @@ typedef struct call {
     const char *method;
     const void *body;
     size_t body_len;
-    int is_head;
+    int is_get, is_head;
+    int coalesce;             /* coalescible(): decided once */
     int retry_method;         /* the policy allows retrying this method */
     int strip_credentials;    /* a redirect left the origin */
     int64_t deadline;
     sl_buf rel;               /* path (without the base path) and query */
+    size_t rel_path_len;      /* of rel as built, up to the '?' */
     sl_buf target;            /* the request-target of the current attempt */
     size_t ep;                /* endpoint in use */
     int attempts;
@@ -300,15 +306,16 @@ static int build_rel(call *k)
 {
     const sluice_request *r = k->req;
     const char *path = r->path && *r->path ? r->path : "/";
-    int has_query = strchr(path, '?') != NULL;
-    size_t i;
-    int rc;
+    const char *q = strchr(path, '?');
+    size_t len = strlen(path), i;
+    int has_query = q != NULL, rc;
 
-    if ((rc = sl_url_check_bytes(path, strlen(path), "path", k->err)))
+    if ((rc = sl_url_check_bytes(path, len, "path", k->err)))
         return rc;
     if (path[0] != '/')
         sl_buf_append(&k->rel, "/", 1);
-    sl_buf_puts(&k->rel, path);
+    k->rel_path_len = k->rel.len + (size_t)((q ? q : path + len) - path);
+    sl_buf_append(&k->rel, path, len);
     if (r->nquery && !r->query)
         return sl_err(k->err, SLUICE_EINVAL, "nquery without query");
     for (i = 0; i < r->nquery; i++) {
@@ -343,7 +350,8 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
     k->body_len = req->body_len;
     if (k->body_len && !k->body)
         return sl_err(err, SLUICE_EINVAL, "body_len %zu without a body", k->body_len);
-    k->is_head = method_is(k->method, "HEAD");
+    k->is_get = method_is(k->method, "GET");
+    k->is_head = !k->is_get && method_is(k->method, "HEAD");
     k->retry_method = sl_retry_method_allowed(&c->retry, k->method, req->flags);
     /* One clock read for both; the client's timeout_ms is always > 0. */
     k->deadline = k->started +
@@ -877,33 +885,37 @@ static int run(call *k, sluice_response **out)
 /* Coalescing                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* What a flight hands every caller: the response, or the error. */
+/* What a flight hands every caller: the response, or the error.  The
+ * leader fills its own (the slot in sl_flight_opts); it moves into the
+ * flight only when someone else shares it. */
 typedef struct flight_value {
     sluice_response *resp;
     int attempts;
     sluice_error err;
 } flight_value;
 
-void sl_flight_value_free(void *v)
+static void flight_value_release(void *v)
 {
     flight_value *fv = v;
 
-    if (fv) {
-        sluice_response_free(fv->resp);
-        sl_free(fv);
-    }
+    sluice_response_free(fv->resp);
+}
+
+sluice_coalescer *sl_http_coalescer_new(sluice_error *err)
+{
+    return sl_coalescer_new(flight_value_release, sizeof(flight_value), err);
 }
 
 static int flight_fn(void *arg, void **value)
 {
     call *k = arg;
-    flight_value *fv = sl_calloc(1, sizeof *fv);
+    flight_value *fv = *value;
     sluice_error *caller_err = k->err;
     int rc;
 
     k->leader = 1;
-    if (!fv)
-        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+    fv->resp = NULL;
+    sl_err_clear(&fv->err);
     k->err = &fv->err;
     rc = run(k, &fv->resp);
     fv->err.code = rc;
@@ -911,7 +923,6 @@ static int flight_fn(void *arg, void **value)
     if (fv->resp)
         fv->resp->attempts = k->attempts;   /* before the flight publishes it */
     k->err = caller_err;
-    *value = fv;
     return rc;
 }
 
@@ -919,7 +930,7 @@ static int flight_cacheable(int code, void *value)
 {
     flight_value *fv = value;
 
-    return code == 0 && fv && fv->resp && sl_response_cacheable(fv->resp);
+    return code == 0 && fv->resp && sl_response_cacheable(fv->resp);
 }
 
 static int coalescible(const call *k)
@@ -928,7 +939,7 @@ static int coalescible(const call *k)
 
     if (k->c->opts.disable_coalescing || (fl & SLUICE_REQ_NO_COALESCE))
         return 0;
-    return (fl & SLUICE_REQ_COALESCE) || method_is(k->method, "GET") || k->is_head;
+    return (fl & SLUICE_REQ_COALESCE) || k->is_get || k->is_head;
 }
 
 static int cmp_param(const void *a, const void *b)
@@ -941,20 +952,45 @@ static int cmp_param(const void *a, const void *b)
 }
 
 /* Copies n bytes to *dst and moves it on: the key's size is known before
- * it is written (see key_size), so no copy checks for room. */
-static void put(char **dst, const void *p, size_t n)
+ * it is written (see key_size), so no copy checks for room.  Most parts
+ * of a key are short: up to 32 bytes are copied inline, as two moves of a
+ * fixed size that may overlap, instead of through a call to memcpy. */
+static inline void put(char **dst, const void *src, size_t n)
 {
-    memcpy(*dst, p, n);
-    *dst += n;
+    const char *p = src;
+    char *d = *dst;
+
+    if (n > 32) {
+        memcpy(d, p, n);
+    } else if (n >= 16) {
+        memcpy(d, p, 16);
+        memcpy(d + n - 16, p + n - 16, 16);
+    } else if (n >= 8) {
+        memcpy(d, p, 8);
+        memcpy(d + n - 8, p + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(d, p, 4);
+        memcpy(d + n - 4, p + n - 4, 4);
+    } else if (n) {
+        d[0] = p[0];
+        d[n / 2] = p[n / 2];
+        d[n - 1] = p[n - 1];
+    }
+    *dst = d + n;
 }
 
-/* The query's parameters in sorted order, so a=1&b=2 and b=2&a=1 match:
- * strlen(q) + 1 bytes. */
-static int put_sorted_query(char **dst, const char *q)
+/* The query's parameters in sorted order, each followed by '&', so
+ * a=1&b=2 and b=2&a=1 match: len + 1 bytes. */
+static int put_sorted_query(char **dst, const char *q, size_t len)
 {
     const char *stack[32], **params = stack, *p;
     size_t n = 1, i;
 
+    if (!memchr(q, '&', len)) {
+        put(dst, q, len);
+        put(dst, "&", 1);
+        return 0;
+    }
     for (p = q; *p; p++)
         n += *p == '&';
     if (n > 32 && !(params = sl_calloc(n, sizeof *params)))
@@ -965,8 +1001,7 @@ static int put_sorted_query(char **dst, const char *q)
         if (*p)
             p++;
     }
-    if (n > 1)
-        qsort(params, n, sizeof *params, cmp_param);
+    qsort(params, n, sizeof *params, cmp_param);
     for (i = 0; i < n; i++) {
         put(dst, params[i], strcspn(params[i], "&"));
         put(dst, "&", 1);
@@ -976,30 +1011,22 @@ static int put_sorted_query(char **dst, const char *q)
     return 0;
 }
 
-static uint64_t fnv64(const void *data, size_t len, uint64_t h)
-{
-    const unsigned char *p = data;
-
-    while (len--)
-        h = (h ^ *p++) * 1099511628211ull;
-    return h;
-}
-
 static const char *or_empty(const char *s)
 {
     return s ? s : "";
 }
 
+/* Headers as name NUL value NUL pairs, then one more NUL. */
 static size_t headers_size(const sluice_header *h, size_t n)
 {
-    size_t i, size = 0;
+    size_t i, size = 1;
 
     for (i = 0; i < n; i++)
         size += strlen(or_empty(h[i].name)) + strlen(or_empty(h[i].value)) + 2;
     return size;
 }
 
-static void put_headers(char **dst, const sluice_header *h, size_t n)
+static inline void put_headers(char **dst, const sluice_header *h, size_t n)
 {
     size_t i;
 
@@ -1007,73 +1034,98 @@ static void put_headers(char **dst, const sluice_header *h, size_t n)
         put(dst, or_empty(h[i].name), strlen(or_empty(h[i].name)) + 1);
         put(dst, or_empty(h[i].value), strlen(or_empty(h[i].value)) + 1);
     }
+    put(dst, "", 1);
 }
 
-/* The coalescing key: method, origin, path, sorted query, every header
- * (the client's defaults too, so two credentials never share a flight),
- * and the body's hash.  It is built on every coalescible call, so it is
- * sized first and then written in one pass, usually on the stack. */
+/* The client's share of every coalescing key, written once: the origin,
+ * the base path and the default headers (so two credentials never share a
+ * flight). */
+static int build_key_prefix(sluice_client *c, sluice_error *err)
+{
+    size_t size = strlen(c->eps[0].url.origin) + c->base_path_len + 1 +
+                  headers_size(c->headers, c->nheaders);
+    char *dst;
+
+    if (!(c->key_prefix = sl_malloc(size)))
+        return sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", c->service);
+    dst = c->key_prefix;
+    put(&dst, c->eps[0].url.origin, strlen(c->eps[0].url.origin));
+    put(&dst, c->base_path, c->base_path_len);
+    put(&dst, "", 1);
+    put_headers(&dst, c->headers, c->nheaders);
+    c->key_prefix_len = size;
+    return 0;
+}
+
+/* The coalescing key: the method, the client's prefix, the path, the
+ * sorted query, every request header, and the body's length and bytes
+ * (compared in full, so two bodies never share a flight).  Each part ends
+ * where no byte of it can appear, so two different requests never write
+ * the same key.  It is built on every coalescible call, so it is sized
+ * first and then written in one pass, usually on the stack. */
 typedef struct key_parts {
-    const char *origin;
-    const char *query;       /* after the '?', or NULL */
-    size_t path_len;         /* of k->rel.data, up to the '?' */
+    size_t method_len;       /* with its NUL */
     size_t nreq;             /* request headers */
 } key_parts;
 
 static size_t key_size(const call *k, key_parts *kp)
 {
-    const char *q = strchr(k->rel.data, '?');
-
-    kp->origin = k->c->eps[0].url.origin;
-    kp->query = q ? q + 1 : NULL;
-    kp->path_len = q ? (size_t)(q - k->rel.data) : k->rel.len;
+    kp->method_len = strlen(k->method) + 1;
     kp->nreq = k->req->headers ? k->req->nheaders : 0;
-    return strlen(k->method) + 1 + strlen(kp->origin) + k->c->base_path_len + kp->path_len + 1 +
-           (q ? strlen(q + 1) + 1 : 0) + 1 + headers_size(k->c->headers, k->c->nheaders) + 1 +
-           headers_size(k->req->headers, kp->nreq) + 2 * sizeof(uint64_t);
+    /* rel is path[?query]: path NUL [sorted query '&'] NUL. */
+    return kp->method_len + k->c->key_prefix_len + k->rel.len + 2 +
+           (kp->nreq ? headers_size(k->req->headers, kp->nreq) : 1) + sizeof(uint64_t) +
+           k->body_len;
 }
 
 /* Writes the key key_size() measured into dst. */
 static int write_key(const call *k, const key_parts *kp, char *dst)
 {
-    uint64_t h[2];
+    const char *q = k->rel.data + k->rel_path_len;
+    uint64_t body_len = k->body_len;
 
-    put(&dst, k->method, strlen(k->method));
-    put(&dst, " ", 1);
-    put(&dst, kp->origin, strlen(kp->origin));
-    put(&dst, k->c->base_path, k->c->base_path_len);
-    put(&dst, k->rel.data, kp->path_len);
+    put(&dst, k->method, kp->method_len);
+    put(&dst, k->c->key_prefix, k->c->key_prefix_len);
+    put(&dst, k->rel.data, k->rel_path_len);
     put(&dst, "", 1);
-    if (kp->query && put_sorted_query(&dst, kp->query))
+    if (*q == '?' && put_sorted_query(&dst, q + 1, k->rel.len - k->rel_path_len - 1))
         return SLUICE_ENOMEM;
     put(&dst, "", 1);
-    put_headers(&dst, k->c->headers, k->c->nheaders);
-    put(&dst, "", 1);
     put_headers(&dst, k->req->headers, kp->nreq);
-    h[0] = fnv64(k->body, k->body_len, 14695981039346656037ull);
-    h[1] = fnv64(k->body, k->body_len, 0x84222325cbf29ce4ull ^ k->body_len);
-    put(&dst, h, sizeof h);
+    put(&dst, &body_len, sizeof body_len);
+    if (k->body_len)
+        put(&dst, k->body, k->body_len);
     return 0;
 }
 
-/* What the caller gets from the flight: the leader another reference on
- * the response's primary handle, every other caller a handle of its own on
- * the same data; or the flight's error. */
+/* What the caller gets from the flight: a leader alone the response in its
+ * slot; a leader others joined another reference on the response's primary
+ * handle; every other caller a handle of its own on the same data; or the
+ * flight's error. */
 static int take_result(call *k, int rc, sluice_flight_result *fr, sluice_response **out)
 {
     flight_value *fv = fr->value;
+    int alone = fv && !fr->internal_;       /* a leader alone: the slot is its own */
 
     if (rc == 0 && fv && fv->resp) {
-        *out = fr->shared ? sl_response_share(fv->resp, 1) : sl_response_ref(fv->resp);
+        if (alone)
+            *out = fv->resp;
+        else if (fr->shared)
+            *out = sl_response_share(fv->resp, 1);
+        else
+            *out = sl_response_ref(fv->resp);
         if (!*out)
             rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-    } else if (fv) {
-        sl_err_copy(k->err, &fv->err);
-    } else if (rc == SLUICE_ETIMEDOUT) {
-        sl_err(k->err, rc, "timed out waiting for an identical request in flight");
-    } else if (rc) {
-        sl_err(k->err, rc, "%s", sluice_strerror(rc));
+        return rc;
     }
+    if (fv)
+        sl_err_copy(k->err, &fv->err);
+    else if (rc == SLUICE_ETIMEDOUT)
+        sl_err(k->err, rc, "timed out waiting for an identical request in flight");
+    else if (rc)
+        sl_err(k->err, rc, "%s", sluice_strerror(rc));
+    if (alone)
+        sluice_response_free(fv->resp);     /* anything an error left behind */
     return rc;
 }
 
@@ -1094,6 +1146,8 @@ static void follower_hook(call *k, int rc, const flight_value *fv)
 static int run_coalesced(call *k, sluice_response **out)
 {
     sluice_flight_result fr;
+    flight_value slot;
+    sl_flight_opts o = {k->deadline, k->c->opts.coalesce_window_ms, flight_cacheable, &slot};
     char stack[512], *key = stack;
     key_parts kp;
     size_t size = key_size(k, &kp);
@@ -1106,9 +1160,7 @@ static int run_coalesced(call *k, sluice_response **out)
             sl_free(key);
         return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
     }
-    memset(&fr, 0, sizeof fr);
-    rc = sl_coalesce(k->f->co, key, size, k->deadline, k->c->opts.coalesce_window_ms,
-                     flight_cacheable, flight_fn, k, &fr);
+    rc = sl_coalesce(k->f->co, key, size, &o, flight_fn, k, &fr);
     if (key != stack)
         sl_free(key);
     if (!k->leader && (fr.shared || rc == SLUICE_ETIMEDOUT))
@@ -1126,11 +1178,12 @@ static int run_coalesced(call *k, sluice_response **out)
 static int bulkhead_enter(call *k)
 {
     sluice_client *c = k->c;
-    struct timespec ts = sl_deadline_timespec(k->deadline);
+    struct timespec ts;
     int rc = 0;
 
     if (c->opts.max_in_flight <= 0)
         return 0;
+    ts = sl_deadline_timespec(k->deadline);
     pthread_mutex_lock(&c->bulk_lock);
     while (c->bulk_used >= c->opts.max_in_flight && rc == 0)
         if (pthread_cond_timedwait(&c->bulk_cond, &c->bulk_lock, &ts) != 0 &&
@@ -1183,10 +1236,11 @@ int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_respons
     sl_metrics_enter(&c->metrics);
     rc = call_init(&k, c, req, err);
     if (rc == 0 && (rc = bulkhead_enter(&k)) == 0) {
-        rc = coalescible(&k) ? run_coalesced(&k, out) : run(&k, out);
+        k.coalesce = coalescible(&k);
+        rc = k.coalesce ? run_coalesced(&k, out) : run(&k, out);
         bulkhead_leave(c);
     }
-    if (rc == 0 && !coalescible(&k))
+    if (rc == 0 && !k.coalesce)
         (*out)->attempts = k.attempts;
     if (err)
         err->code = rc;

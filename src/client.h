@@ -60,6 +60,8 @@ struct sluice_client {
     size_t nheaders;
     char *base_path;              /* base_url's path without a trailing '/' */
     size_t base_path_len;
+    char *key_prefix;             /* the client's part of a coalescing key */
+    size_t key_prefix_len;
 
     sl_retry_policy retry;
     sl_retry_budget *budget;
@@ -82,8 +84,8 @@ void sl_factory_leave(sluice_factory *f);
 sluice_client *sl_client_new(sluice_factory *f, const char *service,
                              const sluice_client_opts *o, sluice_error *err);
 void sl_client_free(sluice_client *c);
-/* Releases what a coalesced flight hands its callers (the factory's
- * coalescer's release function). */
-void sl_flight_value_free(void *v);
+/* The factory's coalescer, whose flights carry a call's response or
+ * error. */
+sluice_coalescer *sl_http_coalescer_new(sluice_error *err);
 
 #endif

@@ -1,15 +1,18 @@
 /* The in-flight table (singleflight): concurrent calls with the same key
  * share one run of the leader's function and its result.  See coalesce.h
  * for the locking and ownership contract. */
-#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "clock.h"
 #include "coalesce.h"
 #include "error.h"
+#include "futex.h"
 #include "log.h"
 
 #define NSTRIPES 16              /* power of two; top hash bits pick one */
@@ -18,62 +21,98 @@
 typedef struct flight {
     struct flight *next;         /* bucket chain or sweep list; stripe lock */
     uint64_t hash;
+    sluice_flight_release_fn release;   /* a copy: results may outlive the table */
     atomic_int refs;             /* leader, followers, window (coalesce.h) */
-    int done;                    /* result published; stripe lock */
+    _Atomic uint32_t done;       /* result published (set under the stripe lock);
+                                    followers sleep on it */
     int cached;                  /* serving as a window entry; stripe lock */
+    int waiters;                 /* followers that joined; stripe lock */
     int64_t expires;             /* end of the window (monotonic ns) */
     pthread_t leader;
-    pthread_cond_t cv;           /* broadcast on done, with the stripe lock */
+    const unsigned char *key;    /* the leader's bytes, or own_key in the window */
+    unsigned char *own_key;
+    size_t keylen;
     int code;                    /* written once before done, then read-only */
     void *value;
-    sluice_flight_release_fn release;
-    size_t keylen;
-    unsigned char key[];
 } flight;
 
+/* Where a flight's copy of a shared slot begins (coalesce.h: value_size). */
+#define SLOT_OFFSET \
+    ((sizeof(flight) + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t))
+
 typedef struct stripe {
-    pthread_mutex_t mu;
+    sl_lock lock;
     flight **buckets;
     size_t nbuckets;
     size_t count;                /* flights linked in this stripe */
     size_t cached;               /* of which window entries */
     size_t inserts;              /* since the last sweep */
+    uint64_t flights;            /* leaders so far (a statistic) */
+    flight *spare;               /* a finished flight kept for the next one */
 } stripe;
 
 struct sluice_coalescer {
     sluice_flight_release_fn release;
+    size_t value_size;
     uint64_t seed;
-    pthread_condattr_t cattr;    /* CLOCK_MONOTONIC for the flights' cvs */
     stripe stripes[NSTRIPES];
-    atomic_uint_fast64_t flights, followers, cache_hits, timeouts, waiting;
+    atomic_uint_fast64_t followers, cache_hits, timeouts, waiting;
 };
 
 /* ---- hashing ------------------------------------------------------------ */
 
-static uint64_t mix64(uint64_t x)
+static uint64_t load64(const unsigned char *p)
 {
-    x ^= x >> 31;
-    x *= 0x7fb5d329728ea185ull;
-    x ^= x >> 27;
-    x *= 0x81dadef4bc2dd44dull;
-    x ^= x >> 33;
-    return x;
-}
-
-/* Eight bytes at a time; seeded so callers cannot aim keys at one bucket. */
-static uint64_t hash_key(uint64_t seed, const unsigned char *p, size_t n)
-{
-    uint64_t h = seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ull);
     uint64_t w;
 
-    for (; n >= 8; p += 8, n -= 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ mix64(w)) * 0x9e3779b97f4a7c15ull;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static uint64_t load32(const unsigned char *p)
+{
+    uint32_t w;
+
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* Folds the 128-bit product of a and b into 64 bits. */
+static uint64_t mum(uint64_t a, uint64_t b)
+{
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 r = (unsigned __int128)a * b;
+
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+#else
+    /* The four partial products, folded without their carries. */
+    uint64_t lo = (a & 0xffffffffu) * (b & 0xffffffffu), hi = (a >> 32) * (b >> 32);
+    uint64_t mid = (a >> 32) * (b & 0xffffffffu) ^ (a & 0xffffffffu) * (b >> 32);
+
+    return (lo ^ (mid << 32)) ^ (hi ^ (mid >> 32));
+#endif
+}
+
+/* Sixteen bytes a step, one multiply each; seeded so callers cannot aim
+ * keys at one bucket.  Keys are compared in full, so this only spreads. */
+static uint64_t hash_key(uint64_t seed, const unsigned char *p, size_t n)
+{
+    const uint64_t k1 = 0xa0761d6478bd642full, k2 = 0xe7037ed1a0b428dbull;
+    uint64_t h = seed ^ mum(n ^ k1, k2), a = 0, b = 0;
+    size_t left = n;
+
+    for (; left > 16; p += 16, left -= 16)
+        h = mum(load64(p) ^ k1, load64(p + 8) ^ h);
+    if (left >= 8) {
+        a = load64(p);
+        b = load64(p + left - 8);
+    } else if (left >= 4) {
+        a = load32(p);
+        b = load32(p + left - 4);
+    } else if (left) {
+        a = (uint64_t)p[0] << 16 | (uint64_t)p[left >> 1] << 8 | p[left - 1];
     }
-    w = 0;
-    if (n)
-        memcpy(&w, p, n);
-    return mix64(h ^ mix64(w ^ n));
+    return mum(mum(a ^ k1, b ^ h) ^ k2, h ^ k1);
 }
 
 static stripe *stripe_of(sluice_coalescer *co, uint64_t h)
@@ -83,44 +122,50 @@ static stripe *stripe_of(sluice_coalescer *co, uint64_t h)
 
 /* ---- flights ------------------------------------------------------------ */
 
-static flight *flight_new(sluice_coalescer *co, uint64_t h, const void *key, size_t keylen)
+static void *slot_of(flight *f)
 {
-    flight *f;
+    return (char *)f + SLOT_OFFSET;
+}
 
-    if (keylen > SIZE_MAX - sizeof *f)
+/* A flight for the key, led by this thread: the stripe's spare when there
+ * is one.  The key stays the caller's until the flight enters the window.
+ * Stripe lock held. */
+static flight *flight_new(sluice_coalescer *co, stripe *s, uint64_t h, const void *key,
+                          size_t keylen)
+{
+    flight *f = s->spare;
+
+    if (f)
+        s->spare = NULL;
+    else if (!(f = sl_malloc(SLOT_OFFSET + co->value_size)))
         return NULL;
-    f = sl_malloc(sizeof *f + keylen);
-    if (!f)
-        return NULL;
-    if (pthread_cond_init(&f->cv, &co->cattr) != 0) {
-        sl_free(f);
-        return NULL;
-    }
     f->next = NULL;
     f->hash = h;
+    f->release = co->release;
     atomic_init(&f->refs, 1);
-    f->done = 0;
+    atomic_store_explicit(&f->done, 0, memory_order_relaxed);
     f->cached = 0;
+    f->waiters = 0;
     f->expires = 0;
     f->leader = pthread_self();
+    f->key = key;
+    f->own_key = NULL;
+    f->keylen = keylen;
     f->code = 0;
     f->value = NULL;
-    f->release = co->release;
-    f->keylen = keylen;
-    if (keylen)
-        memcpy(f->key, key, keylen);
     return f;
 }
 
-/* Drops one reference; the last one releases the value.  Never called with
- * a stripe lock held (release() is the user's code). */
+/* Drops one reference; the last one releases the value and frees the
+ * flight.  Never called with a stripe lock held (release() is the user's
+ * code).  Touches nothing of the coalescer, which may be gone. */
 static void flight_unref(flight *f)
 {
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (f->value && f->release)
         f->release(f->value);
-    pthread_cond_destroy(&f->cv);
+    sl_free(f->own_key);
     sl_free(f);
 }
 
@@ -252,56 +297,85 @@ static int fill(sluice_flight_result *out, flight *f, int shared)
     return f->code;
 }
 
-/* Runs fn, then publishes its result: into the window when it qualifies,
- * else out of the table.  Waiters are woken either way. */
-static int lead(stripe *s, flight *f, int window_ms,
-                sl_cacheable_fn cacheable, sluice_flight_fn fn, void *arg,
-                sluice_flight_result *out)
+/* Runs fn, then publishes its result: into the window when it qualifies
+ * (with its own copy of the key: the caller's goes when this returns),
+ * else out of the table.  A leader with a slot whose flight nobody else
+ * holds keeps its value where it is and hands the flight back to the
+ * stripe (coalesce.h); otherwise a slot's value moves into the flight.
+ * Waiters are woken either way. */
+static int lead(sluice_coalescer *co, stripe *s, flight *f, const sl_flight_opts *o,
+                sluice_flight_fn fn, void *arg, sluice_flight_result *out)
 {
-    void *value = NULL;
-    int code = fn(arg, &value), keep;
+    void *value = o->slot;
+    int code = fn(arg, &value), keep, wake, alone;
+    unsigned char *own = NULL;
 
-    keep = window_ms > 0 && (cacheable ? cacheable(code, value) : code == 0);
-    pthread_mutex_lock(&s->mu);
+    if (o->slot)
+        value = o->slot;    /* fn fills the slot; the pointer is not its to change */
+    keep = o->window_ms > 0 && (o->cacheable ? o->cacheable(code, value) : code == 0);
+    if (keep && f->keylen && !(own = sl_malloc(f->keylen)))
+        keep = 0;           /* out of memory: served once, not cached */
+    if (own)
+        memcpy(own, f->key, f->keylen);
+    sl_lock_acquire(&s->lock);
+    /* Followers take references under this lock, so nobody else can
+     * reach a flight that is alone here once it leaves the table. */
+    alone = !keep && atomic_load_explicit(&f->refs, memory_order_relaxed) == 1;
+    if (o->slot && value == o->slot && !alone) {
+        memcpy(slot_of(f), o->slot, co->value_size);
+        value = slot_of(f);
+    }
     f->code = code;
     f->value = value;
-    f->done = 1;
+    atomic_store_explicit(&f->done, 1, memory_order_release);
     if (keep) {
+        f->key = f->own_key = own;
         f->cached = 1;
-        f->expires = sl_now_ns() + (int64_t)window_ms * 1000000;
+        f->expires = sl_now_ns() + (int64_t)o->window_ms * 1000000;
         atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
         s->cached++;
     } else {
         unlink_flight(s, f);
     }
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&s->mu);
+    wake = f->waiters && !alone;
+    if (alone && o->slot) {
+        f->value = NULL;    /* the value stays the caller's */
+        if (!s->spare) {
+            s->spare = f;
+            f = NULL;
+        }
+        sl_lock_release(&s->lock);
+        if (f)
+            sl_free(f);
+        *out = (sluice_flight_result){code, value, 0, NULL};
+        return code;
+    }
+    sl_lock_release(&s->lock);
+    if (wake)               /* the leader's reference keeps f alive */
+        sl_futex_wake(&f->done, INT_MAX);
     return fill(out, f, 0);
 }
 
-/* Waits for the leader with the stripe lock held; returns with it
- * released.  A follower that times out drops its reference and leaves the
- * leader alone. */
+/* Waits for the leader; called with the stripe lock held, returns with it
+ * released.  Sleeps on the flight's done word, outside the lock.  A
+ * follower that times out drops its reference and leaves the leader
+ * alone. */
 static int follow(sluice_coalescer *co, stripe *s, flight *f, int64_t deadline,
                   sluice_flight_result *out)
 {
-    struct timespec ts = sl_deadline_timespec(deadline);
+    int timed_out = 0;
 
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    f->waiters++;
+    sl_lock_release(&s->lock);
     atomic_fetch_add_explicit(&co->waiting, 1, memory_order_relaxed);
-    while (!f->done) {
-        if (deadline == SL_NO_DEADLINE)
-            pthread_cond_wait(&f->cv, &s->mu);
-        else if (pthread_cond_timedwait(&f->cv, &s->mu, &ts) == ETIMEDOUT)
-            break;
-    }
+    while (!atomic_load_explicit(&f->done, memory_order_acquire) && !timed_out)
+        timed_out = sl_futex_wait(&f->done, 0, deadline);
     atomic_fetch_sub_explicit(&co->waiting, 1, memory_order_relaxed);
-    if (f->done) {
-        pthread_mutex_unlock(&s->mu);
+    if (atomic_load_explicit(&f->done, memory_order_acquire)) {
         atomic_fetch_add_explicit(&co->followers, 1, memory_order_relaxed);
         return fill(out, f, 1);
     }
-    pthread_mutex_unlock(&s->mu);
     atomic_fetch_add_explicit(&co->timeouts, 1, memory_order_relaxed);
     flight_unref(f);
     out->code = SLUICE_ETIMEDOUT;
@@ -312,16 +386,15 @@ static int follow(sluice_coalescer *co, stripe *s, flight *f, int64_t deadline,
 static int serve_cached(sluice_coalescer *co, stripe *s, flight *f, sluice_flight_result *out)
 {
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&s->mu);
+    sl_lock_release(&s->lock);
     atomic_fetch_add_explicit(&co->cache_hits, 1, memory_order_relaxed);
     return fill(out, f, 1);
 }
 
 /* ---- entry points ------------------------------------------------------- */
 
-int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, int64_t deadline,
-                int window_ms, sl_cacheable_fn cacheable, sluice_flight_fn fn, void *arg,
-                sluice_flight_result *out)
+int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
+                sluice_flight_fn fn, void *arg, sluice_flight_result *out)
 {
     flight *f, *dead = NULL;
     int64_t now = 0;
@@ -330,33 +403,33 @@ int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, int64_t de
 
     if (!out)
         return SLUICE_EINVAL;
-    memset(out, 0, sizeof *out);
-    if (!co || !fn || (!key && keylen))
+    *out = (sluice_flight_result){0};
+    if (!co || !o || !fn || (!key && keylen) || !o->slot != !co->value_size)
         return out->code = SLUICE_EINVAL;
     h = hash_key(co->seed, key, keylen);
     s = stripe_of(co, h);
-    pthread_mutex_lock(&s->mu);
+    sl_lock_acquire(&s->lock);
     if (s->cached)
         now = sl_now_ns();
     f = find(s, h, key, keylen, now, &dead);
-    if (f && f->done) {
+    if (f && atomic_load_explicit(&f->done, memory_order_relaxed)) {
         serve_cached(co, s, f, out);
     } else if (f && pthread_equal(f->leader, pthread_self())) {
-        pthread_mutex_unlock(&s->mu);
+        sl_lock_release(&s->lock);
         SL_WARN("coalesce: a flight asked for the key it is leading (%zu key bytes)", keylen);
         out->code = SLUICE_EINVAL;
     } else if (f) {
-        follow(co, s, f, deadline, out);
-    } else if (!(f = flight_new(co, h, key, keylen))) {
-        pthread_mutex_unlock(&s->mu);
+        follow(co, s, f, o->deadline, out);
+    } else if (!(f = flight_new(co, s, h, key, keylen))) {
+        sl_lock_release(&s->lock);
         out->code = SLUICE_ENOMEM;
     } else {
         insert(s, f, now, &dead);
-        pthread_mutex_unlock(&s->mu);
-        atomic_fetch_add_explicit(&co->flights, 1, memory_order_relaxed);
+        s->flights++;
+        sl_lock_release(&s->lock);
         unref_list(dead);
         dead = NULL;
-        lead(s, f, window_ms, cacheable, fn, arg, out);
+        lead(co, s, f, o, fn, arg, out);
     }
     unref_list(dead);
     return out->code;
@@ -364,12 +437,18 @@ int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, int64_t de
 
 void sl_coalesce_stats(sluice_coalescer *co, struct sl_coalesce_stats *out)
 {
+    int i;
+
     if (!out)
         return;
     memset(out, 0, sizeof *out);
     if (!co)
         return;
-    out->flights = atomic_load_explicit(&co->flights, memory_order_relaxed);
+    for (i = 0; i < NSTRIPES; i++) {
+        sl_lock_acquire(&co->stripes[i].lock);
+        out->flights += co->stripes[i].flights;
+        sl_lock_release(&co->stripes[i].lock);
+    }
     out->followers = atomic_load_explicit(&co->followers, memory_order_relaxed);
     out->cache_hits = atomic_load_explicit(&co->cache_hits, memory_order_relaxed);
     out->timeouts = atomic_load_explicit(&co->timeouts, memory_order_relaxed);
@@ -379,7 +458,9 @@ void sl_coalesce_stats(sluice_coalescer *co, struct sl_coalesce_stats *out)
 int sluice_coalesce(sluice_coalescer *co, const void *key, size_t keylen, int timeout_ms,
                     sluice_flight_fn fn, void *arg, sluice_flight_result *out)
 {
-    return sl_coalesce(co, key, keylen, sl_deadline_in_ms(timeout_ms), 0, NULL, fn, arg, out);
+    sl_flight_opts o = {sl_deadline_in_ms(timeout_ms), 0, NULL, NULL};
+
+    return sl_coalesce(co, key, keylen, &o, fn, arg, out);
 }
 
 void sluice_flight_result_release(sluice_flight_result *r)
@@ -402,8 +483,9 @@ static void free_stripes(sluice_coalescer *co, int n)
     int i;
 
     for (i = 0; i < n; i++) {
-        pthread_mutex_destroy(&co->stripes[i].mu);
-        sl_free(co->stripes[i].buckets);
+        stripe *s = &co->stripes[i];
+        sl_free(s->spare);
+        sl_free(s->buckets);
     }
 }
 
@@ -414,43 +496,47 @@ static int init_stripes(sluice_coalescer *co)
     for (i = 0; i < NSTRIPES; i++) {
         stripe *s = &co->stripes[i];
         s->buckets = sl_calloc(INITIAL_BUCKETS, sizeof *s->buckets);
-        if (!s->buckets || pthread_mutex_init(&s->mu, NULL) != 0) {
-            sl_free(s->buckets);
+        if (!s->buckets) {
             free_stripes(co, i);
             return -1;
         }
+        sl_lock_init(&s->lock);
         s->nbuckets = INITIAL_BUCKETS;
     }
     return 0;
 }
 
-sluice_coalescer *sluice_coalescer_new(sluice_flight_release_fn release, sluice_error *err)
+sluice_coalescer *sl_coalescer_new(sluice_flight_release_fn release, size_t value_size,
+                                   sluice_error *err)
 {
-    sluice_coalescer *co = sl_calloc(1, sizeof *co);
+    sluice_coalescer *co;
 
-    if (!co) {
+    if (value_size > SIZE_MAX / 2) {
+        sl_err(err, SLUICE_EINVAL, "coalescer: value size %zu is too large", value_size);
+        return NULL;
+    }
+    if (!(co = sl_calloc(1, sizeof *co))) {
         sl_err(err, SLUICE_ENOMEM, "coalescer: out of memory for the table");
         return NULL;
     }
-    if (pthread_condattr_init(&co->cattr) != 0 ||
-        pthread_condattr_setclock(&co->cattr, CLOCK_MONOTONIC) != 0) {
-        sl_free(co);
-        sl_err(err, SLUICE_ENOMEM, "coalescer: cannot set up a monotonic condition variable");
-        return NULL;
-    }
     if (init_stripes(co) != 0) {
-        pthread_condattr_destroy(&co->cattr);
         sl_free(co);
         sl_err(err, SLUICE_ENOMEM, "coalescer: out of memory for the table's buckets");
         return NULL;
     }
     co->release = release;
+    co->value_size = value_size;
     co->seed = sl_rand64();
     return co;
 }
 
+sluice_coalescer *sluice_coalescer_new(sluice_flight_release_fn release, sluice_error *err)
+{
+    return sl_coalescer_new(release, 0, err);
+}
+
 /* Drops the window entries of one stripe.  A flight still in progress
- * here breaks the documented contract; it is left to its holders. */
+ * here breaks the documented contract. */
 static void drain_stripe(stripe *s, flight **dead)
 {
     size_t i;
@@ -476,12 +562,11 @@ void sluice_coalescer_free(sluice_coalescer *co)
     if (!co)
         return;
     for (i = 0; i < NSTRIPES; i++) {
-        pthread_mutex_lock(&co->stripes[i].mu);
+        sl_lock_acquire(&co->stripes[i].lock);
         drain_stripe(&co->stripes[i], &dead);
-        pthread_mutex_unlock(&co->stripes[i].mu);
+        sl_lock_release(&co->stripes[i].lock);
     }
     unref_list(dead);
     free_stripes(co, NSTRIPES);
-    pthread_condattr_destroy(&co->cattr);
     sl_free(co);
 }

@@ -192,7 +192,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
         goto fail;
     if (make_limiter(f, err))
         goto fail;
-    if (!(f->co = sluice_coalescer_new(sl_flight_value_free, err)))
+    if (!(f->co = sl_http_coalescer_new(err)))
         goto fail;
     return f;
 fail:

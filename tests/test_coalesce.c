@@ -455,10 +455,11 @@ static int one = 1;
 static int windowed(sluice_coalescer *co, const char *key, int window_ms, sl_cacheable_fn c,
                     int *arg, tvalue **seen)
 {
+    sl_flight_opts o = {SL_NO_DEADLINE, window_ms, c, NULL};
     sluice_flight_result r;
     int shared;
 
-    sl_coalesce(co, key, strlen(key), SL_NO_DEADLINE, window_ms, c, plain_fn, arg, &r);
+    sl_coalesce(co, key, strlen(key), &o, plain_fn, arg, &r);
     shared = r.shared;
     if (seen)
         *seen = r.value;
@@ -541,6 +542,106 @@ static void test_coalesce_window_expired_entries_swept(void)
     CU_ASSERT_EQUAL(atomic_load(&releases), 4500);
 }
 
+/* ---- a caller's slot (sl_coalescer_new's value_size) ------------------- */
+
+typedef struct slot_call {
+    sluice_coalescer *co;
+    int delay_ms;           /* how long fn takes */
+    tvalue slot;
+    sluice_flight_result r;
+    int rc;
+} slot_call;
+
+static int slot_fn(void *arg, void **value)
+{
+    slot_call *sc = arg;
+    tvalue *v = *value;
+
+    T_CHECK(v == &sc->slot);
+    atomic_fetch_add(&calls, 1);
+    usleep((useconds_t)sc->delay_ms * 1000);
+    v->magic = MAGIC;
+    v->key = 42;
+    return 0;
+}
+
+/* Releases what a slot holds; the slot itself is never freed. */
+static void slot_release(void *v)
+{
+    tvalue *t = v;
+
+    T_CHECK(t->magic == MAGIC);
+    t->magic = 0;
+    atomic_fetch_add(&releases, 1);
+}
+
+static void *slot_thread(void *arg)
+{
+    slot_call *sc = arg;
+    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL, &sc->slot};
+
+    sc->rc = sl_coalesce(sc->co, "k", 1, &o, slot_fn, sc, &sc->r);
+    return NULL;
+}
+
+static void test_coalesce_slot_alone_and_shared(void)
+{
+    sluice_coalescer *co = sl_coalescer_new(slot_release, sizeof(tvalue), NULL);
+    sl_flight_opts none = {SL_NO_DEADLINE, 0, NULL, NULL};
+    slot_call a = {.co = co}, b = {.co = co};
+    sluice_flight_result r;
+    pthread_t t;
+    tvalue *v;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    reset_counts();
+    /* Alone, twice (the second takes the first's flight back): the value
+     * stays in the caller's slot, no flight, nothing to release. */
+    for (i = 0; i < 2; i++) {
+        slot_thread(&a);
+        CU_ASSERT_EQUAL(a.rc, 0);
+        CU_ASSERT_PTR_EQUAL(a.r.value, &a.slot);
+        CU_ASSERT_PTR_NULL(a.r.internal_);
+        CU_ASSERT_EQUAL(a.slot.key, 42);
+        sluice_flight_result_release(&a.r);
+    }
+    CU_ASSERT_EQUAL(atomic_load(&releases), 0);
+
+    /* Joined: the leader's slot moves into the flight, both callers see
+     * that copy, and it is released once, after both let go. */
+    a = (slot_call){.co = co, .delay_ms = 300};
+    pthread_create(&t, NULL, slot_thread, &a);
+    while (atomic_load(&calls) < 3)
+        usleep(1000);
+    slot_thread(&b);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(atomic_load(&calls), 3);
+    CU_ASSERT_EQUAL(a.rc, 0);
+    CU_ASSERT_EQUAL(b.rc, 0);
+    CU_ASSERT_EQUAL(a.r.shared, 0);
+    CU_ASSERT_EQUAL(b.r.shared, 1);
+    CU_ASSERT_PTR_EQUAL(a.r.value, b.r.value);
+    CU_ASSERT_PTR_NOT_EQUAL(a.r.value, &a.slot);
+    CU_ASSERT_PTR_NOT_NULL(a.r.internal_);
+    v = a.r.value;
+    CU_ASSERT_EQUAL(v->key, 42);
+    sluice_flight_result_release(&a.r);
+    CU_ASSERT_EQUAL(atomic_load(&releases), 0);
+    sluice_flight_result_release(&b.r);
+    CU_ASSERT_EQUAL(atomic_load(&releases), 1);
+
+    /* A slot is given exactly when the coalescer has a value size. */
+    CU_ASSERT_EQUAL(sl_coalesce(co, "k", 1, &none, slot_fn, &a, &r), SLUICE_EINVAL);
+    sluice_coalescer_free(co);
+    co = sluice_coalescer_new(NULL, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    none.slot = &a.slot;
+    CU_ASSERT_EQUAL(sl_coalesce(co, "k", 1, &none, slot_fn, &a, &r), SLUICE_EINVAL);
+    sluice_coalescer_free(co);
+    CU_ASSERT_EQUAL(atomic_load(&bad), 0);
+}
+
 /* ---- results that outlive the coalescer, bad input ----------------------- */
 
 static void test_coalesce_result_outlives_coalescer(void)
@@ -611,13 +712,13 @@ static void *stress_thread(void *arg)
         int key = (int)sl_rand_below(STRESS_KEYS);
         int timeout = sl_rand_below(4) == 0 ? (int)sl_rand_below(2) : -1;
         int window = sl_rand_below(2) ? 0 : 3;
+        sl_flight_opts o = {sl_deadline_in_ms(timeout), window, NULL, NULL};
         char k[16];
         sluice_flight_result r;
         int rc;
 
         snprintf(k, sizeof k, "key-%d", key);
-        rc = sl_coalesce(stress_co, k, strlen(k), sl_deadline_in_ms(timeout), window, NULL,
-                         stress_fn, &key, &r);
+        rc = sl_coalesce(stress_co, k, strlen(k), &o, stress_fn, &key, &r);
         if (rc == 0) {
             tvalue *t = r.value;
             if (t->magic != MAGIC || t->key != key)
@@ -681,7 +782,9 @@ static void test_coalesce_alloc_failure_loop(void)
         if (co) {
             rc = sluice_coalesce(co, "a", 1, -1, plain_fn, &one, &r);
             sluice_flight_result_release(&r);
-            rc2 = sl_coalesce(co, "b", 1, SL_NO_DEADLINE, 1000, NULL, plain_fn, &one, &r);
+            sl_flight_opts o = {SL_NO_DEADLINE, 1000, NULL, NULL};
+
+            rc2 = sl_coalesce(co, "b", 1, &o, plain_fn, &one, &r);
             sluice_flight_result_release(&r);
             CU_ASSERT(rc == 0 || rc == SLUICE_ENOMEM);
             CU_ASSERT(rc2 == 0 || rc2 == SLUICE_ENOMEM);
@@ -707,6 +810,7 @@ static CU_TestInfo tests[] = {
     {"test_coalesce_window_serves_until_expiry", test_coalesce_window_serves_until_expiry},
     {"test_coalesce_window_needs_cacheable", test_coalesce_window_needs_cacheable},
     {"test_coalesce_window_expired_entries_swept", test_coalesce_window_expired_entries_swept},
+    {"test_coalesce_slot_alone_and_shared", test_coalesce_slot_alone_and_shared},
     {"test_coalesce_result_outlives_coalescer", test_coalesce_result_outlives_coalescer},
     {"test_coalesce_bad_input", test_coalesce_bad_input},
     {"test_coalesce_stress_random_keys", test_coalesce_stress_random_keys},

@@ -173,6 +173,29 @@ static void test_coalescing_post_only_when_asked(void)
     sluice_factory_free(f);
 }
 
+/* Two bodies of one length, each sent by half the callers. */
+static void two_bodies_setup(int i, struct caller *k)
+{
+    post_opt_in_setup(i, k);
+    k->req.body = i % 2 ? "body-a\0x" : "body-a\0y";
+    k->req.body_len = 8;
+}
+
+static void test_coalescing_bodies_never_mix(void)
+{
+    static struct caller k[8];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "cobody", tu_http_base(), NULL);
+    char path[64], hits[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(path, sizeof path, "/count/body%d?delay=200", (int)getpid());
+    snprintf(hits, sizeof hits, "/count/body%d", (int)getpid());
+    run_callers(k, 8, c, two_bodies_setup, path);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 2);
+    sluice_factory_free(f);
+}
+
 static void tune_slow_refused(sluice_client_opts *co)
 {
     co->retry.max_retries = 2;
@@ -365,6 +388,7 @@ static CU_TestInfo tests[] = {
     {"test_coalescing_never_crosses_credentials", test_coalescing_never_crosses_credentials},
     {"test_coalescing_query_order_does_not_matter", test_coalescing_query_order_does_not_matter},
     {"test_coalescing_post_only_when_asked", test_coalescing_post_only_when_asked},
+    {"test_coalescing_bodies_never_mix", test_coalescing_bodies_never_mix},
     {"test_coalescing_leader_error_reaches_all", test_coalescing_leader_error_reaches_all},
     {"test_coalescing_waiter_deadline_alone", test_coalescing_waiter_deadline_alone},
     {"test_coalescing_window_and_no_store", test_coalescing_window_and_no_store},
