@@ -1037,9 +1037,9 @@ static inline void put_headers(char **dst, const sluice_header *h, size_t n)
     put(dst, "", 1);
 }
 
-/* The client's share of every coalescing key, written once: the origin,
- * the base path and the default headers (so two credentials never share a
- * flight). */
+/* The client's share of every coalescing key, written and hashed once:
+ * the origin, the base path and the default headers (so two credentials
+ * never share a flight); and its hash followed by a GET's method. */
 static int build_key_prefix(sluice_client *c, sluice_error *err)
 {
     size_t size = strlen(c->eps[0].url.origin) + c->base_path_len + 1 +
@@ -1054,48 +1054,84 @@ static int build_key_prefix(sluice_client *c, sluice_error *err)
     put(&dst, "", 1);
     put_headers(&dst, c->headers, c->nheaders);
     c->key_prefix_len = size;
+    c->key_hash = sl_hash_bytes(sl_coalesce_seed(c->f->co), c->key_prefix, size);
+    c->key_hash_get = sl_hash_bytes(c->key_hash, "GET", 4);
     return 0;
 }
 
-/* The coalescing key: the method, the client's prefix, the path, the
+/* The coalescing key: the client's prefix, the method, the path, the
  * sorted query, every request header, and the body's length and bytes
  * (compared in full, so two bodies never share a flight).  Each part ends
  * where no byte of it can appear, so two different requests never write
- * the same key.  It is built on every coalescible call, so it is sized
- * first and then written in one pass, usually on the stack. */
-typedef struct key_parts {
-    size_t method_len;       /* with its NUL */
-    size_t nreq;             /* request headers */
-} key_parts;
-
-static size_t key_size(const call *k, key_parts *kp)
+ * the same key.
+ *
+ * A call that meets no twin, the common case, never writes it: it gives
+ * the coalescer a hash of the same parts (key_hash) and key_write, which
+ * writes the key only when two hashes meet or the result enters the
+ * window (coalesce.h, sl_flight_key). */
+static size_t key_size(const call *k, size_t method_len, size_t nreq)
 {
-    kp->method_len = strlen(k->method) + 1;
-    kp->nreq = k->req->headers ? k->req->nheaders : 0;
     /* rel is path[?query]: path NUL [sorted query '&'] NUL. */
-    return kp->method_len + k->c->key_prefix_len + k->rel.len + 2 +
-           (kp->nreq ? headers_size(k->req->headers, kp->nreq) : 1) + sizeof(uint64_t) +
-           k->body_len;
+    return k->c->key_prefix_len + method_len + k->rel.len + 2 +
+           (nreq ? headers_size(k->req->headers, nreq) : 1) + sizeof(uint64_t) + k->body_len;
 }
 
-/* Writes the key key_size() measured into dst. */
-static int write_key(const call *k, const key_parts *kp, char *dst)
+static size_t key_write(const void *ctx, void *buf, size_t cap)
 {
+    const call *k = ctx;
     const char *q = k->rel.data + k->rel_path_len;
+    size_t method_len = strlen(k->method) + 1;
+    size_t nreq = k->req->headers ? k->req->nheaders : 0;
+    size_t size = key_size(k, method_len, nreq);
     uint64_t body_len = k->body_len;
+    char *dst = buf;
 
-    put(&dst, k->method, kp->method_len);
+    if (size > cap)
+        return size;
     put(&dst, k->c->key_prefix, k->c->key_prefix_len);
+    put(&dst, k->method, method_len);
     put(&dst, k->rel.data, k->rel_path_len);
     put(&dst, "", 1);
     if (*q == '?' && put_sorted_query(&dst, q + 1, k->rel.len - k->rel_path_len - 1))
-        return SLUICE_ENOMEM;
+        return SIZE_MAX;
     put(&dst, "", 1);
-    put_headers(&dst, k->req->headers, kp->nreq);
+    put_headers(&dst, k->req->headers, nreq);
     put(&dst, &body_len, sizeof body_len);
     if (k->body_len)
         put(&dst, k->body, k->body_len);
-    return 0;
+    return size;
+}
+
+/* A hash of the parts key_write writes: equal keys hash equal.  The
+ * query's parameters are hashed one by one and summed, so their order does
+ * not count, as in the sorted key. */
+static uint64_t key_hash(const call *k)
+{
+    const char *q = k->rel.data + k->rel_path_len, *end = k->rel.data + k->rel.len;
+    size_t nreq = k->req->headers ? k->req->nheaders : 0, i;
+    uint64_t h, params = 0;
+
+    h = k->is_get ? k->c->key_hash_get
+                  : sl_hash_bytes(k->c->key_hash, k->method, strlen(k->method) + 1);
+    h = sl_hash_bytes(h, k->rel.data, k->rel_path_len);
+    if (q < end) {
+        for (q++; q <= end; q++) {
+            const char *p = q;
+            while (q < end && *q != '&')
+                q++;
+            params += sl_hash_bytes(k->c->key_hash, p, (size_t)(q - p));
+        }
+        h = sl_hash_bytes(h ^ params, "?", 1);
+    }
+    for (i = 0; i < nreq; i++) {
+        const char *name = or_empty(k->req->headers[i].name);
+        const char *value = or_empty(k->req->headers[i].value);
+        h = sl_hash_bytes(h, name, strlen(name) + 1);
+        h = sl_hash_bytes(h, value, strlen(value) + 1);
+    }
+    if (k->body_len)
+        h = sl_hash_bytes(h, k->body, k->body_len);
+    return h;
 }
 
 /* What the caller gets from the flight: a leader alone the response in its
@@ -1148,21 +1184,10 @@ static int run_coalesced(call *k, sluice_response **out)
     sluice_flight_result fr;
     flight_value slot;
     sl_flight_opts o = {k->deadline, k->c->opts.coalesce_window_ms, flight_cacheable, &slot};
-    char stack[512], *key = stack;
-    key_parts kp;
-    size_t size = key_size(k, &kp);
+    sl_flight_key key = {key_hash(k), NULL, 0, key_write, k};
     int rc;
 
-    if (size > sizeof stack && !(key = sl_malloc(size)))
-        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-    if (write_key(k, &kp, key)) {
-        if (key != stack)
-            sl_free(key);
-        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-    }
-    rc = sl_coalesce(k->f->co, key, size, &o, flight_fn, k, &fr);
-    if (key != stack)
-        sl_free(key);
+    rc = sl_coalesce_key(k->f->co, &key, &o, flight_fn, k, &fr);
     if (!k->leader && (fr.shared || rc == SLUICE_ETIMEDOUT))
         follower_hook(k, rc, fr.value);
     rc = take_result(k, rc, &fr, out);

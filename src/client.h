@@ -62,6 +62,8 @@ struct sluice_client {
     size_t base_path_len;
     char *key_prefix;             /* the client's part of a coalescing key */
     size_t key_prefix_len;
+    uint64_t key_hash;            /* of key_prefix, and of it and "GET" */
+    uint64_t key_hash_get;
 
     sl_retry_policy retry;
     sl_retry_budget *budget;

@@ -20,7 +20,6 @@
 
 typedef struct flight {
     struct flight *next;         /* bucket chain or sweep list; stripe lock */
-    uint64_t hash;
     sluice_flight_release_fn release;   /* a copy: results may outlive the table */
     atomic_int refs;             /* leader, followers, window (coalesce.h) */
     _Atomic uint32_t done;       /* result published (set under the stripe lock);
@@ -29,9 +28,8 @@ typedef struct flight {
     int waiters;                 /* followers that joined; stripe lock */
     int64_t expires;             /* end of the window (monotonic ns) */
     pthread_t leader;
-    const unsigned char *key;    /* the leader's bytes, or own_key in the window */
+    sl_flight_key key;           /* the leader's, or own_key's bytes in the window */
     unsigned char *own_key;
-    size_t keylen;
     int code;                    /* written once before done, then read-only */
     void *value;
 } flight;
@@ -59,62 +57,6 @@ struct sluice_coalescer {
     atomic_uint_fast64_t followers, cache_hits, timeouts, waiting;
 };
 
-/* ---- hashing ------------------------------------------------------------ */
-
-static uint64_t load64(const unsigned char *p)
-{
-    uint64_t w;
-
-    memcpy(&w, p, 8);
-    return w;
-}
-
-static uint64_t load32(const unsigned char *p)
-{
-    uint32_t w;
-
-    memcpy(&w, p, 4);
-    return w;
-}
-
-/* Folds the 128-bit product of a and b into 64 bits. */
-static uint64_t mum(uint64_t a, uint64_t b)
-{
-#ifdef __SIZEOF_INT128__
-    unsigned __int128 r = (unsigned __int128)a * b;
-
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-#else
-    /* The four partial products, folded without their carries. */
-    uint64_t lo = (a & 0xffffffffu) * (b & 0xffffffffu), hi = (a >> 32) * (b >> 32);
-    uint64_t mid = (a >> 32) * (b & 0xffffffffu) ^ (a & 0xffffffffu) * (b >> 32);
-
-    return (lo ^ (mid << 32)) ^ (hi ^ (mid >> 32));
-#endif
-}
-
-/* Sixteen bytes a step, one multiply each; seeded so callers cannot aim
- * keys at one bucket.  Keys are compared in full, so this only spreads. */
-static uint64_t hash_key(uint64_t seed, const unsigned char *p, size_t n)
-{
-    const uint64_t k1 = 0xa0761d6478bd642full, k2 = 0xe7037ed1a0b428dbull;
-    uint64_t h = seed ^ mum(n ^ k1, k2), a = 0, b = 0;
-    size_t left = n;
-
-    for (; left > 16; p += 16, left -= 16)
-        h = mum(load64(p) ^ k1, load64(p + 8) ^ h);
-    if (left >= 8) {
-        a = load64(p);
-        b = load64(p + left - 8);
-    } else if (left >= 4) {
-        a = load32(p);
-        b = load32(p + left - 4);
-    } else if (left) {
-        a = (uint64_t)p[0] << 16 | (uint64_t)p[left >> 1] << 8 | p[left - 1];
-    }
-    return mum(mum(a ^ k1, b ^ h) ^ k2, h ^ k1);
-}
-
 static stripe *stripe_of(sluice_coalescer *co, uint64_t h)
 {
     return &co->stripes[h >> 60 & (NSTRIPES - 1)];
@@ -130,8 +72,7 @@ static void *slot_of(flight *f)
 /* A flight for the key, led by this thread: the stripe's spare when there
  * is one.  The key stays the caller's until the flight enters the window.
  * Stripe lock held. */
-static flight *flight_new(sluice_coalescer *co, stripe *s, uint64_t h, const void *key,
-                          size_t keylen)
+static flight *flight_new(sluice_coalescer *co, stripe *s, const sl_flight_key *key)
 {
     flight *f = s->spare;
 
@@ -140,7 +81,6 @@ static flight *flight_new(sluice_coalescer *co, stripe *s, uint64_t h, const voi
     else if (!(f = sl_malloc(SLOT_OFFSET + co->value_size)))
         return NULL;
     f->next = NULL;
-    f->hash = h;
     f->release = co->release;
     atomic_init(&f->refs, 1);
     atomic_store_explicit(&f->done, 0, memory_order_relaxed);
@@ -148,9 +88,8 @@ static flight *flight_new(sluice_coalescer *co, stripe *s, uint64_t h, const voi
     f->waiters = 0;
     f->expires = 0;
     f->leader = pthread_self();
-    f->key = key;
+    f->key = *key;
     f->own_key = NULL;
-    f->keylen = keylen;
     f->code = 0;
     f->value = NULL;
     return f;
@@ -199,16 +138,54 @@ static void unlink_cached(stripe *s, flight **pp, flight **dead)
     s->cached--;
 }
 
+/* A key's bytes: its own, or written by its write() into buf (cap bytes)
+ * or, when longer, into *heap.  NULL when they cannot be had. */
+static const void *key_bytes(const sl_flight_key *k, void *buf, size_t cap, size_t *len,
+                             void **heap)
+{
+    size_t n;
+
+    *heap = NULL;
+    if (!k->write) {
+        *len = k->len;
+        return k->bytes ? k->bytes : "";
+    }
+    if ((n = k->write(k->ctx, buf, cap)) == SIZE_MAX)
+        return NULL;
+    *len = n;
+    if (n <= cap)
+        return buf ? buf : "";
+    if (!(*heap = sl_malloc(n)) || k->write(k->ctx, *heap, n) != n)
+        return NULL;
+    return *heap;
+}
+
+/* Two keys whose hashes met: equal when their bytes are.  A key that
+ * cannot be written out (no memory) equals nothing: no sharing, never a
+ * wrong one. */
+static int keys_equal(const sl_flight_key *a, const sl_flight_key *b)
+{
+    unsigned char abuf[512], bbuf[512];
+    size_t alen = 0, blen = 0;
+    void *aheap, *bheap;
+    const void *x = key_bytes(a, abuf, sizeof abuf, &alen, &aheap);
+    const void *y = key_bytes(b, bbuf, sizeof bbuf, &blen, &bheap);
+    int eq = x && y && alen == blen && memcmp(x, y, alen) == 0;
+
+    sl_free(aheap);
+    sl_free(bheap);
+    return eq;
+}
+
 /* The live flight for the key, or NULL.  An expired window entry met on the
  * way is unlinked onto *dead. */
-static flight *find(stripe *s, uint64_t h, const void *key, size_t keylen, int64_t now,
-                    flight **dead)
+static flight *find(stripe *s, const sl_flight_key *key, int64_t now, flight **dead)
 {
-    flight **pp = bucket_of(s, h);
+    flight **pp = bucket_of(s, key->hash);
 
     for (; *pp; pp = &(*pp)->next) {
         flight *f = *pp;
-        if (f->hash != h || f->keylen != keylen || (keylen && memcmp(f->key, key, keylen) != 0))
+        if (f->key.hash != key->hash || !keys_equal(&f->key, key))
             continue;
         if (f->cached && now >= f->expires) {
             unlink_cached(s, pp, dead);
@@ -253,8 +230,8 @@ static void maybe_grow(stripe *s)
         flight *f = s->buckets[i];
         while (f) {
             flight *next = f->next;
-            f->next = b[f->hash & (n - 1)];
-            b[f->hash & (n - 1)] = f;
+            f->next = b[f->key.hash & (n - 1)];
+            b[f->key.hash & (n - 1)] = f;
             f = next;
         }
     }
@@ -265,7 +242,7 @@ static void maybe_grow(stripe *s)
 
 static void insert(stripe *s, flight *f, int64_t now, flight **dead)
 {
-    flight **b = bucket_of(s, f->hash);
+    flight **b = bucket_of(s, f->key.hash);
 
     f->next = *b;
     *b = f;
@@ -277,7 +254,7 @@ static void insert(stripe *s, flight *f, int64_t now, flight **dead)
 
 static void unlink_flight(stripe *s, flight *f)
 {
-    flight **pp = bucket_of(s, f->hash);
+    flight **pp = bucket_of(s, f->key.hash);
 
     while (*pp != f)
         pp = &(*pp)->next;
@@ -297,6 +274,27 @@ static int fill(sluice_flight_result *out, flight *f, int shared)
     return f->code;
 }
 
+/* The key's bytes in memory of its own, for a window entry that outlives
+ * its leader's call: *own (NULL for an empty key) and *len.  0, or -1
+ * when out of memory.  Reads the key only: joiners read it too. */
+static int key_copy(const sl_flight_key *k, unsigned char **own, size_t *len)
+{
+    void *heap;
+    const void *bytes = key_bytes(k, NULL, 0, len, &heap);
+
+    *own = NULL;
+    if (!bytes)
+        return -1;
+    if (heap) {
+        *own = heap;
+    } else if (*len) {
+        if (!(*own = sl_malloc(*len)))
+            return -1;
+        memcpy(*own, bytes, *len);
+    }
+    return 0;
+}
+
 /* Runs fn, then publishes its result: into the window when it qualifies
  * (with its own copy of the key: the caller's goes when this returns),
  * else out of the table.  A leader with a slot whose flight nobody else
@@ -309,14 +307,13 @@ static int lead(sluice_coalescer *co, stripe *s, flight *f, const sl_flight_opts
     void *value = o->slot;
     int code = fn(arg, &value), keep, wake, alone;
     unsigned char *own = NULL;
+    size_t own_len = 0;
 
     if (o->slot)
         value = o->slot;    /* fn fills the slot; the pointer is not its to change */
     keep = o->window_ms > 0 && (o->cacheable ? o->cacheable(code, value) : code == 0);
-    if (keep && f->keylen && !(own = sl_malloc(f->keylen)))
+    if (keep && key_copy(&f->key, &own, &own_len) != 0)
         keep = 0;           /* out of memory: served once, not cached */
-    if (own)
-        memcpy(own, f->key, f->keylen);
     sl_lock_acquire(&s->lock);
     /* Followers take references under this lock, so nobody else can
      * reach a flight that is alone here once it leaves the table. */
@@ -329,7 +326,8 @@ static int lead(sluice_coalescer *co, stripe *s, flight *f, const sl_flight_opts
     f->value = value;
     atomic_store_explicit(&f->done, 1, memory_order_release);
     if (keep) {
-        f->key = f->own_key = own;
+        f->key = (sl_flight_key){f->key.hash, own, own_len, NULL, NULL};
+        f->own_key = own;
         f->cached = 1;
         f->expires = sl_now_ns() + (int64_t)o->window_ms * 1000000;
         atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
@@ -393,34 +391,38 @@ static int serve_cached(sluice_coalescer *co, stripe *s, flight *f, sluice_fligh
 
 /* ---- entry points ------------------------------------------------------- */
 
-int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
-                sluice_flight_fn fn, void *arg, sluice_flight_result *out)
+uint64_t sl_coalesce_seed(const sluice_coalescer *co)
+{
+    return co->seed;
+}
+
+int sl_coalesce_key(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
+                    sluice_flight_fn fn, void *arg, sluice_flight_result *out)
 {
     flight *f, *dead = NULL;
     int64_t now = 0;
-    uint64_t h;
     stripe *s;
 
     if (!out)
         return SLUICE_EINVAL;
     *out = (sluice_flight_result){0};
-    if (!co || !o || !fn || (!key && keylen) || !o->slot != !co->value_size)
+    if (!co || !key || !o || !fn || (!key->write && !key->bytes && key->len) ||
+        !o->slot != !co->value_size)
         return out->code = SLUICE_EINVAL;
-    h = hash_key(co->seed, key, keylen);
-    s = stripe_of(co, h);
+    s = stripe_of(co, key->hash);
     sl_lock_acquire(&s->lock);
     if (s->cached)
         now = sl_now_ns();
-    f = find(s, h, key, keylen, now, &dead);
+    f = find(s, key, now, &dead);
     if (f && atomic_load_explicit(&f->done, memory_order_relaxed)) {
         serve_cached(co, s, f, out);
     } else if (f && pthread_equal(f->leader, pthread_self())) {
         sl_lock_release(&s->lock);
-        SL_WARN("coalesce: a flight asked for the key it is leading (%zu key bytes)", keylen);
+        SL_WARN("coalesce: a flight asked for the key it is leading");
         out->code = SLUICE_EINVAL;
     } else if (f) {
         follow(co, s, f, o->deadline, out);
-    } else if (!(f = flight_new(co, s, h, key, keylen))) {
+    } else if (!(f = flight_new(co, s, key))) {
         sl_lock_release(&s->lock);
         out->code = SLUICE_ENOMEM;
     } else {
@@ -453,6 +455,16 @@ void sl_coalesce_stats(sluice_coalescer *co, struct sl_coalesce_stats *out)
     out->cache_hits = atomic_load_explicit(&co->cache_hits, memory_order_relaxed);
     out->timeouts = atomic_load_explicit(&co->timeouts, memory_order_relaxed);
     out->waiting = atomic_load_explicit(&co->waiting, memory_order_relaxed);
+}
+
+int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
+                sluice_flight_fn fn, void *arg, sluice_flight_result *out)
+{
+    sl_flight_key k = {0, key, keylen, NULL, NULL};
+
+    if (co && (key || !keylen))
+        k.hash = sl_hash_bytes(co->seed, key, keylen);
+    return sl_coalesce_key(co, &k, o, fn, arg, out);
 }
 
 int sluice_coalesce(sluice_coalescer *co, const void *key, size_t keylen, int timeout_ms,

@@ -2,10 +2,13 @@
  * path needs: a deadline, a micro-cache window and a cacheability test.
  *
  * Contract:
- *  - A key is the caller's bytes, hashed with a per-coalescer random seed
- *    and compared in full.  A flight in progress points at its leader's
- *    bytes (the leader is inside sl_coalesce() all that time); one that
- *    enters the window keeps a copy.
+ *  - A key is bytes, hashed with a per-coalescer random seed and
+ *    compared in full when two hashes meet.  A caller may instead give the
+ *    hash and a function that writes the bytes (sl_flight_key), so a call
+ *    that meets no equal hash never writes its key out.  A flight in
+ *    progress points at its leader's key (the leader is inside
+ *    sl_coalesce_key() all that time); one that enters the window keeps a
+ *    copy of the bytes.
  *  - The table is split into stripes, each one lock (futex.h) over its
  *    own hash buckets.  The leader takes its stripe lock once to insert
  *    and once to publish; followers sleep on the flight's done word, and
@@ -35,6 +38,7 @@
 #define SL_COALESCE_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "sluice.h"
 
@@ -65,6 +69,74 @@ typedef struct sl_flight_opts {
     void *slot;                 /* value_size bytes of the caller's, given iff the
                                    coalescer has a value_size */
 } sl_flight_opts;
+
+/* A key for sl_coalesce_key().  Equal keys must have equal hashes. */
+typedef struct sl_flight_key {
+    uint64_t hash;
+    const void *bytes;          /* the key, when write is NULL */
+    size_t len;
+    /* Or: returns the key's length (SIZE_MAX when it cannot be made) and
+     * writes it into buf when it fits in cap.  Called under a stripe lock,
+     * only when a hash meets an equal one, and by the leader before its
+     * flight enters the window; ctx must stay unchanged while its caller
+     * is inside sl_coalesce_key(). */
+    size_t (*write)(const void *ctx, void *buf, size_t cap);
+    const void *ctx;
+} sl_flight_key;
+
+/* The random seed keys are hashed from (sl_hash_bytes). */
+uint64_t sl_coalesce_seed(const sluice_coalescer *co);
+
+/* Folds the 128-bit product of a and b into 64 bits. */
+static inline uint64_t sl_hash_mum(uint64_t a, uint64_t b)
+{
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 r = (unsigned __int128)a * b;
+
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+#else
+    /* The four partial products, folded without their carries. */
+    uint64_t lo = (a & 0xffffffffu) * (b & 0xffffffffu), hi = (a >> 32) * (b >> 32);
+    uint64_t mid = (a >> 32) * (b & 0xffffffffu) ^ (a & 0xffffffffu) * (b >> 32);
+
+    return (lo ^ (mid << 32)) ^ (hi ^ (mid >> 32));
+#endif
+}
+
+/* Hashes n bytes on from h, the coalescer's seed or a hash made from it:
+ * hashing a key's parts one after another hashes their sequence.  Sixteen
+ * bytes a step with one multiply each, and one more for the tail, so a
+ * short part costs a few instructions.  Seeded, so callers cannot aim
+ * keys at one bucket; keys are compared in full, so this only spreads. */
+static inline uint64_t sl_hash_bytes(uint64_t h, const void *data, size_t n)
+{
+    const uint64_t k1 = 0xa0761d6478bd642full, k2 = 0xe7037ed1a0b428dbull;
+    const unsigned char *p = data;
+    uint64_t a = 0, b = 0;
+    uint32_t a4, b4;
+
+    for (; n > 16; p += 16, n -= 16) {
+        memcpy(&a, p, 8);
+        memcpy(&b, p + 8, 8);
+        h = sl_hash_mum(a ^ k1, b ^ h);
+    }
+    if (n >= 8) {
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+    } else if (n >= 4) {
+        memcpy(&a4, p, 4);
+        memcpy(&b4, p + n - 4, 4);
+        a = a4;
+        b = b4;
+    } else if (n) {
+        a = (uint64_t)p[0] << 16 | (uint64_t)p[n >> 1] << 8 | p[n - 1];
+    }
+    return sl_hash_mum(a ^ k2, b ^ h ^ n);
+}
+
+/* Like sl_coalesce, for a key given as sl_flight_key. */
+int sl_coalesce_key(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
+                    sluice_flight_fn fn, void *arg, sluice_flight_result *out);
 
 /* Like sluice_coalesce, with the options above.
  *

@@ -642,6 +642,90 @@ static void test_coalesce_slot_alone_and_shared(void)
     CU_ASSERT_EQUAL(atomic_load(&bad), 0);
 }
 
+/* ---- keys written on demand (sl_flight_key) ----------------------------- */
+
+/* A key made by its write(): text, or "!" for one that cannot be made. */
+static size_t text_write(const void *ctx, void *buf, size_t cap)
+{
+    const char *text = ctx;
+    size_t n = strlen(text);
+
+    if (strcmp(text, "!") == 0)
+        return SIZE_MAX;
+    if (n <= cap)
+        memcpy(buf, text, n);
+    return n;
+}
+
+typedef struct lazy_call {
+    sluice_coalescer *co;
+    const char *text;
+    int delay_ms;
+    sluice_flight_result r;
+    int rc;
+} lazy_call;
+
+static int lazy_fn(void *arg, void **value)
+{
+    lazy_call *lc = arg;
+
+    atomic_fetch_add(&calls, 1);
+    usleep((useconds_t)lc->delay_ms * 1000);
+    *value = tvalue_new(0);
+    return 0;
+}
+
+/* Every key hashes to 42, so only their bytes tell them apart. */
+static void *lazy_thread(void *arg)
+{
+    lazy_call *lc = arg;
+    sl_flight_key key = {42, NULL, 0, text_write, lc->text};
+    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL, NULL};
+
+    lc->rc = sl_coalesce_key(lc->co, &key, &o, lazy_fn, lc, &lc->r);
+    return NULL;
+}
+
+/* A leader takes 300 ms on `first`; `second` asks while it runs.  Returns
+ * how many calls ran. */
+static int lazy_pair(sluice_coalescer *co, const char *first, const char *second)
+{
+    lazy_call a = {.co = co, .text = first, .delay_ms = 300}, b = {.co = co, .text = second};
+    pthread_t t;
+    int before = atomic_load(&calls);
+
+    pthread_create(&t, NULL, lazy_thread, &a);
+    while (atomic_load(&calls) == before)
+        usleep(1000);
+    lazy_thread(&b);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(a.rc, 0);
+    CU_ASSERT_EQUAL(b.rc, 0);
+    CU_ASSERT_EQUAL(b.r.shared, b.r.value == a.r.value);
+    sluice_flight_result_release(&a.r);
+    sluice_flight_result_release(&b.r);
+    return atomic_load(&calls) - before;
+}
+
+static void test_coalesce_keys_written_on_demand(void)
+{
+    sluice_coalescer *co = sluice_coalescer_new(count_release, NULL);
+    char longer[2000];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    reset_counts();
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = 0;
+    CU_ASSERT_EQUAL(lazy_pair(co, "GET /a", "GET /a"), 1);      /* equal: one call */
+    CU_ASSERT_EQUAL(lazy_pair(co, "GET /a", "GET /b"), 2);      /* same hash, other bytes */
+    CU_ASSERT_EQUAL(lazy_pair(co, "GET /a", "GET /a "), 2);     /* a prefix is not equal */
+    CU_ASSERT_EQUAL(lazy_pair(co, longer, longer), 1);          /* past the stack buffers */
+    CU_ASSERT_EQUAL(lazy_pair(co, "!", "!"), 2);                /* unwritable: never shared */
+    sluice_coalescer_free(co);
+    CU_ASSERT_EQUAL(atomic_load(&releases), 8);
+    CU_ASSERT_EQUAL(atomic_load(&bad), 0);
+}
+
 /* ---- results that outlive the coalescer, bad input ----------------------- */
 
 static void test_coalesce_result_outlives_coalescer(void)
@@ -811,6 +895,7 @@ static CU_TestInfo tests[] = {
     {"test_coalesce_window_needs_cacheable", test_coalesce_window_needs_cacheable},
     {"test_coalesce_window_expired_entries_swept", test_coalesce_window_expired_entries_swept},
     {"test_coalesce_slot_alone_and_shared", test_coalesce_slot_alone_and_shared},
+    {"test_coalesce_keys_written_on_demand", test_coalesce_keys_written_on_demand},
     {"test_coalesce_result_outlives_coalescer", test_coalesce_result_outlives_coalescer},
     {"test_coalesce_bad_input", test_coalesce_bad_input},
     {"test_coalesce_stress_random_keys", test_coalesce_stress_random_keys},
