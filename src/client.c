@@ -1102,26 +1102,28 @@ static size_t key_write(const void *ctx, void *buf, size_t cap)
     return size;
 }
 
-/* A hash of the parts key_write writes: equal keys hash equal.  The
- * query's parameters are hashed one by one and summed, so their order does
- * not count, as in the sorted key. */
+/* A hash of the parts key_write writes: equal keys hash equal.  A query of
+ * one parameter is hashed with the path as it stands; the parameters of a
+ * longer one are hashed one by one and summed, so their order does not
+ * count, as in the sorted key. */
 static uint64_t key_hash(const call *k)
 {
-    const char *q = k->rel.data + k->rel_path_len, *end = k->rel.data + k->rel.len;
+    const char *q = k->rel.data + k->rel_path_len, *end = k->rel.data + k->rel.len, *amp;
     size_t nreq = k->req->headers ? k->req->nheaders : 0, i;
     uint64_t h, params = 0;
 
     h = k->is_get ? k->c->key_hash_get
                   : sl_hash_bytes(k->c->key_hash, k->method, strlen(k->method) + 1);
-    h = sl_hash_bytes(h, k->rel.data, k->rel_path_len);
-    if (q < end) {
-        for (q++; q <= end; q++) {
-            const char *p = q;
-            while (q < end && *q != '&')
-                q++;
-            params += sl_hash_bytes(k->c->key_hash, p, (size_t)(q - p));
+    if (q == end || !(amp = memchr(q, '&', (size_t)(end - q)))) {
+        h = sl_hash_bytes(h, k->rel.data, k->rel.len);
+    } else {
+        h = sl_hash_bytes(h, k->rel.data, k->rel_path_len);
+        for (q++; q <= end; q = amp + 1) {
+            if (!(amp = memchr(q, '&', (size_t)(end - q))))
+                amp = end;
+            params += sl_hash_bytes(k->c->key_hash, q, (size_t)(amp - q));
         }
-        h = sl_hash_bytes(h ^ params, "?", 1);
+        h = sl_hash_bytes(h ^ params, "&", 1);
     }
     for (i = 0; i < nreq; i++) {
         const char *name = or_empty(k->req->headers[i].name);
