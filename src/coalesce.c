@@ -155,9 +155,11 @@ static const void *key_bytes(const sl_flight_key *k, void *buf, size_t cap, size
     *len = n;
     if (n <= cap)
         return buf ? buf : "";
-    if (!(*heap = sl_malloc(n)) || k->write(k->ctx, *heap, n) != n)
-        return NULL;
-    return *heap;
+    if ((*heap = sl_malloc(n)) && k->write(k->ctx, *heap, n) == n)
+        return *heap;
+    sl_free(*heap);
+    *heap = NULL;
+    return NULL;
 }
 
 /* Two keys whose hashes met: equal when their bytes are.  A key that
