@@ -292,7 +292,6 @@ typedef struct call {
     size_t ep;                /* endpoint in use */
     int attempts;
     int reused;
-    int leader;               /* this caller ran the coalesced flight */
     int follower;             /* another caller's flight served this one */
     size_t sent;              /* bytes the last attempt wrote */
     int64_t started;          /* when the call began */
@@ -885,12 +884,11 @@ static int run(call *k, sluice_response **out)
 /* Coalescing                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* What a flight hands every caller: the response, or the error.  The
- * leader fills its own (the slot in sl_flight_opts); it moves into the
- * flight only when someone else shares it. */
+/* What a shared flight hands its other callers: a reference of its own on
+ * the leader's response, and the leader's error.  Written into the flight
+ * only when someone shares it (sl_flight_end). */
 typedef struct flight_value {
     sluice_response *resp;
-    int attempts;
     sluice_error err;
 } flight_value;
 
@@ -906,31 +904,24 @@ sluice_coalescer *sl_http_coalescer_new(sluice_error *err)
     return sl_coalescer_new(flight_value_release, sizeof(flight_value), err);
 }
 
-static int flight_fn(void *arg, void **value)
-{
-    call *k = arg;
-    flight_value *fv = *value;
-    sluice_error *caller_err = k->err;
+/* The leader's result, for share_result. */
+typedef struct lead_result {
+    const call *k;
     int rc;
+    sluice_response *resp;
+} lead_result;
 
-    k->leader = 1;
-    fv->resp = NULL;
-    sl_err_clear(&fv->err);
-    k->err = &fv->err;
-    rc = run(k, &fv->resp);
-    fv->err.code = rc;
-    fv->attempts = k->attempts;
-    if (fv->resp)
-        fv->resp->attempts = k->attempts;   /* before the flight publishes it */
-    k->err = caller_err;
-    return rc;
-}
-
-static int flight_cacheable(int code, void *value)
+static void share_result(void *ctx, void *value)
 {
+    const lead_result *lr = ctx;
     flight_value *fv = value;
 
-    return code == 0 && fv->resp && sl_response_cacheable(fv->resp);
+    fv->resp = lr->resp ? sl_response_ref(lr->resp) : NULL;
+    if (lr->rc)
+        sl_err_copy(&fv->err, lr->k->err);
+    else
+        sl_err_clear(&fv->err);
+    fv->err.code = lr->rc;
 }
 
 static int coalescible(const call *k)
@@ -1136,34 +1127,22 @@ static uint64_t key_hash(const call *k)
     return h;
 }
 
-/* What the caller gets from the flight: a leader alone the response in its
- * slot; a leader others joined another reference on the response's primary
- * handle; every other caller a handle of its own on the same data; or the
- * flight's error. */
+/* What a caller the leader served gets: a handle of its own on the
+ * leader's response, or the leader's error; or the coalescer's own. */
 static int take_result(call *k, int rc, sluice_flight_result *fr, sluice_response **out)
 {
     flight_value *fv = fr->value;
-    int alone = fv && !fr->internal_;       /* a leader alone: the slot is its own */
 
     if (rc == 0 && fv && fv->resp) {
-        if (alone)
-            *out = fv->resp;
-        else if (fr->shared)
-            *out = sl_response_share(fv->resp, 1);
-        else
-            *out = sl_response_ref(fv->resp);
-        if (!*out)
+        if (!(*out = sl_response_share(fv->resp, 1)))
             rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-        return rc;
-    }
-    if (fv)
+    } else if (fv) {
         sl_err_copy(k->err, &fv->err);
-    else if (rc == SLUICE_ETIMEDOUT)
+    } else if (rc == SLUICE_ETIMEDOUT) {
         sl_err(k->err, rc, "timed out waiting for an identical request in flight");
-    else if (rc)
+    } else if (rc) {
         sl_err(k->err, rc, "%s", sluice_strerror(rc));
-    if (alone)
-        sluice_response_free(fv->resp);     /* anything an error left behind */
+    }
     return rc;
 }
 
@@ -1181,16 +1160,32 @@ static void follower_hook(call *k, int rc, const flight_value *fv)
     hook(k, fn, u, fv && fv->resp ? fv->resp->d->http.status : 0, rc, k->started);
 }
 
+/* A coalescible call: it leads a flight and runs, or another's flight or
+ * the micro-cache serves it. */
 static int run_coalesced(call *k, sluice_response **out)
 {
-    sluice_flight_result fr;
-    flight_value slot;
-    sl_flight_opts o = {k->deadline, k->c->opts.coalesce_window_ms, flight_cacheable, &slot};
+    sl_flight_opts o = {k->deadline, k->c->opts.coalesce_window_ms, NULL};
     sl_flight_key key = {key_hash(k), NULL, 0, key_write, k};
+    sl_flight_lead lead;
+    sluice_flight_result fr;
+    sluice_error own_err;
+    lead_result lr;
     int rc;
 
-    rc = sl_coalesce_key(k->f->co, &key, &o, flight_fn, k, &fr);
-    if (!k->leader && (fr.shared || rc == SLUICE_ETIMEDOUT))
+    if (sl_flight_begin(k->f->co, &key, &o, &lead, &fr)) {
+        if (!k->err)
+            k->err = &own_err;      /* followers get the message */
+        rc = run(k, out);
+        if (*out)
+            (*out)->attempts = k->attempts;     /* before anyone else sees it */
+        lr = (lead_result){k, rc, *out};
+        sl_flight_end(k->f->co, &lead, rc, NULL,
+                      o.window_ms > 0 && rc == 0 && sl_response_cacheable(*out), o.window_ms,
+                      share_result, &lr, NULL);
+        return rc;
+    }
+    rc = fr.code;
+    if (fr.shared || rc == SLUICE_ETIMEDOUT)
         follower_hook(k, rc, fr.value);
     rc = take_result(k, rc, &fr, out);
     sluice_flight_result_release(&fr);

@@ -34,8 +34,8 @@ typedef struct flight {
     void *value;
 } flight;
 
-/* Where a flight's copy of a shared slot begins (coalesce.h: value_size). */
-#define SLOT_OFFSET \
+/* Where a flight's shared value begins (value_size bytes; coalesce.h). */
+#define VALUE_OFFSET \
     ((sizeof(flight) + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t))
 
 typedef struct stripe {
@@ -64,9 +64,9 @@ static stripe *stripe_of(sluice_coalescer *co, uint64_t h)
 
 /* ---- flights ------------------------------------------------------------ */
 
-static void *slot_of(flight *f)
+static void *value_of(flight *f)
 {
-    return (char *)f + SLOT_OFFSET;
+    return (char *)f + VALUE_OFFSET;
 }
 
 /* A flight for the key, led by this thread: the stripe's spare when there
@@ -78,7 +78,7 @@ static flight *flight_new(sluice_coalescer *co, stripe *s, const sl_flight_key *
 
     if (f)
         s->spare = NULL;
-    else if (!(f = sl_malloc(SLOT_OFFSET + co->value_size)))
+    else if (!(f = sl_malloc(VALUE_OFFSET + co->value_size)))
         return NULL;
     f->next = NULL;
     f->release = co->release;
@@ -297,63 +297,61 @@ static int key_copy(const sl_flight_key *k, unsigned char **own, size_t *len)
     return 0;
 }
 
-/* Runs fn, then publishes its result: into the window when it qualifies
- * (with its own copy of the key: the caller's goes when this returns),
- * else out of the table.  A leader with a slot whose flight nobody else
- * holds keeps its value where it is and hands the flight back to the
- * stripe (coalesce.h); otherwise a slot's value moves into the flight.
- * Waiters are woken either way. */
-static int lead(sluice_coalescer *co, stripe *s, flight *f, const sl_flight_opts *o,
-                sluice_flight_fn fn, void *arg, sluice_flight_result *out)
+/* Publishes a leader's result: into the window when keep (with its own
+ * copy of the key: the caller's goes when the leader returns), else out of
+ * the table, and wakes the followers.  A flight nobody else holds goes back
+ * to the stripe as its spare. */
+int sl_flight_end(sluice_coalescer *co, sl_flight_lead *lead, int code, void *value, int keep,
+                  int window_ms, sl_flight_share_fn share, void *ctx, sluice_flight_result *out)
 {
-    void *value = o->slot;
-    int code = fn(arg, &value), keep, wake, alone;
+    stripe *s = lead->stripe_;
+    flight *f = lead->flight_;
     unsigned char *own = NULL;
     size_t own_len = 0;
+    int shared, wake;
 
-    if (o->slot)
-        value = o->slot;    /* fn fills the slot; the pointer is not its to change */
-    keep = o->window_ms > 0 && (o->cacheable ? o->cacheable(code, value) : code == 0);
+    keep = keep && window_ms > 0;
     if (keep && key_copy(&f->key, &own, &own_len) != 0)
         keep = 0;           /* out of memory: served once, not cached */
     sl_lock_acquire(&s->lock);
-    /* Followers take references under this lock, so nobody else can
-     * reach a flight that is alone here once it leaves the table. */
-    alone = !keep && atomic_load_explicit(&f->refs, memory_order_relaxed) == 1;
-    if (o->slot && value == o->slot && !alone) {
-        memcpy(slot_of(f), o->slot, co->value_size);
-        value = slot_of(f);
+    /* Followers take references under this lock, so a flight only its
+     * leader holds cannot be reached by anyone once it leaves the table. */
+    shared = keep || out || atomic_load_explicit(&f->refs, memory_order_relaxed) > 1;
+    if (shared && share && co->value_size) {
+        share(ctx, value_of(f));
+        value = value_of(f);
     }
     f->code = code;
-    f->value = value;
+    f->value = shared ? value : NULL;
     atomic_store_explicit(&f->done, 1, memory_order_release);
     if (keep) {
         f->key = (sl_flight_key){f->key.hash, own, own_len, NULL, NULL};
         f->own_key = own;
         f->cached = 1;
-        f->expires = sl_now_ns() + (int64_t)o->window_ms * 1000000;
+        f->expires = sl_now_ns() + (int64_t)window_ms * 1000000;
         atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
         s->cached++;
     } else {
         unlink_flight(s, f);
     }
-    wake = f->waiters && !alone;
-    if (alone && o->slot) {
-        f->value = NULL;    /* the value stays the caller's */
-        if (!s->spare) {
-            s->spare = f;
-            f = NULL;
-        }
-        sl_lock_release(&s->lock);
-        if (f)
-            sl_free(f);
-        *out = (sluice_flight_result){code, value, 0, NULL};
-        return code;
+    wake = shared && f->waiters;
+    if (!shared && !s->spare) {
+        s->spare = f;
+        f = NULL;
     }
     sl_lock_release(&s->lock);
+    if (!shared) {
+        if (f)
+            sl_free(f);
+        return 0;
+    }
     if (wake)               /* the leader's reference keeps f alive */
         sl_futex_wake(&f->done, INT_MAX);
-    return fill(out, f, 0);
+    if (out)
+        fill(out, f, 0);    /* the leader's reference goes to its result */
+    else
+        flight_unref(f);
+    return 1;
 }
 
 /* Waits for the leader; called with the stripe lock held, returns with it
@@ -398,19 +396,21 @@ uint64_t sl_coalesce_seed(const sluice_coalescer *co)
     return co->seed;
 }
 
-int sl_coalesce_key(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
-                    sluice_flight_fn fn, void *arg, sluice_flight_result *out)
+int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
+                    sl_flight_lead *lead, sluice_flight_result *out)
 {
     flight *f, *dead = NULL;
     int64_t now = 0;
     stripe *s;
+    int leads = 0;
 
     if (!out)
-        return SLUICE_EINVAL;
+        return 0;
     *out = (sluice_flight_result){0};
-    if (!co || !key || !o || !fn || (!key->write && !key->bytes && key->len) ||
-        !o->slot != !co->value_size)
-        return out->code = SLUICE_EINVAL;
+    if (!co || !key || !o || !lead || (!key->write && !key->bytes && key->len)) {
+        out->code = SLUICE_EINVAL;
+        return 0;
+    }
     s = stripe_of(co, key->hash);
     sl_lock_acquire(&s->lock);
     if (s->cached)
@@ -431,12 +431,30 @@ int sl_coalesce_key(sluice_coalescer *co, const sl_flight_key *key, const sl_fli
         insert(s, f, now, &dead);
         s->flights++;
         sl_lock_release(&s->lock);
-        unref_list(dead);
-        dead = NULL;
-        lead(co, s, f, o, fn, arg, out);
+        *lead = (sl_flight_lead){f, s};
+        leads = 1;
     }
     unref_list(dead);
-    return out->code;
+    return leads;
+}
+
+int sl_coalesce_key(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
+                    sluice_flight_fn fn, void *arg, sluice_flight_result *out)
+{
+    sl_flight_lead lead;
+    void *value = NULL;
+    int code, keep;
+
+    if (out && !fn) {
+        *out = (sluice_flight_result){SLUICE_EINVAL, NULL, 0, NULL};
+        return SLUICE_EINVAL;
+    }
+    if (!sl_flight_begin(co, key, o, &lead, out))
+        return out ? out->code : SLUICE_EINVAL;
+    code = fn(arg, &value);
+    keep = o->window_ms > 0 && (o->cacheable ? o->cacheable(code, value) : code == 0);
+    sl_flight_end(co, &lead, code, value, keep, o->window_ms, NULL, NULL, out);
+    return code;
 }
 
 void sl_coalesce_stats(sluice_coalescer *co, struct sl_coalesce_stats *out)
@@ -472,7 +490,7 @@ int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_f
 int sluice_coalesce(sluice_coalescer *co, const void *key, size_t keylen, int timeout_ms,
                     sluice_flight_fn fn, void *arg, sluice_flight_result *out)
 {
-    sl_flight_opts o = {sl_deadline_in_ms(timeout_ms), 0, NULL, NULL};
+    sl_flight_opts o = {sl_deadline_in_ms(timeout_ms), 0, NULL};
 
     return sl_coalesce(co, key, keylen, &o, fn, arg, out);
 }

@@ -27,12 +27,11 @@
  *    error or not: every waiter sees the same pair.  Whoever gets a result
  *    calls sluice_flight_result_release() once, whatever the code.
  *  - Results without a flight (SLUICE_EINVAL, SLUICE_ENOMEM, a follower's
- *    SLUICE_ETIMEDOUT, a leader alone with a slot) need no release (it is
- *    a harmless no-op).
- *  - The common case, a call that meets no identical one, allocates
- *    nothing when the caller gives a slot: the leader's value stays in the
- *    slot and its flight goes back to the stripe as a spare for the next
- *    one.
+ *    SLUICE_ETIMEDOUT) need no release (it is a harmless no-op).
+ *  - With sl_flight_begin()/sl_flight_end() the common case, a call that
+ *    meets no identical one, allocates and copies nothing: the leader
+ *    keeps its own result and its flight goes back to the stripe as a
+ *    spare for the next one.
  */
 #ifndef SL_COALESCE_H
 #define SL_COALESCE_H
@@ -55,8 +54,8 @@ struct sl_coalesce_stats {
     uint64_t waiting;       /* followers waiting right now (a gauge) */
 };
 
-/* Like sluice_coalescer_new, for callers whose value is a struct of
- * value_size bytes that they give each call as a slot (sl_flight_opts). */
+/* Like sluice_coalescer_new, with value_size bytes of room in every
+ * flight for a value that sl_flight_end()'s share() writes there. */
 sluice_coalescer *sl_coalescer_new(sluice_flight_release_fn release, size_t value_size,
                                    sluice_error *err);
 
@@ -66,9 +65,17 @@ typedef struct sl_flight_opts {
     int window_ms;              /* a result cacheable() accepts serves same-key
                                    callers this long after it finished; 0: none */
     sl_cacheable_fn cacheable;  /* NULL means "code == 0" */
-    void *slot;                 /* value_size bytes of the caller's, given iff the
-                                   coalescer has a value_size */
 } sl_flight_opts;
+
+/* Like sluice_coalesce, with the options above.
+ *
+ * A window hit is reported as shared (out->shared = 1) and counted in
+ * cache_hits, not in followers.  Expired window entries are dropped when
+ * a lookup meets them and by a sweep that runs on inserts, so the table
+ * only holds flights in progress and entries still inside their window.
+ * Thread-safe. */
+int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
+                sluice_flight_fn fn, void *arg, sluice_flight_result *out);
 
 /* A key for sl_coalesce_key().  Equal keys must have equal hashes. */
 typedef struct sl_flight_key {
@@ -138,24 +145,39 @@ static inline uint64_t sl_hash_bytes(uint64_t h, const void *data, size_t n)
 int sl_coalesce_key(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
                     sluice_flight_fn fn, void *arg, sluice_flight_result *out);
 
-/* Like sluice_coalesce, with the options above.
+/* The leader's side of sl_coalesce_key(), for a caller that runs its own
+ * work between two calls instead of through fn(), and keeps its own result:
  *
- * With a slot, fn() finds *value pointing at it and fills it (the pointer
- * is not its to change).  A leader whose flight nobody joined and that
- * does not enter the window gets out->value == slot and no flight
- * (out->internal_ NULL): the value is the caller's alone, release() is
- * not called for it, and the flight is kept for the stripe's next call.
- * Otherwise the slot's bytes move into the flight, out->value points at
- * them there, and release() frees what they hold with the flight: the
- * caller must treat its slot as moved.
+ *     if (sl_flight_begin(co, &key, &o, &lead, &out)) {
+ *         ... the work ...
+ *         sl_flight_end(co, &lead, code, keep, o.window_ms, share, ctx);
+ *     } else {
+ *         ... out is a follower's result, a window hit or an error ...
+ *     }
  *
- * A window hit is reported as shared (out->shared = 1) and counted in
- * cache_hits, not in followers.  Expired window entries are dropped when
- * a lookup meets them and by a sweep that runs on inserts, so the table
- * only holds flights in progress and entries still inside their window.
- * Thread-safe. */
-int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
-                sluice_flight_fn fn, void *arg, sluice_flight_result *out);
+ * sl_flight_begin() returns 1 when the caller leads (and must call
+ * sl_flight_end()), else 0 with *out filled as sl_coalesce_key() fills it.
+ *
+ * sl_flight_end() publishes the result, code and value; keep asks for the
+ * window (window_ms > 0).  With share, the value is written only when
+ * someone shares it (a follower joined, or it enters the window): share()
+ * writes it, under the stripe lock, into value_size bytes of the flight,
+ * which release() frees with the flight, and sl_flight_end() returns 1.
+ * When nobody does, the flight goes back to its stripe for the next call,
+ * share() is not called and it returns 0: the common case allocates and
+ * copies nothing.  With out, the leader gets a result as sl_coalesce_key()
+ * gives it (and the flight is always kept for it). */
+typedef struct sl_flight_lead {
+    void *flight_;
+    void *stripe_;
+} sl_flight_lead;
+
+typedef void (*sl_flight_share_fn)(void *ctx, void *value);
+
+int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
+                    sl_flight_lead *lead, sluice_flight_result *out);
+int sl_flight_end(sluice_coalescer *co, sl_flight_lead *lead, int code, void *value, int keep,
+                  int window_ms, sl_flight_share_fn share, void *ctx, sluice_flight_result *out);
 
 /* A snapshot of the counters (each read atomically).  Thread-safe. */
 void sl_coalesce_stats(sluice_coalescer *co, struct sl_coalesce_stats *out);

@@ -455,7 +455,7 @@ static int one = 1;
 static int windowed(sluice_coalescer *co, const char *key, int window_ms, sl_cacheable_fn c,
                     int *arg, tvalue **seen)
 {
-    sl_flight_opts o = {SL_NO_DEADLINE, window_ms, c, NULL};
+    sl_flight_opts o = {SL_NO_DEADLINE, window_ms, c};
     sluice_flight_result r;
     int shared;
 
@@ -542,31 +542,23 @@ static void test_coalesce_window_expired_entries_swept(void)
     CU_ASSERT_EQUAL(atomic_load(&releases), 4500);
 }
 
-/* ---- a caller's slot (sl_coalescer_new's value_size) ------------------- */
+/* ---- a leader that runs its own work (sl_flight_begin/_end) ------------ */
 
-typedef struct slot_call {
-    sluice_coalescer *co;
-    int delay_ms;           /* how long fn takes */
-    tvalue slot;
-    sluice_flight_result r;
-    int rc;
-} slot_call;
+static atomic_int shares;
 
-static int slot_fn(void *arg, void **value)
+/* Writes the shared value into the flight (value_size bytes). */
+static void share_42(void *ctx, void *value)
 {
-    slot_call *sc = arg;
-    tvalue *v = *value;
+    tvalue *t = value;
 
-    T_CHECK(v == &sc->slot);
-    atomic_fetch_add(&calls, 1);
-    usleep((useconds_t)sc->delay_ms * 1000);
-    v->magic = MAGIC;
-    v->key = 42;
-    return 0;
+    (void)ctx;
+    t->magic = MAGIC;
+    t->key = 42;
+    atomic_fetch_add(&shares, 1);
 }
 
-/* Releases what a slot holds; the slot itself is never freed. */
-static void slot_release(void *v)
+/* Releases what a shared value holds; the bytes are the flight's. */
+static void value_release(void *v)
 {
     tvalue *t = v;
 
@@ -575,20 +567,37 @@ static void slot_release(void *v)
     atomic_fetch_add(&releases, 1);
 }
 
-static void *slot_thread(void *arg)
-{
-    slot_call *sc = arg;
-    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL, &sc->slot};
+typedef struct lead_call {
+    sluice_coalescer *co;
+    int wait_for_follower;      /* end only once a follower waits */
+    int begun, shared;
+} lead_call;
 
-    sc->rc = sl_coalesce(sc->co, "k", 1, &o, slot_fn, sc, &sc->r);
+static void *lead_thread(void *arg)
+{
+    lead_call *lc = arg;
+    sl_flight_key key = {7, "k", 1, NULL, NULL};
+    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
+    sl_flight_lead lead;
+    sluice_flight_result r;
+
+    lc->begun = sl_flight_begin(lc->co, &key, &o, &lead, &r);
+    if (!lc->begun)
+        return NULL;
+    atomic_fetch_add(&calls, 1);
+    if (lc->wait_for_follower)
+        T_CHECK(await_waiting(lc->co, 1, 10000) == 0);
+    lc->shared = sl_flight_end(lc->co, &lead, 0, NULL, 0, 0, share_42, NULL, NULL);
     return NULL;
 }
 
-static void test_coalesce_slot_alone_and_shared(void)
+static void test_coalesce_lead_alone_and_shared(void)
 {
-    sluice_coalescer *co = sl_coalescer_new(slot_release, sizeof(tvalue), NULL);
-    sl_flight_opts none = {SL_NO_DEADLINE, 0, NULL, NULL};
-    slot_call a = {.co = co}, b = {.co = co};
+    sluice_coalescer *co = sl_coalescer_new(value_release, sizeof(tvalue), NULL);
+    sl_flight_key key = {7, "k", 1, NULL, NULL};
+    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
+    lead_call a = {.co = co};
+    sl_flight_lead lead;
     sluice_flight_result r;
     pthread_t t;
     tvalue *v;
@@ -596,48 +605,41 @@ static void test_coalesce_slot_alone_and_shared(void)
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(co);
     reset_counts();
-    /* Alone, twice (the second takes the first's flight back): the value
-     * stays in the caller's slot, no flight, nothing to release. */
+    atomic_store(&shares, 0);
+    /* Alone, twice (the second takes the first's flight back): nothing is
+     * shared, written or released. */
     for (i = 0; i < 2; i++) {
-        slot_thread(&a);
-        CU_ASSERT_EQUAL(a.rc, 0);
-        CU_ASSERT_PTR_EQUAL(a.r.value, &a.slot);
-        CU_ASSERT_PTR_NULL(a.r.internal_);
-        CU_ASSERT_EQUAL(a.slot.key, 42);
-        sluice_flight_result_release(&a.r);
+        lead_thread(&a);
+        CU_ASSERT_EQUAL(a.begun, 1);
+        CU_ASSERT_EQUAL(a.shared, 0);
     }
+    CU_ASSERT_EQUAL(atomic_load(&shares), 0);
     CU_ASSERT_EQUAL(atomic_load(&releases), 0);
 
-    /* Joined: the leader's slot moves into the flight, both callers see
-     * that copy, and it is released once, after both let go. */
-    a = (slot_call){.co = co, .delay_ms = 300};
-    pthread_create(&t, NULL, slot_thread, &a);
+    /* With a follower: share() writes the value once, the follower gets it,
+     * and it is released once, when the follower lets go. */
+    a = (lead_call){.co = co, .wait_for_follower = 1};
+    pthread_create(&t, NULL, lead_thread, &a);
     while (atomic_load(&calls) < 3)
         usleep(1000);
-    slot_thread(&b);
+    CU_ASSERT_EQUAL(sl_flight_begin(co, &key, &o, &lead, &r), 0);
     pthread_join(t, NULL);
-    CU_ASSERT_EQUAL(atomic_load(&calls), 3);
-    CU_ASSERT_EQUAL(a.rc, 0);
-    CU_ASSERT_EQUAL(b.rc, 0);
-    CU_ASSERT_EQUAL(a.r.shared, 0);
-    CU_ASSERT_EQUAL(b.r.shared, 1);
-    CU_ASSERT_PTR_EQUAL(a.r.value, b.r.value);
-    CU_ASSERT_PTR_NOT_EQUAL(a.r.value, &a.slot);
-    CU_ASSERT_PTR_NOT_NULL(a.r.internal_);
-    v = a.r.value;
+    CU_ASSERT_EQUAL(a.shared, 1);
+    CU_ASSERT_EQUAL(atomic_load(&shares), 1);
+    CU_ASSERT_EQUAL(r.code, 0);
+    CU_ASSERT_EQUAL(r.shared, 1);
+    v = r.value;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
     CU_ASSERT_EQUAL(v->key, 42);
-    sluice_flight_result_release(&a.r);
     CU_ASSERT_EQUAL(atomic_load(&releases), 0);
-    sluice_flight_result_release(&b.r);
+    sluice_flight_result_release(&r);
     CU_ASSERT_EQUAL(atomic_load(&releases), 1);
 
-    /* A slot is given exactly when the coalescer has a value size. */
-    CU_ASSERT_EQUAL(sl_coalesce(co, "k", 1, &none, slot_fn, &a, &r), SLUICE_EINVAL);
-    sluice_coalescer_free(co);
-    co = sluice_coalescer_new(NULL, NULL);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
-    none.slot = &a.slot;
-    CU_ASSERT_EQUAL(sl_coalesce(co, "k", 1, &none, slot_fn, &a, &r), SLUICE_EINVAL);
+    /* Bad input is refused before anything is registered. */
+    CU_ASSERT_EQUAL(sl_flight_begin(co, NULL, &o, &lead, &r), 0);
+    CU_ASSERT_EQUAL(r.code, SLUICE_EINVAL);
+    CU_ASSERT_EQUAL(sl_flight_begin(co, &key, &o, NULL, &r), 0);
+    CU_ASSERT_EQUAL(r.code, SLUICE_EINVAL);
     sluice_coalescer_free(co);
     CU_ASSERT_EQUAL(atomic_load(&bad), 0);
 }
@@ -680,7 +682,7 @@ static void *lazy_thread(void *arg)
 {
     lazy_call *lc = arg;
     sl_flight_key key = {42, NULL, 0, text_write, lc->text};
-    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL, NULL};
+    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
 
     lc->rc = sl_coalesce_key(lc->co, &key, &o, lazy_fn, lc, &lc->r);
     return NULL;
@@ -796,7 +798,7 @@ static void *stress_thread(void *arg)
         int key = (int)sl_rand_below(STRESS_KEYS);
         int timeout = sl_rand_below(4) == 0 ? (int)sl_rand_below(2) : -1;
         int window = sl_rand_below(2) ? 0 : 3;
-        sl_flight_opts o = {sl_deadline_in_ms(timeout), window, NULL, NULL};
+        sl_flight_opts o = {sl_deadline_in_ms(timeout), window, NULL};
         char k[16];
         sluice_flight_result r;
         int rc;
@@ -866,7 +868,7 @@ static void test_coalesce_alloc_failure_loop(void)
         if (co) {
             rc = sluice_coalesce(co, "a", 1, -1, plain_fn, &one, &r);
             sluice_flight_result_release(&r);
-            sl_flight_opts o = {SL_NO_DEADLINE, 1000, NULL, NULL};
+            sl_flight_opts o = {SL_NO_DEADLINE, 1000, NULL};
 
             rc2 = sl_coalesce(co, "b", 1, &o, plain_fn, &one, &r);
             sluice_flight_result_release(&r);
@@ -894,7 +896,7 @@ static CU_TestInfo tests[] = {
     {"test_coalesce_window_serves_until_expiry", test_coalesce_window_serves_until_expiry},
     {"test_coalesce_window_needs_cacheable", test_coalesce_window_needs_cacheable},
     {"test_coalesce_window_expired_entries_swept", test_coalesce_window_expired_entries_swept},
-    {"test_coalesce_slot_alone_and_shared", test_coalesce_slot_alone_and_shared},
+    {"test_coalesce_lead_alone_and_shared", test_coalesce_lead_alone_and_shared},
     {"test_coalesce_keys_written_on_demand", test_coalesce_keys_written_on_demand},
     {"test_coalesce_result_outlives_coalescer", test_coalesce_result_outlives_coalescer},
     {"test_coalesce_bad_input", test_coalesce_bad_input},
