@@ -13,7 +13,7 @@
 #   BUILD=build bench/run.sh
 #   BENCH_SECONDS  length of one timed run (default 2)
 #   BENCH_ROUNDS   rounds per timed scenario (default 5); medians reported
-#   BENCH_COAL_ROUNDS  rounds of 1 s for the coalescer-cost pair (default 20)
+#   BENCH_COAL_ROUNDS  rounds of 1 s for the coalescer-cost pair (default 60)
 #   BENCH_PIN      1 (default): servers on CPU 0, load generators on CPU 1
 #   BENCH_OUT      the report (default bench/results.md; "-" = none)
 set -eu
@@ -367,7 +367,7 @@ say "bench: h. coalescer overhead"
 # A 2% difference is inside one run's noise on a shared machine, so this
 # pair takes more, shorter rounds than the others (BENCH_COAL_ROUNDS).
 R_all=$R S_all=$S
-R=${BENCH_COAL_ROUNDS:-20} S=1
+R=${BENCH_COAL_ROUNDS:-60} S=1
 pair coal "-t 8 -c 8 --distinct --coalesce $http" "$sb -t 8 -c 8 --distinct $http"
 R=$R_all S=$S_all
 rr=$(ratio coal rps)
