@@ -943,31 +943,11 @@ static int cmp_param(const void *a, const void *b)
 }
 
 /* Copies n bytes to *dst and moves it on: the key's size is known before
- * it is written (see key_size), so no copy checks for room.  Most parts
- * of a key are short: up to 32 bytes are copied inline, as two moves of a
- * fixed size that may overlap, instead of through a call to memcpy. */
-static inline void put(char **dst, const void *src, size_t n)
+ * it is written (see key_size), so no copy checks for room. */
+static void put(char **dst, const void *p, size_t n)
 {
-    const char *p = src;
-    char *d = *dst;
-
-    if (n > 32) {
-        memcpy(d, p, n);
-    } else if (n >= 16) {
-        memcpy(d, p, 16);
-        memcpy(d + n - 16, p + n - 16, 16);
-    } else if (n >= 8) {
-        memcpy(d, p, 8);
-        memcpy(d + n - 8, p + n - 8, 8);
-    } else if (n >= 4) {
-        memcpy(d, p, 4);
-        memcpy(d + n - 4, p + n - 4, 4);
-    } else if (n) {
-        d[0] = p[0];
-        d[n / 2] = p[n / 2];
-        d[n - 1] = p[n - 1];
-    }
-    *dst = d + n;
+    memcpy(*dst, p, n);
+    *dst += n;
 }
 
 /* The query's parameters in sorted order, each followed by '&', so
@@ -1017,7 +997,7 @@ static size_t headers_size(const sluice_header *h, size_t n)
     return size;
 }
 
-static inline void put_headers(char **dst, const sluice_header *h, size_t n)
+static void put_headers(char **dst, const sluice_header *h, size_t n)
 {
     size_t i;
 
