@@ -141,6 +141,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         if (!rd)
             return 0;
+        /* As the library reads: no array longer than any reply it expects. */
+        if (sl_redis_bound_reader(rd) != 0) {
+            redisReaderFree(rd);
+            return 0;
+        }
         if (redisReaderFeed(rd, (const char *)in.p, in.n) == REDIS_OK &&
             redisReaderGetReply(rd, &reply) == REDIS_OK && reply) {
             check(reply, n);

@@ -189,6 +189,19 @@ int sl_redis_open(const sl_redis_url *u, int64_t deadline, struct redisContext *
  * NULL with err set.  For tools and tests that talk to Redis directly. */
 struct redisContext *sl_redis_connect_url(const char *url, int timeout_ms, sluice_error *err);
 
+/* hiredis (0.14) allocates a multi-bulk reply's element array as soon as
+ * it reads the count, so "*400000004" from a hostile or broken server
+ * would make it allocate 3.2 GB.  No reply to a command sluice sends has
+ * more than SL_REDIS_MAX_REPLY_ELEMENTS elements (4 integers for each of
+ * up to 256 batched decisions): this gives a reader hiredis's own reply
+ * functions with that bound on an array's count.  A longer array fails
+ * the reader with hiredis's out-of-memory error before anything is
+ * allocated for it.  sl_redis_open() applies it to every connection.
+ * 0, or -1 when out of memory.  Thread-safe. */
+#define SL_REDIS_MAX_REPLY_ELEMENTS 1024
+struct redisReader;
+int sl_redis_bound_reader(struct redisReader *r);
+
 typedef struct sl_redis sl_redis;
 
 typedef struct sl_redis_cfg {

@@ -28,6 +28,7 @@
 
 #define DEFAULT_PORT 6379
 #define MAX_BATCH 256
+_Static_assert(4 * MAX_BATCH <= SL_REDIS_MAX_REPLY_ELEMENTS, "a batch's reply must fit the bound");
 #define NUM_MAX 32                /* bytes one formatted number may take */
 #define SOCKET_TIMEOUT_SLACK_MS 2 /* a set socket timeout this close is kept */
 
@@ -608,6 +609,40 @@ static int load_script(sl_redis *rd, rconn *cn, sluice_error *err)
     return 0;
 }
 
+/* hiredis's reply functions with a bound on an array's count (limiter.h):
+ * filled once from a throwaway reader, then only read. */
+static redisReplyObjectFunctions bounded_fns;
+static void *(*hiredis_create_array)(const redisReadTask *, int);
+static pthread_once_t bounded_once = PTHREAD_ONCE_INIT;
+
+static void *bounded_create_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || elements > SL_REDIS_MAX_REPLY_ELEMENTS)
+        return NULL;
+    return hiredis_create_array(task, elements);
+}
+
+static void init_bounded_fns(void)
+{
+    redisReader *r = redisReaderCreate();
+
+    if (!r)
+        return;
+    bounded_fns = *r->fn;
+    bounded_fns.createArray = bounded_create_array;
+    hiredis_create_array = r->fn->createArray;
+    redisReaderFree(r);
+}
+
+int sl_redis_bound_reader(redisReader *r)
+{
+    pthread_once(&bounded_once, init_bounded_fns);
+    if (!r || !hiredis_create_array)
+        return -1;
+    r->fn = &bounded_fns;
+    return 0;
+}
+
 int sl_redis_open(const sl_redis_url *u, int64_t deadline, redisContext **out, int *refused,
                   sluice_error *err)
 {
@@ -622,6 +657,10 @@ int sl_redis_open(const sl_redis_url *u, int64_t deadline, redisContext **out, i
                 : redisConnectWithTimeout(u->host, u->port, tv_until(deadline));
     if (!c)
         return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory connecting", u->where);
+    if (!c->err && sl_redis_bound_reader(c->reader) != 0) {
+        redisFree(c);
+        return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory connecting", u->where);
+    }
     if (c->err) {
         rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot connect: %s", u->where, c->errstr);
     } else if (redisSetTimeout(c, tv_until(deadline)) != REDIS_OK) {

@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1723,6 +1724,152 @@ static void test_reply_decoder_rejects_malformed(void)
     CU_ASSERT_EQUAL(decode(int_reply(1), 1, out, &e), SLUICE_ELIMITER);
 }
 
+/* ---- a hostile server's array counts ------------------------------------ */
+
+/* Feeds bytes to a reader bounded as the library's are: its reply code. */
+static int read_bounded(const char *bytes, size_t n, redisReply **reply)
+{
+    redisReader *r = redisReaderCreate();
+    void *out = NULL;
+    int rc;
+
+    *reply = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(sl_redis_bound_reader(r), 0);
+    rc = redisReaderFeed(r, bytes, n);
+    if (rc == REDIS_OK)
+        rc = redisReaderGetReply(r, &out);
+    redisReaderFree(r);
+    *reply = out;
+    return rc;
+}
+
+/* "*n\r\n" and n integer replies. */
+static char *int_array(int n, size_t *len)
+{
+    char *text = malloc(32 + (size_t)n * 8), *p = text;
+    int i;
+
+    p += sprintf(p, "*%d\r\n", n);
+    for (i = 0; i < n; i++)
+        p += sprintf(p, ":%d\r\n", i % 10);
+    *len = (size_t)(p - text);
+    return text;
+}
+
+static void test_reader_bounds_array_counts(void)
+{
+    redisReply *reply;
+    size_t len;
+    char *text;
+
+    /* The count alone would have hiredis allocate 3.2 GB. */
+    CU_ASSERT_EQUAL(read_bounded("*400000004\r\n", 12, &reply), REDIS_ERR);
+    CU_ASSERT_PTR_NULL(reply);
+    text = int_array(SL_REDIS_MAX_REPLY_ELEMENTS, &len);
+    CU_ASSERT_EQUAL(read_bounded(text, len, &reply), REDIS_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    CU_ASSERT_EQUAL(reply->elements, SL_REDIS_MAX_REPLY_ELEMENTS);
+    freeReplyObject(reply);
+    free(text);
+    text = int_array(SL_REDIS_MAX_REPLY_ELEMENTS + 1, &len);
+    CU_ASSERT_EQUAL(read_bounded(text, len, &reply), REDIS_ERR);
+    CU_ASSERT_PTR_NULL(reply);
+    free(text);
+    CU_ASSERT_EQUAL(sl_redis_bound_reader(NULL), -1);
+}
+
+/* A "Redis" that answers every command with an array count of 400 million
+ * and nothing after it. */
+typedef struct hostile {
+    int lfd;
+    atomic_int stop;
+} hostile;
+
+static void *hostile_thread(void *arg)
+{
+    static const char reply[] = "*400000004\r\n";
+    hostile *h = arg;
+    int fds[8], nfd = 0, i;
+
+    while (!atomic_load(&h->stop)) {
+        struct pollfd p[9];
+        char buf[4096];
+
+        p[0] = (struct pollfd){h->lfd, POLLIN, 0};
+        for (i = 0; i < nfd; i++)
+            p[i + 1] = (struct pollfd){fds[i], POLLIN, 0};
+        if (poll(p, (nfds_t)nfd + 1, 50) <= 0)
+            continue;
+        if ((p[0].revents & POLLIN) && nfd < 8 && (fds[nfd] = accept(h->lfd, NULL, NULL)) >= 0)
+            nfd++;
+        for (i = 0; i < nfd; i++) {
+            if (!(p[i + 1].revents & (POLLIN | POLLHUP)))
+                continue;
+            if (read(fds[i], buf, sizeof buf) <= 0) {
+                close(fds[i]);
+                fds[i--] = fds[--nfd];
+                continue;
+            }
+            if (tu_write_all(fds[i], reply, sizeof reply - 1) != 0) {
+                close(fds[i]);
+                fds[i--] = fds[--nfd];
+            }
+        }
+    }
+    for (i = 0; i < nfd; i++)
+        close(fds[i]);
+    return NULL;
+}
+
+static void test_hostile_array_count_refused_at_once(void)
+{
+    hostile h = {.lfd = -1};
+    sluice_limit lim = {1, 1000, 1};
+    sluice_limit_result r;
+    sluice_limiter *l;
+    redisContext *c;
+    redisReply *reply;
+    sluice_error e;
+    pthread_t t;
+    char url[64];
+    int port;
+    int64_t t0;
+
+    h.lfd = tu_listen(8, &port);
+    CU_ASSERT_FATAL(h.lfd >= 0);
+    pthread_create(&t, NULL, hostile_thread, &h);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    /* A connection the library opened refuses the count at once, before
+     * allocating for it, rather than waiting out its 3 s timeout for
+     * elements that never come. */
+    c = sl_redis_connect_url(url, 3000, &e);
+    CU_ASSERT_PTR_NOT_NULL(c);
+    if (c) {
+        t0 = sl_now_ns();
+        reply = redisCommand(c, "PING");
+        CU_ASSERT_PTR_NULL(reply);
+        CU_ASSERT_EQUAL(c->err, REDIS_ERR_OOM);
+        CU_ASSERT(ms_since(t0) < 1500);
+        if (reply)
+            freeReplyObject(reply);
+        redisFree(c);
+    }
+    /* The limiter over it: a clear SLUICE_ELIMITER naming the server. */
+    log_capture(1);
+    l = limiter(url, "ho", SLUICE_FAIL_CLOSED, 3000, &e);
+    CU_ASSERT_PTR_NOT_NULL(l);
+    if (l) {
+        CU_ASSERT_EQUAL(sl_limiter_check(l, "{h}:k", &lim, 1, &r, &e), SLUICE_ELIMITER);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "127.0.0.1"));
+        sluice_limiter_free(l);
+    }
+    log_capture(0);
+    atomic_store(&h.stop, 1);
+    pthread_join(t, NULL);
+    close(h.lfd);
+}
+
 /* sl_redis_connect_url: a malformed URL and a closed port each give NULL
  * with a code and a message, within the timeout. */
 static void test_connect_url_errors(void)
@@ -1773,6 +1920,8 @@ static CU_TestInfo tests[] = {
     {"test_local_alloc_failure_loop", test_local_alloc_failure_loop},
     {"test_connect_url_errors", test_connect_url_errors},
     {"test_reply_decoder_rejects_malformed", test_reply_decoder_rejects_malformed},
+    {"test_reader_bounds_array_counts", test_reader_bounds_array_counts},
+    {"test_hostile_array_count_refused_at_once", test_hostile_array_count_refused_at_once},
     CU_TEST_INFO_NULL,
 };
 
