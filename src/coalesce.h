@@ -6,13 +6,13 @@
  *    compared in full when two hashes meet.  A caller may instead give the
  *    hash and a function that writes the bytes (sl_flight_key), so a call
  *    that meets no equal hash never writes its key out.  A flight in
- *    progress points at its leader's key (the leader is inside
- *    sl_coalesce_key() all that time); one that enters the window keeps a
- *    copy of the bytes.
+ *    progress points at its leader's key (the leader is between
+ *    sl_flight_begin() and sl_flight_end() all that time); one that
+ *    enters the window keeps a copy of the bytes.
  *  - The table is split into stripes, each one lock (futex.h) over its
  *    own hash buckets.  The leader takes its stripe lock once to insert
  *    and once to publish; followers sleep on the flight's done word, and
- *    the leader wakes them only when some went to sleep.  fn() and
+ *    the leader wakes them only when some joined.  fn() and
  *    release() never run with any coalescer lock held, so fn() may use
  *    the same coalescer for another key.  A caller that asks for the key
  *    its own thread is leading gets SLUICE_EINVAL rather than waiting for
