@@ -282,7 +282,6 @@ typedef struct call {
     const void *body;
     size_t body_len;
     int is_get, is_head;
-    int coalesce;             /* coalescible(): decided once */
     int retry_method;         /* the policy allows retrying this method */
     int strip_credentials;    /* a redirect left the origin */
     int64_t deadline;
@@ -877,6 +876,8 @@ static int run(call *k, sluice_response **out)
     }
     if (have_cur)
         sl_url_free(&cur);
+    if (*out)
+        (*out)->attempts = k->attempts;     /* before a flight shares it */
     return rc;
 }
 
@@ -1153,11 +1154,11 @@ static int run_coalesced(call *k, sluice_response **out)
     int rc;
 
     if (sl_flight_begin(k->f->co, &key, &o, &lead, &fr)) {
-        if (!k->err)
-            k->err = &own_err;      /* followers get the message */
+        if (!k->err) {              /* followers get the message */
+            sl_err_clear(&own_err);
+            k->err = &own_err;
+        }
         rc = run(k, out);
-        if (*out)
-            (*out)->attempts = k->attempts;     /* before anyone else sees it */
         lr = (lead_result){k, rc, *out};
         sl_flight_end(k->f->co, &lead, rc, NULL,
                       o.window_ms > 0 && rc == 0 && sl_response_cacheable(*out), o.window_ms,
@@ -1238,12 +1239,9 @@ int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_respons
     sl_metrics_enter(&c->metrics);
     rc = call_init(&k, c, req, err);
     if (rc == 0 && (rc = bulkhead_enter(&k)) == 0) {
-        k.coalesce = coalescible(&k);
-        rc = k.coalesce ? run_coalesced(&k, out) : run(&k, out);
+        rc = coalescible(&k) ? run_coalesced(&k, out) : run(&k, out);
         bulkhead_leave(c);
     }
-    if (rc == 0 && !k.coalesce)
-        (*out)->attempts = k.attempts;
     if (err)
         err->code = rc;
     count(&k, rc, *out);

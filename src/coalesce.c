@@ -316,7 +316,8 @@ int sl_flight_end(sluice_coalescer *co, sl_flight_lead *lead, int code, void *va
     sl_lock_acquire(&s->lock);
     /* Followers take references under this lock, so a flight only its
      * leader holds cannot be reached by anyone once it leaves the table. */
-    shared = keep || out || atomic_load_explicit(&f->refs, memory_order_relaxed) > 1;
+    /* Acquire: a follower that timed out is done with f before its drop. */
+    shared = keep || out || atomic_load_explicit(&f->refs, memory_order_acquire) > 1;
     if (shared && share && co->value_size) {
         share(ctx, value_of(f));
         value = value_of(f);
