@@ -126,6 +126,14 @@ void sl_metrics_peak(int64_t *peak, int64_t now);
  * now - SL_WINDOW_SECONDS + 1 .. now (the last one so far), and the time
  * they held connections: added into *n and *hold_ns.  Approximate at the
  * edges (see window_tick in metrics.c). */
+/* The registry's head and count (count may be NULL): a list no one
+ * changes, walked without the registry lock (see metrics.c). */
+sluice_client *sl_metrics_first_client(sluice_factory *f, int *count);
+/* A histogram's count, sum and quantiles in microseconds. */
+void sl_metrics_latency(const sl_hist *h, struct sluice_latency_stats *out);
+/* Adds m's counters into *s (not the peak, the latency or the breakers). */
+void sl_metrics_add_counts(const sl_metrics *m, struct sluice_client_stats *s);
+
 void sl_metrics_recent(const sl_metrics *m, int64_t now_ns, uint64_t *n, uint64_t *hold_ns);
 
 #endif
