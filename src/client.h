@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "breaker.h"
+#include "conn.h"
 #include "dns.h"
 #include "metrics.h"
 #include "pool.h"
@@ -23,10 +24,7 @@ struct sluice_factory {
     sluice_factory_opts opts;     /* strings point into owned copies below */
     char *strs[8];                /* owned copies of the option strings */
     sl_pool *pool;
-    sl_dns *dns;
-    sl_sock_cfg sock;
-    pthread_mutex_t tls_lock;     /* guards the lazy creation of tls */
-    sl_tls_ctx *tls;
+    sl_conn_env net;              /* what the pool's connections share */
     sluice_limiter *limiter;
     sluice_coalescer *co;
 
@@ -76,8 +74,6 @@ struct sluice_client {
 };
 
 /* factory.c */
-/* The TLS context, created on first use unless the options named files. */
-sl_tls_ctx *sl_factory_tls(sluice_factory *f, sluice_error *err);
 /* Enters a call: SLUICE_ECLOSED once sluice_factory_free has begun. */
 int sl_factory_enter(sluice_factory *f, sluice_error *err);
 void sl_factory_leave(sluice_factory *f);

@@ -123,3 +123,60 @@ void sl_conn_close(sl_conn *c)
     sl_buf_free(&c->wbuf);
     sl_free(c);
 }
+
+/* --- the pool's view of connections ------------------------------------ */
+
+sl_tls_ctx *sl_conn_env_tls(sl_conn_env *e, sluice_error *err)
+{
+    sl_tls_ctx *t = __atomic_load_n(&e->tls, __ATOMIC_ACQUIRE);
+
+    if (t)
+        return t;
+    /* Loading the CA store is file I/O, but this lock guards nothing else:
+     * callers that need TLS wait for the one context they all share. */
+    pthread_mutex_lock(&e->tls_lock);
+    if (!(t = e->tls)) {
+        t = sl_tls_ctx_new(e->opts, err);
+        __atomic_store_n(&e->tls, t, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&e->tls_lock);
+    return t;
+}
+
+static int pool_create(void *ctx, const char *key, void *arg, int64_t deadline, void **res,
+                       sluice_error *err)
+{
+    sl_conn_env *e = ctx;
+    const sl_conn_target *t = arg;
+    int ms = t->connect_timeout_ms > 0 ? t->connect_timeout_ms : e->opts->connect_timeout_ms;
+    int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(ms));
+    sl_tls_ctx *tls = NULL;
+
+    (void)key;
+    if (t->tls && !(tls = sl_conn_env_tls(e, err)))
+        return err ? err->code : SLUICE_ETLS;
+    return sl_conn_open(t, e->dns, tls, &e->sock, d, (sl_conn **)res, err);
+}
+
+static void pool_destroy(void *ctx, void *res, sluice_close_reason why)
+{
+    (void)ctx;
+    (void)why;
+    sl_conn_close(res);
+}
+
+static int pool_alive(void *ctx, void *res)
+{
+    (void)ctx;
+    return sl_conn_alive(res);
+}
+
+static void pool_event(void *ctx, const sluice_pool_event *ev)
+{
+    const sl_conn_env *e = ctx;
+
+    if (e->opts->on_pool_event)
+        e->opts->on_pool_event(ev, e->opts->hook_ud);
+}
+
+const sl_pool_ops sl_conn_pool_ops = {pool_create, pool_destroy, pool_alive, pool_event};

@@ -4,12 +4,14 @@
 #ifndef SL_CONN_H
 #define SL_CONN_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
 #include "buf.h"
 #include "dns.h"
+#include "pool.h"
 #include "sock.h"
 #include "sluice.h"
 #include "tls.h"
@@ -33,6 +35,24 @@ typedef struct sl_conn {
     int resumed;          /* the TLS session was resumed */
     int rcvtimeo_ms;      /* the socket's SO_RCVTIMEO (see sl_sock_read_blocking) */
 } sl_conn;
+
+/* What every connection of a factory's pool shares; the factory fills it
+ * and hands it to the pool as the ops' ctx (sl_conn_pool_ops). */
+typedef struct sl_conn_env {
+    const sluice_factory_opts *opts;  /* connect timeout, TLS settings, pool hook */
+    sl_dns *dns;
+    sl_sock_cfg sock;
+    pthread_mutex_t tls_lock;         /* guards the lazy creation of tls */
+    sl_tls_ctx *tls;                  /* atomic: set once, freed by the owner */
+} sl_conn_env;
+
+/* The HTTP connection pool's callbacks; ctx is an sl_conn_env and the
+ * create callback's arg an sl_conn_target. */
+extern const sl_pool_ops sl_conn_pool_ops;
+
+/* The shared TLS context, created on first use (or up front by the factory
+ * when the options name files, so a typo fails there). */
+sl_tls_ctx *sl_conn_env_tls(sl_conn_env *e, sluice_error *err);
 
 /* Resolves, connects (and does TLS) before `deadline`.  Takes no lock. */
 int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl_sock_cfg *cfg,

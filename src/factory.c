@@ -66,46 +66,6 @@ static void normalise(sluice_factory_opts *o)
         o->max_idle_per_host = 0;
 }
 
-/* --- the pool's view of connections ------------------------------------ */
-
-static int conn_create(void *ctx, const char *key, void *arg, int64_t deadline, void **res,
-                       sluice_error *err)
-{
-    sluice_factory *f = ctx;
-    const sl_conn_target *t = arg;
-    int ms = t->connect_timeout_ms > 0 ? t->connect_timeout_ms : f->opts.connect_timeout_ms;
-    int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(ms));
-    sl_tls_ctx *tls = NULL;
-
-    (void)key;
-    if (t->tls && !(tls = sl_factory_tls(f, err)))
-        return err ? err->code : SLUICE_ETLS;
-    return sl_conn_open(t, f->dns, tls, &f->sock, d, (sl_conn **)res, err);
-}
-
-static void conn_destroy(void *ctx, void *res, sluice_close_reason why)
-{
-    (void)ctx;
-    (void)why;
-    sl_conn_close(res);
-}
-
-static int conn_alive(void *ctx, void *res)
-{
-    (void)ctx;
-    return sl_conn_alive(res);
-}
-
-static void conn_event(void *ctx, const sluice_pool_event *ev)
-{
-    sluice_factory *f = ctx;
-
-    if (f->opts.on_pool_event)
-        f->opts.on_pool_event(ev, f->opts.hook_ud);
-}
-
-static const sl_pool_ops conn_ops = {conn_create, conn_destroy, conn_alive, conn_event};
-
 /* --- factory ----------------------------------------------------------- */
 
 static int copy_strings(sluice_factory *f, sluice_error *err)
@@ -165,15 +125,16 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
         sluice_factory_opts_init(&f->opts, SLUICE_PRESET_DEFAULT);
     normalise(&f->opts);
     pthread_mutex_init(&f->lock, NULL);
-    pthread_mutex_init(&f->tls_lock, NULL);
+    pthread_mutex_init(&f->net.tls_lock, NULL);
+    f->net.opts = &f->opts;
     pthread_cond_init(&f->idle, NULL);
     f->totals.created_ns = sl_now_ns();
     if (copy_strings(f, err) || check_user_agent(f, err))
         goto fail;
-    f->sock.tcp_keepalive = f->opts.tcp_keepalive;
-    f->sock.keepidle_s = f->opts.tcp_keepidle_s;
-    f->sock.keepintvl_s = f->opts.tcp_keepintvl_s;
-    f->sock.keepcnt = f->opts.tcp_keepcnt;
+    f->net.sock.tcp_keepalive = f->opts.tcp_keepalive;
+    f->net.sock.keepidle_s = f->opts.tcp_keepidle_s;
+    f->net.sock.keepintvl_s = f->opts.tcp_keepintvl_s;
+    f->net.sock.keepcnt = f->opts.tcp_keepcnt;
 
     pc.max_total = f->opts.max_connections;
     pc.max_per_key = f->opts.max_connections_per_host;
@@ -181,14 +142,13 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     pc.idle_timeout_ms = f->opts.keepalive_expiry_ms;
     pc.max_lifetime_ms = f->opts.max_lifetime_ms;
     pc.housekeeping = 1;
-    if (!(f->dns = sl_dns_new(f->opts.dns_ttl_ms, err)))
+    if (!(f->net.dns = sl_dns_new(f->opts.dns_ttl_ms, err)))
         goto fail;
-    if (!(f->pool = sl_pool_new(&pc, &conn_ops, f, err)))
+    if (!(f->pool = sl_pool_new(&pc, &sl_conn_pool_ops, &f->net, err)))
         goto fail;
     /* Named CA or client files are checked now, so a typo fails here. */
-    if ((f->opts.ca_file || f->opts.ca_path || f->opts.client_cert_file) && !sl_factory_tls(f, err))
-        goto fail;
-    if (f->opts.tls_insecure_skip_verify && !f->tls && !sl_factory_tls(f, err))
+    if ((f->opts.ca_file || f->opts.ca_path || f->opts.client_cert_file ||
+         f->opts.tls_insecure_skip_verify) && !sl_conn_env_tls(&f->net, err))
         goto fail;
     if (make_limiter(f, err))
         goto fail;
@@ -198,23 +158,6 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
 fail:
     sluice_factory_free(f);
     return NULL;
-}
-
-sl_tls_ctx *sl_factory_tls(sluice_factory *f, sluice_error *err)
-{
-    sl_tls_ctx *t = __atomic_load_n(&f->tls, __ATOMIC_ACQUIRE);
-
-    if (t)
-        return t;
-    /* Loading the CA store is file I/O, but this lock guards nothing else:
-     * callers that need TLS wait for the one context they all share. */
-    pthread_mutex_lock(&f->tls_lock);
-    if (!(t = f->tls)) {
-        t = sl_tls_ctx_new(&f->opts, err);
-        __atomic_store_n(&f->tls, t, __ATOMIC_RELEASE);
-    }
-    pthread_mutex_unlock(&f->tls_lock);
-    return t;
 }
 
 int sl_factory_enter(sluice_factory *f, sluice_error *err)
@@ -260,12 +203,12 @@ void sluice_factory_free(sluice_factory *f)
     sl_pool_free(f->pool);
     sluice_coalescer_free(f->co);
     sluice_limiter_free(f->limiter);
-    sl_tls_ctx_free(f->tls);
-    sl_dns_free(f->dns);
+    sl_tls_ctx_free(f->net.tls);
+    sl_dns_free(f->net.dns);
     for (i = 0; i < sizeof f->strs / sizeof f->strs[0]; i++)
         sl_free(f->strs[i]);
     pthread_cond_destroy(&f->idle);
-    pthread_mutex_destroy(&f->tls_lock);
+    pthread_mutex_destroy(&f->net.tls_lock);
     pthread_mutex_destroy(&f->lock);
     sl_free(f);
 }
