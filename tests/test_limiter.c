@@ -1870,6 +1870,46 @@ static void test_hostile_array_count_refused_at_once(void)
     close(h.lfd);
 }
 
+/* A Redis that accepts nothing (a listener nobody accepts on): the pool's
+ * create is handed each caller's own deadline.  Creation waits out its
+ * longer first-connect deadline, not redis_timeout_ms; each decision after
+ * gives up within redis_timeout_ms, with an error naming the server. */
+static void test_redis_blackhole_connect_bounded_by_deadline(void)
+{
+    sluice_limit lim = {1, 1000, 1};
+    sluice_limit_result r;
+    sluice_limiter *l;
+    sluice_error e;
+    char url[64], where[64];
+    int64_t t0, took;
+    int port, lfd, i;
+
+    lfd = tu_listen(8, &port);
+    CU_ASSERT_FATAL(lfd >= 0);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    snprintf(where, sizeof where, "127.0.0.1:%d", port);
+    log_capture(1);
+    t0 = sl_now_ns();
+    l = limiter(url, "bh", SLUICE_FAIL_CLOSED, 200, &e);
+    took = ms_since(t0);
+    CU_ASSERT_PTR_NOT_NULL(l);
+    /* The first connect's deadline is 1 s (CREATE_TIMEOUT_MS). */
+    CU_ASSERT(took >= 950);
+    CU_ASSERT(took < 1000 + 1500);
+    for (i = 0; l && i < 3; i++) {
+        t0 = sl_now_ns();
+        CU_ASSERT_EQUAL(sl_limiter_check(l, "{b}:k", &lim, 1, &r, &e), SLUICE_ELIMITER);
+        took = ms_since(t0);
+        CU_ASSERT(took < 200 + 500);
+        CU_ASSERT_EQUAL(e.code, SLUICE_ELIMITER);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, where));
+        CU_ASSERT_EQUAL(r.allowed, 0);
+    }
+    sluice_limiter_free(l);
+    log_capture(0);
+    close(lfd);
+}
+
 /* sl_redis_connect_url: a malformed URL and a closed port each give NULL
  * with a code and a message, within the timeout. */
 static void test_connect_url_errors(void)
@@ -1922,6 +1962,8 @@ static CU_TestInfo tests[] = {
     {"test_reply_decoder_rejects_malformed", test_reply_decoder_rejects_malformed},
     {"test_reader_bounds_array_counts", test_reader_bounds_array_counts},
     {"test_hostile_array_count_refused_at_once", test_hostile_array_count_refused_at_once},
+    {"test_redis_blackhole_connect_bounded_by_deadline",
+     test_redis_blackhole_connect_bounded_by_deadline},
     CU_TEST_INFO_NULL,
 };
 

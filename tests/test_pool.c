@@ -1049,6 +1049,102 @@ static void test_pool_public_options_and_arguments(void)
     fake_fini(&f);
 }
 
+/* create_timed records the time its caller had left. */
+static _Atomic int seen_timeout_ms = -2;
+
+static int pub_create_timed(void *ctx, int timeout_ms, void **res, sluice_error *err)
+{
+    atomic_store(&seen_timeout_ms, timeout_ms);
+    return fake_create(ctx, "", NULL, SL_NO_DEADLINE, res, err);
+}
+
+typedef struct pub_getter {
+    sluice_pool *sp;
+    int timeout_ms, rc;
+    void *res;
+} pub_getter;
+
+static void *pub_getter_main(void *arg)
+{
+    pub_getter *g = arg;
+
+    g->rc = sluice_pool_get(g->sp, g->timeout_ms, &g->res);
+    return NULL;
+}
+
+/* The caller's deadline reaches create_timed as the milliseconds left:
+ * all of it at once, what is left after a wait, 0 once past, -1 for none;
+ * and its error reaches sluice_pool_get_err.  create_timed wins over
+ * create when both are set. */
+static void test_pool_public_create_gets_callers_deadline(void)
+{
+    fake f;
+    sluice_pool_opts o = {.max_size = 1};
+    sluice_pool_ops ops = {.create = pub_create, .destroy = pub_destroy,
+                           .create_timed = pub_create_timed};
+    pub_getter g;
+    struct sluice_pool_stats s;
+    sluice_error err;
+    sluice_pool *sp;
+    pthread_t th;
+    int64_t end;
+    void *r;
+    int seen;
+
+    fake_init(&f);
+    sp = sluice_pool_new(&o, &ops, &f, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sp);
+    CU_ASSERT_EQUAL(sluice_pool_get(sp, 700, &r), 0);
+    seen = atomic_load(&seen_timeout_ms);
+    CU_ASSERT(seen > 500 && seen <= 700);
+    sluice_pool_put(sp, r, 0);
+    CU_ASSERT_EQUAL(sluice_pool_get(sp, -1, &r), 0);
+    CU_ASSERT_EQUAL(atomic_load(&seen_timeout_ms), -1);
+    sluice_pool_put(sp, r, 0);
+    CU_ASSERT_EQUAL(sluice_pool_get(sp, 0, &r), 0);
+    CU_ASSERT_EQUAL(atomic_load(&seen_timeout_ms), 0);
+
+    /* A caller that waited 300 ms for the only slot has that much less. */
+    g.sp = sp;
+    g.timeout_ms = 3000;
+    g.res = NULL;
+    end = tu_now_ms() + 5000;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, pub_getter_main, &g), 0);
+    do {
+        usleep(1000);
+        sluice_pool_stats(sp, &s);
+    } while (s.waiting < 1 && tu_now_ms() < end);
+    CU_ASSERT_EQUAL(s.waiting, 1);
+    usleep(300 * 1000);
+    sluice_pool_put(sp, r, 0);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(g.rc, 0);
+    seen = atomic_load(&seen_timeout_ms);
+    CU_ASSERT(seen > 1000 && seen <= 2700);
+    sluice_pool_put(sp, g.res, 0);
+
+    /* create's error comes back whole through sluice_pool_get_err. */
+    atomic_store(&f.fail_next, 1);
+    CU_ASSERT_EQUAL(sluice_pool_get_err(sp, 100, &r, &err), SLUICE_ECONNECT);
+    CU_ASSERT_EQUAL(err.code, SLUICE_ECONNECT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "fake connect"));
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_EQUAL(sluice_pool_get_err(NULL, 0, &r, &err), SLUICE_EINVAL);
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+    sluice_pool_free(sp);
+    CU_ASSERT_EQUAL(atomic_load(&f.live), 0);
+
+    /* create_timed alone is enough; neither is refused. */
+    ops.create = NULL;
+    sp = sluice_pool_new(NULL, &ops, &f, NULL);
+    CU_ASSERT_PTR_NOT_NULL(sp);
+    sluice_pool_free(sp);
+    ops.create_timed = NULL;
+    CU_ASSERT_PTR_NULL(sluice_pool_new(NULL, &ops, &f, &err));
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+    fake_fini(&f);
+}
+
 static void test_pool_public_idle_timeout_runs_housekeeping(void)
 {
     fake f;
@@ -1248,6 +1344,8 @@ static CU_TestInfo tests[] = {
     {"test_pool_bad_arguments", test_pool_bad_arguments},
     {"test_pool_public_round_trip", test_pool_public_round_trip},
     {"test_pool_public_options_and_arguments", test_pool_public_options_and_arguments},
+    {"test_pool_public_create_gets_callers_deadline",
+     test_pool_public_create_gets_callers_deadline},
     {"test_pool_public_idle_timeout_runs_housekeeping",
      test_pool_public_idle_timeout_runs_housekeeping},
     {"test_pool_allocation_failures_never_crash_or_leak",
