@@ -1562,6 +1562,33 @@ static void test_local_stale_entries_evicted(void)
     sluice_limiter_free(l);
 }
 
+/* 100,000 distinct keys, each full again 1 ms after its use, used 10 us
+ * apart: only the keys of the last millisecond matter, and the table stays
+ * within the sweep's bound (each of the 64 shards sweeps when it doubles,
+ * from 64 entries) however many keys came before. */
+static void test_local_many_keys_stay_bounded(void)
+{
+    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limit lim = {1000, 1000, 1};
+    sluice_limit_result r;
+    size_t n, most = 0;
+    char key[32];
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (i = 0; i < 100000; i++) {
+        snprintf(key, sizeof key, "{svc}:/item/%d", i);
+        CU_ASSERT_EQUAL(sl_limiter_decide_at(l, SL_LIM_CHECK, key, &lim, 1,
+                                             BASE_US + (int64_t)i * 10, &r, NULL), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+        if (i % 1000 == 999 && (n = sl_local_entries(sl_limiter_local(l))) > most)
+            most = n;
+    }
+    fprintf(stderr, "\n  at most %zu entries for 100000 keys ", most);
+    CU_ASSERT(most <= 64 * 64 + 4 * 100);   /* 100 keys live at a time */
+    sluice_limiter_free(l);
+}
+
 static void test_local_stats_count(void)
 {
     sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
@@ -1962,6 +1989,7 @@ static CU_TestInfo tests[] = {
     {"test_reply_decoder_rejects_malformed", test_reply_decoder_rejects_malformed},
     {"test_reader_bounds_array_counts", test_reader_bounds_array_counts},
     {"test_hostile_array_count_refused_at_once", test_hostile_array_count_refused_at_once},
+    {"test_local_many_keys_stay_bounded", test_local_many_keys_stay_bounded},
     {"test_redis_blackhole_connect_bounded_by_deadline",
      test_redis_blackhole_connect_bounded_by_deadline},
     CU_TEST_INFO_NULL,
