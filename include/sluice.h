@@ -39,9 +39,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define SLUICE_VERSION_MAJOR 0
-#define SLUICE_VERSION_MINOR 1
+#define SLUICE_VERSION_MINOR 2
 #define SLUICE_VERSION_PATCH 0
-#define SLUICE_VERSION_STRING "0.1.0"
+#define SLUICE_VERSION_STRING "0.2.0"
 #define SLUICE_VERSION_NUM \
     ((SLUICE_VERSION_MAJOR << 16) | (SLUICE_VERSION_MINOR << 8) | SLUICE_VERSION_PATCH)
 
@@ -561,7 +561,8 @@ SLUICE_API void sluice_limiter_free(sluice_limiter *l);
 /* ------------------------------------------------------------------------ */
 
 /* How the pool makes, checks and destroys resources.  The pool never calls
- * these with its lock held. */
+ * these with its lock held.  Set `create` or `create_timed` (both set:
+ * `create_timed` is used). */
 typedef struct sluice_pool_ops {
     /* Creates a resource into *res; returns 0 or a SLUICE_E* code. */
     int (*create)(void *ctx, void **res, sluice_error *err);
@@ -569,6 +570,13 @@ typedef struct sluice_pool_ops {
     void (*destroy)(void *ctx, void *res);
     /* Optional: 1 if an idle resource is still usable before reuse. */
     int (*alive)(void *ctx, void *res);
+    /* Since 0.2.  Like create, and told how long the caller of
+     * sluice_pool_get still waits: `timeout_ms` milliseconds (rounded up;
+     * 0 = the deadline has passed, negative = no deadline), so a connect
+     * can give up in time.  `err` is the one given to
+     * sluice_pool_get_err (NULL from sluice_pool_get); a code returned
+     * here is returned by the get. */
+    int (*create_timed)(void *ctx, int timeout_ms, void **res, sluice_error *err);
 } sluice_pool_ops;
 
 typedef struct sluice_pool_opts {
@@ -595,6 +603,10 @@ SLUICE_API sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_
  * creates one, or waits first come first served up to `timeout_ms`
  * (negative = forever) for SLUICE_EPOOLTIMEOUT. */
 SLUICE_API int sluice_pool_get(sluice_pool *p, int timeout_ms, void **res);
+/* Since 0.2.  sluice_pool_get with the reason for a failure in *err: the
+ * create callback's own error when creating failed.  `err` may be NULL. */
+SLUICE_API int sluice_pool_get_err(sluice_pool *p, int timeout_ms, void **res,
+                                   sluice_error *err);
 /* Returns a resource; `reusable` 0 destroys it. */
 SLUICE_API void sluice_pool_put(sluice_pool *p, void *res, int reusable);
 /* A consistent snapshot.  Thread-safe. */

@@ -433,12 +433,6 @@ struct sl_redis {
     _Atomic uint64_t round_trips, decisions, errors;
 };
 
-/* The pool's create() runs on the thread that called sluice_pool_get, which
- * tells it its deadline and where its error goes through these. */
-static _Thread_local int64_t tl_deadline;
-static _Thread_local sluice_error *tl_err;
-static _Thread_local int tl_refused;
-
 static struct timeval tv_until(int64_t deadline)
 {
     int ms = sl_ms_left(deadline);
@@ -589,11 +583,11 @@ static int setup_command(const sl_redis_url *u, redisContext *c, int argc, const
     return 0;
 }
 
-static int load_script(sl_redis *rd, rconn *cn, sluice_error *err)
+static int load_script(sl_redis *rd, rconn *cn, int *refused, sluice_error *err)
 {
     const char *argv[] = {"SCRIPT", "LOAD", sl_redis_script};
     redisReply *r = NULL;
-    int rc = setup_command(&rd->url, cn->c, 3, argv, "SCRIPT LOAD", &r, &tl_refused, err);
+    int rc = setup_command(&rd->url, cn->c, 3, argv, "SCRIPT LOAD", &r, refused, err);
 
     if (rc)
         return rc;
@@ -697,22 +691,23 @@ struct redisContext *sl_redis_connect_url(const char *url, int timeout_ms, sluic
 }
 
 /* Connects, authenticates, selects the db and, the first time, loads the
- * script, all before `deadline`. */
-static int connect_redis(sl_redis *rd, int64_t deadline, rconn **out, sluice_error *err)
+ * script, all before `deadline`.  *refused as for sl_redis_open. */
+static int connect_redis(sl_redis *rd, int64_t deadline, rconn **out, int *refused,
+                         sluice_error *err)
 {
     rconn *cn = sl_calloc(1, sizeof *cn);
     int rc, have_sha;
 
     if (!cn)
         return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory", rd->url.where);
-    rc = sl_redis_open(&rd->url, deadline, &cn->c, &tl_refused, err);
+    rc = sl_redis_open(&rd->url, deadline, &cn->c, refused, err);
     if (rc == 0 && set_timeout(cn, deadline) != 0)
         rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts", rd->url.where);
     pthread_mutex_lock(&rd->mu);
     have_sha = rd->sha[0] != '\0';
     pthread_mutex_unlock(&rd->mu);
     if (rc == 0 && !have_sha)
-        rc = load_script(rd, cn, err);
+        rc = load_script(rd, cn, refused, err);
     if (rc) {
         rconn_free(cn);
         return rc;
@@ -721,16 +716,21 @@ static int connect_redis(sl_redis *rd, int64_t deadline, rconn **out, sluice_err
     return 0;
 }
 
-static int pool_create(void *ctx, void **res, sluice_error *err)
+/* The pool's create, given what is left of the caller's deadline.  A
+ * refusal by Redis (AUTH, SELECT or SCRIPT LOAD answered with an error)
+ * comes back as SLUICE_EINVAL: the settings are wrong and no retry helps,
+ * unlike a network failure (SLUICE_ELIMITER).  get_conn tells them apart. */
+static int pool_create(void *ctx, int timeout_ms, void **res, sluice_error *err)
 {
     sl_redis *rd = ctx;
-    int64_t deadline = tl_deadline ? tl_deadline : sl_deadline_in_ms(rd->cfg.timeout_ms);
+    int64_t deadline = sl_deadline_in_ms(timeout_ms < 0 ? rd->cfg.timeout_ms : timeout_ms);
     rconn *cn = NULL;
-    int rc = connect_redis(rd, deadline, &cn, tl_err ? tl_err : err);
+    int refused = 0;
+    int rc = connect_redis(rd, deadline, &cn, &refused, err);
 
-    if (rc && err && tl_err)
-        sl_err_copy(err, tl_err);
     *res = cn;
+    if (rc == SLUICE_ELIMITER && refused)
+        return SLUICE_EINVAL;
     return rc;
 }
 
@@ -751,7 +751,8 @@ static int pool_alive(void *ctx, void *res)
     return poll(&p, 1, 0) == 0;
 }
 
-static const sluice_pool_ops pool_ops = {pool_create, pool_destroy, pool_alive};
+static const sluice_pool_ops pool_ops = {
+    .create_timed = pool_create, .destroy = pool_destroy, .alive = pool_alive};
 
 /* Checks a connection out before `deadline`; err says why not. */
 static int get_conn(sl_redis *rd, int64_t deadline, rconn **out, int *refused, sluice_error *err)
@@ -760,20 +761,14 @@ static int get_conn(sl_redis *rd, int64_t deadline, rconn **out, int *refused, s
     void *res = NULL;
     int rc, ms = sl_ms_left(deadline);
 
-    sl_err_clear(&e);
-    tl_deadline = deadline;
-    tl_err = &e;
-    tl_refused = 0;
-    rc = sluice_pool_get(rd->pool, ms > 0 ? ms : 1, &res);
-    tl_deadline = 0;
-    tl_err = NULL;
+    rc = sluice_pool_get_err(rd->pool, ms > 0 ? ms : 1, &res, &e);
     if (refused)
-        *refused = tl_refused;
+        *refused = rc == SLUICE_EINVAL;
     if (rc == 0) {
         *out = res;
         return 0;
     }
-    if (e.code)
+    if (e.code == SLUICE_ELIMITER || e.code == SLUICE_ENOMEM)
         sl_err_copy(err, &e);
     else if (rc == SLUICE_EPOOLTIMEOUT)
         sl_err(err, SLUICE_ELIMITER, "redis %s: no connection free before the deadline",
@@ -925,7 +920,7 @@ static int send_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64
         return sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts",
                       rd->url.where);
     if (!sha[0]) {
-        if ((rc = load_script(rd, cn, err)))
+        if ((rc = load_script(rd, cn, NULL, err)))
             return rc;
         return send_evalsha(rd, cn, batch, n, deadline, err);
     }
@@ -954,7 +949,7 @@ static int recv_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64
             return io_error(rd, cn, err);
         if (attempt == 0 && is_noscript(reply)) {
             freeReplyObject(reply);
-            if ((rc = load_script(rd, cn, err)) ||
+            if ((rc = load_script(rd, cn, NULL, err)) ||
                 (rc = send_evalsha(rd, cn, batch, n, deadline, err)))
                 return rc;
             continue;

@@ -17,8 +17,14 @@
  * waiter could have used, while a waiter held back only by its own key's
  * limit does not hold up waiters for other keys.
  *
- * Keys are never removed: their entries hold the per-key statistics and live
- * until sl_pool_free (a process talks to a bounded set of origins). */
+ * Keys.  An entry holds a key's resources, waiters and statistics.  One
+ * with no slot and no waiter is unused; the unused ones sit on a list, the
+ * oldest unused first, and past SL_POOL_UNUSED_KEYS the oldest is freed
+ * (its counters go to the pool's totals), so calls to ever new origins
+ * cannot grow the table without bound while the origins a process keeps
+ * talking to keep their statistics.  A pin keeps an entry that is read
+ * outside the lock (an evicted victim's, the one sl_pool_foreach_key is
+ * at) from being freed. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -40,7 +46,10 @@ typedef struct item item;
 typedef struct entry {
     char *key;
     uint64_t hash;
-    struct entry *next;        /* every entry, newest first */
+    struct entry *next, *prev; /* every entry, newest first */
+    struct entry *unewer, *uolder; /* the unused list, when on it */
+    int unused;                /* on the unused list */
+    int pins;                  /* readers outside the lock: not to be freed */
     item *top, *bottom;        /* idle stack: top = most recently used */
     int slots;                 /* capacity held: see the file comment */
     int idle, in_use, waiting, peak_in_use;
@@ -90,6 +99,9 @@ struct sl_pool {
     size_t tab_cap, nkeys;
     entry *entries;
     entry *last;                   /* the entry entry_get() found last */
+    entry *unused_new, *unused_old;  /* entries with no slot and no waiter */
+    size_t nunused;
+    counters retired;              /* the counters of freed entries */
     item *idle_new, *idle_old;     /* pool-wide idle list, for LRU eviction */
     waiter *wq_head, *wq_tail;
     int slots, idle, in_use, waiting, peak_in_use;
@@ -168,6 +180,8 @@ static entry *entry_get(sl_pool *p, const char *key, sluice_error *err)
     }
     e->hash = h;
     e->next = p->entries;
+    if (p->entries)
+        p->entries->prev = e;
     p->entries = e;
     table_put(p->tab, p->tab_cap, e);
     p->nkeys++;
@@ -175,6 +189,101 @@ static entry *entry_get(sl_pool *p, const char *key, sluice_error *err)
 nomem:
     sl_err(err, SLUICE_ENOMEM, "no memory for pool key '%s'", key);
     return NULL;
+}
+
+/* Deletes `e` from the table, shifting later members of its probe run back
+ * so that no tombstones build up. */
+static void table_del(sl_pool *p, const entry *e)
+{
+    size_t mask = p->tab_cap - 1, i = (size_t)e->hash & mask, j;
+
+    while (p->tab[i] != e)
+        i = (i + 1) & mask;
+    for (j = i;;) {
+        size_t k;
+        j = (j + 1) & mask;
+        if (!p->tab[j])
+            break;
+        k = (size_t)p->tab[j]->hash & mask;
+        /* Stays put when its home lies cyclically in (i, j]. */
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+            continue;
+        p->tab[i] = p->tab[j];
+        i = j;
+    }
+    p->tab[i] = NULL;
+}
+
+static void add_counters(counters *to, const counters *c)
+{
+    int i;
+
+    to->created += c->created;
+    to->reused += c->reused;
+    to->timeouts += c->timeouts;
+    to->wait_us_total += c->wait_us_total;
+    for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)
+        to->closed[i] += c->closed[i];
+}
+
+static void unused_unlink(sl_pool *p, entry *e)
+{
+    *(e->unewer ? &e->unewer->uolder : &p->unused_new) = e->uolder;
+    *(e->uolder ? &e->uolder->unewer : &p->unused_old) = e->unewer;
+    e->unewer = e->uolder = NULL;
+    e->unused = 0;
+    p->nunused--;
+}
+
+/* Frees an unused, unpinned entry; its counters stay in the totals. */
+static void entry_free(sl_pool *p, entry *e)
+{
+    unused_unlink(p, e);
+    table_del(p, e);
+    *(e->prev ? &e->prev->next : &p->entries) = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    if (p->last == e)
+        p->last = NULL;
+    add_counters(&p->retired, &e->c);
+    p->nkeys--;
+    sl_free(e->key);
+    sl_free(e);
+}
+
+/* A checkout is about to use `e`: off the unused list.  Lock held. */
+static void entry_busy(sl_pool *p, entry *e)
+{
+    if (e->unused)
+        unused_unlink(p, e);
+}
+
+/* Called wherever `e` may have lost its last slot or waiter, once the
+ * caller is done with it: lists it as unused and frees the oldest unused
+ * entries past SL_POOL_UNUSED_KEYS.  `e` may be gone after.  Lock held. */
+static void entry_settle(sl_pool *p, entry *e)
+{
+    entry *u, *newer;
+
+    if (!e->unused && !e->slots && !e->waiting) {
+        e->uolder = p->unused_new;
+        e->unewer = NULL;
+        *(p->unused_new ? &p->unused_new->unewer : &p->unused_old) = e;
+        p->unused_new = e;
+        e->unused = 1;
+        p->nunused++;
+    }
+    for (u = p->unused_old; u && p->nunused > SL_POOL_UNUSED_KEYS; u = newer) {
+        newer = u->unewer;
+        if (!u->pins)
+            entry_free(p, u);
+    }
+}
+
+static void entry_unpin(sl_pool *p, entry *e)
+{
+    e->pins--;
+    entry_settle(p, e);
 }
 
 /* ---- idle lists ------------------------------------------------------------ */
@@ -239,6 +348,7 @@ static void take_idle(sl_pool *p, item *it, grant *g)
 static void evict_for(sl_pool *p, entry *e, item *victim, grant *g)
 {
     idle_remove(p, victim);
+    victim->ent->pins++;      /* read while destroying it, outside the lock */
     victim->ent->slots--;
     victim->ent->c.closed[SLUICE_CLOSE_OVERFLOW]++;
     victim->reason = SLUICE_CLOSE_OVERFLOW;
@@ -313,11 +423,13 @@ static void dispatch(sl_pool *p)
     }
 }
 
+/* Gives back `e`'s slots; `e` may be gone after. */
 static void release_slots(sl_pool *p, entry *e, int n)
 {
     e->slots -= n;
     p->slots -= n;
     dispatch(p);
+    entry_settle(p, e);
 }
 
 /* ---- calls out (never with the lock held) ---------------------------------- */
@@ -468,8 +580,9 @@ static int after_reject(sl_pool *p, entry *e, unsigned flags, const item *dead, 
     e->c.closed[dead->reason]++;
     g->it = g->victim = NULL;
     if (p->closed) {
+        sl_err(err, SLUICE_ECLOSED, "pool closed while checking out '%s'", e->key);
         release_slots(p, e, 1);
-        return sl_err(err, SLUICE_ECLOSED, "pool closed while checking out '%s'", e->key);
+        return SLUICE_ECLOSED;
     }
     if (!(flags & SL_POOL_FRESH) && e->top) {
         take_idle(p, e->top, g);
@@ -528,7 +641,11 @@ static int checkout(sl_pool *p, entry *e, void *arg, unsigned flags, int64_t dea
         if (g.victim) {
             /* Its slot is already ours: destroy before creating. */
             destroy_res(p, g.victim);
+            pthread_mutex_lock(&p->lock);
+            entry_unpin(p, g.victim->ent);
+            pthread_mutex_unlock(&p->lock);
             sl_free(g.victim);
+            g.victim = NULL;
         }
         if (!it)
             return create_in_slot(p, e, arg, deadline, wait_ns, out, err);
@@ -568,8 +685,12 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
         rc = sl_err(err, SLUICE_ECLOSED, "pool is closed (checkout for '%s')", key);
     else if (!(e = entry_get(p, key, err)))
         rc = SLUICE_ENOMEM;
-    else if (serve(p, e, flags, &g) != 0)
-        rc = wait_turn(p, e, flags, deadline, &g, &wait_ns, err);
+    else {
+        entry_busy(p, e);
+        if (serve(p, e, flags, &g) != 0 &&
+            (rc = wait_turn(p, e, flags, deadline, &g, &wait_ns, err)) != 0)
+            entry_settle(p, e);
+    }
     pthread_mutex_unlock(&p->lock);
     if (rc != 0)
         return rc;
@@ -852,20 +973,25 @@ void sl_pool_free(sl_pool *p)
 
 /* ---- statistics ----------------------------------------------------------- */
 
-static void add_stats(const entry *e, struct sluice_pool_stats *s)
+static void add_counts(const counters *c, struct sluice_pool_stats *s)
 {
     int i;
 
+    s->created += c->created;
+    s->reused += c->reused;
+    s->timeouts += c->timeouts;
+    s->wait_us_total += c->wait_us_total;
+    for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)
+        s->closed[i] += c->closed[i];
+}
+
+static void add_stats(const entry *e, struct sluice_pool_stats *s)
+{
     s->open += e->idle + e->in_use;
     s->idle += e->idle;
     s->in_use += e->in_use;
     s->waiting += e->waiting;
-    s->created += e->c.created;
-    s->reused += e->c.reused;
-    s->timeouts += e->c.timeouts;
-    s->wait_us_total += e->c.wait_us_total;
-    for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)
-        s->closed[i] += e->c.closed[i];
+    add_counts(&e->c, s);
 }
 
 void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out)
@@ -887,6 +1013,7 @@ void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out)
     } else {
         for (e = p->entries; e; e = e->next)
             add_stats(e, out);
+        add_counts(&p->retired, out);
         out->peak_in_use = p->peak_in_use;
     }
     pthread_mutex_unlock(&p->lock);
@@ -896,12 +1023,13 @@ void sl_pool_foreach_key(sl_pool *p,
                          void (*fn)(void *ud, const char *key, const struct sluice_pool_stats *s),
                          void *ud)
 {
-    entry *e;
+    entry *e, *next;
 
     if (!p || !fn)
         return;
-    /* One entry at a time: entries are never removed and new ones go to the
-     * front, so `next` stays valid across the unlocked callback. */
+    /* One entry at a time, pinned across the unlocked callback so that it
+     * and its place in the list (where `next` is read) stay; new entries go
+     * to the front, behind the walk. */
     pthread_mutex_lock(&p->lock);
     e = p->entries;
     while (e) {
@@ -909,10 +1037,25 @@ void sl_pool_foreach_key(sl_pool *p,
         memset(&s, 0, sizeof s);
         add_stats(e, &s);
         s.peak_in_use = e->peak_in_use;
+        e->pins++;
         pthread_mutex_unlock(&p->lock);
         fn(ud, e->key, &s);
         pthread_mutex_lock(&p->lock);
-        e = e->next;
+        next = e->next;
+        entry_unpin(p, e);
+        e = next;
     }
     pthread_mutex_unlock(&p->lock);
+}
+
+size_t sl_pool_keys(sl_pool *p)
+{
+    size_t n;
+
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    n = p->nkeys;
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }

@@ -11,6 +11,10 @@
  *    asked before reuse and a dead one is destroyed (reason STALE).
  *  - A housekeeping thread (when cfg.housekeeping) closes idle resources
  *    past idle_timeout_ms within one second, also when no call comes.
+ *  - A key with no resource and no waiter is kept (with its statistics)
+ *    only among the SL_POOL_UNUSED_KEYS most recently used such keys; an
+ *    older one is freed and its counters stay in the pool's totals.  So the
+ *    key table is bounded by the keys in use plus SL_POOL_UNUSED_KEYS.
  */
 #ifndef SL_POOL_H
 #define SL_POOL_H
@@ -53,6 +57,9 @@ typedef struct sl_pool_cfg {
 
 #define SL_POOL_FRESH 0x1   /* never reuse: create a new resource */
 
+/* Unused keys kept with their statistics; see the contract above. */
+#define SL_POOL_UNUSED_KEYS 64
+
 sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, sluice_error *err);
 
 /* Checks out a resource for `key` (copied if the key is new).  Returns 0
@@ -78,6 +85,9 @@ void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out);
 void sl_pool_foreach_key(sl_pool *p,
                          void (*fn)(void *ud, const char *key, const struct sluice_pool_stats *s),
                          void *ud);
+
+/* How many keys the pool holds now (in use or kept unused). */
+size_t sl_pool_keys(sl_pool *p);
 
 /* Stops new checkouts (SLUICE_ECLOSED, waiters too), stops the sweeper,
  * destroys idle resources.  Items still checked out are destroyed when

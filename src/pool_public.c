@@ -98,11 +98,14 @@ static sl_pool_item *map_take(sluice_pool *sp, const void *res)
 
 /* ---- adapters to the core pool's ops --------------------------------------- */
 
+/* The caller's deadline reaches create_timed as the milliseconds left, the
+ * form a C user can pass on to poll() or a connect timeout. */
 static int pub_create(void *ctx, const char *key, void *arg, int64_t deadline, void **res,
                       sluice_error *err)
 {
     sluice_pool *sp = ctx;
-    int rc = sp->ops.create(sp->ctx, res, err);
+    int rc = sp->ops.create_timed ? sp->ops.create_timed(sp->ctx, sl_ms_left(deadline), res, err)
+                                  : sp->ops.create(sp->ctx, res, err);
 
     if (rc == 0 && !*res)
         return sl_err(err, SLUICE_EINVAL, "sluice_pool create returned 0 but no resource");
@@ -163,8 +166,8 @@ sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_pool_ops *o
     sl_pool_cfg cfg;
     sluice_pool *sp;
 
-    if (!ops || !ops->create || !ops->destroy) {
-        sl_err(err, SLUICE_EINVAL, "sluice_pool_new: ops need create and destroy");
+    if (!ops || !(ops->create || ops->create_timed) || !ops->destroy) {
+        sl_err(err, SLUICE_EINVAL, "sluice_pool_new: ops need create (or create_timed) and destroy");
         return NULL;
     }
     if (map_opts(o, &cfg, err) != 0)
@@ -200,16 +203,17 @@ sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_pool_ops *o
     return sp;
 }
 
-int sluice_pool_get(sluice_pool *sp, int timeout_ms, void **res)
+int sluice_pool_get_err(sluice_pool *sp, int timeout_ms, void **res, sluice_error *err)
 {
     sl_pool_item *it;
     int rc;
 
+    sl_err_clear(err);
     if (res)
         *res = NULL;
     if (!sp || !res)
-        return SLUICE_EINVAL;
-    rc = sl_pool_get(sp->core, "", NULL, 0, sl_deadline_in_ms(timeout_ms), &it, NULL);
+        return sl_err(err, SLUICE_EINVAL, "sluice_pool_get: needs a pool and a result pointer");
+    rc = sl_pool_get(sp->core, "", NULL, 0, sl_deadline_in_ms(timeout_ms), &it, err);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&sp->lock);
@@ -218,10 +222,15 @@ int sluice_pool_get(sluice_pool *sp, int timeout_ms, void **res)
     if (rc != 0) {
         /* Untracked it could never come back: return it at once. */
         sl_pool_put(sp->core, it, 1);
-        return rc;
+        return sl_err(err, rc, "sluice_pool_get: no memory to track a checked-out resource");
     }
     *res = it->res;
     return 0;
+}
+
+int sluice_pool_get(sluice_pool *sp, int timeout_ms, void **res)
+{
+    return sluice_pool_get_err(sp, timeout_ms, res, NULL);
 }
 
 void sluice_pool_put(sluice_pool *sp, void *res, int reusable)

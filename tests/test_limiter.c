@@ -1562,6 +1562,33 @@ static void test_local_stale_entries_evicted(void)
     sluice_limiter_free(l);
 }
 
+/* 100,000 distinct keys, each full again 1 ms after its use, used 10 us
+ * apart: only the keys of the last millisecond matter, and the table stays
+ * within the sweep's bound (each of the 64 shards sweeps when it doubles,
+ * from 64 entries) however many keys came before. */
+static void test_local_many_keys_stay_bounded(void)
+{
+    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limit lim = {1000, 1000, 1};
+    sluice_limit_result r;
+    size_t n, most = 0;
+    char key[32];
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (i = 0; i < 100000; i++) {
+        snprintf(key, sizeof key, "{svc}:/item/%d", i);
+        CU_ASSERT_EQUAL(sl_limiter_decide_at(l, SL_LIM_CHECK, key, &lim, 1,
+                                             BASE_US + (int64_t)i * 10, &r, NULL), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+        if (i % 1000 == 999 && (n = sl_local_entries(sl_limiter_local(l))) > most)
+            most = n;
+    }
+    fprintf(stderr, "\n  at most %zu entries for 100000 keys ", most);
+    CU_ASSERT(most <= 64 * 64 + 4 * 100);   /* 100 keys live at a time */
+    sluice_limiter_free(l);
+}
+
 static void test_local_stats_count(void)
 {
     sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
@@ -1870,6 +1897,46 @@ static void test_hostile_array_count_refused_at_once(void)
     close(h.lfd);
 }
 
+/* A Redis that accepts nothing (a listener nobody accepts on): the pool's
+ * create is handed each caller's own deadline.  Creation waits out its
+ * longer first-connect deadline, not redis_timeout_ms; each decision after
+ * gives up within redis_timeout_ms, with an error naming the server. */
+static void test_redis_blackhole_connect_bounded_by_deadline(void)
+{
+    sluice_limit lim = {1, 1000, 1};
+    sluice_limit_result r;
+    sluice_limiter *l;
+    sluice_error e;
+    char url[64], where[64];
+    int64_t t0, took;
+    int port, lfd, i;
+
+    lfd = tu_listen(8, &port);
+    CU_ASSERT_FATAL(lfd >= 0);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    snprintf(where, sizeof where, "127.0.0.1:%d", port);
+    log_capture(1);
+    t0 = sl_now_ns();
+    l = limiter(url, "bh", SLUICE_FAIL_CLOSED, 200, &e);
+    took = ms_since(t0);
+    CU_ASSERT_PTR_NOT_NULL(l);
+    /* The first connect's deadline is 1 s (CREATE_TIMEOUT_MS). */
+    CU_ASSERT(took >= 950);
+    CU_ASSERT(took < 1000 + 1500);
+    for (i = 0; l && i < 3; i++) {
+        t0 = sl_now_ns();
+        CU_ASSERT_EQUAL(sl_limiter_check(l, "{b}:k", &lim, 1, &r, &e), SLUICE_ELIMITER);
+        took = ms_since(t0);
+        CU_ASSERT(took < 200 + 500);
+        CU_ASSERT_EQUAL(e.code, SLUICE_ELIMITER);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, where));
+        CU_ASSERT_EQUAL(r.allowed, 0);
+    }
+    sluice_limiter_free(l);
+    log_capture(0);
+    close(lfd);
+}
+
 /* sl_redis_connect_url: a malformed URL and a closed port each give NULL
  * with a code and a message, within the timeout. */
 static void test_connect_url_errors(void)
@@ -1922,6 +1989,9 @@ static CU_TestInfo tests[] = {
     {"test_reply_decoder_rejects_malformed", test_reply_decoder_rejects_malformed},
     {"test_reader_bounds_array_counts", test_reader_bounds_array_counts},
     {"test_hostile_array_count_refused_at_once", test_hostile_array_count_refused_at_once},
+    {"test_local_many_keys_stay_bounded", test_local_many_keys_stay_bounded},
+    {"test_redis_blackhole_connect_bounded_by_deadline",
+     test_redis_blackhole_connect_bounded_by_deadline},
     CU_TEST_INFO_NULL,
 };
 

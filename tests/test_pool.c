@@ -943,6 +943,135 @@ static void test_pool_bad_arguments(void)
     free_pool(p, &f);
 }
 
+/* ---- the key table stays bounded ------------------------------------------ */
+
+static void origin_key(char *buf, size_t cap, int i)
+{
+    snprintf(buf, cap, "http://127.0.0.1:%d", 1024 + i);
+}
+
+static void tally_key(void *ud, const char *key, const struct sluice_pool_stats *s)
+{
+    int *n = ud;
+
+    CU_ASSERT(strlen(key) > 0);
+    (*n)++;
+}
+
+/* Calls to 2000 origins (ports) whose connections are closed, or expire
+ * idle, leave at most SL_POOL_UNUSED_KEYS keys behind; the totals still
+ * count every one, and a recent key keeps its own statistics. */
+static void test_pool_unused_keys_are_freed(void)
+{
+    fake f;
+    sl_pool_cfg cfg = {.idle_timeout_ms = 20};
+    sl_pool *p = new_pool(&f, cfg);
+    struct sluice_pool_stats s;
+    char key[64];
+    int i, listed = 0;
+
+    for (i = 0; i < 2000; i++) {
+        origin_key(key, sizeof key, i);
+        sl_pool_put(p, get_ok(p, key, 0), 0);
+    }
+    CU_ASSERT(sl_pool_keys(p) <= SL_POOL_UNUSED_KEYS);
+    s = stats_of(p, NULL);
+    CU_ASSERT_EQUAL(s.created, 2000);
+    CU_ASSERT_EQUAL(s.closed[SLUICE_CLOSE_BROKEN], 2000);
+    CU_ASSERT_EQUAL(s.open, 0);
+    CU_ASSERT_EQUAL(stats_of(p, key).created, 1);
+    origin_key(key, sizeof key, 0);
+    CU_ASSERT_EQUAL(stats_of(p, key).created, 0);
+    sl_pool_foreach_key(p, tally_key, &listed);
+    CU_ASSERT_EQUAL((size_t)listed, sl_pool_keys(p));
+
+    /* Kept idle, each key stays while it has a connection ... */
+    for (i = 0; i < 2000; i++) {
+        origin_key(key, sizeof key, 3000 + i);
+        sl_pool_put(p, get_ok(p, key, 0), 1);
+    }
+    CU_ASSERT(sl_pool_keys(p) >= 2000);
+    /* ... and goes once the sweep closed it. */
+    usleep(40 * 1000);
+    sl_pool_sweep(p);
+    CU_ASSERT(sl_pool_keys(p) <= SL_POOL_UNUSED_KEYS);
+    s = stats_of(p, NULL);
+    CU_ASSERT_EQUAL(s.created, 4000);
+    CU_ASSERT_EQUAL(s.closed[SLUICE_CLOSE_EXPIRED], 2000);
+    CU_ASSERT_EQUAL(s.open, 0);
+    /* A key that comes back starts again. */
+    origin_key(key, sizeof key, 0);
+    sl_pool_put(p, get_ok(p, key, 0), 1);
+    CU_ASSERT_EQUAL(stats_of(p, key).created, 1);
+    CU_ASSERT_EQUAL(stats_of(p, NULL).created, 4001);
+    free_pool(p, &f);
+}
+
+typedef struct key_churn {
+    sl_pool *p;
+    int base;
+    _Atomic int *stop;
+} key_churn;
+
+static void *key_churn_main(void *arg)
+{
+    key_churn *c = arg;
+    char key[64];
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        sl_pool_item *it = NULL;
+        origin_key(key, sizeof key, c->base + i % 700);
+        if (sl_pool_get(c->p, key, NULL, 0, sl_deadline_in_ms(5000), &it, NULL) == 0)
+            sl_pool_put(c->p, it, i % 3 != 0);
+    }
+    return NULL;
+}
+
+static void *key_walk_main(void *arg)
+{
+    key_churn *c = arg;
+
+    while (!atomic_load(c->stop)) {
+        int n = 0;
+        sl_pool_foreach_key(c->p, tally_key, &n);
+    }
+    return NULL;
+}
+
+/* Keys freed while others are created, evicted across keys at max_total
+ * and walked by sl_pool_foreach_key: no use after free (ASan), no race
+ * (TSan), the counts add up and the table ends small. */
+static void test_pool_keys_freed_under_churn(void)
+{
+    fake f;
+    sl_pool_cfg cfg = {.max_total = 6};
+    sl_pool *p = new_pool(&f, cfg);
+    _Atomic int stop = 0;
+    key_churn c[4], walker = {p, 0, &stop};
+    pthread_t th[4], wt;
+    struct sluice_pool_stats s;
+    int i;
+
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&wt, NULL, key_walk_main, &walker), 0);
+    for (i = 0; i < 4; i++) {
+        c[i].p = p;
+        c[i].base = i * 350;   /* neighbours share half their keys */
+        c[i].stop = &stop;
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, key_churn_main, &c[i]), 0);
+    }
+    for (i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    atomic_store(&stop, 1);
+    pthread_join(wt, NULL);
+    s = stats_of(p, NULL);
+    CU_ASSERT_EQUAL(s.created + s.reused, 4 * 3000);
+    CU_ASSERT_EQUAL(s.created, (uint64_t)atomic_load(&f.created));
+    CU_ASSERT(s.open <= 6);
+    CU_ASSERT(sl_pool_keys(p) <= (size_t)SL_POOL_UNUSED_KEYS + 6);
+    free_pool(p, &f);
+}
+
 /* ---- the public sluice_pool ------------------------------------------------ */
 
 static int pub_create(void *ctx, void **res, sluice_error *err)
@@ -960,7 +1089,7 @@ static int pub_alive(void *ctx, void *res)
     return fake_alive(ctx, res);
 }
 
-static const sluice_pool_ops pub_ops = {pub_create, pub_destroy, pub_alive};
+static const sluice_pool_ops pub_ops = {pub_create, pub_destroy, pub_alive, NULL};
 
 static _Atomic int warnings;
 
@@ -1016,7 +1145,7 @@ static void test_pool_public_options_and_arguments(void)
 {
     fake f;
     sluice_pool_opts bad = {.max_size = -5}, off = {.max_idle = SLUICE_OFF};
-    sluice_pool_ops no_destroy = {pub_create, NULL, NULL};
+    sluice_pool_ops no_destroy = {pub_create, NULL, NULL, NULL};
     struct sluice_pool_stats s;
     sluice_error err;
     sluice_pool *sp;
@@ -1046,6 +1175,102 @@ static void test_pool_public_options_and_arguments(void)
     CU_ASSERT_EQUAL(sluice_pool_get(sp, 0, &r), SLUICE_ECONNECT);
     sluice_pool_free(sp);
     CU_ASSERT_EQUAL(atomic_load(&f.live), 0);
+    fake_fini(&f);
+}
+
+/* create_timed records the time its caller had left. */
+static _Atomic int seen_timeout_ms = -2;
+
+static int pub_create_timed(void *ctx, int timeout_ms, void **res, sluice_error *err)
+{
+    atomic_store(&seen_timeout_ms, timeout_ms);
+    return fake_create(ctx, "", NULL, SL_NO_DEADLINE, res, err);
+}
+
+typedef struct pub_getter {
+    sluice_pool *sp;
+    int timeout_ms, rc;
+    void *res;
+} pub_getter;
+
+static void *pub_getter_main(void *arg)
+{
+    pub_getter *g = arg;
+
+    g->rc = sluice_pool_get(g->sp, g->timeout_ms, &g->res);
+    return NULL;
+}
+
+/* The caller's deadline reaches create_timed as the milliseconds left:
+ * all of it at once, what is left after a wait, 0 once past, -1 for none;
+ * and its error reaches sluice_pool_get_err.  create_timed wins over
+ * create when both are set. */
+static void test_pool_public_create_gets_callers_deadline(void)
+{
+    fake f;
+    sluice_pool_opts o = {.max_size = 1};
+    sluice_pool_ops ops = {.create = pub_create, .destroy = pub_destroy,
+                           .create_timed = pub_create_timed};
+    pub_getter g;
+    struct sluice_pool_stats s;
+    sluice_error err;
+    sluice_pool *sp;
+    pthread_t th;
+    int64_t end;
+    void *r;
+    int seen;
+
+    fake_init(&f);
+    sp = sluice_pool_new(&o, &ops, &f, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sp);
+    CU_ASSERT_EQUAL(sluice_pool_get(sp, 700, &r), 0);
+    seen = atomic_load(&seen_timeout_ms);
+    CU_ASSERT(seen > 500 && seen <= 700);
+    sluice_pool_put(sp, r, 0);
+    CU_ASSERT_EQUAL(sluice_pool_get(sp, -1, &r), 0);
+    CU_ASSERT_EQUAL(atomic_load(&seen_timeout_ms), -1);
+    sluice_pool_put(sp, r, 0);
+    CU_ASSERT_EQUAL(sluice_pool_get(sp, 0, &r), 0);
+    CU_ASSERT_EQUAL(atomic_load(&seen_timeout_ms), 0);
+
+    /* A caller that waited 300 ms for the only slot has that much less. */
+    g.sp = sp;
+    g.timeout_ms = 3000;
+    g.res = NULL;
+    end = tu_now_ms() + 5000;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, pub_getter_main, &g), 0);
+    do {
+        usleep(1000);
+        sluice_pool_stats(sp, &s);
+    } while (s.waiting < 1 && tu_now_ms() < end);
+    CU_ASSERT_EQUAL(s.waiting, 1);
+    usleep(300 * 1000);
+    sluice_pool_put(sp, r, 0);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(g.rc, 0);
+    seen = atomic_load(&seen_timeout_ms);
+    CU_ASSERT(seen > 1000 && seen <= 2700);
+    sluice_pool_put(sp, g.res, 0);
+
+    /* create's error comes back whole through sluice_pool_get_err. */
+    atomic_store(&f.fail_next, 1);
+    CU_ASSERT_EQUAL(sluice_pool_get_err(sp, 100, &r, &err), SLUICE_ECONNECT);
+    CU_ASSERT_EQUAL(err.code, SLUICE_ECONNECT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "fake connect"));
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_EQUAL(sluice_pool_get_err(NULL, 0, &r, &err), SLUICE_EINVAL);
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+    sluice_pool_free(sp);
+    CU_ASSERT_EQUAL(atomic_load(&f.live), 0);
+
+    /* create_timed alone is enough; neither is refused. */
+    ops.create = NULL;
+    sp = sluice_pool_new(NULL, &ops, &f, NULL);
+    CU_ASSERT_PTR_NOT_NULL(sp);
+    sluice_pool_free(sp);
+    ops.create_timed = NULL;
+    CU_ASSERT_PTR_NULL(sluice_pool_new(NULL, &ops, &f, &err));
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
     fake_fini(&f);
 }
 
@@ -1246,8 +1471,12 @@ static CU_TestInfo tests[] = {
     {"test_pool_close_stops_sweeper_promptly", test_pool_close_stops_sweeper_promptly},
     {"test_pool_stats_per_key_and_total", test_pool_stats_per_key_and_total},
     {"test_pool_bad_arguments", test_pool_bad_arguments},
+    {"test_pool_unused_keys_are_freed", test_pool_unused_keys_are_freed},
+    {"test_pool_keys_freed_under_churn", test_pool_keys_freed_under_churn},
     {"test_pool_public_round_trip", test_pool_public_round_trip},
     {"test_pool_public_options_and_arguments", test_pool_public_options_and_arguments},
+    {"test_pool_public_create_gets_callers_deadline",
+     test_pool_public_create_gets_callers_deadline},
     {"test_pool_public_idle_timeout_runs_housekeeping",
      test_pool_public_idle_timeout_runs_housekeeping},
     {"test_pool_allocation_failures_never_crash_or_leak",
