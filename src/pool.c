@@ -1031,17 +1031,20 @@ void sl_pool_foreach_key(sl_pool *p,
      * and its place in the list (where `next` is read) stay; new entries go
      * to the front, behind the walk. */
     pthread_mutex_lock(&p->lock);
-    e = p->entries;
+    if ((e = p->entries))
+        e->pins++;
     while (e) {
         struct sluice_pool_stats s;
         memset(&s, 0, sizeof s);
         add_stats(e, &s);
         s.peak_in_use = e->peak_in_use;
-        e->pins++;
         pthread_mutex_unlock(&p->lock);
         fn(ud, e->key, &s);
         pthread_mutex_lock(&p->lock);
-        next = e->next;
+        /* The next one is pinned before this one lets go: unpinning may
+         * free the oldest unused entries, and `next` may be one. */
+        if ((next = e->next))
+            next->pins++;
         entry_unpin(p, e);
         e = next;
     }
