@@ -353,8 +353,11 @@ static int64_t failure(int status, const char *host, struct answer *a)
     if (status == ARES_ENOTFOUND) {
         why = "no such name (NXDOMAIN)";
         keep = NEG_TTL_NS;
-    } else if (status == ARES_ESERVFAIL) {
-        why = "the DNS server failed (SERVFAIL)";
+    } else if (status == ARES_ESERVFAIL || status == ARES_ECONNREFUSED) {
+        /* c-ares 1.18 moves on from a server that answers SERVFAIL or
+         * REFUSED (or is not listening), and reports ECONNREFUSED once
+         * every one did: an answer about the servers, worth keeping. */
+        why = "every DNS server failed (SERVFAIL, REFUSED or unreachable)";
         keep = NEG_TTL_NS;
     } else if (status == ARES_ENODATA) {
         why = "no address records";

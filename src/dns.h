@@ -10,9 +10,10 @@
  *    leader's deadline ran out first, a follower with time left asks again.
  *  - Answers are kept for the records' smallest TTL, capped by ttl_ms (a
  *    TTL of 0 is not kept); names from /etc/hosts are kept ttl_ms.
- *    NXDOMAIN, SERVFAIL and "no address" are kept NEG_TTL (5 s) so a dead
- *    name does not cost every caller a query; a timeout, a refused server
- *    or a deadline that passed is not kept.
+ *    NXDOMAIN, "no address" and servers that all answered SERVFAIL or
+ *    REFUSED (or were not listening) are kept 5 s, so a dead name does
+ *    not cost every caller a query; a timeout or a deadline that passed is
+ *    not kept.
  *  - The cache holds at most SL_DNS_MAX_ENTRIES names: a full table first
  *    drops what expired, then the entry closest to expiry.
  *  - Address lists are refcounted, so a connection attempt can keep using
