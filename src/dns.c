@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "clock.h"
@@ -292,13 +293,15 @@ static int drive(ares_channel ch, struct query *q, int64_t deadline)
     while (!q->done) {
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
         struct pollfd pfd[ARES_GETSOCK_MAXNUM];
-        int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM), n = 0, i, ready;
+        /* Unsigned: ARES_GETSOCK_WRITABLE shifts an int 1 into the sign bit. */
+        unsigned bits = (unsigned)ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+        int n = 0, i, ready;
 
         if (sl_now_ns() >= deadline)
             return SLUICE_ETIMEDOUT;
         for (i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-            short ev = (short)((ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
-                               (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0));
+            short ev = (short)((bits >> i & 1u ? POLLIN : 0) |
+                               (bits >> (i + ARES_GETSOCK_MAXNUM) & 1u ? POLLOUT : 0));
             if (ev)
                 pfd[n++] = (struct pollfd){.fd = socks[i], .events = ev};
         }
@@ -419,7 +422,10 @@ static int64_t lookup(const sl_dns *d, const char *host, int port, int64_t deadl
     ares_getaddrinfo(ch, host, portstr, &hints, on_answer, &q);
     from_hosts = q.done;
     rc = drive(ch, &q, deadline);
-    if (rc == 0) {
+    if (rc == 0 && q.status != ARES_SUCCESS && strcasecmp(host, "localhost") == 0 &&
+        (a->addrs = numeric("127.0.0.1", port))) {
+        keep = d->ttl_ns;   /* RFC 6761: loopback, with or without /etc/hosts */
+    } else if (rc == 0) {
         keep = answer_of(d, &q, host, from_hosts, a);
     } else if (rc == SLUICE_ETIMEDOUT) {
         a->deadline_passed = 1;

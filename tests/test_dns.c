@@ -250,6 +250,50 @@ static void test_dns_concurrent_lookups_share_one_query(void)
     tu_dns_stop(d);
 }
 
+struct short_leader {
+    sl_dns *r;
+    int rc;
+};
+
+static void *lead_briefly(void *arg)
+{
+    struct short_leader *l = arg;
+    sluice_error err;
+
+    l->rc = resolve(l->r, "slow.test", 200, NULL, &err);
+    return NULL;
+}
+
+/* A follower is bound by its own deadline, not the leader's: when the
+ * leader gives up, a follower with time left asks again. */
+static void test_dns_follower_outlives_a_hasty_leader(void)
+{
+    tu_dns *d = tu_dns_start(TU_DNS_ANSWER);
+    struct short_leader l = {NULL, 1};
+    sluice_error err;
+    uint32_t v4 = 0;
+    pthread_t th;
+    int64_t end;
+    sl_dns *r;
+
+    TU_REQUIRE(d);
+    tu_dns_add(d, "slow.test", "127.0.0.9", 60);
+    tu_dns_set_delay(d, 600);
+    r = dns_for(d, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    l.r = r;
+    pthread_create(&th, NULL, lead_briefly, &l);
+    end = tu_now_ms() + 5000;
+    while (tu_dns_queries(d, "slow.test") < 1 && tu_now_ms() < end)
+        usleep(1000);
+    CU_ASSERT_EQUAL(resolve(r, "slow.test", 10000, &v4, &err), 0);
+    CU_ASSERT_EQUAL(v4, ip("127.0.0.9"));
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(l.rc, SLUICE_ETIMEDOUT);
+    sl_dns_free(r);
+    tu_dns_stop(d);
+}
+
 /* /etc/hosts answers before any server is asked. */
 static void test_dns_localhost_from_hosts_file(void)
 {
@@ -358,6 +402,7 @@ static CU_TestInfo tests[] = {
     {"test_dns_servfail_cached_negatively", test_dns_servfail_cached_negatively},
     {"test_dns_nxdomain_cached_negatively", test_dns_nxdomain_cached_negatively},
     {"test_dns_concurrent_lookups_share_one_query", test_dns_concurrent_lookups_share_one_query},
+    {"test_dns_follower_outlives_a_hasty_leader", test_dns_follower_outlives_a_hasty_leader},
     {"test_dns_localhost_from_hosts_file", test_dns_localhost_from_hosts_file},
     {"test_dns_cache_is_bounded", test_dns_cache_is_bounded},
     {"test_dns_malformed_servers_refused", test_dns_malformed_servers_refused},
