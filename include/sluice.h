@@ -235,7 +235,7 @@ typedef struct sluice_factory_opts {
     int max_lifetime_ms;          /* recycled after this age; 0 = never */
     int pool_timeout_ms;          /* checkout wait at the limit (default 5000) */
     int connect_timeout_ms;       /* name lookup + TCP connect + TLS handshake (default 5000) */
-    int dns_ttl_ms;               /* DNS cache entry life (default 60000) */
+    int dns_ttl_ms;               /* longest a DNS answer is kept; shorter TTLs win (default 60000) */
     /* DNS servers as "ip[:port],[ipv6][:port]", e.g. "127.0.0.1:5353,[::1]:53"
      * (default port 53); NULL = the system's configuration (/etc/resolv.conf).
      * /etc/hosts is read first either way; with servers named here, search
