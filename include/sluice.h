@@ -122,8 +122,8 @@ typedef struct sluice_allocator {
 /* Replaces the allocator; NULL restores malloc/realloc/free.  Not
  * thread-safe: call it before any other sluice function, or while no
  * sluice object is alive.  Memory must be freed by the allocator that
- * allocated it.  Allocations made inside wolfSSL and hiredis do not go
- * through it. */
+ * allocated it.  Allocations made inside wolfSSL, hiredis and c-ares do
+ * not go through it. */
 SLUICE_API void sluice_set_allocator(const sluice_allocator *a);
 
 typedef enum sluice_log_level {
@@ -234,8 +234,14 @@ typedef struct sluice_factory_opts {
     int keepalive_expiry_ms;      /* idle longer and it is closed */
     int max_lifetime_ms;          /* recycled after this age; 0 = never */
     int pool_timeout_ms;          /* checkout wait at the limit (default 5000) */
-    int connect_timeout_ms;       /* TCP connect + TLS handshake (default 5000) */
-    int dns_ttl_ms;               /* DNS cache entry life (default 60000) */
+    int connect_timeout_ms;       /* name lookup + TCP connect + TLS handshake (default 5000) */
+    int dns_ttl_ms;               /* longest a DNS answer is kept; shorter TTLs win (default 60000) */
+    /* DNS servers as "ip[:port],[ipv6][:port]", e.g. "127.0.0.1:5353,[::1]:53"
+     * (default port 53); NULL = the system's configuration (/etc/resolv.conf).
+     * /etc/hosts is read first either way; with servers named here, search
+     * domains are not appended.  Copied.  A malformed list fails
+     * sluice_factory_new with SLUICE_EINVAL. */
+    const char *dns_servers;
     int tcp_keepalive;            /* 1 = SO_KEEPALIVE on pooled sockets */
     int tcp_keepidle_s, tcp_keepintvl_s, tcp_keepcnt;
     size_t max_response_bytes;    /* default 64 MiB */

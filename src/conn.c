@@ -15,7 +15,7 @@ int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl
     int rc;
 
     *out = NULL;
-    rc = sl_dns_resolve(dns, t->host, t->port, &addrs, err);
+    rc = sl_dns_resolve(dns, t->host, t->port, deadline, &addrs, err);
     if (rc)
         return rc;
     rc = sl_sock_connect(addrs, cfg, deadline, t->host, t->port, err);

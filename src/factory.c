@@ -73,8 +73,11 @@ static int copy_strings(sluice_factory *f, sluice_error *err)
     const char **fields[] = {&f->opts.user_agent,   &f->opts.ca_file,
                              &f->opts.ca_path,      &f->opts.client_cert_file,
                              &f->opts.client_key_file, &f->opts.redis_url,
-                             &f->opts.limiter_prefix};
+                             &f->opts.limiter_prefix, &f->opts.dns_servers};
     size_t i;
+
+    _Static_assert(sizeof fields / sizeof fields[0] <= sizeof f->strs / sizeof f->strs[0],
+                   "sluice_factory.strs has a slot for every option string");
 
     for (i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (!*fields[i])
@@ -142,7 +145,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     pc.idle_timeout_ms = f->opts.keepalive_expiry_ms;
     pc.max_lifetime_ms = f->opts.max_lifetime_ms;
     pc.housekeeping = 1;
-    if (!(f->net.dns = sl_dns_new(f->opts.dns_ttl_ms, err)))
+    if (!(f->net.dns = sl_dns_new(f->opts.dns_ttl_ms, f->opts.dns_servers, err)))
         goto fail;
     if (!(f->pool = sl_pool_new(&pc, &sl_conn_pool_ops, &f->net, err)))
         goto fail;

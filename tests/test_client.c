@@ -328,16 +328,27 @@ static void test_client_connect_refused(void)
     sluice_factory_free(f);
 }
 
+/* The test's own DNS server answers NXDOMAIN: no system resolver asked. */
 static void test_client_unresolvable_name(void)
 {
-    sluice_factory *f = factory_with(0, 0, 0, 0);
-    sluice_client *c = client_for(f, "nxdomain", "http://no-such-host.invalid/");
+    tu_dns *dns = tu_dns_start(TU_DNS_NXDOMAIN);
+    sluice_factory_opts fo;
+    sluice_factory *f;
+    sluice_client *c;
     sluice_error err;
 
+    TU_REQUIRE(dns);
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.dns_servers = tu_dns_servers(dns);
+    f = sluice_factory_new(&fo, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    c = client_for(f, "nxdomain", "http://no-such-host.invalid/");
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     CU_ASSERT_EQUAL(get_status(c, "/json", &err), SLUICE_ERESOLVE);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "no-such-host.invalid"));
+    CU_ASSERT_EQUAL(tu_dns_queries(dns, "no-such-host.invalid"), 1);
     sluice_factory_free(f);
+    tu_dns_stop(dns);
 }
 
 static void test_client_stall_times_out(void)

@@ -431,14 +431,26 @@ static void test_faults_backlog_full_connect_timeout(void)
     CU_ASSERT_EQUAL(tu_fd_count(), fds);
 }
 
-/* A name in the reserved .invalid domain never resolves. */
+/* A name in the reserved .invalid domain never resolves: the test's own
+ * DNS server says NXDOMAIN, so no system resolver is asked. */
+static const char *dns_servers_g;
+
+static void tune_dns(sluice_factory_opts *fo)
+{
+    fo->dns_servers = dns_servers_g;
+}
+
 static void test_faults_name_cannot_resolve(void)
 {
+    tu_dns *dns = tu_dns_start(TU_DNS_NXDOMAIN);
     sluice_factory *f;
     load l = {0};
-    int fds = tu_fd_count();
+    int fds;
 
-    f = factory(NULL);
+    TU_REQUIRE(dns);
+    dns_servers_g = tu_dns_servers(dns);
+    fds = tu_fd_count();
+    f = factory(tune_dns);
     l.c = client(f, "nxdomain", "http://x.invalid:8080/", tune_retry_fast);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l.c);
     l.req.path = "/json";
@@ -446,6 +458,7 @@ static void test_faults_name_cannot_resolve(void)
     load_run("x.invalid", &l, THREADS);
     CU_ASSERT_EQUAL(errors_of(&l.t, SLUICE_ERESOLVE), THREADS * 3);
     free_and_count(f, fds);
+    tu_dns_stop(dns);
 }
 
 /* ---- Redis misbehaves ------------------------------------------------------ */

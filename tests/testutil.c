@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -537,4 +538,224 @@ long tu_hits(const char *addr, const char *path)
         !(body = tu_body(buf)))
         return -1;
     return strtol(body, NULL, 10);
+}
+
+/* ---- a DNS server of the tests' own ------------------------------------- */
+
+#define TU_DNS_NAMES 32
+
+struct tu_dns_name {
+    char name[128];
+    int known;              /* answered with addr in TU_DNS_ANSWER mode */
+    struct in_addr addr;
+    unsigned ttl;
+    long a_queries;
+};
+
+struct tu_dns {
+    int fd;
+    char servers[32];
+    pthread_t thread;
+    atomic_int stop;
+    pthread_mutex_t lock;   /* the fields below */
+    tu_dns_mode mode;
+    int delay_ms;
+    long queries;
+    struct tu_dns_name names[TU_DNS_NAMES];
+};
+
+/* The entry for name, made when absent (NULL when the table is full);
+ * called with the lock held. */
+static struct tu_dns_name *dns_name(tu_dns *d, const char *name)
+{
+    int i;
+
+    for (i = 0; i < TU_DNS_NAMES && d->names[i].name[0]; i++)
+        if (strcasecmp(d->names[i].name, name) == 0)
+            return &d->names[i];
+    if (i == TU_DNS_NAMES)
+        return NULL;
+    snprintf(d->names[i].name, sizeof d->names[i].name, "%s", name);
+    return &d->names[i];
+}
+
+/* The dotted name of the question at q[12..]; its end offset, or -1. */
+static int dns_qname(const unsigned char *q, int len, char *name, size_t cap)
+{
+    int off = 12;
+    size_t n = 0;
+
+    while (off < len && q[off]) {
+        int l = q[off++];
+        if (l > 63 || off + l > len || n + (size_t)l + 2 > cap)
+            return -1;
+        if (n)
+            name[n++] = '.';
+        memcpy(name + n, q + off, (size_t)l);
+        n += (size_t)l;
+        off += l;
+    }
+    name[n] = '\0';
+    return off < len ? off + 1 : -1;
+}
+
+/* Builds the answer to query q in r; its length, or 0 for none. */
+static int dns_answer(tu_dns *d, const unsigned char *q, int len, unsigned char *r)
+{
+    char name[256];
+    int qend = dns_qname(q, len, name, sizeof name), rcode = 0, an = 0, type;
+    struct tu_dns_name *e;
+    tu_dns_mode mode;
+
+    if (qend < 0 || qend + 4 > len || len > 512)
+        return 0;
+    type = q[qend] << 8 | q[qend + 1];
+    memcpy(r, q, (size_t)qend + 4);
+    pthread_mutex_lock(&d->lock);
+    d->queries++;
+    mode = d->mode;
+    e = dns_name(d, name);
+    if (e && type == 1)
+        e->a_queries++;
+    if (mode == TU_DNS_SERVFAIL)
+        rcode = 2;
+    else if (mode == TU_DNS_NXDOMAIN || !e || !e->known)
+        rcode = 3;
+    else if (type == 1) {
+        unsigned char rr[16] = {0xc0, 0x0c, 0, 1, 0, 1, (unsigned char)(e->ttl >> 24),
+                                (unsigned char)(e->ttl >> 16), (unsigned char)(e->ttl >> 8),
+                                (unsigned char)e->ttl, 0, 4};
+        memcpy(rr + 12, &e->addr, 4);
+        memcpy(r + qend + 4, rr, sizeof rr);
+        an = 1;
+    }
+    pthread_mutex_unlock(&d->lock);
+    if (mode == TU_DNS_SILENT)
+        return 0;
+    r[2] = (unsigned char)(0x80 | (q[2] & 0x79));   /* QR, the opcode and RD */
+    r[3] = (unsigned char)(0x80 | rcode);           /* RA */
+    memset(r + 4, 0, 8);
+    r[5] = 1;                                       /* one question */
+    r[7] = (unsigned char)an;
+    return qend + 4 + an * 16;
+}
+
+static void *dns_serve(void *arg)
+{
+    tu_dns *d = arg;
+    unsigned char q[512], r[600];
+
+    while (!atomic_load(&d->stop)) {
+        struct pollfd p = {d->fd, POLLIN, 0};
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof from;
+        ssize_t n;
+        int rlen, delay;
+
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        n = recvfrom(d->fd, q, sizeof q, 0, (struct sockaddr *)&from, &fromlen);
+        if (n < 12)
+            continue;
+        rlen = dns_answer(d, q, (int)n, r);
+        pthread_mutex_lock(&d->lock);
+        delay = d->delay_ms;
+        pthread_mutex_unlock(&d->lock);
+        if (delay > 0)
+            usleep((useconds_t)delay * 1000);
+        if (rlen > 0)
+            sendto(d->fd, r, (size_t)rlen, 0, (struct sockaddr *)&from, fromlen);
+    }
+    return NULL;
+}
+
+tu_dns *tu_dns_start(tu_dns_mode mode)
+{
+    struct sockaddr_in sin = {0};
+    socklen_t len = sizeof sin;
+    tu_dns *d = calloc(1, sizeof *d);
+
+    if (!d) {
+        CU_FAIL("test DNS server: out of memory");
+        return NULL;
+    }
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    d->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (d->fd < 0 || bind(d->fd, (struct sockaddr *)&sin, sizeof sin) != 0 ||
+        getsockname(d->fd, (struct sockaddr *)&sin, &len) != 0) {
+        CU_FAIL("test DNS server: cannot bind a UDP socket on 127.0.0.1");
+        if (d->fd >= 0)
+            close(d->fd);
+        free(d);
+        return NULL;
+    }
+    snprintf(d->servers, sizeof d->servers, "127.0.0.1:%d", ntohs(sin.sin_port));
+    d->mode = mode;
+    pthread_mutex_init(&d->lock, NULL);
+    if (pthread_create(&d->thread, NULL, dns_serve, d) != 0) {
+        CU_FAIL("test DNS server: cannot start its thread");
+        pthread_mutex_destroy(&d->lock);
+        close(d->fd);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void tu_dns_add(tu_dns *d, const char *name, const char *ipv4, unsigned ttl)
+{
+    struct tu_dns_name *e;
+
+    pthread_mutex_lock(&d->lock);
+    if ((e = dns_name(d, name)) && inet_pton(AF_INET, ipv4, &e->addr) == 1) {
+        e->known = 1;
+        e->ttl = ttl;
+    }
+    pthread_mutex_unlock(&d->lock);
+    CU_ASSERT_PTR_NOT_NULL(e);
+}
+
+void tu_dns_set_mode(tu_dns *d, tu_dns_mode mode)
+{
+    pthread_mutex_lock(&d->lock);
+    d->mode = mode;
+    pthread_mutex_unlock(&d->lock);
+}
+
+void tu_dns_set_delay(tu_dns *d, int ms)
+{
+    pthread_mutex_lock(&d->lock);
+    d->delay_ms = ms;
+    pthread_mutex_unlock(&d->lock);
+}
+
+const char *tu_dns_servers(const tu_dns *d)
+{
+    return d->servers;
+}
+
+long tu_dns_queries(tu_dns *d, const char *name)
+{
+    struct tu_dns_name *e;
+    long n;
+
+    pthread_mutex_lock(&d->lock);
+    if (!name)
+        n = d->queries;
+    else
+        n = (e = dns_name(d, name)) ? e->a_queries : -1;
+    pthread_mutex_unlock(&d->lock);
+    return n;
+}
+
+void tu_dns_stop(tu_dns *d)
+{
+    if (!d)
+        return;
+    atomic_store(&d->stop, 1);
+    pthread_join(d->thread, NULL);
+    close(d->fd);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
 }

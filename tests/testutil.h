@@ -95,4 +95,24 @@ long tu_hits(const char *addr, const char *path);
 /* Monotonic milliseconds. */
 int64_t tu_now_ms(void);
 
+/* A DNS server of the tests' own on 127.0.0.1 (UDP, a thread of this
+ * process), so no test asks the system's resolver.  In TU_DNS_ANSWER mode
+ * it answers A queries for the names added with tu_dns_add (AAAA: no
+ * records), NXDOMAIN for the rest; the other modes answer every query
+ * SERVFAIL, NXDOMAIN, or never.  tu_dns_start returns NULL after failing
+ * the test. */
+typedef enum tu_dns_mode { TU_DNS_ANSWER, TU_DNS_SILENT, TU_DNS_SERVFAIL, TU_DNS_NXDOMAIN } tu_dns_mode;
+typedef struct tu_dns tu_dns;
+tu_dns *tu_dns_start(tu_dns_mode mode);
+/* Answers `name` (case-insensitive, no trailing dot) with ipv4 and ttl. */
+void tu_dns_add(tu_dns *d, const char *name, const char *ipv4, unsigned ttl);
+void tu_dns_set_mode(tu_dns *d, tu_dns_mode mode);
+/* Holds every answer back this long (0: none). */
+void tu_dns_set_delay(tu_dns *d, int ms);
+/* "127.0.0.1:PORT", for sluice_factory_opts.dns_servers. */
+const char *tu_dns_servers(const tu_dns *d);
+/* A (IPv4) queries received for name; NULL: queries of any type and name. */
+long tu_dns_queries(tu_dns *d, const char *name);
+void tu_dns_stop(tu_dns *d);   /* NULL is a no-op */
+
 #endif
