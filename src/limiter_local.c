@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "error.h"
 #include "limiter.h"
+#include "sync.h"
 
 #define NSHARDS 64
 #define SHARD_BITS 6
@@ -187,7 +188,10 @@ sl_local *sl_local_new(sluice_error *err)
             goto nomem;
         s->nbuckets = INITIAL_BUCKETS;
         s->sweep_at = MIN_SWEEP_AT;
-        pthread_mutex_init(&s->mu, NULL);
+        if (sl_mutex_init(&s->mu, "rate limiter: in-process table", err)) {
+            sl_local_free(t);
+            return NULL;
+        }
     }
     return t;
 nomem:

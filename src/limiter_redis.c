@@ -25,6 +25,7 @@
 #include "futex.h"
 #include "limiter.h"
 #include "log.h"
+#include "sync.h"
 
 #define DEFAULT_PORT 6379
 #define MAX_BATCH 256
@@ -1275,11 +1276,10 @@ sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachabl
     rd->url = *url;
     memset(url, 0, sizeof *url);
     rd->cfg = *cfg;
-    pthread_mutex_init(&rd->mu, NULL);
     po.max_size = cfg->pool_size;
     po.max_idle = cfg->pool_size;
-    rd->pool = sluice_pool_new(&po, &pool_ops, rd, err);
-    if (!rd->pool) {
+    if (sl_mutex_init(&rd->mu, "redis", err) ||
+        !(rd->pool = sluice_pool_new(&po, &pool_ops, rd, err))) {
         sl_redis_free(rd);
         return NULL;
     }
