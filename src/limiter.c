@@ -407,6 +407,7 @@ sluice_limiter *sluice_limiter_new(const char *redis_url, const sluice_limiter_o
 {
     sluice_limiter_opts opts;
     sluice_limiter *l;
+    /* The environment is read here, at creation, never on a decision path. */
     const char *url = redis_url ? redis_url : getenv("SLUICE_REDIS_URL");
     int rc;
 

@@ -868,14 +868,17 @@ static int build_evalsha(rconn *cn, const char *sha, waiter **batch, size_t n)
     return (int)a;
 }
 
-static int io_error(sl_redis *rd, rconn *cn, sluice_error *err)
+/* `errnum` is errno right after the failed hiredis call: on a socket
+ * timeout (SO_RCVTIMEO / SO_SNDTIMEO) hiredis sets REDIS_ERR_IO and leaves
+ * errno EAGAIN; its errstr is strerror's text, which the locale translates. */
+static int io_error(sl_redis *rd, rconn *cn, int errnum, sluice_error *err)
 {
     const redisContext *c = cn->c;
 
     if (c->err == REDIS_ERR_EOF)
         return sl_err(err, SLUICE_ELIMITER, "redis %s: connection closed by the server",
                       rd->url.where);
-    if (c->err == REDIS_ERR_IO && strstr(c->errstr, "temporarily unavailable"))
+    if (c->err == REDIS_ERR_IO && (errnum == EAGAIN || errnum == EWOULDBLOCK))
         return sl_err(err, SLUICE_ELIMITER, "redis %s: no reply within %d ms", rd->url.where,
                       cn->timeout_ms);
     return sl_err(err, SLUICE_ELIMITER, "redis %s: %s", rd->url.where, c->errstr);
@@ -895,15 +898,19 @@ static int is_noscript(const redisReply *r)
 static int flush_output(redisContext *c)
 {
     size_t len = sdslen(c->obuf), off = 0;
+    char ebuf[SL_ERRNO_BUF];
 
     while (off < len) {
         ssize_t k = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
+            int e = errno;
+
             c->err = REDIS_ERR_IO;
             snprintf(c->errstr, sizeof c->errstr, "%s",
-                     k == 0 ? "write returned 0" : strerror(errno));
+                     k == 0 ? "write returned 0" : sl_errno_str(e, ebuf, sizeof ebuf));
+            errno = k == 0 ? EIO : e;   /* io_error reads it */
             return -1;
         }
         off += (size_t)k;
@@ -936,7 +943,7 @@ static int send_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64
                       rd->url.where, n);
     atomic_fetch_add_explicit(&rd->round_trips, 1, memory_order_relaxed);
     if (flush_output(cn->c) != 0)
-        return io_error(rd, cn, err);
+        return io_error(rd, cn, errno, err);
     return 0;
 }
 
@@ -952,7 +959,7 @@ static int recv_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64
         redisReply *reply = NULL;
 
         if (redisGetReply(cn->c, (void **)&reply) != REDIS_OK || !reply)
-            return io_error(rd, cn, err);
+            return io_error(rd, cn, errno, err);
         if (attempt == 0 && is_noscript(reply)) {
             freeReplyObject(reply);
             if ((rc = load_script(rd, cn, err)) ||

@@ -314,9 +314,12 @@ static int on_cert_request(WOLFSSL *ssl, WOLFSSL_X509 **x509, WOLFSSL_EVP_PKEY *
 /* 0, or SLUICE_ETLS naming the file and why it cannot be read. */
 static int file_readable(const char *path, sluice_error *err, const char *what)
 {
+    char ebuf[SL_ERRNO_BUF];
+
     if (access(path, R_OK) == 0)
         return 0;
-    return sl_err(err, SLUICE_ETLS, "TLS %s %s cannot be read: %s", what, path, strerror(errno));
+    return sl_err(err, SLUICE_ETLS, "TLS %s %s cannot be read: %s", what, path,
+                  sl_errno_str(errno, ebuf, sizeof ebuf));
 }
 
 static int load_trust(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error *err)
@@ -594,6 +597,7 @@ static void describe_failure(sl_tls *s, int rc, char *buf, size_t cap)
 static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
 {
     char reason[200];
+    char ebuf[SL_ERRNO_BUF];
 
     s->broken = 1;
     if (s->cert_requested && (s->io_eof || s->io_errno))
@@ -602,7 +606,7 @@ static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
                       what, s->peer);
     if (s->io_errno)
         return sl_err(err, SLUICE_EIO, "TLS %s %s failed: %s", what, s->peer,
-                      strerror(s->io_errno));
+                      sl_errno_str(s->io_errno, ebuf, sizeof ebuf));
     if (s->io_eof)
         return sl_err(err, SLUICE_EIO, "TLS %s %s failed: connection closed by the peer", what,
                       s->peer);

@@ -698,6 +698,23 @@ static void test_client_warmup_int_max_timeouts(void)
     sluice_factory_free(f);
 }
 
+/* A plain-socket read error names the peer, as TLS errors do. */
+static void test_client_read_error_names_peer(void)
+{
+    sluice_factory *f = factory_with(0, 0, 0, 0);
+    sluice_client *c = client_for(f, "peer", tu_http_base());
+    char want[96];
+    sluice_error err;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(want, sizeof want, "read from %s failed", tu_http_addr());
+    CU_ASSERT_EQUAL(get_status(c, "/reset", &err), SLUICE_EIO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, want));
+    if (!strstr(err.msg, want))
+        fprintf(stderr, "\n  message: %s\n", err.msg);
+    sluice_factory_free(f);
+}
+
 /* nheaders with a NULL array is a caller's bug, refused as elsewhere
  * (the executor's copy), not read as "no headers". */
 static void test_client_nheaders_without_headers(void)
@@ -742,6 +759,7 @@ static CU_TestInfo tests[] = {
     {"test_client_rate_limit_out_of_range_is_einval", test_client_rate_limit_out_of_range_is_einval},
     {"test_client_warmup_int_max_timeouts", test_client_warmup_int_max_timeouts},
     {"test_client_nheaders_without_headers", test_client_nheaders_without_headers},
+    {"test_client_read_error_names_peer", test_client_read_error_names_peer},
     CU_TEST_INFO_NULL,
 };
 
