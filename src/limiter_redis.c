@@ -5,7 +5,6 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,12 +18,14 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "ascii.h"
 #include "buf.h"
 #include "clock.h"
 #include "error.h"
 #include "futex.h"
 #include "limiter.h"
 #include "log.h"
+#include "sock.h"
 #include "sync.h"
 
 #define DEFAULT_PORT 6379
@@ -102,17 +103,6 @@ const char sl_redis_script[] =
 /* URL parsing                                                              */
 /* ------------------------------------------------------------------------ */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into a new string; NULL with *bad set for a bad
  * escape, a NUL, a raw control byte or space, or with *bad clear on ENOMEM. */
 static char *pct_decode(const char *s, size_t n, int *bad)
@@ -126,8 +116,8 @@ static char *pct_decode(const char *s, size_t n, int *bad)
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '%') {
-            int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            int hi = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 goto bad;
             c = (unsigned char)(hi * 16 + lo);
@@ -201,7 +191,7 @@ static int host_char(char c)
 
 static int v6_char(char c)
 {
-    return hexval(c) >= 0 || c == ':' || c == '.';
+    return sl_ascii_hexval((unsigned char)c) >= 0 || c == ':' || c == '.';
 }
 
 /* host[:port] or [v6][:port]. */
@@ -741,15 +731,14 @@ static void pool_destroy(void *ctx, void *res)
     rconn_free(res);
 }
 
-/* An idle connection has nothing to read; readable means the server closed
- * it (or sent something unasked), so it must not be reused. */
+/* The same test as for HTTP connections (sl_sock_idle_alive): readable
+ * means the server closed it or sent something unasked. */
 static int pool_alive(void *ctx, void *res)
 {
     rconn *cn = res;
-    struct pollfd p = {cn->c->fd, POLLIN, 0};
 
     (void)ctx;
-    return poll(&p, 1, 0) == 0;
+    return sl_sock_idle_alive(cn->c->fd);
 }
 
 static const sluice_pool_ops pool_ops = {pool_create, pool_destroy, pool_alive};
@@ -1330,11 +1319,6 @@ uint64_t sl_redis_errors(sl_redis *rd)
 const char *sl_redis_where(const sl_redis *rd)
 {
     return rd->url.where;
-}
-
-const char *sl_redis_display(const sl_redis *rd)
-{
-    return rd->url.display;
 }
 
 /* ------------------------------------------------------------------------ */
