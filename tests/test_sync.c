@@ -2,6 +2,8 @@
  * initialised, creation fails with a clear error and leaks nothing (the
  * ASan build checks the leaks).  Each init fails in turn, 1, 2, ... until
  * creation gets through, as the allocation-failure tests do. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sync.h"
@@ -28,14 +30,24 @@
 
 static void test_sync_factory_new_fails_cleanly(void)
 {
+    const char *certs = getenv("SLUICE_TEST_CERTS");
+    char ca[320];
+    sluice_factory_opts fo;
     sluice_factory *f;
     sluice_error err;
-    int failures = 0;
+    int failures = 0, with_tls = 0;
 
     FAIL_EACH_INIT(f, sluice_factory_new(NULL, &err), sluice_factory_free(f), failures);
     /* The registry lock, the TLS lock, the shutdown condition, the
      * limiter's health lock and its in-process shards at least. */
     CU_ASSERT(failures >= 5);
+    /* A CA file makes the TLS context (and its session-cache lock) now. */
+    TU_REQUIRE(certs);
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.ca_file = ca;
+    FAIL_EACH_INIT(f, sluice_factory_new(&fo, &err), sluice_factory_free(f), with_tls);
+    CU_ASSERT_EQUAL(with_tls, failures + 1);
 }
 
 static void test_sync_client_creation_fails_cleanly(void)
