@@ -141,6 +141,8 @@ typedef void (*sluice_log_fn)(sluice_log_level level, const char *msg, void *ud)
 /* Sets the log callback and the lowest level passed to it.  With no
  * callback set, the environment variable SLUICE_LOG=debug|info|warn|error
  * prints at that level and above to stderr; otherwise logging is off.
+ * SLUICE_LOG is read once, when the library first logs or this is first
+ * called; later changes to the environment are not seen.
  * Thread-safe; takes effect for lines logged after it returns. */
 SLUICE_API void sluice_set_log(sluice_log_fn fn, sluice_log_level min_level, void *ud);
 
@@ -530,7 +532,8 @@ struct sluice_limiter_stats {
 SLUICE_API void sluice_limiter_opts_init(sluice_limiter_opts *o);
 
 /* Creates a limiter.  `redis_url` is "redis://[[user]:password@]host[:port][/db]"
- * or "unix:///path[?db=N]"; NULL means $SLUICE_REDIS_URL, and with that
+ * or "unix:///path[?db=N]"; NULL means $SLUICE_REDIS_URL (read here, at
+ * creation, and never on a decision), and with that
  * unset (or "") the in-process limiter.  A malformed URL gives SLUICE_EINVAL;
  * a password Redis refuses, SLUICE_ELIMITER; an unreachable Redis does not
  * fail creation (the fail mode applies until it is back).  Passwords never

@@ -111,18 +111,6 @@ static int normalise(const sluice_breaker_opts *in, bopts *o, sluice_error *err)
     return 0;
 }
 
-int sl_breaker_opts_equal(const sluice_breaker_opts *a, const sluice_breaker_opts *b)
-{
-    bopts x, y;
-
-    if (normalise(a, &x, NULL) != 0 || normalise(b, &y, NULL) != 0)
-        return 0;
-    return x.disabled == y.disabled && x.threshold == y.threshold && x.rate_pct == y.rate_pct &&
-           x.window == y.window && x.min_calls == y.min_calls &&
-           x.recovery_ms == y.recovery_ms && x.probes == y.probes && x.hook == y.hook &&
-           x.hook_ud == y.hook_ud;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Life cycle                                                               */
 /* ------------------------------------------------------------------------ */

@@ -45,10 +45,6 @@ typedef struct sl_breaker sl_breaker;
 sl_breaker *sl_breaker_new(const sluice_breaker_opts *o, const char *service,
                            const char *endpoint, sluice_error *err);
 void sl_breaker_free(sl_breaker *b);
-/* 1 if two option sets normalise the same (hook and hook_ud included; two
- * disabled sets are equal whatever else they hold).  0 if either is
- * invalid. */
-int sl_breaker_opts_equal(const sluice_breaker_opts *a, const sluice_breaker_opts *b);
 
 /* Asks to make a call.  0: go ahead (*probe = 1 when it is a half-open
  * probe); SLUICE_ECIRCUITOPEN (err says which service and endpoint and when

@@ -7,6 +7,7 @@
  *      -> backoff (never past the deadline) -> redirects
  *   -> response to the caller and every follower.
  * No lock of the factory, pool or coalescer is held across any of it. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "limiter.h"
 #include "log.h"
 #include "response.h"
+#include "sync.h"
 
 #define DEFAULT_READ_TIMEOUT_MS 30000
 #define DEFAULT_WRITE_TIMEOUT_MS 30000
@@ -44,6 +46,16 @@ void sluice_client_opts_init(sluice_client_opts *o)
 /* Client creation                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* max(1, rate) as an int.  Runs before check_rate_limit, so a rate past
+ * INT_MAX (or infinite) must not reach the cast: it becomes INT_MAX here
+ * and the validation then refuses the rate itself. */
+static int default_burst(double rate)
+{
+    if (rate < 1)
+        return 1;
+    return rate < (double)INT_MAX ? (int)rate : INT_MAX;
+}
+
 static void normalise(sluice_client_opts *o, const sluice_factory *f)
 {
     if (o->connect_timeout_ms <= 0)
@@ -61,7 +73,7 @@ static void normalise(sluice_client_opts *o, const sluice_factory *f)
     if (o->rate_limit.period_ms <= 0)
         o->rate_limit.period_ms = 1000;
     if (o->rate_limit.rate > 0 && o->rate_limit.burst <= 0)
-        o->rate_limit.burst = o->rate_limit.rate >= 1 ? (int)o->rate_limit.rate : 1;
+        o->rate_limit.burst = default_burst(o->rate_limit.rate);
     if (o->coalesce_window_ms < 0)
         o->coalesce_window_ms = 0;
 }
@@ -204,8 +216,6 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
         return NULL;
     }
-    pthread_mutex_init(&c->bulk_lock, NULL);
-    sl_cond_init_monotonic(&c->bulk_cond);
     c->f = f;
     c->opts = *o;
     normalise(&c->opts, f);
@@ -220,7 +230,9 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         rc = sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
         goto fail;
     }
-    if ((rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
+    if ((rc = sl_mutex_init(&c->bulk_lock, c->service, err)) ||
+        (rc = sl_cond_init(&c->bulk_cond, c->service, err)) ||
+        (rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
         (rc = copy_headers(c, o, err)) || (rc = check_headers(c, err)) ||
         (rc = build_key_prefix(c, err)) ||
         (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
@@ -348,6 +360,8 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
     k->body_len = req->body_len;
     if (k->body_len && !k->body)
         return sl_err(err, SLUICE_EINVAL, "body_len %zu without a body", k->body_len);
+    if (req->nheaders && !req->headers)
+        return sl_err(err, SLUICE_EINVAL, "nheaders %zu without headers", req->nheaders);
     k->is_get = method_is(k->method, "GET");
     k->is_head = !k->is_get && method_is(k->method, "HEAD");
     k->retry_method = sl_retry_method_allowed(&c->retry, k->method, req->flags);
@@ -357,8 +371,7 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
     if (c->opts.failover == SLUICE_FAILOVER_ROUND_ROBIN && c->neps > 1)
         k->ep = __atomic_fetch_add(&c->rr, 1, __ATOMIC_RELAXED) % c->neps;
     /* Refused before any token, probe or connection is spent on it. */
-    if ((rc = sl_http1_check_request(k->method, req->headers, req->headers ? req->nheaders : 0,
-                                     err)))
+    if ((rc = sl_http1_check_request(k->method, req->headers, req->nheaders, err)))
         return rc;
     return build_rel(k);
 }
@@ -1258,6 +1271,17 @@ int sluice_get(sluice_client *c, const char *path, sluice_response **out, sluice
     return sluice_client_do(c, &req, out, err);
 }
 
+/* A connect may wait for a pool slot first.  Two int options can sum past
+ * INT_MAX, so the sum is taken in 64 bits; either negative means none. */
+static int64_t warmup_deadline(const sluice_client *c)
+{
+    int64_t connect = c->opts.connect_timeout_ms, wait = c->f->opts.pool_timeout_ms;
+
+    if (connect < 0 || wait < 0)
+        return SL_NO_DEADLINE;
+    return sl_now_ns() + (connect + wait) * 1000000;
+}
+
 int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
 {
     const sl_url *u;
@@ -1275,7 +1299,7 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
         return rc;
     u = &c->eps[0].url;
     t = (sl_conn_target){u->host, u->port, u->tls, u->origin, c->opts.connect_timeout_ms};
-    deadline = sl_deadline_in_ms(c->opts.connect_timeout_ms + c->f->opts.pool_timeout_ms);
+    deadline = warmup_deadline(c);
     if (!(items = sl_calloc((size_t)n, sizeof *items))) {
         sl_factory_leave(c->f);
         return sl_err(err, SLUICE_ENOMEM, "out of memory");

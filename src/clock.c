@@ -47,9 +47,11 @@ int sl_cond_init_monotonic(pthread_cond_t *c)
     pthread_condattr_t attr;
     int rc;
 
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    rc = pthread_cond_init(c, &attr);
+    if ((rc = pthread_condattr_init(&attr)))
+        return rc;
+    /* A cond left on CLOCK_REALTIME would misread every deadline here. */
+    if (!(rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)))
+        rc = pthread_cond_init(c, &attr);
     pthread_condattr_destroy(&attr);
     return rc;
 }

@@ -26,7 +26,9 @@ static inline int64_t sl_deadline_min(int64_t a, int64_t b)
 }
 
 /* Initialises a condition variable that waits on CLOCK_MONOTONIC, so the
- * timespecs below mean what they say.  Returns pthread_cond_init's code. */
+ * timespecs below mean what they say.  Returns 0 or the errno value of the
+ * pthread call that failed (attribute set-up included); sl_cond_init in
+ * sync.h wraps it with an error message. */
 int sl_cond_init_monotonic(pthread_cond_t *c);
 
 /* A CLOCK_MONOTONIC timespec for pthread_cond_timedwait on a condition

@@ -1,4 +1,5 @@
 /* Connections: resolve, connect, optional TLS, then deadline-bound I/O. */
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -6,6 +7,18 @@
 #include "clock.h"
 #include "conn.h"
 #include "error.h"
+
+/* "host:port" out of the origin "scheme://host:port" (which brackets an
+ * IPv6 host), as the TLS layer names its peer. */
+static void set_peer(sl_conn *c, const sl_conn_target *t)
+{
+    const char *p = t->origin ? strstr(t->origin, "://") : NULL;
+
+    if (p && p[3])
+        snprintf(c->peer, sizeof c->peer, "%s", p + 3);
+    else
+        snprintf(c->peer, sizeof c->peer, "%s:%d", t->host, t->port);
+}
 
 int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl_sock_cfg *cfg,
                  int64_t deadline, sl_conn **out, sluice_error *err)
@@ -28,6 +41,7 @@ int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl
         return sl_err(err, SLUICE_ENOMEM, "out of memory connecting to %s", t->origin);
     }
     c->fd = rc;
+    set_peer(c, t);
     if (t->tls) {
         if (!tls) {
             rc = sl_err(err, SLUICE_ETLS, "no TLS context for %s", t->origin);
@@ -59,7 +73,7 @@ ssize_t sl_conn_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_
 
     if (c->tls)
         return sl_tls_read(c->tls, buf, cap, d, err);
-    return sl_sock_read_blocking(c->fd, &c->rcvtimeo_ms, buf, cap, d, err);
+    return sl_sock_read_blocking(c->fd, &c->rcvtimeo_ms, buf, cap, d, c->peer, err);
 }
 
 /* wolfSSL has no writev: small pieces are joined so a request goes out in
@@ -101,7 +115,7 @@ int sl_conn_writev(sl_conn *c, struct iovec *iov, int iovcnt, int64_t deadline, 
 
     if (c->tls)
         return tls_writev(c, iov, iovcnt, d, sent, err);
-    return sl_sock_writev(c->fd, iov, iovcnt, d, sent, err);
+    return sl_sock_writev(c->fd, iov, iovcnt, d, sent, c->peer, err);
 }
 
 int sl_conn_alive(sl_conn *c)

@@ -25,6 +25,9 @@ typedef struct sl_conn_target {
     int connect_timeout_ms;   /* the asking client's; 0 = the factory's */
 } sl_conn_target;
 
+/* A DNS name (255) in brackets, a colon and a port; a longer one is cut. */
+#define SL_CONN_PEER_MAX 264
+
 typedef struct sl_conn {
     int fd;
     sl_tls *tls;          /* NULL for plain http */
@@ -34,6 +37,7 @@ typedef struct sl_conn {
     int64_t write_timeout_ns;
     int resumed;          /* the TLS session was resumed */
     int rcvtimeo_ms;      /* the socket's SO_RCVTIMEO (see sl_sock_read_blocking) */
+    char peer[SL_CONN_PEER_MAX];   /* "host:port", for error messages */
 } sl_conn;
 
 /* What every connection of a factory's pool shares; the factory fills it

@@ -62,6 +62,15 @@ void sl_err_copy(sluice_error *dst, const sluice_error *src)
         memcpy(dst, src, sizeof *dst);
 }
 
+/* With _GNU_SOURCE, strerror_r is the GNU form: it returns the text, which
+ * may be a static string rather than buf. */
+const char *sl_errno_str(int errnum, char *buf, size_t cap)
+{
+    const char *s = strerror_r(errnum, buf, cap);
+
+    return s ? s : "unknown error";
+}
+
 unsigned sluice_version(void)
 {
     return SLUICE_VERSION_NUM;

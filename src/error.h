@@ -3,6 +3,8 @@
 #ifndef SL_ERROR_H
 #define SL_ERROR_H
 
+#include <stddef.h>
+
 #include "sluice.h"
 
 /* Sets err (if not NULL) to `code` with a printf-style message and returns
@@ -15,5 +17,13 @@ void sl_err_clear(sluice_error *err);
 
 /* Copies src into dst (either may be NULL). */
 void sl_err_copy(sluice_error *dst, const sluice_error *src);
+
+/* The text of errno value `errnum`, written into buf (cap bytes) when the
+ * C library needs it: strerror() is not thread-safe.  Returns the text
+ * (buf or a static string), never NULL. */
+const char *sl_errno_str(int errnum, char *buf, size_t cap);
+
+/* A buffer size that holds any errno text. */
+#define SL_ERRNO_BUF 128
 
 #endif

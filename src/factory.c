@@ -11,6 +11,7 @@
 #include "http1.h"
 #include "coalesce.h"
 #include "log.h"
+#include "sync.h"
 
 void sluice_factory_opts_init(sluice_factory_opts *o, sluice_preset p)
 {
@@ -127,12 +128,12 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     else
         sluice_factory_opts_init(&f->opts, SLUICE_PRESET_DEFAULT);
     normalise(&f->opts);
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_mutex_init(&f->net.tls_lock, NULL);
     f->net.opts = &f->opts;
-    pthread_cond_init(&f->idle, NULL);
     f->totals.created_ns = sl_now_ns();
-    if (copy_strings(f, err) || check_user_agent(f, err))
+    if (sl_mutex_init(&f->lock, "factory registry", err) ||
+        sl_mutex_init(&f->net.tls_lock, "factory TLS context", err) ||
+        sl_cond_init(&f->idle, "factory shutdown", err) || copy_strings(f, err) ||
+        check_user_agent(f, err))
         goto fail;
     f->net.sock.tcp_keepalive = f->opts.tcp_keepalive;
     f->net.sock.keepidle_s = f->opts.tcp_keepidle_s;

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "ascii.h"
 #include "error.h"
 #include "http1.h"
 
@@ -88,11 +89,6 @@ static size_t class_span(const char *s, unsigned c)
     return (size_t)(p - (const unsigned char *)s);
 }
 
-static unsigned char lower(unsigned char c)
-{
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
-}
-
 /* Case-insensitive equality of p[0..n) and a lower-case literal. */
 static int ieq(const char *p, size_t n, const char *lit, size_t lit_len)
 {
@@ -101,7 +97,7 @@ static int ieq(const char *p, size_t n, const char *lit, size_t lit_len)
     if (n != lit_len)
         return 0;
     for (i = 0; i < n; i++)
-        if (lower((unsigned char)p[i]) != (unsigned char)lit[i])
+        if (sl_ascii_lower((unsigned char)p[i]) != (unsigned char)lit[i])
             return 0;
     return 1;
 }
@@ -111,7 +107,7 @@ static int ieq(const char *p, size_t n, const char *lit, size_t lit_len)
 /* Case-insensitive equality of two NUL-terminated names. */
 static int name_eq(const char *a, const char *b)
 {
-    while (*a && lower((unsigned char)*a) == lower((unsigned char)*b)) {
+    while (*a && sl_ascii_lower((unsigned char)*a) == sl_ascii_lower((unsigned char)*b)) {
         a++;
         b++;
     }
@@ -124,7 +120,7 @@ enum { H_OTHER, H_HOST, H_UA, H_FRAMING };
 
 static int header_kind(const char *name)
 {
-    switch (lower((unsigned char)name[0])) {
+    switch (sl_ascii_lower((unsigned char)name[0])) {
     case 'h':
         return name_eq(name, "host") ? H_HOST : H_OTHER;
     case 'u':
@@ -530,16 +526,6 @@ enum {
     CH_DONE
 };
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static int chunk_size_digit(sl_chunked *c, int v, sluice_error *err)
 {
     if (c->trailer_bytes == 16)
@@ -579,7 +565,7 @@ static int chunk_line_byte(sl_chunked *c, unsigned char ch, sluice_error *err)
 
     switch (c->state) {
     case CH_SIZE:
-        v = hexval(ch);
+        v = sl_ascii_hexval(ch);
         if (v >= 0)
             return chunk_size_digit(c, v, err);
         return chunk_size_tail(c, ch, err);

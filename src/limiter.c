@@ -11,6 +11,7 @@
 #include "error.h"
 #include "limiter.h"
 #include "log.h"
+#include "sync.h"
 
 #define DEFAULT_PREFIX "sluice"
 #define DEFAULT_TIMEOUT_MS 50
@@ -406,6 +407,7 @@ sluice_limiter *sluice_limiter_new(const char *redis_url, const sluice_limiter_o
 {
     sluice_limiter_opts opts;
     sluice_limiter *l;
+    /* The environment is read here, at creation, never on a decision path. */
     const char *url = redis_url ? redis_url : getenv("SLUICE_REDIS_URL");
     int rc;
 
@@ -421,9 +423,8 @@ sluice_limiter *sluice_limiter_new(const char *redis_url, const sluice_limiter_o
     memcpy(l->prefix, opts.prefix, l->prefix_len + 1);
     l->fail_mode = opts.fail_mode;
     l->expected_instances = opts.expected_instances;
-    pthread_mutex_init(&l->health_mu, NULL);
-    rc = 0;
-    if (url && *url)
+    rc = sl_mutex_init(&l->health_mu, "rate limiter health", err);
+    if (rc == 0 && url && *url)
         rc = attach_redis(l, url, &opts, err);
     if (rc == 0 && (!l->redis || l->fail_mode == SLUICE_FAIL_LOCAL)) {
         l->local = sl_local_new(err);

@@ -246,9 +246,8 @@ int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
 uint64_t sl_redis_round_trips(sl_redis *rd);
 uint64_t sl_redis_decisions(sl_redis *rd);
 uint64_t sl_redis_errors(sl_redis *rd);
-/* "host:port" or the socket path; the masked URL. */
+/* "host:port" or the socket path. */
 const char *sl_redis_where(const sl_redis *rd);
-const char *sl_redis_display(const sl_redis *rd);
 
 /* Turns the script's reply into n results: an array of 4*n integers
  * (allowed 0|1, remaining >= 0, retry_after_ms -1 when allowed else >= 0,

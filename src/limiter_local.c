@@ -7,7 +7,9 @@
 #include "alloc.h"
 #include "clock.h"
 #include "error.h"
+#include "hash.h"
 #include "limiter.h"
+#include "sync.h"
 
 #define NSHARDS 64
 #define SHARD_BITS 6
@@ -154,24 +156,10 @@ typedef struct shard {
 
 struct sl_local {
     shard shards[NSHARDS];
+    uint64_t seed;   /* of the key hash (hash.h): top bits pick the shard */
 };
 
-/* FNV-1a with a final avalanche, so both the top bits (shard) and the
- * bottom bits (bucket) are well mixed. */
-static uint64_t hash_key(const char *k, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    size_t i;
 
-    for (i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 0x100000001b3ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
-}
 
 sl_local *sl_local_new(sluice_error *err)
 {
@@ -180,6 +168,7 @@ sl_local *sl_local_new(sluice_error *err)
 
     if (!t)
         goto nomem;
+    t->seed = sl_rand64();
     for (i = 0; i < NSHARDS; i++) {
         shard *s = &t->shards[i];
         s->buckets = sl_calloc(INITIAL_BUCKETS, sizeof *s->buckets);
@@ -187,7 +176,10 @@ sl_local *sl_local_new(sluice_error *err)
             goto nomem;
         s->nbuckets = INITIAL_BUCKETS;
         s->sweep_at = MIN_SWEEP_AT;
-        pthread_mutex_init(&s->mu, NULL);
+        if (sl_mutex_init(&s->mu, "rate limiter: in-process table", err)) {
+            sl_local_free(t);
+            return NULL;
+        }
     }
     return t;
 nomem:
@@ -302,7 +294,7 @@ static int insert(shard *s, uint64_t h, const sl_lim_req *rq, double tat, double
 
 int sl_local_decide(sl_local *t, const sl_lim_req *rq, sluice_limit_result *r, sluice_error *err)
 {
-    uint64_t h = hash_key(rq->key, rq->key_len);
+    uint64_t h = sl_hash_bytes(t->seed, rq->key, rq->key_len);
     shard *s = &t->shards[h >> (64 - SHARD_BITS)];
     double now = (double)(rq->now_us == SL_LIM_NOW ? sl_now_ns() / 1000 : rq->now_us);
     double tat = -1;

@@ -5,7 +5,6 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/sds.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,12 +18,15 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "ascii.h"
 #include "buf.h"
 #include "clock.h"
 #include "error.h"
 #include "futex.h"
 #include "limiter.h"
 #include "log.h"
+#include "sock.h"
+#include "sync.h"
 
 #define DEFAULT_PORT 6379
 #define MAX_BATCH 256
@@ -101,17 +103,6 @@ const char sl_redis_script[] =
 /* URL parsing                                                              */
 /* ------------------------------------------------------------------------ */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into a new string; NULL with *bad set for a bad
  * escape, a NUL, a raw control byte or space, or with *bad clear on ENOMEM. */
 static char *pct_decode(const char *s, size_t n, int *bad)
@@ -125,8 +116,8 @@ static char *pct_decode(const char *s, size_t n, int *bad)
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '%') {
-            int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            int hi = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 goto bad;
             c = (unsigned char)(hi * 16 + lo);
@@ -200,7 +191,7 @@ static int host_char(char c)
 
 static int v6_char(char c)
 {
-    return hexval(c) >= 0 || c == ':' || c == '.';
+    return sl_ascii_hexval((unsigned char)c) >= 0 || c == ':' || c == '.';
 }
 
 /* host[:port] or [v6][:port]. */
@@ -740,15 +731,14 @@ static void pool_destroy(void *ctx, void *res)
     rconn_free(res);
 }
 
-/* An idle connection has nothing to read; readable means the server closed
- * it (or sent something unasked), so it must not be reused. */
+/* The same test as for HTTP connections (sl_sock_idle_alive): readable
+ * means the server closed it or sent something unasked. */
 static int pool_alive(void *ctx, void *res)
 {
     rconn *cn = res;
-    struct pollfd p = {cn->c->fd, POLLIN, 0};
 
     (void)ctx;
-    return poll(&p, 1, 0) == 0;
+    return sl_sock_idle_alive(cn->c->fd);
 }
 
 static const sluice_pool_ops pool_ops = {
@@ -862,14 +852,17 @@ static int build_evalsha(rconn *cn, const char *sha, waiter **batch, size_t n)
     return (int)a;
 }
 
-static int io_error(sl_redis *rd, rconn *cn, sluice_error *err)
+/* `errnum` is errno right after the failed hiredis call: on a socket
+ * timeout (SO_RCVTIMEO / SO_SNDTIMEO) hiredis sets REDIS_ERR_IO and leaves
+ * errno EAGAIN; its errstr is strerror's text, which the locale translates. */
+static int io_error(sl_redis *rd, rconn *cn, int errnum, sluice_error *err)
 {
     const redisContext *c = cn->c;
 
     if (c->err == REDIS_ERR_EOF)
         return sl_err(err, SLUICE_ELIMITER, "redis %s: connection closed by the server",
                       rd->url.where);
-    if (c->err == REDIS_ERR_IO && strstr(c->errstr, "temporarily unavailable"))
+    if (c->err == REDIS_ERR_IO && (errnum == EAGAIN || errnum == EWOULDBLOCK))
         return sl_err(err, SLUICE_ELIMITER, "redis %s: no reply within %d ms", rd->url.where,
                       cn->timeout_ms);
     return sl_err(err, SLUICE_ELIMITER, "redis %s: %s", rd->url.where, c->errstr);
@@ -889,15 +882,19 @@ static int is_noscript(const redisReply *r)
 static int flush_output(redisContext *c)
 {
     size_t len = sdslen(c->obuf), off = 0;
+    char ebuf[SL_ERRNO_BUF];
 
     while (off < len) {
         ssize_t k = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
+            int e = errno;
+
             c->err = REDIS_ERR_IO;
             snprintf(c->errstr, sizeof c->errstr, "%s",
-                     k == 0 ? "write returned 0" : strerror(errno));
+                     k == 0 ? "write returned 0" : sl_errno_str(e, ebuf, sizeof ebuf));
+            errno = k == 0 ? EIO : e;   /* io_error reads it */
             return -1;
         }
         off += (size_t)k;
@@ -930,7 +927,7 @@ static int send_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64
                       rd->url.where, n);
     atomic_fetch_add_explicit(&rd->round_trips, 1, memory_order_relaxed);
     if (flush_output(cn->c) != 0)
-        return io_error(rd, cn, err);
+        return io_error(rd, cn, errno, err);
     return 0;
 }
 
@@ -946,7 +943,7 @@ static int recv_evalsha(sl_redis *rd, rconn *cn, waiter **batch, size_t n, int64
         redisReply *reply = NULL;
 
         if (redisGetReply(cn->c, (void **)&reply) != REDIS_OK || !reply)
-            return io_error(rd, cn, err);
+            return io_error(rd, cn, errno, err);
         if (attempt == 0 && is_noscript(reply)) {
             freeReplyObject(reply);
             if ((rc = load_script(rd, cn, NULL, err)) ||
@@ -1270,11 +1267,10 @@ sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachabl
     rd->url = *url;
     memset(url, 0, sizeof *url);
     rd->cfg = *cfg;
-    pthread_mutex_init(&rd->mu, NULL);
     po.max_size = cfg->pool_size;
     po.max_idle = cfg->pool_size;
-    rd->pool = sluice_pool_new(&po, &pool_ops, rd, err);
-    if (!rd->pool) {
+    if (sl_mutex_init(&rd->mu, "redis", err) ||
+        !(rd->pool = sluice_pool_new(&po, &pool_ops, rd, err))) {
         sl_redis_free(rd);
         return NULL;
     }
@@ -1318,11 +1314,6 @@ uint64_t sl_redis_errors(sl_redis *rd)
 const char *sl_redis_where(const sl_redis *rd)
 {
     return rd->url.where;
-}
-
-const char *sl_redis_display(const sl_redis *rd)
-{
-    return rd->url.display;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -18,22 +18,23 @@ static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct log_sink sink;           /* guarded by sink_lock */
 static _Atomic int min_level = SLUICE_LOG_NONE;
 static _Atomic int user_set;
+static int env_level = SLUICE_LOG_NONE;  /* written once, under env_once */
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
+/* $SLUICE_LOG is read here, once per process: the first time the library
+ * logs or sluice_set_log() is called.  getenv() races with setenv() in
+ * another thread, so it never runs again afterwards. */
 static void read_env(void)
 {
     const char *v = getenv("SLUICE_LOG");
     int i;
 
-    if (!v || atomic_load(&user_set))
-        return;
-    for (i = 0; i < 4; i++) {
-        if (strcmp(v, level_names[i]) == 0) {
-            atomic_store(&min_level, i);
-            return;
-        }
-    }
+    for (i = 0; v && i < 4; i++)
+        if (strcmp(v, level_names[i]) == 0)
+            env_level = i;
+    if (!atomic_load(&user_set))
+        atomic_store(&min_level, env_level);
 }
 
 void sluice_set_log(sluice_log_fn fn, sluice_log_level level, void *ud)
@@ -46,15 +47,8 @@ void sluice_set_log(sluice_log_fn fn, sluice_log_level level, void *ud)
     atomic_store(&user_set, fn != NULL);
     if (level < SLUICE_LOG_DEBUG || level > SLUICE_LOG_NONE)
         level = SLUICE_LOG_NONE;
-    atomic_store(&min_level, fn ? (int)level : SLUICE_LOG_NONE);
-    if (!fn) {
-        /* Back to the environment's choice. */
-        const char *v = getenv("SLUICE_LOG");
-        int i;
-        for (i = 0; v && i < 4; i++)
-            if (strcmp(v, level_names[i]) == 0)
-                atomic_store(&min_level, i);
-    }
+    /* No callback: back to the environment's choice, as read at first use. */
+    atomic_store(&min_level, fn ? (int)level : env_level);
 }
 
 int sl_log_enabled(sluice_log_level level)

@@ -57,18 +57,13 @@ void sl_metrics_peak(int64_t *peak, int64_t now)
         ;
 }
 
-static void record_in(sl_hist *h, int bucket, int64_t ns)
-{
-    ADD(&h->counts[bucket], 1);
-    ADD(&h->sum_ns, (uint64_t)ns);
-    sl_metrics_peak(&h->max_ns, ns);
-}
-
 void sl_hist_record(sl_hist *h, int64_t ns)
 {
     if (ns < 0)
         ns = 0;
-    record_in(h, sl_hist_bucket(ns), ns);
+    ADD(&h->counts[sl_hist_bucket(ns)], 1);
+    ADD(&h->sum_ns, (uint64_t)ns);
+    sl_metrics_peak(&h->max_ns, ns);
 }
 
 uint64_t sl_hist_count(const sl_hist *h)
@@ -173,7 +168,6 @@ void sl_metrics_leave(sl_metrics *m, sl_metrics_totals *t, const sl_call_record 
 {
     int cls = r->status / 100, code = -r->code;
     int64_t ns = r->duration_ns > 0 ? r->duration_ns : 0;
-    int bucket = sl_hist_bucket(ns);
 
     window_tick(m, r->end_ns);
     ADD(&m->in_flight, -1);
@@ -187,8 +181,8 @@ void sl_metrics_leave(sl_metrics *m, sl_metrics_totals *t, const sl_call_record 
         ADD(&m->exchanges, r->exchanges);
         ADD(&m->hold_ns, (uint64_t)(r->hold_ns > 0 ? r->hold_ns : 0));
     }
-    record_in(&m->latency, bucket, ns);
-    record_in(&t->latency, bucket, ns);
+    sl_hist_record(&m->latency, ns);
+    sl_hist_record(&t->latency, ns);
 }
 
 void sl_metrics_retry(sl_metrics *m)

@@ -33,6 +33,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "error.h"
+#include "hash.h"
 #include "log.h"
 #include "pool.h"
 
@@ -93,6 +94,7 @@ struct sl_pool {
     int per_key;                   /* effective max_per_key, 0 = none */
     sl_pool_ops ops;
     void *ctx;
+    uint64_t seed;                 /* of the key hash (hash.h) */
 
     /* Guarded by lock. */
     entry **tab;                   /* open addressing, never more than half full */
@@ -114,13 +116,9 @@ struct sl_pool {
 
 /* ---- keys ---------------------------------------------------------------- */
 
-static uint64_t hash_key(const char *s)
+static uint64_t hash_key(const sl_pool *p, const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 0x100000001b3ull;
-    return h;
+    return sl_hash_bytes(p->seed, s, strlen(s));
 }
 
 static entry *entry_find(const sl_pool *p, const char *key, uint64_t h)
@@ -167,7 +165,7 @@ static entry *entry_get(sl_pool *p, const char *key, sluice_error *err)
 
     if (e && strcmp(e->key, key) == 0)
         return e;
-    h = hash_key(key);
+    h = hash_key(p, key);
     e = entry_find(p, key, h);
     if (e)
         return p->last = e;
@@ -884,6 +882,7 @@ sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, 
         return NULL;
     }
     p->tab_cap = 16;
+    p->seed = sl_rand64();
     p->cfg = *cfg;
     p->per_key = cfg->max_per_key ? cfg->max_per_key : cfg->max_total;
     p->ops = *ops;
@@ -1005,7 +1004,7 @@ void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out)
         return;
     pthread_mutex_lock(&p->lock);
     if (key) {
-        e = entry_find(p, key, hash_key(key));
+        e = entry_find(p, key, hash_key(p, key));
         if (e) {
             add_stats(e, out);
             out->peak_in_use = e->peak_in_use;

@@ -212,35 +212,6 @@ void sl_retry_policy_free(sl_retry_policy *p)
     memset(p, 0, sizeof *p);
 }
 
-static int methods_equal(char *const *a, char *const *b)
-{
-    size_t i;
-
-    if (!a || !b)
-        return a == b;
-    for (i = 0; a[i] && b[i]; i++)
-        if (strcmp(a[i], b[i]) != 0)
-            return 0;
-    return !a[i] && !b[i];
-}
-
-int sl_retry_policy_equal(const sl_retry_policy *a, const sl_retry_policy *b)
-{
-    if (a == b)
-        return 1;
-    if (!a || !b)
-        return 0;
-    return a->max_retries == b->max_retries && a->nstatuses == b->nstatuses &&
-           (a->nstatuses == 0 ||
-            memcmp(a->statuses, b->statuses, a->nstatuses * sizeof *a->statuses) == 0) &&
-           methods_equal(a->methods, b->methods) && a->backoff_factor_ns == b->backoff_factor_ns &&
-           a->backoff_max_ns == b->backoff_max_ns && a->jitter == b->jitter &&
-           a->retry_after_max_ns == b->retry_after_max_ns &&
-           a->budget_ratio_pct == b->budget_ratio_pct &&
-           a->budget_window_ms == b->budget_window_ms &&
-           a->budget_min_per_sec == b->budget_min_per_sec;
-}
-
 int sl_retry_status_retryable(const sl_retry_policy *p, int status)
 {
     if (!p || p->nstatuses == 0)

@@ -39,8 +39,6 @@ typedef struct sl_retry_policy {
 int sl_retry_policy_init(sl_retry_policy *p, const sluice_retry_opts *o, sluice_error *err);
 /* Releases what init allocated; NULL or a zeroed policy is a no-op. */
 void sl_retry_policy_free(sl_retry_policy *p);
-/* 1 if the two option sets normalise to the same policy. */
-int sl_retry_policy_equal(const sl_retry_policy *a, const sl_retry_policy *b);
 
 /* The query functions below take a NULL or zeroed policy as "retry
  * nothing" (0), so a caller never crashes on a policy that failed init. */

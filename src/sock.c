@@ -90,6 +90,7 @@ fail:
 int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
                     const char *host, int port, sluice_error *err)
 {
+    char ebuf[SL_ERRNO_BUF];
     int last = ECONNREFUSED;
     size_t i;
 
@@ -111,7 +112,8 @@ int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
     }
     if (last == ETIMEDOUT || sl_now_ns() >= deadline)
         return sl_err(err, SLUICE_ETIMEDOUT, "connect to %s:%d timed out", host, port);
-    return sl_err(err, SLUICE_ECONNECT, "connect to %s:%d failed: %s", host, port, strerror(last));
+    return sl_err(err, SLUICE_ECONNECT, "connect to %s:%d failed: %s", host, port,
+                  sl_errno_str(last, ebuf, sizeof ebuf));
 }
 
 /* SO_RCVTIMEO can overshoot by one kernel tick (10 ms at HZ=100). */
@@ -150,8 +152,10 @@ ssize_t sl_sock_recv_wait(int fd, int *timeo_ms, void *buf, size_t cap, int64_t 
 }
 
 ssize_t sl_sock_read_blocking(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline,
-                              sluice_error *err)
+                              const char *peer, sluice_error *err)
 {
+    char ebuf[SL_ERRNO_BUF];
+
     for (;;) {
         ssize_t n = sl_sock_recv_wait(fd, timeo_ms, buf, cap, deadline);
 
@@ -160,22 +164,25 @@ ssize_t sl_sock_read_blocking(int fd, int *timeo_ms, void *buf, size_t cap, int6
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return sl_err(err, SLUICE_EIO, "read failed: %s", strerror(errno));
+            return sl_err(err, SLUICE_EIO, "read from %s failed: %s", peer,
+                          sl_errno_str(errno, ebuf, sizeof ebuf));
         /* SO_RCVTIMEO ran out (it is set short of the deadline), or the
          * socket is not in blocking mode after all: wait the rest in poll. */
         switch (sl_sock_wait(fd, POLLIN, deadline)) {
         case 0:
-            return sl_err(err, SLUICE_ETIMEDOUT, "read timed out");
+            return sl_err(err, SLUICE_ETIMEDOUT, "read from %s timed out", peer);
         case -1:
-            return sl_err(err, SLUICE_EIO, "poll failed: %s", strerror(errno));
+            return sl_err(err, SLUICE_EIO, "waiting to read from %s failed: %s", peer,
+                          sl_errno_str(errno, ebuf, sizeof ebuf));
         }
     }
 }
 
 int sl_sock_writev(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent,
-                   sluice_error *err)
+                   const char *peer, sluice_error *err)
 {
     struct msghdr msg = {0};
+    char ebuf[SL_ERRNO_BUF];
 
     msg.msg_iov = iov;
     msg.msg_iovlen = (size_t)iovcnt;
@@ -185,12 +192,14 @@ int sl_sock_writev(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return sl_err(err, SLUICE_EIO, "write failed: %s", strerror(errno));
+                return sl_err(err, SLUICE_EIO, "write to %s failed: %s", peer,
+                              sl_errno_str(errno, ebuf, sizeof ebuf));
             switch (sl_sock_wait(fd, POLLOUT, deadline)) {
             case 0:
-                return sl_err(err, SLUICE_ETIMEDOUT, "write timed out");
+                return sl_err(err, SLUICE_ETIMEDOUT, "write to %s timed out", peer);
             case -1:
-                return sl_err(err, SLUICE_EIO, "poll failed: %s", strerror(errno));
+                return sl_err(err, SLUICE_EIO, "waiting to write to %s failed: %s", peer,
+                              sl_errno_str(errno, ebuf, sizeof ebuf));
             }
             continue;
         }

@@ -30,7 +30,7 @@ int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
 int sl_sock_wait(int fd, short events, int64_t deadline);
 
 /* Reads what is there, waiting up to the deadline: count, 0 at EOF, or
- * SLUICE_ETIMEDOUT / SLUICE_EIO.  Waits inside recv() on a socket in
+ * SLUICE_ETIMEDOUT / SLUICE_EIO with a message naming `peer` ("host:port").  Waits inside recv() on a socket in
  * blocking mode (one system call for a response that is on its way),
  * bounded by SO_RCVTIMEO.  *timeo_ms is the SO_RCVTIMEO the socket has now
  * (0 = none, a new socket's); it is changed only when it would overrun the
@@ -39,7 +39,7 @@ int sl_sock_wait(int fd, short events, int64_t deadline);
  * the deadline are waited in poll(), which is exact where SO_RCVTIMEO
  * rounds up to the kernel's tick. */
 ssize_t sl_sock_read_blocking(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline,
-                              sluice_error *err);
+                              const char *peer, sluice_error *err);
 
 /* The one recv() of sl_sock_read_blocking, for callers with their own error
  * handling (the TLS I/O callback): recv()'s result and errno.  -1 with
@@ -48,9 +48,9 @@ ssize_t sl_sock_read_blocking(int fd, int *timeo_ms, void *buf, size_t cap, int6
 ssize_t sl_sock_recv_wait(int fd, int *timeo_ms, void *buf, size_t cap, int64_t deadline);
 
 /* Writes every byte of iov before the deadline: 0, SLUICE_ETIMEDOUT or
- * SLUICE_EIO.  *sent (optional) counts bytes written, also on failure. */
+ * SLUICE_EIO naming `peer`.  *sent (optional) counts bytes written, also on failure. */
 int sl_sock_writev(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent,
-                   sluice_error *err);
+                   const char *peer, sluice_error *err);
 
 /* 1 if an idle connection still looks usable: no EOF, no error and no
  * unexpected bytes waiting (a zero-timeout poll). */

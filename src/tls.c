@@ -30,6 +30,7 @@
 #include "error.h"
 #include "log.h"
 #include "sock.h"
+#include "sync.h"
 #include "tls.h"
 
 #define SESSION_SLOTS 256      /* origins remembered per context */
@@ -71,7 +72,6 @@ struct sl_tls {
     unsigned char ra[READ_AHEAD];
 };
 
-enum { IO_READ, IO_WRITE };
 
 /* ---- process-wide initialisation ---------------------------------------- */
 
@@ -185,22 +185,12 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
     return errno == ECONNRESET ? WOLFSSL_CBIO_ERR_CONN_RST : WOLFSSL_CBIO_ERR_GENERAL;
 }
 
-/* Waits until fd is ready for `dir`.  0, or 1 when the deadline passed.
- * Errors and hang-ups count as ready: the next I/O call reports them. */
-static int wait_fd(int fd, int dir, int64_t deadline)
+/* Waits until the socket is ready for what wolfSSL wants (`e`, WANT_READ
+ * or WANT_WRITE); 1 when the deadline passed first.  A poll error counts
+ * as ready: the next I/O call reports it. */
+static int io_timed_out(const sl_tls *s, int e, int64_t deadline)
 {
-    struct pollfd p = {fd, (short)(dir == IO_READ ? POLLIN : POLLOUT), 0};
-
-    for (;;) {
-        int ms = sl_ms_left(deadline);
-        int rc;
-
-        if (ms == 0)
-            return 1;
-        rc = poll(&p, 1, ms);
-        if (rc > 0 || (rc < 0 && errno != EINTR))
-            return 0;
-    }
+    return sl_sock_wait(s->fd, e == WOLFSSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline) == 0;
 }
 
 /* ---- session cache ------------------------------------------------------ */
@@ -324,9 +314,12 @@ static int on_cert_request(WOLFSSL *ssl, WOLFSSL_X509 **x509, WOLFSSL_EVP_PKEY *
 /* 0, or SLUICE_ETLS naming the file and why it cannot be read. */
 static int file_readable(const char *path, sluice_error *err, const char *what)
 {
+    char ebuf[SL_ERRNO_BUF];
+
     if (access(path, R_OK) == 0)
         return 0;
-    return sl_err(err, SLUICE_ETLS, "TLS %s %s cannot be read: %s", what, path, strerror(errno));
+    return sl_err(err, SLUICE_ETLS, "TLS %s %s cannot be read: %s", what, path,
+                  sl_errno_str(errno, ebuf, sizeof ebuf));
 }
 
 static int load_trust(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error *err)
@@ -457,7 +450,10 @@ sl_tls_ctx *sl_tls_ctx_new(const sluice_factory_opts *o, sluice_error *err)
         sl_err(err, SLUICE_ENOMEM, "out of memory for the TLS context");
         return NULL;
     }
-    pthread_mutex_init(&t->lock, NULL);
+    if (sl_mutex_init(&t->lock, "TLS session cache", err)) {
+        sl_free(t);
+        return NULL;
+    }
     t->ctx = wolfSSL_CTX_new(wolfSSLv23_client_method());
     if (!t->ctx) {
         sl_err(err, SLUICE_ENOMEM, "wolfSSL could not create a TLS context");
@@ -601,6 +597,7 @@ static void describe_failure(sl_tls *s, int rc, char *buf, size_t cap)
 static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
 {
     char reason[200];
+    char ebuf[SL_ERRNO_BUF];
 
     s->broken = 1;
     if (s->cert_requested && (s->io_eof || s->io_errno))
@@ -609,7 +606,7 @@ static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
                       what, s->peer);
     if (s->io_errno)
         return sl_err(err, SLUICE_EIO, "TLS %s %s failed: %s", what, s->peer,
-                      strerror(s->io_errno));
+                      sl_errno_str(s->io_errno, ebuf, sizeof ebuf));
     if (s->io_eof)
         return sl_err(err, SLUICE_EIO, "TLS %s %s failed: connection closed by the peer", what,
                       s->peer);
@@ -689,7 +686,7 @@ static int handshake(sl_tls *s, int64_t deadline, sluice_error *err)
         e = wolfSSL_get_error(s->ssl, rc);
         if (e != WOLFSSL_ERROR_WANT_READ && e != WOLFSSL_ERROR_WANT_WRITE)
             return tls_fail(s, rc, "handshake with", err);
-        if (wait_fd(s->fd, e == WOLFSSL_ERROR_WANT_READ ? IO_READ : IO_WRITE, deadline)) {
+        if (io_timed_out(s, e, deadline)) {
             s->broken = 1;
             return sl_err(err, SLUICE_ETIMEDOUT, "TLS handshake with %s timed out", s->peer);
         }
@@ -771,7 +768,7 @@ static ssize_t read_app_data(sl_tls *s, void *buf, int want, int64_t deadline,
         }
         if (e != WOLFSSL_ERROR_WANT_READ && e != WOLFSSL_ERROR_WANT_WRITE)
             return tls_fail(s, rc, "read from", err);
-        if (wait_fd(s->fd, e == WOLFSSL_ERROR_WANT_READ ? IO_READ : IO_WRITE, deadline))
+        if (io_timed_out(s, e, deadline))
             return sl_err(err, SLUICE_ETIMEDOUT, "TLS read from %s timed out", s->peer);
     }
 }
@@ -811,7 +808,7 @@ int sl_tls_write(sl_tls *s, const void *buf, size_t len, int64_t deadline, sluic
         e = wolfSSL_get_error(s->ssl, rc);
         if (e != WOLFSSL_ERROR_WANT_READ && e != WOLFSSL_ERROR_WANT_WRITE)
             return tls_fail(s, rc, "write to", err);
-        if (wait_fd(s->fd, e == WOLFSSL_ERROR_WANT_READ ? IO_READ : IO_WRITE, deadline)) {
+        if (io_timed_out(s, e, deadline)) {
             s->broken = 1;   /* a record may be half sent */
             return sl_err(err, SLUICE_ETIMEDOUT, "TLS write to %s timed out", s->peer);
         }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "ascii.h"
 #include "error.h"
 #include "url.h"
 
@@ -39,11 +40,6 @@ static int is_digit(unsigned char c)
 static int is_unreserved(unsigned char c)
 {
     return is_alpha(c) || is_digit(c) || c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-static unsigned char lower(unsigned char c)
-{
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
 }
 
 static const char *byte_name(unsigned char c)
@@ -294,7 +290,7 @@ static char *put_lower(char *d, const char *s, size_t n)
     size_t i;
 
     for (i = 0; i < n; i++)
-        *d++ = (char)lower((unsigned char)s[i]);
+        *d++ = (char)sl_ascii_lower((unsigned char)s[i]);
     return d;
 }
 

@@ -655,53 +655,6 @@ static void test_breaker_disabled_and_null(void)
     sl_breaker_free(NULL);
 }
 
-static void other_hook(const char *s, const char *e, sluice_breaker_state f,
-                       sluice_breaker_state t, void *ud)
-{
-}
-
-static void test_breaker_opts_equal_normalised(void)
-{
-    sluice_breaker_opts a = opts(0, 0, 0, 0), b = opts(5, 50, 100, 20);
-    int ud1, ud2;
-
-    b.recovery_timeout_ms = 30000;
-    b.half_open_probes = 3;
-    CU_ASSERT_TRUE(sl_breaker_opts_equal(&a, &b));
-    CU_ASSERT_TRUE(sl_breaker_opts_equal(NULL, &b));
-    CU_ASSERT_TRUE(sl_breaker_opts_equal(NULL, NULL));
-    b.half_open_probes = 4;
-    CU_ASSERT_FALSE(sl_breaker_opts_equal(&a, &b));
-    /* min_calls above the window is the window. */
-    a = opts(0, 0, 10, 0);
-    b = opts(0, 0, 10, 10);
-    CU_ASSERT_TRUE(sl_breaker_opts_equal(&a, &b));
-    /* With the rate rule off, its window does not matter. */
-    a = opts(0, SLUICE_OFF, 10, 0);
-    b = opts(0, SLUICE_OFF, 500, 7);
-    CU_ASSERT_TRUE(sl_breaker_opts_equal(&a, &b));
-    /* The hook and its argument are part of the options. */
-    a = opts(0, 0, 0, 0);
-    b = a;
-    a.on_state_change = log_hook;
-    a.hook_ud = &ud1;
-    b.on_state_change = log_hook;
-    b.hook_ud = &ud2;
-    CU_ASSERT_FALSE(sl_breaker_opts_equal(&a, &b));
-    b.hook_ud = &ud1;
-    CU_ASSERT_TRUE(sl_breaker_opts_equal(&a, &b));
-    b.on_state_change = other_hook;
-    CU_ASSERT_FALSE(sl_breaker_opts_equal(&a, &b));
-    /* Two disabled breakers behave the same whatever else they say. */
-    a = opts(3, 0, 0, 0);
-    b = opts(9, 0, 0, 0);
-    a.disabled = b.disabled = 1;
-    CU_ASSERT_TRUE(sl_breaker_opts_equal(&a, &b));
-    /* Invalid options equal nothing. */
-    a = opts(0, 101, 0, 0);
-    CU_ASSERT_FALSE(sl_breaker_opts_equal(&a, &a));
-}
-
 static void test_breaker_opts_invalid(void)
 {
     static const struct {
@@ -766,7 +719,6 @@ static CU_TestInfo tests[] = {
     {"test_breaker_hook_queue_enomem", test_breaker_hook_queue_enomem},
     {"test_breaker_concurrent_records_consistent", test_breaker_concurrent_records_consistent},
     {"test_breaker_disabled_and_null", test_breaker_disabled_and_null},
-    {"test_breaker_opts_equal_normalised", test_breaker_opts_equal_normalised},
     {"test_breaker_opts_invalid", test_breaker_opts_invalid},
     {"test_breaker_new_enomem", test_breaker_new_enomem},
     CU_TEST_INFO_NULL,

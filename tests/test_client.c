@@ -1,6 +1,7 @@
 /* The request path end to end against sluice-mockapi: keep-alive reuse,
  * pool limits and expiry, framing, rejections, timeouts, and many threads. */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -291,7 +292,10 @@ static void test_client_rejects_bad_input(void)
     CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_EINVAL);
     req.headers = cl;
     CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_EINVAL);
+    /* nheaders with a NULL array is a caller's bug, not "no headers". */
     req.headers = NULL;
+    CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "nheaders"));
     req.nheaders = 0;
     req.method = "GE T";
     CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_EINVAL);
@@ -663,6 +667,45 @@ static void test_client_warmup(void)
     sluice_factory_free(f);
 }
 
+/* connect_timeout_ms + pool_timeout_ms overflowed int in warmup (UBSan
+ * stops on it); the sum is now 64-bit and the warmup simply works. */
+static void test_client_warmup_int_max_timeouts(void)
+{
+    sluice_factory *f = factory_with(0, 0, 0, INT_MAX);
+    sluice_client_opts co;
+    sluice_client *c;
+    sluice_error err;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    sluice_client_opts_init(&co);
+    co.base_url = tu_http_base();
+    co.connect_timeout_ms = INT_MAX;
+    co.timeout_ms = INT_MAX;
+    co.read_timeout_ms = INT_MAX;
+    c = sluice_factory_client(f, "int-max", &co, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(sluice_client_warmup(c, 2, &err), 2);
+    CU_ASSERT_EQUAL(get_status(c, "/json", &err), 200);
+    sluice_factory_free(f);
+}
+
+/* A plain-socket read error names the peer, as TLS errors do. */
+static void test_client_read_error_names_peer(void)
+{
+    sluice_factory *f = factory_with(0, 0, 0, 0);
+    sluice_client *c = client_for(f, "peer", tu_http_base());
+    char want[96];
+    sluice_error err;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(want, sizeof want, "read from %s failed", tu_http_addr());
+    CU_ASSERT_EQUAL(get_status(c, "/reset", &err), SLUICE_EIO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, want));
+    if (!strstr(err.msg, want))
+        fprintf(stderr, "\n  message: %s\n", err.msg);
+    sluice_factory_free(f);
+}
+
 static CU_TestInfo tests[] = {
     {"test_client_sequential_reuse_one_connection", test_client_sequential_reuse_one_connection},
     {"test_client_response_accessors", test_client_response_accessors},
@@ -685,6 +728,8 @@ static CU_TestInfo tests[] = {
     {"test_client_factory_get_or_create", test_client_factory_get_or_create},
     {"test_client_presets", test_client_presets},
     {"test_client_warmup", test_client_warmup},
+    {"test_client_warmup_int_max_timeouts", test_client_warmup_int_max_timeouts},
+    {"test_client_read_error_names_peer", test_client_read_error_names_peer},
     CU_TEST_INFO_NULL,
 };
 

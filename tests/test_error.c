@@ -1,4 +1,8 @@
 /* Error codes: every code has a distinct name and message. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "error.h"
@@ -61,10 +65,42 @@ static void test_error_version(void)
     CU_ASSERT_STRING_EQUAL(sluice_version_string(), SLUICE_VERSION_STRING);
 }
 
+/* Unknown errno values are where strerror() formats into one static
+ * buffer: threads that each ask for their own must each get their own. */
+static void *errno_text_worker(void *arg)
+{
+    int errnum = 5000 + (int)(intptr_t)arg, i, bad = 0;
+    char want[64], buf[SL_ERRNO_BUF];
+
+    snprintf(want, sizeof want, "Unknown error %d", errnum);
+    for (i = 0; i < 20000; i++)
+        bad += strcmp(sl_errno_str(errnum, buf, sizeof buf), want) != 0;
+    return (void *)(intptr_t)bad;
+}
+
+static void test_error_errno_text_per_thread(void)
+{
+    pthread_t th[4];
+    char buf[SL_ERRNO_BUF], tiny[4];
+    intptr_t i, bad = 0;
+    void *r;
+
+    CU_ASSERT_STRING_EQUAL(sl_errno_str(ECONNRESET, buf, sizeof buf), "Connection reset by peer");
+    CU_ASSERT_PTR_NOT_NULL(sl_errno_str(5000, tiny, sizeof tiny));   /* cut, never NULL */
+    for (i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, errno_text_worker, (void *)i);
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], &r);
+        bad += (intptr_t)r;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 static CU_TestInfo tests[] = {
     {"test_error_every_code_named", test_error_every_code_named},
     {"test_error_message_formats", test_error_message_formats},
     {"test_error_version", test_error_version},
+    {"test_error_errno_text_per_thread", test_error_errno_text_per_thread},
     CU_TEST_INFO_NULL,
 };
 

@@ -705,6 +705,12 @@ static void test_faults_invalid_rate_limit_refused_at_creation(void)
         {1e7, 1000, 1, "microsecond"},
         {1, 1000, 2000000000, "115 days"},
         {NAN, 1000, 1, "finite"},
+        /* Burst 0 takes the default, max(1, rate): a rate past INT_MAX
+         * once reached an (int) cast before validation (UBSan, make asan). */
+        {1e300, 1000, 0, "microsecond"},
+        {4.0 * 2147483647, 1000, 0, "microsecond"},
+        {INFINITY, 1000, 0, "finite"},
+        {NAN, 1000, 0, "finite"},
     };
     sluice_factory *f = factory(NULL);
     sluice_client_opts co;

@@ -1127,6 +1127,34 @@ static void test_redis_paused_decisions_bounded(void)
     tu_server_stop(&s);
 }
 
+/* A stopped server never answers: the decision is classified as a
+ * timeout from errno (EAGAIN after SO_RCVTIMEO), not from the text of
+ * strerror, which the locale translates. */
+static void test_redis_paused_is_a_timeout(void)
+{
+    tu_server s;
+    sluice_limiter *l;
+    sluice_limit lim = {1000, 1000, 100};
+    sluice_limit_result r;
+    sluice_error e;
+    char want[64];
+
+    if (tu_redis_start(&s, 0) != 0)
+        return;
+    l = limiter(s.url, "pt", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(sl_limiter_check(l, "{t}:k", &lim, 1, &r, &e), 0);
+    tu_server_pause(&s, 1);
+    CU_ASSERT_EQUAL(sl_limiter_check(l, "{t}:k", &lim, 1, &r, &e), SLUICE_ELIMITER);
+    snprintf(want, sizeof want, "127.0.0.1:%d: no reply within", s.port);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, want));
+    if (!strstr(e.msg, want))
+        fprintf(stderr, "\n  message: %s\n", e.msg);
+    tu_server_pause(&s, 0);
+    sluice_limiter_free(l);
+    tu_server_stop(&s);
+}
+
 /* Killed and started again on the same port: shared decisions resume
  * within a second, with no help from the caller. */
 static void test_redis_restart_resumes(void)
@@ -1973,6 +2001,7 @@ static CU_TestInfo tests[] = {
     {"test_key_layout_hash_tag", test_key_layout_hash_tag},
     {"test_redis_killed_fail_modes", test_redis_killed_fail_modes},
     {"test_redis_paused_decisions_bounded", test_redis_paused_decisions_bounded},
+    {"test_redis_paused_is_a_timeout", test_redis_paused_is_a_timeout},
     {"test_redis_restart_resumes", test_redis_restart_resumes},
     {"test_script_flush_noscript_recovers", test_script_flush_noscript_recovers},
     {"test_auth_wrong_password_clear_error", test_auth_wrong_password_clear_error},

@@ -48,9 +48,28 @@ static void test_log_off_by_default(void)
     }
 }
 
+/* SLUICE_LOG is read once: changing it later (setenv races with getenv in
+ * other threads) has no effect, not even when the callback is removed. */
+static void test_log_env_read_once(void)
+{
+    const char *v = getenv("SLUICE_LOG");
+    char *saved = v ? strdup(v) : NULL;
+    int was = sl_log_enabled(SLUICE_LOG_DEBUG);   /* the first use is behind us */
+
+    setenv("SLUICE_LOG", was ? "error" : "debug", 1);
+    sluice_set_log(NULL, SLUICE_LOG_NONE, NULL);
+    CU_ASSERT_EQUAL(sl_log_enabled(SLUICE_LOG_DEBUG), was);
+    if (saved)
+        setenv("SLUICE_LOG", saved, 1);
+    else
+        unsetenv("SLUICE_LOG");
+    free(saved);
+}
+
 static CU_TestInfo tests[] = {
     {"test_log_levels_filter", test_log_levels_filter},
     {"test_log_off_by_default", test_log_off_by_default},
+    {"test_log_env_read_once", test_log_env_read_once},
     CU_TEST_INFO_NULL,
 };
 

@@ -45,7 +45,6 @@ static void test_retry_defaults_urllib3(void)
     CU_ASSERT_FALSE(sl_retry_status_retryable(NULL, 503));
     CU_ASSERT_FALSE(sl_retry_method_allowed(NULL, "GET", 0));
     CU_ASSERT_EQUAL(sl_retry_backoff_ns(NULL, 1), 0);
-    CU_ASSERT_TRUE(sl_retry_policy_equal(&p, &p));
 }
 
 static void test_retry_off_values(void)
@@ -497,70 +496,6 @@ static void test_retry_after_extreme_clock(void)
                     2147483648000LL);
 }
 
-/* --- equality ---------------------------------------------------------------- */
-
-static void test_retry_policy_equal_normalised(void)
-{
-    static const int st1[] = {500, 503, 429}, st2[] = {429, 500, 503, 503};
-    static const char *const m1[] = {"GET", "put", NULL}, *const m2[] = {"PUT", "get", "GET", NULL};
-    sluice_retry_opts a = {0}, b = {0};
-    sl_retry_policy pa, pb, pd;
-
-    init_ok(&pd, NULL);
-    /* Zero fields and the written-out defaults are the same policy. */
-    b.max_retries = 3;
-    b.backoff_factor_ms = 100;
-    b.backoff_max_ms = 10000;
-    b.retry_after_max_ms = 30000;
-    b.budget_ratio_pct = 20;
-    b.budget_window_ms = 10000;
-    b.budget_min_per_sec = 10;
-    init_ok(&pb, &b);
-    CU_ASSERT_TRUE(sl_retry_policy_equal(&pd, &pb));
-    sl_retry_policy_free(&pb);
-
-    /* Order, case and duplicates do not matter. */
-    a.retry_statuses = st1;
-    a.nretry_statuses = 3;
-    a.retry_methods = m1;
-    b = a;
-    b.retry_statuses = st2;
-    b.nretry_statuses = 4;
-    b.retry_methods = m2;
-    init_ok(&pa, &a);
-    init_ok(&pb, &b);
-    CU_ASSERT_TRUE(sl_retry_policy_equal(&pa, &pb));
-    CU_ASSERT_FALSE(sl_retry_policy_equal(&pa, &pd));
-    sl_retry_policy_free(&pb);
-
-    /* Each field counts. */
-    b = a;
-    b.backoff_factor_ms = 101;
-    init_ok(&pb, &b);
-    CU_ASSERT_FALSE(sl_retry_policy_equal(&pa, &pb));
-    sl_retry_policy_free(&pb);
-    b = a;
-    b.jitter = SLUICE_JITTER_EQUAL;
-    init_ok(&pb, &b);
-    CU_ASSERT_FALSE(sl_retry_policy_equal(&pa, &pb));
-    sl_retry_policy_free(&pb);
-    b = a;
-    b.budget_min_per_sec = 11;
-    init_ok(&pb, &b);
-    CU_ASSERT_FALSE(sl_retry_policy_equal(&pa, &pb));
-    sl_retry_policy_free(&pb);
-    b = a;
-    b.max_retries = SLUICE_OFF;
-    init_ok(&pb, &b);
-    CU_ASSERT_FALSE(sl_retry_policy_equal(&pa, &pb));
-    sl_retry_policy_free(&pb);
-
-    CU_ASSERT_TRUE(sl_retry_policy_equal(&pa, &pa));
-    CU_ASSERT_FALSE(sl_retry_policy_equal(&pa, NULL));
-    sl_retry_policy_free(&pa);
-    sl_retry_policy_free(&pd);
-}
-
 /* Every allocation in init fails in turn: ENOMEM, nothing leaked. */
 static void test_retry_policy_init_enomem(void)
 {
@@ -738,7 +673,6 @@ static CU_TestInfo tests[] = {
     {"test_retry_after_matches_timegm", test_retry_after_matches_timegm},
     {"test_retry_after_rfc850_century", test_retry_after_rfc850_century},
     {"test_retry_after_extreme_clock", test_retry_after_extreme_clock},
-    {"test_retry_policy_equal_normalised", test_retry_policy_equal_normalised},
     {"test_retry_policy_init_enomem", test_retry_policy_init_enomem},
     {"test_retry_budget_ratio_and_floor", test_retry_budget_ratio_and_floor},
     {"test_retry_budget_refills_over_time", test_retry_budget_refills_over_time},
