@@ -17,6 +17,7 @@
 #include "dns.h"
 #include "error.h"
 #include "log.h"
+#include "sync.h"
 
 #define NEG_TTL_NS (5 * (int64_t)1000000000)   /* NXDOMAIN, SERVFAIL: 5 s */
 #define NBUCKETS 64
@@ -167,17 +168,13 @@ static int dns_init(sl_dns *d, int ttl_ms, const char *servers, sluice_error *er
 sl_dns *sl_dns_new(int ttl_ms, const char *servers, sluice_error *err)
 {
     sl_dns *d = sl_calloc(1, sizeof *d);
-    char buf[128];
-    int rc;
 
     if (!d) {
         sl_err(err, SLUICE_ENOMEM, "out of memory creating the DNS cache");
         return NULL;
     }
-    if ((rc = pthread_mutex_init(&d->lock, NULL)) != 0) {
+    if (sl_mutex_init(&d->lock, "DNS cache", err) != 0) {
         sl_free(d);
-        sl_err(err, rc == ENOMEM ? SLUICE_ENOMEM : SLUICE_EINVAL,
-               "DNS cache: cannot create its lock: %s", strerror_r(rc, buf, sizeof buf));
         return NULL;
     }
     if (dns_init(d, ttl_ms, servers, err) != 0) {
@@ -432,7 +429,7 @@ static int64_t lookup(const sl_dns *d, const char *host, int port, int64_t deadl
         sl_err(&a->err, rc, "resolving %s: the deadline passed", host);
     } else {
         sl_err(&a->err, SLUICE_ERESOLVE, "resolving %s: poll: %s", host,
-               strerror_r(-rc, buf, sizeof buf));
+               sl_errno_str(-rc, buf, sizeof buf));
     }
     ares_destroy(ch);        /* a query still pending ends here, answering on_answer */
     if (q.res)
