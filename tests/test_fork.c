@@ -1,0 +1,251 @@
+/* fork(): a child uses its parent's factory on connections of its own, the
+ * parent's pooled plain and TLS connections come through untouched, the
+ * child frees the factory without waiting for threads it does not have,
+ * and children draw random numbers (jitter) of their own.
+ *
+ * A child reports by its exit status: 0, or the number of the check that
+ * failed.  It runs under alarm() so that a hang kills it, and the parent
+ * waits for it a bounded time. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "testutil.h"
+
+#define CHILD_ALARM_S 20
+#define CALLS 3
+
+/* The child's exit status: 0..255 when it exited, 1000 + signal when a
+ * signal (SIGALRM: it hung) ended it, -1 when it could not be started or
+ * did not end in time (it is killed then). */
+static int wait_child(pid_t pid)
+{
+    int64_t give_up = tu_now_ms() + (CHILD_ALARM_S + 10) * 1000;
+    int status;
+    pid_t r;
+
+    if (pid < 0)
+        return -1;
+    for (;;) {
+        r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (tu_now_ms() > give_up) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        usleep(10000);
+    }
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return WIFSIGNALED(status) ? 1000 + WTERMSIG(status) : -1;
+}
+
+/* Runs fn(arg) in a child that exits with its result. */
+static pid_t spawn(int (*fn)(void *), void *arg)
+{
+    pid_t pid;
+
+    fflush(NULL);
+    pid = fork();
+    if (pid == 0) {
+        alarm(CHILD_ALARM_S);
+        _exit(fn(arg));
+    }
+    return pid;
+}
+
+static int start_tls(tu_server *s)
+{
+    const char *dir = getenv("SLUICE_TEST_CERTS");
+    char crt[320], key[320];
+    const char *args[5];
+
+    if (!dir) {
+        CU_FAIL("SLUICE_TEST_CERTS is not set: run through tests/run.sh (make check)");
+        return -1;
+    }
+    snprintf(crt, sizeof crt, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    args[0] = "--tls-cert";
+    args[1] = crt;
+    args[2] = "--tls-key";
+    args[3] = key;
+    args[4] = NULL;
+    if (tu_mockapi_start(s, args))
+        return -1;
+    snprintf(s->url, sizeof s->url, "https://localhost:%d", s->port);
+    return 0;
+}
+
+static sluice_factory *fork_factory(void)
+{
+    sluice_factory_opts fo;
+    sluice_error err;
+    sluice_factory *f;
+    char ca[320];
+    const char *dir = getenv("SLUICE_TEST_CERTS");
+
+    if (!dir)
+        return NULL;
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.ca_file = ca;
+    fo.keepalive_expiry_ms = 60000;   /* nothing expires while the test runs */
+    f = sluice_factory_new(&fo, &err);
+    if (!f)
+        fprintf(stderr, "\n  factory: %s\n", err.msg);
+    return f;
+}
+
+typedef struct fork_env {
+    sluice_factory *f;
+    sluice_client *tls, *plain;
+    struct sluice_factory_stats before;   /* the pool as the parent left it */
+} fork_env;
+
+/* CALLS GETs on each client: 0, or how many failed. */
+static int calls(const fork_env *e)
+{
+    sluice_error err;
+    int i, bad = 0;
+
+    for (i = 0; i < CALLS; i++) {
+        bad += tu_get_status(e->tls, "/json", &err) != 200;
+        bad += tu_get_status(e->plain, "/json", &err) != 200;
+    }
+    return bad;
+}
+
+/* In the child: new connections for both origins, none of the parent's
+ * reused, the parent's two dropped, and the factory freed. */
+static int child_calls(void *arg)
+{
+    fork_env *e = arg;
+    struct sluice_factory_stats st;
+
+    if (calls(e))
+        return 1;
+    sluice_factory_stats(e->f, &st);
+    if (st.pool.created - e->before.pool.created != 2)
+        return 2;
+    if (st.pool.reused - e->before.pool.reused != 2 * (CALLS - 1))
+        return 3;
+    if (st.pool.closed[SLUICE_CLOSE_STALE] - e->before.pool.closed[SLUICE_CLOSE_STALE] != 2)
+        return 4;
+    if (st.pool.handshakes_full + st.pool.handshakes_resumed -
+            e->before.pool.handshakes_full - e->before.pool.handshakes_resumed != 1)
+        return 5;
+    sluice_factory_free(e->f);
+    return 0;
+}
+
+static void test_fork_child_uses_its_own_connections(void)
+{
+    fork_env e = {0};
+    struct sluice_factory_stats st;
+    tu_server s;
+    int status;
+
+    TU_REQUIRE(tu_http_base());
+    e.f = fork_factory();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e.f);
+    if (start_tls(&s)) {
+        sluice_factory_free(e.f);
+        return;
+    }
+    e.tls = tu_client(&e.f, "fork-tls", s.url, NULL);
+    e.plain = tu_client(&e.f, "fork-plain", tu_http_base(), NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e.tls);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e.plain);
+    CU_ASSERT_EQUAL(calls(&e), 0);
+    sluice_factory_stats(e.f, &e.before);
+    CU_ASSERT_EQUAL(e.before.pool.created, 2);
+    CU_ASSERT_EQUAL(e.before.pool.idle, 2);
+
+    status = wait_child(spawn(child_calls, &e));
+    CU_ASSERT_EQUAL(status, 0);
+    if (status)
+        fprintf(stderr, "\n  child: status %d (1000 + n: signal n)", status);
+
+    /* The parent's connections are still good: reused, none made anew
+     * (a TLS stream the child had written on would fail or be closed). */
+    CU_ASSERT_EQUAL(calls(&e), 0);
+    sluice_factory_stats(e.f, &st);
+    CU_ASSERT_EQUAL(st.pool.created, e.before.pool.created);
+    CU_ASSERT_EQUAL(st.pool.reused, e.before.pool.reused + 2 * CALLS);
+    CU_ASSERT_EQUAL(st.pool.closed[SLUICE_CLOSE_STALE], 0);
+    CU_ASSERT_EQUAL(st.pool.handshakes_full + st.pool.handshakes_resumed, 1);
+    sluice_factory_free(e.f);
+    tu_server_stop(&s);
+}
+
+/* A factory the child never calls through: freeing it must not wait for
+ * the parent's housekeeping thread. */
+static int child_frees(void *arg)
+{
+    sluice_factory_free(arg);
+    return 0;
+}
+
+static void test_fork_child_frees_an_unused_factory(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "fork-free", tu_http_base(), NULL);
+    sluice_error err;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+    CU_ASSERT_EQUAL(wait_child(spawn(child_frees, f)), 0);
+    CU_ASSERT_EQUAL(tu_get_status(c, "/json", &err), 200);
+    sluice_factory_free(f);
+}
+
+static int pipe_fd = -1;
+
+static int child_draws(void *arg)
+{
+    uint64_t v = sl_rand64();
+
+    (void)arg;
+    return write(pipe_fd, &v, sizeof v) == (ssize_t)sizeof v ? 0 : 1;
+}
+
+/* Prefork workers must not jitter in step: each child seeds its own. */
+static void test_fork_children_draw_their_own_random(void)
+{
+    uint64_t v[2] = {0, 0};
+    int fds[2], i;
+
+    (void)sl_rand64();     /* the forking thread's state is set */
+    CU_ASSERT_FATAL(pipe(fds) == 0);
+    pipe_fd = fds[1];
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(wait_child(spawn(child_draws, NULL)), 0);
+        CU_ASSERT_EQUAL(read(fds[0], &v[i], sizeof v[i]), (ssize_t)sizeof v[i]);
+    }
+    close(fds[0]);
+    close(fds[1]);
+    CU_ASSERT(v[0] != v[1]);
+}
+
+static CU_TestInfo tests[] = {
+    {"test_fork_child_uses_its_own_connections", test_fork_child_uses_its_own_connections},
+    {"test_fork_child_frees_an_unused_factory", test_fork_child_frees_an_unused_factory},
+    {"test_fork_children_draw_their_own_random", test_fork_children_draw_their_own_random},
+    CU_TEST_INFO_NULL,
+};
+
+void suite_fork(void);
+void suite_fork(void)
+{
+    tu_add_suite("fork", tests);
+}
