@@ -268,6 +268,81 @@ static void test_fork_executor_stays_with_the_parent(void)
     sluice_executor_free(ex);
 }
 
+/* Redis's count of connections it has accepted (INFO stats), over a
+ * connection of its own (counted too); -1 on failure. */
+static long redis_connections(void)
+{
+    const char *url = tu_redis_url(), *p;
+    char addr[64], buf[8192];
+    long n = -1;
+    int fd;
+
+    if (!url || strncmp(url, "redis://", 8) != 0)
+        return -1;
+    snprintf(addr, sizeof addr, "%s", url + 8);
+    if ((fd = tu_connect(addr)) < 0)
+        return -1;
+    if (tu_write_all(fd, "INFO stats\r\nQUIT\r\n", 18) == 0 &&
+        tu_read_all(fd, buf, sizeof buf, 3000) > 0 &&
+        (p = strstr(buf, "total_connections_received:")))
+        n = strtol(p + 27, NULL, 10);
+    close(fd);
+    return n;
+}
+
+static const sluice_limit generous = {1000000, 1000, 1000000};
+
+static int check_once(sluice_limiter *l)
+{
+    sluice_limit_result r;
+
+    return sluice_limiter_check(l, "fork", &generous, 1, &r) == 0 && r.allowed ? 0 : 1;
+}
+
+/* In the child: decisions on a Redis connection of its own. */
+static int child_limits(void *arg)
+{
+    long before = redis_connections(), after;
+    int i;
+
+    for (i = 0; i < CALLS; i++)
+        if (check_once(arg))
+            return 1;
+    after = redis_connections();
+    if (before < 0 || after - before - 1 != 1)   /* less its own INFO connection */
+        return 2;
+    sluice_limiter_free(arg);
+    return 0;
+}
+
+static void test_fork_child_limits_on_its_own_redis_connection(void)
+{
+    sluice_limiter_opts lo;
+    sluice_limiter *l;
+    sluice_error err;
+    long before, after;
+    int i;
+
+    TU_REQUIRE(tu_redis_url());
+    sluice_limiter_opts_init(&lo);
+    lo.fail_mode = SLUICE_FAIL_CLOSED;   /* a broken connection shows */
+    lo.redis_timeout_ms = 3000;
+    lo.pool_size = 1;
+    l = sluice_limiter_new(tu_redis_url(), &lo, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (i = 0; i < CALLS; i++)
+        CU_ASSERT_EQUAL(check_once(l), 0);
+    CU_ASSERT_EQUAL(wait_child(spawn(child_limits, l)), 0);
+    /* The parent's connection is still its own, and still in step. */
+    before = redis_connections();
+    for (i = 0; i < CALLS; i++)
+        CU_ASSERT_EQUAL(check_once(l), 0);
+    after = redis_connections();
+    CU_ASSERT(before >= 0);
+    CU_ASSERT_EQUAL(after - before - 1, 0);
+    sluice_limiter_free(l);
+}
+
 static int pipe_fd = -1;
 
 static int child_draws(void *arg)
@@ -299,6 +374,8 @@ static void test_fork_children_draw_their_own_random(void)
 static CU_TestInfo tests[] = {
     {"test_fork_child_uses_its_own_connections", test_fork_child_uses_its_own_connections},
     {"test_fork_child_frees_an_unused_factory", test_fork_child_frees_an_unused_factory},
+    {"test_fork_child_limits_on_its_own_redis_connection",
+     test_fork_child_limits_on_its_own_redis_connection},
     {"test_fork_executor_stays_with_the_parent", test_fork_executor_stays_with_the_parent},
     {"test_fork_children_draw_their_own_random", test_fork_children_draw_their_own_random},
     CU_TEST_INFO_NULL,
