@@ -493,9 +493,8 @@ static void fork_unregister(sl_pool *p)
 }
 
 /* The first checkout in a fork child: the parent's idle resources leave
- * the lists (their slots are given back at once: nothing of this process
- * waits on them) and the sweeper starts again.  Lock held; the caller
- * hands the list to destroy_inherited() outside it. */
+ * the lists and the sweeper starts again.  Lock held; the caller hands the
+ * list to destroy_list() outside it (they go as SL_CLOSE_INHERITED). */
 static item *adopt(sl_pool *p)
 {
     item *it, *list = NULL;
@@ -505,8 +504,6 @@ static item *adopt(sl_pool *p)
         idle_remove(p, it);
         it->reason = SLUICE_CLOSE_STALE;
         it->ent->c.closed[SLUICE_CLOSE_STALE]++;
-        it->ent->slots--;
-        p->slots--;
         it->next = list;
         list = it;
     }
@@ -517,17 +514,6 @@ static item *adopt(sl_pool *p)
             SL_WARN("pool: cannot restart the housekeeping thread after fork()");
     }
     return list;
-}
-
-static void destroy_inherited(sl_pool *p, item *list)
-{
-    item *next;
-
-    for (; list; list = next) {
-        next = list->next;
-        destroy_res(p, list);
-        sl_free(list);
-    }
 }
 
 /* ---- checkout ------------------------------------------------------------- */
@@ -705,8 +691,13 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
     if (!p || !key || !out)
         return sl_err(err, SLUICE_EINVAL, "pool checkout needs a pool, a key and an out pointer");
     pthread_mutex_lock(&p->lock);
-    if (p->adopted != p->gen)
+    if (p->adopted != p->gen) {
+        /* Gone before serve() looks, so their slots count for this call. */
         inherited = adopt(p);
+        pthread_mutex_unlock(&p->lock);
+        destroy_list(p, inherited);
+        pthread_mutex_lock(&p->lock);
+    }
     if (p->closed)
         rc = sl_err(err, SLUICE_ECLOSED, "pool is closed (checkout for '%s')", key);
     else if (!(e = entry_get(p, key, err)))
@@ -714,7 +705,6 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
     else if (serve(p, e, flags, &g) != 0)
         rc = wait_turn(p, e, flags, deadline, &g, &wait_ns, err);
     pthread_mutex_unlock(&p->lock);
-    destroy_inherited(p, inherited);
     if (rc != 0)
         return rc;
     return checkout(p, e, arg, flags, deadline, g, wait_ns, out, err);
