@@ -18,19 +18,7 @@
  * limit does not hold up waiters for other keys.
  *
  * Keys are never removed: their entries hold the per-key statistics and live
- * until sl_pool_free (a process talks to a bounded set of origins).
- *
- * fork().  Every pool is on a process-wide list.  A pthread_atfork prepare
- * handler takes each pool's lock (so the sweeper never holds one across the
- * fork), the parent handler gives them back, and the child handler gives
- * them back too, after marking each pool: a new generation, no waiters (their
- * threads are not there), a fresh sweeper condition variable and no sweeper
- * to join.  The resources a pool holds from before are the parent's; in the
- * child, the first checkout takes them off the idle lists and hands them to
- * ops->destroy as SL_CLOSE_INHERITED (release, write nothing), and starts a
- * new sweeper.  A resource checked out before the fork and put back in the
- * child goes the same way, as does any the child closes or sweeps.  The
- * check is one comparison under the lock a checkout takes anyway. */
+ * until sl_pool_free (a process talks to a bounded set of origins). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -413,7 +401,19 @@ static int check_reuse(sl_pool *p, const item *it)
     return reason;
 }
 
-/* ---- fork() ----------------------------------------------------------------- */
+/* ---- fork() -----------------------------------------------------------------
+ *
+ * Every pool is on a process-wide list.  A pthread_atfork prepare handler
+ * takes each pool's lock (so the sweeper never holds one across the fork),
+ * the parent handler gives them back, and the child handler gives them back
+ * too, after marking each pool: a new generation, no waiters (their threads
+ * are not there), a fresh sweeper condition variable and no sweeper to
+ * join.  The resources a pool holds from before are the parent's; in the
+ * child, the first checkout takes them off the idle lists and hands them to
+ * ops->destroy as SL_CLOSE_INHERITED (release, write nothing), and starts a
+ * new sweeper.  A resource checked out before the fork and put back in the
+ * child goes the same way, as does any the child closes or sweeps.  The
+ * check is one comparison under the lock a checkout takes anyway. */
 
 static void *sweeper_main(void *arg);
 

@@ -9,13 +9,13 @@
  *    a limit waits until the deadline, then SLUICE_EPOOLTIMEOUT.
  *  - Idle resources are reused most-recently-used first; ops->alive is
  *    asked before reuse and a dead one is destroyed (reason STALE).
- *  - A housekeeping thread (when cfg.housekeeping) closes idle resources
- *    past idle_timeout_ms within one second, also when no call comes.
  *  - fork(): in the child the pool works on resources of its own.  The ones
  *    made before the fork go to ops->destroy as SL_CLOSE_INHERITED (counted
  *    as SLUICE_CLOSE_STALE) and are never reused there; the housekeeping
  *    thread is started again.  No thread of the parent may be inside a
  *    pool call at the fork (the pool's own sweeper is taken care of).
+ *  - A housekeeping thread (when cfg.housekeeping) closes idle resources
+ *    past idle_timeout_ms within one second, also when no call comes.
  */
 #ifndef SL_POOL_H
 #define SL_POOL_H
