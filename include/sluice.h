@@ -316,7 +316,16 @@ SLUICE_API void sluice_factory_opts_init(sluice_factory_opts *o, sluice_preset p
  * and in-flight table shared by every client it hands out.  `o` may be NULL
  * for the default preset; it is copied.  Returns NULL on failure with `err`
  * set.  The caller owns the factory and frees it with sluice_factory_free().
- * Thread-safe. */
+ * Thread-safe.
+ *
+ * fork(): the child may use the factory (or free it) on connections of its
+ * own: its first checkout drops the parent's pooled connections without
+ * writing to them (no TLS close_notify), so the parent's go on unharmed;
+ * the housekeeping thread starts again and the random jitter is seeded
+ * again.  Call fork() only while no other thread is inside a sluice call:
+ * a lock a caller held stays held in the child.  sluice's own threads are
+ * taken care of.  The same goes for limiters and sluice_pools; an executor
+ * stays with the parent (see sluice_executor_free). */
 SLUICE_API sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *err);
 
 /* Closes the factory: new calls through it or its clients fail with
@@ -605,7 +614,10 @@ struct sluice_pool_stats {
     uint64_t handshakes_full, handshakes_resumed;  /* TLS pools */
 };
 
-/* Creates a pool.  `ops` and `ctx` must outlive it.  Thread-safe. */
+/* Creates a pool.  `ops` and `ctx` must outlive it.  Thread-safe.  In a
+ * fork() child, resources made before the fork are never handed out: the
+ * first checkout there passes them to ops->destroy, which must release them
+ * without writing (the parent still uses what is under them). */
 SLUICE_API sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_pool_ops *ops,
                                         void *ctx, sluice_error *err);
 /* Checks a resource out: reuses the most recently used idle one, or
@@ -715,7 +727,9 @@ SLUICE_API void sluice_future_free(sluice_future *f);
 SLUICE_API int sluice_batch(sluice_executor *ex, sluice_client *c, const sluice_request *reqs,
                             size_t n, int max_concurrency, sluice_response **outs, int *codes);
 /* Drains (or with cancel_on_free cancels) the queue, then joins the
- * workers.  Not from one of its own workers.  NULL is a no-op. */
+ * workers.  Not from one of its own workers.  NULL is a no-op.  In a fork()
+ * child an executor made before the fork has no workers: submitting fails
+ * with SLUICE_ECLOSED and freeing it releases nothing (make a new one). */
 SLUICE_API void sluice_executor_free(sluice_executor *ex);
 
 /* ------------------------------------------------------------------------ */

@@ -295,7 +295,7 @@ typedef struct call {
     size_t body_len;
     int is_get, is_head;
     int retry_method;         /* the policy allows retrying this method */
-    int strip_credentials;    /* a redirect left the origin */
+    int strip_credentials;    /* a redirect left the origin: no credentials, no caller Host */
     int64_t deadline;
     sl_buf rel;               /* path (without the base path) and query */
     size_t rel_path_len;      /* of rel as built, up to the '?' */
@@ -431,14 +431,20 @@ static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, i
 /* One attempt on one connection                                            */
 /* ------------------------------------------------------------------------ */
 
-static int is_credential(const char *name)
+/* Headers that belong to the origin the caller named: its credentials, and
+ * a Host of the caller's own (which would otherwise override the new
+ * origin's, as curl also refuses to do).  Origin and Referer are left as
+ * they are: sluice never writes them, and a caller's Origin names the
+ * caller's site, not the server's. */
+static int is_origin_bound(const char *name)
 {
     return strcasecmp(name, "Authorization") == 0 || strcasecmp(name, "Cookie") == 0 ||
-           strcasecmp(name, "Proxy-Authorization") == 0;
+           strcasecmp(name, "Proxy-Authorization") == 0 || strcasecmp(name, "Host") == 0;
 }
 
-/* After a cross-origin redirect the credentials stay behind: the client's
- * and the request's headers are copied without them. */
+/* After a cross-origin redirect the credentials and a caller's Host stay
+ * behind: the client's and the request's headers are copied without them,
+ * and the Host written is the new origin's. */
 static int strip(const sluice_header *in, size_t n, sluice_header **out, size_t *nout)
 {
     size_t i, m = 0;
@@ -450,7 +456,7 @@ static int strip(const sluice_header *in, size_t n, sluice_header **out, size_t 
     if (!(*out = sl_calloc(n, sizeof **out)))
         return SLUICE_ENOMEM;
     for (i = 0; i < n; i++)
-        if (in[i].name && !is_credential(in[i].name))
+        if (in[i].name && !is_origin_bound(in[i].name))
             (*out)[m++] = in[i];
     *nout = m;
     return 0;

@@ -3,8 +3,10 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
+#include "log.h"
 
 int64_t sl_now_ns(void)
 {
@@ -76,17 +78,40 @@ void sl_sleep_until(int64_t deadline)
 }
 
 static _Thread_local uint64_t rand_state;
+static pthread_once_t rand_fork_once = PTHREAD_ONCE_INIT;
+
+/* A fork() child starts from its parent's state: the forking thread (the
+ * only one there) seeds again, so prefork workers do not jitter alike.
+ * Threads the child starts later seed on their first draw. */
+static void rand_fork_child(void)
+{
+    rand_state = 0;
+}
+
+static void rand_watch_fork(void)
+{
+    if (pthread_atfork(NULL, NULL, rand_fork_child) != 0)
+        SL_WARN("cannot watch fork(): a child's random draws repeat its parent's");
+}
+
+/* From time, the process and the thread's own address, so threads and
+ * processes differ. */
+static uint64_t rand_seed(void)
+{
+    uint64_t x;
+
+    pthread_once(&rand_fork_once, rand_watch_fork);
+    x = (uint64_t)sl_now_ns() ^ ((uint64_t)(uintptr_t)&rand_state * 0x9E3779B97F4A7C15ull) ^
+        ((uint64_t)getpid() * 0xBF58476D1CE4E5B9ull);
+    return x ? x : 0x2545F4914F6CDD1Dull;
+}
 
 uint64_t sl_rand64(void)
 {
     uint64_t x = rand_state;
 
-    if (x == 0) {
-        /* Seed from time and the thread's own address so threads differ. */
-        x = (uint64_t)sl_now_ns() ^ ((uint64_t)(uintptr_t)&rand_state * 0x9E3779B97F4A7C15ull);
-        if (x == 0)
-            x = 0x2545F4914F6CDD1Dull;
-    }
+    if (x == 0)
+        x = rand_seed();
     x ^= x >> 12;
     x ^= x << 25;
     x ^= x >> 27;

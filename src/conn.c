@@ -127,15 +127,26 @@ int sl_conn_alive(sl_conn *c)
     return sl_sock_idle_alive(c->fd);
 }
 
-void sl_conn_close(sl_conn *c)
+/* `quiet`: the connection came from before a fork() and the parent still
+ * uses it, so nothing is written (no close_notify); closing our fd leaves
+ * the parent's open. */
+static void conn_release(sl_conn *c, int quiet)
 {
     if (!c)
         return;
-    sl_tls_free(c->tls);
+    if (quiet)
+        sl_tls_forget(c->tls);
+    else
+        sl_tls_free(c->tls);
     close(c->fd);
     sl_buf_free(&c->rbuf);
     sl_buf_free(&c->wbuf);
     sl_free(c);
+}
+
+void sl_conn_close(sl_conn *c)
+{
+    conn_release(c, 0);
 }
 
 /* --- the pool's view of connections ------------------------------------ */
@@ -175,8 +186,7 @@ static int pool_create(void *ctx, const char *key, void *arg, int64_t deadline, 
 static void pool_destroy(void *ctx, void *res, sluice_close_reason why)
 {
     (void)ctx;
-    (void)why;
-    sl_conn_close(res);
+    conn_release(res, why == SL_CLOSE_INHERITED);
 }
 
 static int pool_alive(void *ctx, void *res)

@@ -33,6 +33,11 @@
  *    cancelled, else it all runs; then the workers are joined.  Calls that
  *    submit while it runs get SLUICE_ECLOSED.  It must not be called from
  *    one of the executor's own workers (it logs an error and returns).
+ *  - fork(): the workers stay in the parent.  In the child an executor made
+ *    before the fork refuses work (SLUICE_ECLOSED), and freeing it releases
+ *    nothing: no thread to join, and its condition variables may count
+ *    waiters that are not there, so they are never touched.  The check is
+ *    one relaxed load, before the lock (which a worker may have held).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -81,7 +86,29 @@ struct sluice_executor {
     int nthreads;
     pthread_t *threads;
     atomic_int refs;                    /* the owner + every live future */
+    unsigned forks;                     /* fork_count when it was made */
 };
+
+/* How many fork()s this process descends through (bumped in each child). */
+static unsigned fork_count;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void count_fork(void)
+{
+    __atomic_add_fetch(&fork_count, 1, __ATOMIC_RELAXED);
+}
+
+static void watch_fork(void)
+{
+    if (pthread_atfork(NULL, NULL, count_fork) != 0)
+        SL_WARN("executor: cannot watch fork(); do not use an executor in a child");
+}
+
+/* Made in an ancestor process: its workers are not here. */
+static int inherited(const sluice_executor *ex)
+{
+    return ex->forks != __atomic_load_n(&fork_count, __ATOMIC_RELAXED);
+}
 
 /* The executor whose worker this thread is, if any. */
 static _Thread_local sluice_executor *current_ex;
@@ -306,6 +333,8 @@ static int enqueue(sluice_executor *ex, sluice_future *f, int64_t deadline, slui
 {
     int rc;
 
+    if (inherited(ex))
+        return sl_err(err, SLUICE_ECLOSED, "executor: made before fork(), its threads are in the parent");
     pthread_mutex_lock(&ex->mu);
     rc = await_space(ex, deadline);
     if (rc == 0) {
@@ -488,6 +517,8 @@ sluice_executor *sluice_executor_new_opts(const sluice_executor_opts *o, sluice_
         sl_err(err, SLUICE_ENOMEM, "executor: cannot create its mutex and condition variables");
         return NULL;
     }
+    pthread_once(&fork_once, watch_fork);
+    ex->forks = __atomic_load_n(&fork_count, __ATOMIC_RELAXED);
     ex->capacity = d.queue_capacity;
     ex->nthreads = d.threads;
     ex->cancel_on_free = d.cancel_on_free != 0;
@@ -532,6 +563,10 @@ void sluice_executor_free(sluice_executor *ex)
         return;
     if (current_ex == ex) {
         SL_ERROR("sluice_executor_free called from one of the executor's own workers; ignored");
+        return;
+    }
+    if (inherited(ex)) {
+        SL_WARN("sluice_executor_free: made before fork(), left to the parent");
         return;
     }
     pthread_mutex_lock(&ex->mu);
@@ -711,12 +746,14 @@ static void finish_helpers(sluice_future **helpers, size_t n)
 
 static int batch_closed(sluice_executor *ex, size_t n, int *codes)
 {
-    int closed;
+    int closed = 1;
     size_t i;
 
-    pthread_mutex_lock(&ex->mu);
-    closed = ex->closing;
-    pthread_mutex_unlock(&ex->mu);
+    if (!inherited(ex)) {
+        pthread_mutex_lock(&ex->mu);
+        closed = ex->closing;
+        pthread_mutex_unlock(&ex->mu);
+    }
     for (i = 0; closed && i < n; i++)
         codes[i] = SLUICE_ECLOSED;
     return closed;

@@ -66,6 +66,7 @@ struct item {
     item *up, *down;           /* entry's idle stack (up = newer) */
     item *newer, *older;       /* pool-wide idle list */
     item *next;                /* a list of items to destroy */
+    unsigned gen;              /* the pool's generation it was made in */
 };
 
 /* What a checkout was granted: an idle resource to reuse, or (it == NULL) a
@@ -112,6 +113,13 @@ struct sl_pool {
     pthread_cond_t sweep_cond;
     pthread_t sweeper;
     int sweeper_running;           /* guarded by lock; who clears it joins */
+
+    /* fork(): gen grows in each child; adopted is the generation whose
+     * leftovers were dropped.  Guarded by lock (the child handler runs
+     * alone). */
+    unsigned gen, adopted;
+    int restart_sweeper;           /* the child has none, and should */
+    struct sl_pool *fork_prev, *fork_next;    /* guarded by forks_lock */
 };
 
 /* ---- keys ---------------------------------------------------------------- */
@@ -448,7 +456,9 @@ static void emit(sl_pool *p, sluice_pool_event_type type, const entry *e, int re
 
 static void destroy_res(sl_pool *p, item *it)
 {
-    p->ops.destroy(p->ctx, it->pub.res, (sluice_close_reason)it->reason);
+    /* p->gen changes only in a fork child, before any other thread runs. */
+    p->ops.destroy(p->ctx, it->pub.res,
+                   it->gen != p->gen ? SL_CLOSE_INHERITED : (sluice_close_reason)it->reason);
     emit(p, SLUICE_POOL_CLOSE, it->ent, it->reason, 0);
 }
 
@@ -499,6 +509,121 @@ static int check_reuse(sl_pool *p, const item *it)
     if (reason < 0 && p->ops.alive && !p->ops.alive(p->ctx, it->pub.res))
         reason = SLUICE_CLOSE_STALE;
     return reason;
+}
+
+/* ---- fork() -----------------------------------------------------------------
+ *
+ * Every pool is on a process-wide list.  A pthread_atfork prepare handler
+ * takes each pool's lock (so the sweeper never holds one across the fork),
+ * the parent handler gives them back, and the child handler gives them back
+ * too, after marking each pool: a new generation, no waiters (their threads
+ * are not there), a fresh sweeper condition variable and no sweeper to
+ * join.  The resources a pool holds from before are the parent's; in the
+ * child, the first checkout takes them off the idle lists and hands them to
+ * ops->destroy as SL_CLOSE_INHERITED (release, write nothing), and starts a
+ * new sweeper.  A resource checked out before the fork and put back in the
+ * child goes the same way, as does any the child closes or sweeps.  The
+ * check is one comparison under the lock a checkout takes anyway. */
+
+static void *sweeper_main(void *arg);
+
+static pthread_mutex_t forks_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t forks_once = PTHREAD_ONCE_INIT;
+static int forks_watched;
+static sl_pool *forks_head;        /* every pool, guarded by forks_lock */
+
+/* So that no thread of ours (a sweeper, a caller between two statements)
+ * holds a pool lock across fork(). */
+static void fork_prepare(void)
+{
+    sl_pool *p;
+
+    pthread_mutex_lock(&forks_lock);
+    for (p = forks_head; p; p = p->fork_next)
+        pthread_mutex_lock(&p->lock);
+}
+
+static void fork_parent(void)
+{
+    sl_pool *p;
+
+    for (p = forks_head; p; p = p->fork_next)
+        pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&forks_lock);
+}
+
+/* Alone in the child: the waiters' threads and the sweeper stayed in the
+ * parent, so nobody is to be signalled or joined; the sweeper may have
+ * been waiting on sweep_cond, which is made anew. */
+static void fork_child(void)
+{
+    sl_pool *p;
+    entry *e;
+
+    for (p = forks_head; p; p = p->fork_next) {
+        p->gen++;
+        p->wq_head = p->wq_tail = NULL;
+        p->waiting = 0;
+        for (e = p->entries; e; e = e->next)
+            e->waiting = 0;
+        pthread_cond_init(&p->sweep_cond, &p->cattr);
+        p->restart_sweeper = p->sweeper_running;
+        p->sweeper_running = 0;
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_unlock(&forks_lock);
+}
+
+static void fork_install(void)
+{
+    forks_watched = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+}
+
+static int fork_register(sl_pool *p, sluice_error *err)
+{
+    pthread_once(&forks_once, fork_install);
+    if (!forks_watched)
+        return sl_err(err, SLUICE_ENOMEM, "cannot register the pool's fork() handlers");
+    pthread_mutex_lock(&forks_lock);
+    p->fork_next = forks_head;
+    if (forks_head)
+        forks_head->fork_prev = p;
+    forks_head = p;
+    pthread_mutex_unlock(&forks_lock);
+    return 0;
+}
+
+static void fork_unregister(sl_pool *p)
+{
+    pthread_mutex_lock(&forks_lock);
+    *(p->fork_prev ? &p->fork_prev->fork_next : &forks_head) = p->fork_next;
+    if (p->fork_next)
+        p->fork_next->fork_prev = p->fork_prev;
+    pthread_mutex_unlock(&forks_lock);
+}
+
+/* The first checkout in a fork child: the parent's idle resources leave
+ * the lists and the sweeper starts again.  Lock held; the caller hands the
+ * list to destroy_list() outside it (they go as SL_CLOSE_INHERITED). */
+static item *adopt(sl_pool *p)
+{
+    item *it, *list = NULL;
+
+    p->adopted = p->gen;
+    while ((it = p->idle_new)) {
+        idle_remove(p, it);
+        it->reason = SLUICE_CLOSE_STALE;
+        it->ent->c.closed[SLUICE_CLOSE_STALE]++;
+        it->next = list;
+        list = it;
+    }
+    if (p->restart_sweeper && !p->closed) {
+        p->restart_sweeper = 0;
+        p->sweeper_running = pthread_create(&p->sweeper, NULL, sweeper_main, p) == 0;
+        if (!p->sweeper_running)
+            SL_WARN("pool: cannot restart the housekeeping thread after fork()");
+    }
+    return list;
 }
 
 /* ---- checkout ------------------------------------------------------------- */
@@ -611,6 +736,7 @@ static int create_in_slot(sl_pool *p, entry *e, void *arg, int64_t deadline, int
     else {
         mark_in_use(p, e);
         e->c.created++;
+        it->gen = p->gen;
     }
     pthread_mutex_unlock(&p->lock);
     if (rc != 0) {
@@ -671,6 +797,7 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
 {
     entry *e = NULL;
     grant g = {NULL, NULL};
+    item *inherited = NULL;
     int64_t wait_ns = 0;
     int rc = 0;
 
@@ -679,6 +806,13 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
     if (!p || !key || !out)
         return sl_err(err, SLUICE_EINVAL, "pool checkout needs a pool, a key and an out pointer");
     pthread_mutex_lock(&p->lock);
+    if (p->adopted != p->gen) {
+        /* Gone before serve() looks, so their slots count for this call. */
+        inherited = adopt(p);
+        pthread_mutex_unlock(&p->lock);
+        destroy_list(p, inherited);
+        pthread_mutex_lock(&p->lock);
+    }
     if (p->closed)
         rc = sl_err(err, SLUICE_ECLOSED, "pool is closed (checkout for '%s')", key);
     else if (!(e = entry_get(p, key, err)))
@@ -702,6 +836,8 @@ static int put_reason(const sl_pool *p, const item *it, int reusable, int64_t no
 {
     if (p->closed)
         return SLUICE_CLOSE_SHUTDOWN;
+    if (it->gen != p->gen)
+        return SLUICE_CLOSE_STALE;     /* the parent's, checked out across fork() */
     if (!reusable)
         return SLUICE_CLOSE_BROKEN;
     if (p->cfg.max_lifetime_ms &&
@@ -898,6 +1034,13 @@ sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, 
         sl_free(p);
         return NULL;
     }
+    if (fork_register(p, err) != 0) {
+        sl_pool_close(p);
+        fini_sync(p);
+        sl_free(p->tab);
+        sl_free(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -960,6 +1103,7 @@ void sl_pool_free(sl_pool *p)
     pthread_mutex_unlock(&p->lock);
     if (out)
         SL_WARN("pool freed with %d resources still checked out or being created", out);
+    fork_unregister(p);
     for (e = p->entries; e; e = next) {
         next = e->next;
         sl_free(e->key);

@@ -9,6 +9,11 @@
  *    a limit waits until the deadline, then SLUICE_EPOOLTIMEOUT.
  *  - Idle resources are reused most-recently-used first; ops->alive is
  *    asked before reuse and a dead one is destroyed (reason STALE).
+ *  - fork(): in the child the pool works on resources of its own.  The ones
+ *    made before the fork go to ops->destroy as SL_CLOSE_INHERITED (counted
+ *    as SLUICE_CLOSE_STALE) and are never reused there; the housekeeping
+ *    thread is started again.  No thread of the parent may be inside a
+ *    pool call at the fork (the pool's own sweeper is taken care of).
  *  - A housekeeping thread (when cfg.housekeeping) closes idle resources
  *    past idle_timeout_ms within one second, also when no call comes.
  *  - A key with no resource and no waiter is kept (with its statistics)
@@ -34,6 +39,11 @@ typedef struct sl_pool_item {
     int reused;           /* this checkout took an idle resource */
     int64_t wait_ns;      /* this checkout waited this long for capacity */
 } sl_pool_item;
+
+/* The reason ops->destroy is given for a resource a fork() child holds
+ * from its parent: release it without any I/O (close the fd, free the
+ * memory), for the parent still uses what is under it. */
+#define SL_CLOSE_INHERITED ((sluice_close_reason)SLUICE_CLOSE_REASONS_)
 
 typedef struct sl_pool_ops {
     /* Creates a resource for `key`; `arg` is what sl_pool_get was given. */

@@ -838,3 +838,11 @@ void sl_tls_free(sl_tls *s)
     sl_free(s->peer);
     sl_free(s);
 }
+
+void sl_tls_forget(sl_tls *s)
+{
+    if (!s)
+        return;
+    s->broken = 1;      /* so sl_tls_free sends no close_notify */
+    sl_tls_free(s);
+}

@@ -43,6 +43,9 @@ int sl_tls_pending(sl_tls *s);
 /* Sends close_notify without blocking, saves nothing, frees.  Does not
  * close the fd. */
 void sl_tls_free(sl_tls *s);
+/* Frees without a word to the peer: for a session another process still
+ * uses (one a fork() child inherited).  Does not close the fd. */
+void sl_tls_forget(sl_tls *s);
 
 /* Handshake counters since the context was made. */
 void sl_tls_ctx_counts(sl_tls_ctx *t, uint64_t *full, uint64_t *resumed);

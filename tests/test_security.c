@@ -625,6 +625,84 @@ static void test_security_secrets_never_logged(void)
     CU_ASSERT_EQUAL(seen_leaks, 0);
 }
 
+/* The Host a redirect's target received, read from /echo's JSON into
+ * out: 0, or -1 when it sent none. */
+static int echoed_host(const sluice_response *r, char *out, size_t cap)
+{
+    const char *body = sluice_response_body(r, NULL), *p, *end;
+
+    if (!body || !(p = strcasestr(body, "[\"host\",\"")))
+        return -1;
+    p += 9;
+    if (!(end = strchr(p, '"')) || (size_t)(end - p) >= cap)
+        return -1;
+    snprintf(out, cap, "%.*s", (int)(end - p), p);
+    return 0;
+}
+
+/* A caller's Host names the origin it was set for: a redirect to another
+ * origin sends that origin its own Host (as curl does), a same-origin one
+ * keeps the caller's.  Both the client's default headers and a request's
+ * own are checked. */
+static void test_security_redirect_leaves_host_behind(void)
+{
+    static const sluice_header dflt[] = {{"Host", "default.example.test"}};
+    static const sluice_header own[] = {{"Host", "own.example.test"}};
+    sluice_factory *f = NULL;
+    sluice_client_opts co;
+    sluice_client *c;
+    sluice_request req = {0};
+    sluice_response *r = NULL;
+    sluice_error err;
+    char path[256], host[128];
+    tu_server b;
+
+    TU_REQUIRE(tu_http_base());
+    if (!(f = sluice_factory_new(NULL, &err)))
+        CU_FAIL_FATAL("factory");
+    sluice_client_opts_init(&co);
+    co.base_url = tu_http_base();
+    co.headers = dflt;
+    co.nheaders = 1;
+    co.read_timeout_ms = 3000;
+    co.retry.max_retries = SLUICE_OFF;
+    co.breaker.disabled = 1;
+    co.follow_redirects = 1;
+    c = sluice_factory_client(f, "host-redir", &co, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    /* Same origin: the caller's Host stays. */
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, "/redirect-to?url=/echo", &r, &err), 0);
+    CU_ASSERT_EQUAL(echoed_host(r, host, sizeof host), 0);
+    CU_ASSERT_STRING_EQUAL(host, "default.example.test");
+    sluice_response_free(r);
+    req.path = "/redirect-to?url=/echo";
+    req.headers = own;
+    req.nheaders = 1;
+    CU_ASSERT_EQUAL_FATAL(sluice_client_do(c, &req, &r, &err), 0);
+    CU_ASSERT_EQUAL(echoed_host(r, host, sizeof host), 0);
+    CU_ASSERT_STRING_EQUAL(host, "own.example.test");
+    sluice_response_free(r);
+    /* Another origin (a second mock API): it gets its own Host. */
+    if (tu_mockapi_start(&b, NULL))
+        goto out;
+    snprintf(path, sizeof path, "/redirect-to?url=%s/echo&status=307", b.url);
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, path, &r, &err), 0);
+    CU_ASSERT_EQUAL(sluice_response_status(r), 200);
+    CU_ASSERT_EQUAL(echoed_host(r, host, sizeof host), 0);
+    CU_ASSERT_STRING_EQUAL(host, b.addr);
+    CU_ASSERT_PTR_NULL(strstr(sluice_response_body(r, NULL), "example.test"));
+    sluice_response_free(r);
+    req.path = path;
+    CU_ASSERT_EQUAL_FATAL(sluice_client_do(c, &req, &r, &err), 0);
+    CU_ASSERT_EQUAL(echoed_host(r, host, sizeof host), 0);
+    CU_ASSERT_STRING_EQUAL(host, b.addr);
+    CU_ASSERT_PTR_NULL(strstr(sluice_response_body(r, NULL), "example.test"));
+    sluice_response_free(r);
+    tu_server_stop(&b);
+out:
+    sluice_factory_free(f);
+}
+
 static CU_TestInfo tests[] = {
     {"test_security_splitting_refused_before_sending", test_security_splitting_refused_before_sending},
     {"test_security_splitting_in_defaults_refused", test_security_splitting_in_defaults_refused},
@@ -634,6 +712,7 @@ static CU_TestInfo tests[] = {
      test_security_unasked_response_never_answers_next},
     {"test_security_header_count_and_size_caps", test_security_header_count_and_size_caps},
     {"test_security_secrets_never_logged", test_security_secrets_never_logged},
+    {"test_security_redirect_leaves_host_behind", test_security_redirect_leaves_host_behind},
     CU_TEST_INFO_NULL,
 };
 
