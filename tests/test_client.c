@@ -427,12 +427,6 @@ static void test_client_idle_expiry_and_lifetime(void)
     sluice_factory_free(f);
 }
 
-/* True once the mock API at addr holds no connection but the asker's. */
-static int server_closed_ours(void *addr)
-{
-    return tu_mock_stat(addr, "connections_open") == 1;
-}
-
 static void test_client_server_idle_close_is_survived(void)
 {
     const char *args[] = {"--idle-timeout", "150", NULL};
@@ -450,7 +444,7 @@ static void test_client_server_idle_close_is_survived(void)
     CU_ASSERT_PTR_NOT_NULL(c);
     CU_ASSERT_EQUAL(get_status(c, "/json", &err), 200);
     /* The server closes its side after 150 ms idle. */
-    CU_ASSERT(tu_wait_until(server_closed_ours, s.addr, 10000));
+    CU_ASSERT(tu_wait_until(tu_mock_idle, s.addr, 10000));
     CU_ASSERT_EQUAL(get_status(c, "/json", &err), 200);
     sluice_factory_stats(f, &st);
     CU_ASSERT_EQUAL(st.pool.created, 2);

@@ -573,3 +573,8 @@ long tu_mock_stat(const char *addr, const char *field)
         return -1;
     return strtol(at + strlen(key), NULL, 10);
 }
+
+int tu_mock_idle(void *addr)
+{
+    return tu_mock_stat(addr, "connections_open") == 1;
+}

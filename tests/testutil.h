@@ -94,6 +94,9 @@ long tu_hits(const char *addr, const char *path);
 /* A number in the mock API's GET /stats (e.g. "connections_open"; the
  * asking connection counts itself), or -1. */
 long tu_mock_stat(const char *addr, const char *field);
+/* For tu_wait_until: true once the mock API at `addr` (a const char *)
+ * holds no connection but the asker's, e.g. after its --idle-timeout. */
+int tu_mock_idle(void *addr);
 
 /* Monotonic milliseconds. */
 int64_t tu_now_ms(void);
