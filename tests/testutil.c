@@ -552,17 +552,6 @@ static const char *mock_get(const char *addr, const char *path, char *buf, size_
     return tu_body(buf);
 }
 
-long tu_hits(const char *addr, const char *path)
-{
-    char hits[512], buf[4096];
-    const char *body;
-
-    snprintf(hits, sizeof hits, "/hits%s", path);
-    if (!(body = mock_get(addr, hits, buf, sizeof buf)))
-        return -1;
-    return strtol(body, NULL, 10);
-}
-
 long tu_mock_stat(const char *addr, const char *field)
 {
     char buf[8192], key[64];
@@ -577,4 +566,15 @@ long tu_mock_stat(const char *addr, const char *field)
 int tu_mock_idle(void *addr)
 {
     return tu_mock_stat(addr, "connections_open") == 1;
+}
+
+long tu_hits(const char *addr, const char *path)
+{
+    char hits[512], buf[4096];
+    const char *body;
+
+    snprintf(hits, sizeof hits, "/hits%s", path);
+    if (!(body = mock_get(addr, hits, buf, sizeof buf)))
+        return -1;
+    return strtol(body, NULL, 10);
 }

@@ -97,14 +97,13 @@ long tu_mock_stat(const char *addr, const char *field);
 /* For tu_wait_until: true once the mock API at `addr` (a const char *)
  * holds no connection but the asker's, e.g. after its --idle-timeout. */
 int tu_mock_idle(void *addr);
-
-/* Monotonic milliseconds. */
-int64_t tu_now_ms(void);
-
 /* Polls cond(arg) every millisecond until it returns non-zero (1) or
  * max_ms pass (0).  For waiting on an event instead of sleeping for it:
  * max_ms only keeps a broken build from hanging, so make it generous; a
  * test asserts on the event, not on how soon it came. */
 int tu_wait_until(int (*cond)(void *arg), void *arg, int max_ms);
+
+/* Monotonic milliseconds. */
+int64_t tu_now_ms(void);
 
 #endif
