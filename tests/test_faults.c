@@ -258,9 +258,9 @@ static void test_faults_server_closes_idle_keepalive(void)
     l.pause_ms = 250;
     load_run("server closes idle", &l, THREADS);
     CU_ASSERT_EQUAL(responses(&l.t, 2), THREADS * 10);
-    /* Rounds with every pooled connection idle past the server's limit. */
+    /* Rounds with every pooled connection closed by the server for idling. */
     for (i = 0; i < 3; i++) {
-        usleep(250 * 1000);
+        CU_ASSERT(tu_wait_until(tu_mock_idle, s.addr, 10000));
         l.iters = 1;
         l.pause_ms = 0;
         load_run("after an idle pause", &l, THREADS);
@@ -504,6 +504,42 @@ static long until_ok(sluice_client *c, int bound_ms)
     return -1;
 }
 
+/* The three loads of the test below, and the figures its phases wait on. */
+struct outage {
+    load *closed, *open, *local;
+    sluice_factory *fl;
+    long calls[3];      /* each load's calls when the phase began */
+};
+
+static void outage_mark(struct outage *o)
+{
+    o->calls[0] = atomic_load(&o->closed->t.calls);
+    o->calls[1] = atomic_load(&o->open->t.calls);
+    o->calls[2] = atomic_load(&o->local->t.calls);
+}
+
+/* True once every load has made a few calls since the phase began. */
+static int outage_loads_moved(void *arg)
+{
+    struct outage *o = arg;
+
+    return atomic_load(&o->closed->t.calls) >= o->calls[0] + 4 &&
+           atomic_load(&o->open->t.calls) >= o->calls[1] + 4 &&
+           atomic_load(&o->local->t.calls) >= o->calls[2] + 4;
+}
+
+/* True once Redis's absence shows: a fail-closed call refused and a
+ * fail-local decision taken locally, while every load went on. */
+static int outage_seen(void *arg)
+{
+    struct outage *o = arg;
+    struct sluice_factory_stats st;
+
+    sluice_factory_stats(o->fl, &st);
+    return errors_of(&o->closed->t, SLUICE_ELIMITER) > 0 && st.limiter.fallbacks > 0 &&
+           outage_loads_moved(o);
+}
+
 /* Redis is killed and started again on its port while threads call through
  * a fail-closed, a fail-open and a fail-local factory: closed ones get
  * SLUICE_ELIMITER (promptly) or a response, open and local ones always a
@@ -513,6 +549,7 @@ static void test_faults_redis_killed_and_restarted(void)
 {
     sluice_factory *fc, *fo, *fl;
     load closed = {0}, open = {0}, local = {0};
+    struct outage o = {&closed, &open, &local, NULL, {0}};
     pthread_t th[12];
     tu_server s;
     int n, port, fds;
@@ -535,12 +572,16 @@ static void test_faults_redis_killed_and_restarted(void)
     n = load_start(&closed, th, 4);
     n += load_start(&open, th + n, 4);
     n += load_start(&local, th + n, 4);
-    usleep(300 * 1000);
+    o.fl = fl;
+    outage_mark(&o);
+    CU_ASSERT(tu_wait_until(outage_loads_moved, &o, 10000));
     tu_server_stop(&s);
-    usleep(600 * 1000);
+    outage_mark(&o);
+    CU_ASSERT(tu_wait_until(outage_seen, &o, 10000));
     if (tu_redis_start(&s, port) == 0) {
         CU_ASSERT(until_ok(closed.c, 3000) >= 0);
-        usleep(200 * 1000);
+        outage_mark(&o);
+        CU_ASSERT(tu_wait_until(outage_loads_moved, &o, 10000));
     }
     atomic_store(&closed.stop, 1);
     atomic_store(&open.stop, 1);
@@ -614,10 +655,10 @@ struct sleeper {
     char reply[64];
 };
 
-/* DEBUG SLEEP 1.5 holds the whole server for 1.5 s. */
+/* DEBUG SLEEP 2.5 holds the whole server for 2.5 s. */
 static void *redis_sleep_main(void *arg)
 {
-    static const char cmd[] = "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n1.5\r\n";
+    static const char cmd[] = "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n2.5\r\n";
     struct sleeper *z = arg;
     int fd = tu_connect(z->addr);
 
@@ -630,7 +671,27 @@ static void *redis_sleep_main(void *arg)
     return NULL;
 }
 
-/* Redis answers, but 1.5 s late: each decision still ends within the
+static int sleeper_sent(void *z)
+{
+    return atomic_load(&((struct sleeper *)z)->asleep);
+}
+
+/* True when Redis at addr leaves a PING of a new connection unanswered
+ * for 250 ms (an idle one answers in well under that, even loaded): it is
+ * inside DEBUG SLEEP. */
+static int redis_busy(void *addr)
+{
+    char buf[16];
+    int fd = tu_connect(addr), busy;
+
+    if (fd < 0)
+        return 0;
+    busy = tu_write_all(fd, "PING\r\n", 6) == 0 && tu_read_all(fd, buf, sizeof buf, 250) == 0;
+    close(fd);
+    return busy;
+}
+
+/* Redis answers, but 2.5 s late: each decision still ends within the
  * 100 ms Redis timeout (fail closed: SLUICE_ELIMITER), and once Redis
  * answers again decisions come from it again. */
 static void test_faults_redis_answers_slowly(void)
@@ -651,9 +712,8 @@ static void test_faults_redis_answers_slowly(void)
     CU_ASSERT_EQUAL(until_ok(l.c, 3000) >= 0, 1);
     z.addr = s.addr;
     CU_ASSERT_FATAL(pthread_create(&sleeper, NULL, redis_sleep_main, &z) == 0);
-    while (!atomic_load(&z.asleep))
-        usleep(1000);
-    usleep(100 * 1000);     /* the server is inside DEBUG SLEEP now */
+    CU_ASSERT(tu_wait_until(sleeper_sent, &z, 10000));
+    CU_ASSERT(tu_wait_until(redis_busy, s.addr, 10000));
     l.req.path = "/json";
     l.iters = 3;
     load_run("redis slow", &l, 4);
@@ -871,11 +931,15 @@ static void tune_count_starts(sluice_factory_opts *fo)
 
 #define IN_FLIGHT 16
 
+static int all_started(void *n)
+{
+    return atomic_load(&started_g) >= *(int *)n;
+}
+
 /* Starts IN_FLIGHT calls to path and waits until each has begun its
  * attempt.  Returns how many threads started. */
 static int start_in_flight(struct in_flight *k, pthread_t *th, sluice_client *c, const char *path)
 {
-    int64_t t0 = tu_now_ms();
     int i, n = 0;
 
     atomic_store(&started_g, 0);
@@ -884,8 +948,7 @@ static int start_in_flight(struct in_flight *k, pthread_t *th, sluice_client *c,
         if (pthread_create(&th[i], NULL, in_flight_main, &k[i]) == 0)
             n++;
     }
-    while (atomic_load(&started_g) < n && tu_now_ms() - t0 < 10000)
-        usleep(1000);
+    tu_wait_until(all_started, &n, 10000);
     CU_ASSERT_EQUAL(atomic_load(&started_g), IN_FLIGHT);
     return n;
 }

@@ -27,15 +27,15 @@
 /* helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* How late a call may return past its bound (a deadline, or the Redis
- * timeout).  Sanitizers slow every instruction and the wake-up of the
- * thread that measures. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define SLACK_MS 60
-#else
-#define SLACK_MS 20
-#endif
-#define TROUBLE_SLACK_MS SLACK_MS
+/* How late a call may return past its deadline: a sanitizer build on a
+ * loaded 2-core host can be that late.  Whether a call waited for a token
+ * it should not have is told by its code (allowed vs ERATELIMITED), not by
+ * the clock. */
+#define SLACK_MS 1000
+/* How late a decision against a dead or stalled Redis may come past the
+ * Redis timeout (100 ms): 5x that in all, so a timeout not applied still
+ * shows. */
+#define TROUBLE_SLACK_MS 400
 
 /* A prefix no other test (or earlier run against the same server) used. */
 static const char *fresh_prefix(char *buf, size_t cap)
@@ -532,7 +532,7 @@ static void test_check_invalid_arguments(void)
      * instead of waiting forever. */
     t0 = sl_now_ns();
     CU_ASSERT_EQUAL(sluice_limiter_acquire(l, "k", &ok, 6, -1, &r), SLUICE_EINVAL);
-    CU_ASSERT(ms_since(t0) < 50);
+    CU_ASSERT(ms_since(t0) < SLACK_MS);
     sluice_limiter_free(l);
     sluice_limiter_free(NULL);
 }
@@ -770,7 +770,7 @@ static void run_acquire(sluice_limiter *l)
     CU_ASSERT_EQUAL(sluice_limiter_acquire(l, "{acq}:a", &tenth, 1, 1000, &r), 0);
     el = ms_since(t0);
     CU_ASSERT_EQUAL(r.allowed, 1);
-    CU_ASSERT(el >= 95 && el < 400);
+    CU_ASSERT(el >= 95 && el < 100 + SLACK_MS);
     /* timeout_ms < 0 waits as long as it takes. */
     t0 = sl_now_ns();
     CU_ASSERT_EQUAL(sluice_limiter_acquire(l, "{acq}:a", &tenth, 1, -1, &r), 0);
@@ -1122,7 +1122,7 @@ static void test_redis_paused_decisions_bounded(void)
     while (ms_since(t0) < 3000 && (rc = sluice_limiter_check(l, "{p}:k", &lim, 1, &r)) != 0)
         usleep(10000);
     CU_ASSERT_EQUAL(rc, 0);
-    CU_ASSERT(ms_since(t0) <= 1100);
+    CU_ASSERT(ms_since(t0) <= 1000 + SLACK_MS);
     sluice_limiter_free(l);
     tu_server_stop(&s);
 }
@@ -1186,7 +1186,7 @@ static void test_redis_restart_resumes(void)
     while (ms_since(t0) < 3000 && (rc = sluice_limiter_check(l, "{r}:k", &lim, 1, &r)) != 0)
         usleep(5000);
     CU_ASSERT_EQUAL(rc, 0);
-    CU_ASSERT(ms_since(t0) <= 1000);
+    CU_ASSERT(ms_since(t0) <= 1000 + SLACK_MS);
     sluice_limiter_free(l);
     tu_server_stop(&s);
 }
@@ -1981,7 +1981,7 @@ static void test_connect_url_errors(void)
     CU_ASSERT_PTR_NULL(sl_redis_connect_url(url, 500, &err));
     CU_ASSERT_EQUAL(err.code, SLUICE_ELIMITER);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "cannot connect"));
-    CU_ASSERT(ms_since(t0) < 1000);
+    CU_ASSERT(ms_since(t0) < 500 + SLACK_MS);
 }
 
 static CU_TestInfo tests[] = {

@@ -441,7 +441,8 @@ static void test_tls_read_deadline_and_pending(void)
     start = tu_now_ms();
     CU_ASSERT_EQUAL(sl_tls_read(s, buf, sizeof buf, sl_deadline_in_ms(200), &err),
                     SLUICE_ETIMEDOUT);
-    CU_ASSERT(tu_now_ms() - start >= 195 && tu_now_ms() - start <= 300);
+    /* The deadline is the contract: never sooner, late only by a loaded host. */
+    CU_ASSERT(tu_now_ms() - start >= 195 && tu_now_ms() - start <= 200 + 1000);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "TLS read from localhost timed out"));
     CU_ASSERT_EQUAL(sl_tls_write(s, REQUEST, strlen(REQUEST), sl_deadline_in_ms(5000), &err), 0);
     CU_ASSERT_EQUAL(sl_tls_read(s, buf, 4, sl_deadline_in_ms(5000), &err), 4);
@@ -710,10 +711,10 @@ static void test_tls_handshake_deadline(void)
     CU_ASSERT_EQUAL(sl_tls_connect(t, fd, "localhost", "https://localhost:1",
                                    sl_deadline_in_ms(300), &s, NULL, &err), SLUICE_ETIMEDOUT);
     elapsed = tu_now_ms() - start;
-    if (elapsed < 295 || elapsed > 400)
+    if (elapsed < 295 || elapsed > 300 + 1000)
         fprintf(stderr, "\n  handshake gave up after %lld ms, deadline 300 ms\n", (long long)elapsed);
     CU_ASSERT(elapsed >= 295);
-    CU_ASSERT(elapsed <= 400);
+    CU_ASSERT(elapsed <= 300 + 1000);
     CU_ASSERT_PTR_NULL(s);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "TLS handshake with localhost:1 timed out"));
     close(fd);
@@ -754,17 +755,15 @@ static void check_peer_hangs_up(int reset, const char *word)
     sl_tls *s = NULL;
     pthread_t th;
     int port, fd;
-    int64_t start;
 
     r.lfd = tu_listen(64, &port);
     CU_ASSERT_FATAL(r.lfd >= 0);
     CU_ASSERT_FATAL(pthread_create(&th, NULL, rude_peer_main, &r) == 0);
     fd = connect_nonblocking(port);
     CU_ASSERT_FATAL(fd >= 0);
-    start = tu_now_ms();
-    CU_ASSERT_EQUAL(sl_tls_connect(t, fd, "localhost", NULL, sl_deadline_in_ms(5000), &s, NULL,
+    /* EIO, not ETIMEDOUT at the 30 s deadline: the hang-up itself ended it. */
+    CU_ASSERT_EQUAL(sl_tls_connect(t, fd, "localhost", NULL, sl_deadline_in_ms(30000), &s, NULL,
                                    &err), SLUICE_EIO);
-    CU_ASSERT(tu_now_ms() - start < 3000);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, word));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "localhost"));
     pthread_join(th, NULL);

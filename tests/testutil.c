@@ -28,6 +28,19 @@ int64_t tu_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int tu_wait_until(int (*cond)(void *arg), void *arg, int max_ms)
+{
+    int64_t end = tu_now_ms() + max_ms;
+
+    for (;;) {
+        if (cond(arg))
+            return 1;
+        if (tu_now_ms() > end)
+            return 0;
+        usleep(1000);
+    }
+}
+
 static const char *env_or_fail(const char *name)
 {
     const char *v = getenv(name);
@@ -528,14 +541,41 @@ int tu_get_status(sluice_client *c, const char *path, sluice_error *err)
     return rc;
 }
 
+/* GETs path from the mock API at addr on a connection of its own: the
+ * body, in buf, or NULL. */
+static const char *mock_get(const char *addr, const char *path, char *buf, size_t cap)
+{
+    char req[512];
+
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    if (!addr || tu_roundtrip(addr, req, buf, cap, 3000) < 0 || tu_status(buf) != 200)
+        return NULL;
+    return tu_body(buf);
+}
+
+long tu_mock_stat(const char *addr, const char *field)
+{
+    char buf[8192], key[64];
+    const char *body, *at;
+
+    snprintf(key, sizeof key, "\"%s\":", field);
+    if (!(body = mock_get(addr, "/stats", buf, sizeof buf)) || !(at = strstr(body, key)))
+        return -1;
+    return strtol(at + strlen(key), NULL, 10);
+}
+
+int tu_mock_idle(void *addr)
+{
+    return tu_mock_stat(addr, "connections_open") == 1;
+}
+
 long tu_hits(const char *addr, const char *path)
 {
-    char req[512], buf[4096];
+    char hits[512], buf[4096];
     const char *body;
 
-    snprintf(req, sizeof req, "GET /hits%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
-    if (!addr || tu_roundtrip(addr, req, buf, sizeof buf, 3000) < 0 || tu_status(buf) != 200 ||
-        !(body = tu_body(buf)))
+    snprintf(hits, sizeof hits, "/hits%s", path);
+    if (!(body = mock_get(addr, hits, buf, sizeof buf)))
         return -1;
     return strtol(body, NULL, 10);
 }

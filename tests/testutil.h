@@ -91,6 +91,17 @@ sluice_client *tu_client(sluice_factory **f, const char *service, const char *ba
 int tu_get_status(sluice_client *c, const char *path, sluice_error *err);
 /* The mock API's hit counter for `path` (GET /hits<path>), or -1. */
 long tu_hits(const char *addr, const char *path);
+/* A number in the mock API's GET /stats (e.g. "connections_open"; the
+ * asking connection counts itself), or -1. */
+long tu_mock_stat(const char *addr, const char *field);
+/* For tu_wait_until: true once the mock API at `addr` (a const char *)
+ * holds no connection but the asker's, e.g. after its --idle-timeout. */
+int tu_mock_idle(void *addr);
+/* Polls cond(arg) every millisecond until it returns non-zero (1) or
+ * max_ms pass (0).  For waiting on an event instead of sleeping for it:
+ * max_ms only keeps a broken build from hanging, so make it generous; a
+ * test asserts on the event, not on how soon it came. */
+int tu_wait_until(int (*cond)(void *arg), void *arg, int max_ms);
 
 /* Monotonic milliseconds. */
 int64_t tu_now_ms(void);
