@@ -383,6 +383,70 @@ static void test_coalescing_random_keys_many_threads(void)
     sluice_factory_free(f);
 }
 
+/* A coalesced POST answered 303: the leader turns into a GET without a
+ * body while later callers with the same POST compare their key with its
+ * own.  The key is frozen at call start, so they keep meeting it (under
+ * TSan: with no race on the leader's method, body and length). */
+struct redirector {
+    sluice_client *c;
+    const char *path;
+    int ok, shared;
+};
+
+static void *redirect_thread(void *arg)
+{
+    struct redirector *r = arg;
+    sluice_request req = {0};
+    int i;
+
+    req.method = "POST";
+    req.path = r->path;
+    req.body = "form=1";
+    req.body_len = 6;
+    req.flags = SLUICE_REQ_COALESCE;
+    for (i = 0; i < 25; i++) {
+        sluice_response *resp = NULL;
+        sluice_error err;
+        if (sluice_client_do(r->c, &req, &resp, &err) == 0 && sluice_response_status(resp) == 200)
+            r->ok++;
+        if (resp && sluice_response_coalesced(resp))
+            r->shared++;
+        sluice_response_free(resp);
+    }
+    return NULL;
+}
+
+static void follow_on(sluice_client_opts *co)
+{
+    co->follow_redirects = 1;
+}
+
+static void test_coalescing_redirected_post_keeps_its_key(void)
+{
+    struct redirector r[8];
+    pthread_t t[8];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "co303", tu_http_base(), follow_on);
+    struct sluice_factory_stats st;
+    int i, ok = 0, shared = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (i = 0; i < 8; i++) {
+        r[i] = (struct redirector){c, "/redirect-to?url=/delay/20&status=303", 0, 0};
+        pthread_create(&t[i], NULL, redirect_thread, &r[i]);
+    }
+    for (i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ok += r[i].ok;
+        shared += r[i].shared;
+    }
+    CU_ASSERT_EQUAL(ok, 8 * 25);
+    CU_ASSERT(shared > 0);
+    sluice_factory_stats(f, &st);
+    CU_ASSERT_EQUAL(st.coalesce_flights + st.coalesce_followers, 8 * 25);
+    sluice_factory_free(f);
+}
+
 static CU_TestInfo tests[] = {
     {"test_coalescing_one_upstream_call_for_64", test_coalescing_one_upstream_call_for_64},
     {"test_coalescing_never_crosses_credentials", test_coalescing_never_crosses_credentials},
@@ -394,6 +458,8 @@ static CU_TestInfo tests[] = {
     {"test_coalescing_window_and_no_store", test_coalescing_window_and_no_store},
     {"test_coalescing_can_be_turned_off", test_coalescing_can_be_turned_off},
     {"test_coalescing_random_keys_many_threads", test_coalescing_random_keys_many_threads},
+    {"test_coalescing_redirected_post_keeps_its_key",
+     test_coalescing_redirected_post_keeps_its_key},
     CU_TEST_INFO_NULL,
 };
 
