@@ -138,45 +138,15 @@ static void unlink_cached(stripe *s, flight **pp, flight **dead)
     s->cached--;
 }
 
-/* A key's bytes: its own, or written by its write() into buf (cap bytes)
- * or, when longer, into *heap.  NULL when they cannot be had. */
-static const void *key_bytes(const sl_flight_key *k, void *buf, size_t cap, size_t *len,
-                             void **heap)
-{
-    size_t n;
-
-    *heap = NULL;
-    if (!k->write) {
-        *len = k->len;
-        return k->bytes ? k->bytes : "";
-    }
-    if ((n = k->write(k->ctx, buf, cap)) == SIZE_MAX)
-        return NULL;
-    *len = n;
-    if (n <= cap)
-        return buf ? buf : "";
-    if ((*heap = sl_malloc(n)) && k->write(k->ctx, *heap, n) == n)
-        return *heap;
-    sl_free(*heap);
-    *heap = NULL;
-    return NULL;
-}
-
-/* Two keys whose hashes met: equal when their bytes are.  A key that
- * cannot be written out (no memory) equals nothing: no sharing, never a
- * wrong one. */
+/* Two keys whose hashes met: equal when their bytes are, or when their
+ * equal() says so.  Neither allocates nor copies (coalesce.h). */
 static int keys_equal(const sl_flight_key *a, const sl_flight_key *b)
 {
-    unsigned char abuf[512], bbuf[512];
-    size_t alen = 0, blen = 0;
-    void *aheap, *bheap;
-    const void *x = key_bytes(a, abuf, sizeof abuf, &alen, &aheap);
-    const void *y = key_bytes(b, bbuf, sizeof bbuf, &blen, &bheap);
-    int eq = x && y && alen == blen && memcmp(x, y, alen) == 0;
-
-    sl_free(aheap);
-    sl_free(bheap);
-    return eq;
+    if (a->ops != b->ops)
+        return 0;
+    if (a->ops)
+        return a->ops->equal(a->ctx, b->ctx);
+    return a->len == b->len && (!a->len || memcmp(a->bytes, b->bytes, a->len) == 0);
 }
 
 /* The live flight for the key, or NULL.  An expired window entry met on the
@@ -276,23 +246,26 @@ static int fill(sluice_flight_result *out, flight *f, int shared)
     return f->code;
 }
 
-/* The key's bytes in memory of its own, for a window entry that outlives
- * its leader's call: *own (NULL for an empty key) and *len.  0, or -1
- * when out of memory.  Reads the key only: joiners read it too. */
-static int key_copy(const sl_flight_key *k, unsigned char **own, size_t *len)
+/* A copy of the key standing alone, for a window entry that outlives its
+ * leader's call: *own holds it (NULL for an empty key of bytes), *size
+ * counts its bytes.  0, or -1 when out of memory.  Reads the key only:
+ * joiners read it too.  No lock held. */
+static int key_copy(const sl_flight_key *k, sl_flight_key *copy, unsigned char **own,
+                    size_t *size)
 {
-    void *heap;
-    const void *bytes = key_bytes(k, NULL, 0, len, &heap);
-
+    *copy = *k;
     *own = NULL;
-    if (!bytes)
-        return -1;
-    if (heap) {
-        *own = heap;
-    } else if (*len) {
-        if (!(*own = sl_malloc(*len)))
+    *size = 0;
+    if (k->ops) {
+        if (!(*own = k->ops->copy(k->ctx, size)))
             return -1;
-        memcpy(*own, bytes, *len);
+        copy->ctx = *own;
+    } else if (k->len) {
+        if (!(*own = sl_malloc(k->len)))
+            return -1;
+        memcpy(*own, k->bytes, k->len);
+        copy->bytes = *own;
+        *size = k->len;
     }
     return 0;
 }
@@ -307,11 +280,12 @@ int sl_flight_end(sluice_coalescer *co, sl_flight_lead *lead, int code, void *va
     stripe *s = lead->stripe_;
     flight *f = lead->flight_;
     unsigned char *own = NULL;
-    size_t own_len = 0;
+    size_t own_size = 0;
+    sl_flight_key own_key;
     int shared, wake;
 
     keep = keep && window_ms > 0;
-    if (keep && key_copy(&f->key, &own, &own_len) != 0)
+    if (keep && key_copy(&f->key, &own_key, &own, &own_size) != 0)
         keep = 0;           /* out of memory: served once, not cached */
     sl_lock_acquire(&s->lock);
     /* Followers take references under this lock, so a flight only its
@@ -326,7 +300,7 @@ int sl_flight_end(sluice_coalescer *co, sl_flight_lead *lead, int code, void *va
     f->value = shared ? value : NULL;
     atomic_store_explicit(&f->done, 1, memory_order_release);
     if (keep) {
-        f->key = (sl_flight_key){f->key.hash, own, own_len, NULL, NULL};
+        f->key = own_key;
         f->own_key = own;
         f->cached = 1;
         f->expires = sl_now_ns() + (int64_t)window_ms * 1000000;
@@ -408,7 +382,8 @@ int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_fli
     if (!out)
         return 0;
     *out = (sluice_flight_result){0};
-    if (!co || !key || !o || !lead || (!key->write && !key->bytes && key->len)) {
+    if (!co || !key || !o || !lead || (!key->ops && !key->bytes && key->len) ||
+        (key->ops && (!key->ops->equal || !key->ops->copy))) {
         out->code = SLUICE_EINVAL;
         return 0;
     }

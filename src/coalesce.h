@@ -4,11 +4,12 @@
  * Contract:
  *  - A key is bytes, hashed with a per-coalescer random seed and
  *    compared in full when two hashes meet.  A caller may instead give the
- *    hash and a function that writes the bytes (sl_flight_key), so a call
- *    that meets no equal hash never writes its key out.  A flight in
+ *    hash and a structured key with its own equal() and copy()
+ *    (sl_flight_key), so a call never writes its key out and a comparison
+ *    under the stripe lock neither allocates nor copies.  A flight in
  *    progress points at its leader's key (the leader is between
  *    sl_flight_begin() and sl_flight_end() all that time); one that
- *    enters the window keeps a copy of the bytes.
+ *    enters the window keeps a copy, made before the lock is taken.
  *  - The table is split into stripes, each one lock (futex.h) over its
  *    own hash buckets.  The leader takes its stripe lock once to insert
  *    and once to publish; followers sleep on the flight's done word, and
@@ -77,17 +78,28 @@ typedef struct sl_flight_opts {
 int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
                 sluice_flight_fn fn, void *arg, sluice_flight_result *out);
 
+/* A structured key's functions.  Keys of different ops never match. */
+typedef struct sl_flight_key_ops {
+    /* 1 when the keys a and b (two ctx of keys with these ops, whose hashes
+     * met) are equal.  Called under a stripe lock: it must neither
+     * allocate, nor copy a key, nor block. */
+    int (*equal)(const void *a, const void *b);
+    /* A copy of ctx that stands alone, in one block sl_free() releases,
+     * with its size in *size; NULL when out of memory (the result is then
+     * served once, not kept).  Called by the leader with no lock held,
+     * before its flight enters the window. */
+    void *(*copy)(const void *ctx, size_t *size);
+} sl_flight_key_ops;
+
 /* A key for sl_coalesce_key().  Equal keys must have equal hashes. */
 typedef struct sl_flight_key {
     uint64_t hash;
-    const void *bytes;          /* the key, when write is NULL */
+    const void *bytes;          /* the key, when ops is NULL */
     size_t len;
-    /* Or: returns the key's length (SIZE_MAX when it cannot be made) and
-     * writes it into buf when it fits in cap.  Called under a stripe lock,
-     * only when a hash meets an equal one, and by the leader before its
-     * flight enters the window; ctx must stay unchanged while its caller
-     * is inside sl_coalesce_key(). */
-    size_t (*write)(const void *ctx, void *buf, size_t cap);
+    /* Or a structured key: ctx must stay unchanged while its caller is
+     * inside sl_coalesce_key() or between sl_flight_begin() and
+     * sl_flight_end(), since followers read it under the stripe lock. */
+    const sl_flight_key_ops *ops;
     const void *ctx;
 } sl_flight_key;
 

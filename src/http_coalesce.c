@@ -11,53 +11,12 @@
 
 /* ---- the key ------------------------------------------------------------ */
 
-static int cmp_param(const void *a, const void *b)
-{
-    const char *const *x = a, *const *y = b;
-    size_t lx = strcspn(*x, "&"), ly = strcspn(*y, "&");
-    int r = memcmp(*x, *y, lx < ly ? lx : ly);
-
-    return r ? r : (lx > ly) - (lx < ly);
-}
-
-/* Copies n bytes to *dst and moves it on: the key's size is known before
- * it is written (see key_size), so no copy checks for room. */
+/* Copies n bytes to *dst and moves it on: sizes are counted before
+ * anything is written, so no copy checks for room. */
 static void put(char **dst, const void *p, size_t n)
 {
     memcpy(*dst, p, n);
     *dst += n;
-}
-
-/* The query's parameters in sorted order, each followed by '&', so
- * a=1&b=2 and b=2&a=1 match: len + 1 bytes. */
-static int put_sorted_query(char **dst, const char *q, size_t len)
-{
-    const char *stack[32], **params = stack, *p;
-    size_t n = 1, i;
-
-    if (!memchr(q, '&', len)) {
-        put(dst, q, len);
-        put(dst, "&", 1);
-        return 0;
-    }
-    for (p = q; *p; p++)
-        n += *p == '&';
-    if (n > 32 && !(params = sl_calloc(n, sizeof *params)))
-        return SLUICE_ENOMEM;
-    for (i = 0, p = q; i < n; i++) {
-        params[i] = p;
-        p += strcspn(p, "&");
-        if (*p)
-            p++;
-    }
-    qsort(params, n, sizeof *params, cmp_param);
-    for (i = 0; i < n; i++) {
-        put(dst, params[i], strcspn(params[i], "&"));
-        put(dst, "&", 1);
-    }
-    if (params != stack)
-        sl_free(params);
-    return 0;
 }
 
 static const char *or_empty(const char *s)
@@ -114,52 +73,135 @@ void sl_http_key_prefix_free(sl_http_key_prefix *p)
 }
 
 /* The coalescing key: the client's prefix, the method, the path, the
- * sorted query, every request header, and the body's length and bytes
- * (compared in full, so two bodies never share a flight).  Each part ends
- * where no byte of it can appear, so two different requests never write
- * the same key.
+ * query (its parameters in any order), every request header, and the body
+ * (compared in full, so two bodies never share a flight).
  *
- * A call that meets no twin, the common case, never writes it: it gives
- * the coalescer a hash of the same parts (key_hash) and key_write, which
- * writes the key only when two hashes meet or the result enters the
- * window (coalesce.h, sl_flight_key). */
-static size_t key_size(const sl_http_key *k, size_t method_len)
+ * A call that meets no twin, the common case, only hashes it (key_hash).
+ * When two hashes meet, key_equal compares the parts in place, under the
+ * stripe lock, allocating and copying nothing; key_copy makes the one
+ * block a window entry keeps, before the lock is taken. */
+
+/* Whether the query b (blen bytes) holds a parameter equal to x (n bytes)
+ * that *used does not mark yet; marks it.  Parameters are what '&'
+ * separates, empty ones too, as key_hash counts them. */
+static int take_param(const char *b, size_t blen, const char *x, size_t n, uint64_t *used)
 {
-    /* rel is path[?query]: path NUL [sorted query '&'] NUL. */
-    return k->prefix->len + method_len + k->rel_len + 2 +
-           (k->nheaders ? headers_size(k->headers, k->nheaders) : 1) + sizeof(uint64_t) +
-           k->body_len;
+    const char *p = b, *end = b + blen, *amp;
+    unsigned i;
+
+    for (i = 0; i < 64; i++, p = amp + 1) {
+        amp = memchr(p, '&', (size_t)(end - p));
+        if (!(*used >> i & 1) && (size_t)((amp ? amp : end) - p) == n && memcmp(p, x, n) == 0) {
+            *used |= (uint64_t)1 << i;
+            return 1;
+        }
+        if (!amp)
+            break;
+    }
+    return 0;
 }
 
-static size_t key_write(const void *ctx, void *buf, size_t cap)
+/* Two queries (without their '?') with the same parameters in any order.
+ * Twins mostly send them alike, so bytes first.  Equal lengths and every
+ * parameter of a matched by its own one of b make the same multiset.  Past
+ * 64 parameters a different order is not matched: no sharing, never a
+ * wrong one. */
+static int query_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    const char *p = a, *end = a + alen, *amp;
+    uint64_t used = 0;
+
+    if (alen != blen)
+        return 0;
+    if (memcmp(a, b, alen) == 0)
+        return 1;
+    for (;; p = amp + 1) {
+        amp = memchr(p, '&', (size_t)(end - p));
+        if (!take_param(b, blen, p, (size_t)((amp ? amp : end) - p), &used))
+            return 0;
+        if (!amp)
+            return 1;
+    }
+}
+
+static int rel_equal(const sl_http_key *a, const sl_http_key *b)
+{
+    size_t aq = a->rel_len - a->rel_path_len, bq = b->rel_len - b->rel_path_len;
+
+    if (a->rel_path_len != b->rel_path_len || memcmp(a->rel, b->rel, a->rel_path_len) != 0)
+        return 0;
+    if (!aq || !bq)         /* no '?' on either side */
+        return aq == bq;
+    return query_equal(a->rel + a->rel_path_len + 1, aq - 1, b->rel + b->rel_path_len + 1, bq - 1);
+}
+
+static int headers_equal(const sl_http_key *a, const sl_http_key *b)
+{
+    size_t i;
+
+    if (a->nheaders != b->nheaders)
+        return 0;
+    for (i = 0; i < a->nheaders; i++)
+        if (strcmp(or_empty(a->headers[i].name), or_empty(b->headers[i].name)) != 0 ||
+            strcmp(or_empty(a->headers[i].value), or_empty(b->headers[i].value)) != 0)
+            return 0;
+    return 1;
+}
+
+static int key_equal(const void *x, const void *y)
+{
+    const sl_http_key *a = x, *b = y;
+
+    return (a->prefix == b->prefix ||
+            (a->prefix->len == b->prefix->len &&
+             memcmp(a->prefix->bytes, b->prefix->bytes, a->prefix->len) == 0)) &&
+           strcmp(a->method, b->method) == 0 && a->body_len == b->body_len &&
+           (!a->body_len || memcmp(a->body, b->body, a->body_len) == 0) && rel_equal(a, b) &&
+           headers_equal(a, b);
+}
+
+/* The key in one block: the struct, its header array, then the bytes it
+ * points at.  The prefix stays the client's (http_coalesce.h). */
+static void *key_copy(const void *ctx, size_t *size)
 {
     const sl_http_key *k = ctx;
-    const char *q = k->rel + k->rel_path_len;
-    size_t method_len = strlen(k->method) + 1;
-    size_t size = key_size(k, method_len);
-    uint64_t body_len = k->body_len;
-    char *dst = buf;
+    size_t method_len = strlen(k->method) + 1, n = sizeof *k + k->nheaders * sizeof *k->headers;
+    sluice_header *h;
+    sl_http_key *c;
+    char *dst;
+    size_t i;
 
-    if (size > cap)
-        return size;
-    put(&dst, k->prefix->bytes, k->prefix->len);
+    n += method_len + k->rel_len + 1 + k->body_len + headers_size(k->headers, k->nheaders);
+    if (!(c = sl_malloc(n)))
+        return NULL;
+    *size = n;
+    *c = *k;
+    h = (sluice_header *)(c + 1);
+    dst = (char *)(h + k->nheaders);
+    c->method = dst;
     put(&dst, k->method, method_len);
-    put(&dst, k->rel, k->rel_path_len);
+    c->rel = dst;
+    put(&dst, k->rel, k->rel_len);
     put(&dst, "", 1);
-    if (*q == '?' && put_sorted_query(&dst, q + 1, k->rel_len - k->rel_path_len - 1))
-        return SIZE_MAX;
-    put(&dst, "", 1);
-    put_headers(&dst, k->headers, k->nheaders);
-    put(&dst, &body_len, sizeof body_len);
+    for (i = 0; i < k->nheaders; i++) {
+        h[i].name = dst;
+        put(&dst, or_empty(k->headers[i].name), strlen(or_empty(k->headers[i].name)) + 1);
+        h[i].value = dst;
+        put(&dst, or_empty(k->headers[i].value), strlen(or_empty(k->headers[i].value)) + 1);
+    }
+    c->headers = k->nheaders ? h : NULL;
+    c->body = k->body_len ? dst : NULL;
     if (k->body_len)
         put(&dst, k->body, k->body_len);
-    return size;
+    return c;
 }
 
-/* A hash of the parts key_write writes: equal keys hash equal.  A query of
+static const sl_flight_key_ops key_ops = {key_equal, key_copy};
+
+/* A hash of the parts key_equal compares: equal keys hash equal.  A query of
  * one parameter is hashed with the path as it stands; the parameters of a
  * longer one are hashed one by one and summed, so their order does not
- * count, as in the sorted key. */
+ * count, as in key_equal. */
 static uint64_t key_hash(const sl_http_key *k)
 {
     const char *q = k->rel + k->rel_path_len, *end = k->rel + k->rel_len, *amp;
@@ -235,7 +277,7 @@ static void share_result(void *ctx, void *value)
 int sl_http_flight_begin(sluice_coalescer *co, const sl_http_key *key, const sl_flight_opts *o,
                          sl_flight_lead *lead, sluice_flight_result *out)
 {
-    sl_flight_key fk = {key_hash(key), NULL, 0, key_write, key};
+    sl_flight_key fk = {key_hash(key), NULL, 0, &key_ops, key};
 
     return sl_flight_begin(co, &fk, o, lead, out);
 }
