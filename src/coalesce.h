@@ -53,12 +53,22 @@ struct sl_coalesce_stats {
     uint64_t cache_hits;    /* callers served by the window */
     uint64_t timeouts;      /* followers that gave up */
     uint64_t waiting;       /* followers waiting right now (a gauge) */
+    uint64_t cache_entries; /* window entries held now (a gauge) */
+    uint64_t cache_bytes;   /* their memory, as counted for the bound (a gauge) */
+    uint64_t cache_evictions;   /* entries dropped before their time for the bound */
 };
 
+#define SL_COALESCE_DEFAULT_MAX_BYTES ((size_t)8 << 20)
+
 /* Like sluice_coalescer_new, with value_size bytes of room in every
- * flight for a value that sl_flight_end()'s share() writes there. */
+ * flight for a value that sl_flight_end()'s share() writes there, and the
+ * window's bound: max_bytes (0: SL_COALESCE_DEFAULT_MAX_BYTES) for all
+ * its entries, a sixteenth of it for each stripe's.  An entry counts its
+ * flight, its key's copy and what share() reports; one past a stripe's
+ * share is not kept, and keeping one evicts the stripe's oldest while the
+ * stripe is past its share. */
 sluice_coalescer *sl_coalescer_new(sluice_flight_release_fn release, size_t value_size,
-                                   sluice_error *err);
+                                   size_t max_bytes, sluice_error *err);
 
 typedef struct sl_flight_opts {
     int64_t deadline;           /* a follower gives up then (SL_NO_DEADLINE: never);
@@ -71,9 +81,10 @@ typedef struct sl_flight_opts {
 /* Like sluice_coalesce, with the options above.
  *
  * A window hit is reported as shared (out->shared = 1) and counted in
- * cache_hits, not in followers.  Expired window entries are dropped when
- * a lookup meets them and by a sweep that runs on inserts, so the table
- * only holds flights in progress and entries still inside their window.
+ * cache_hits, not in followers.  Expired window entries are freed when a
+ * lookup meets them, and from the old end of their stripe's age list by
+ * every call that inserts into the stripe; the bytes they hold never pass
+ * the bound given to sl_coalescer_new().
  * Thread-safe. */
 int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
                 sluice_flight_fn fn, void *arg, sluice_flight_result *out);
@@ -184,7 +195,9 @@ typedef struct sl_flight_lead {
     void *stripe_;
 } sl_flight_lead;
 
-typedef void (*sl_flight_share_fn)(void *ctx, void *value);
+/* Returns the bytes the value holds beyond the flight (what it keeps
+ * alive), counted against the window's bound. */
+typedef size_t (*sl_flight_share_fn)(void *ctx, void *value);
 
 int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
                     sl_flight_lead *lead, sluice_flight_result *out);

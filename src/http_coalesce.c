@@ -249,9 +249,9 @@ static void flight_value_release(void *v)
     sluice_response_free(fv->resp);
 }
 
-sluice_coalescer *sl_http_coalescer_new(sluice_error *err)
+sluice_coalescer *sl_http_coalescer_new(size_t max_bytes, sluice_error *err)
 {
-    return sl_coalescer_new(flight_value_release, sizeof(flight_value), err);
+    return sl_coalescer_new(flight_value_release, sizeof(flight_value), max_bytes, err);
 }
 
 /* The leader's result, for share_result. */
@@ -261,7 +261,17 @@ typedef struct lead_result {
     const sluice_error *err;
 } lead_result;
 
-static void share_result(void *ctx, void *value)
+/* About what a response holds: its data, header array and storage (no
+ * less than the bytes read) and its body. */
+static size_t response_bytes(const sluice_response *r)
+{
+    const sl_http_resp *h = &r->d->http;
+    size_t wire = h->wire_bytes > h->body_len ? h->wire_bytes : h->body_len + 1;
+
+    return sizeof *r->d + h->nheaders * sizeof *h->headers + wire;
+}
+
+static size_t share_result(void *ctx, void *value)
 {
     const lead_result *lr = ctx;
     flight_value *fv = value;
@@ -272,6 +282,7 @@ static void share_result(void *ctx, void *value)
     else
         sl_err_clear(&fv->err);
     fv->err.code = lr->rc;
+    return lr->resp ? response_bytes(lr->resp) : 0;
 }
 
 int sl_http_flight_begin(sluice_coalescer *co, const sl_http_key *key, const sl_flight_opts *o,

@@ -55,8 +55,10 @@ typedef struct sl_http_key {
     size_t body_len;
 } sl_http_key;
 
-/* The factory's coalescer, whose flights carry a call's response or error. */
-sluice_coalescer *sl_http_coalescer_new(sluice_error *err);
+/* The factory's coalescer, whose flights carry a call's response or error;
+ * its window holds about max_bytes at most (0: the default), responses
+ * counted. */
+sluice_coalescer *sl_http_coalescer_new(size_t max_bytes, sluice_error *err);
 
 /* Asks the coalescer for the key (sl_flight_begin): 1 when the caller
  * leads and must call sl_http_flight_end(), else 0 with *out filled. */

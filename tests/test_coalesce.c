@@ -549,7 +549,7 @@ static void test_coalesce_window_expired_entries_swept(void)
 static atomic_int shares;
 
 /* Writes the shared value into the flight (value_size bytes). */
-static void share_42(void *ctx, void *value)
+static size_t share_42(void *ctx, void *value)
 {
     tvalue *t = value;
 
@@ -557,6 +557,7 @@ static void share_42(void *ctx, void *value)
     t->magic = MAGIC;
     t->key = 42;
     atomic_fetch_add(&shares, 1);
+    return 0;
 }
 
 /* Releases what a shared value holds; the bytes are the flight's. */
@@ -595,7 +596,7 @@ static void *lead_thread(void *arg)
 
 static void test_coalesce_lead_alone_and_shared(void)
 {
-    sluice_coalescer *co = sl_coalescer_new(value_release, sizeof(tvalue), NULL);
+    sluice_coalescer *co = sl_coalescer_new(value_release, sizeof(tvalue), 0, NULL);
     sl_flight_key key = {7, "k", 1, NULL, NULL};
     sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
     lead_call a = {.co = co};
@@ -755,7 +756,7 @@ static void *http_join_thread(void *arg)
  * the stripe lock, and nothing is written out or copied for that. */
 static void test_coalesce_http_join_allocates_nothing(void)
 {
-    sluice_coalescer *co = sl_http_coalescer_new(NULL);
+    sluice_coalescer *co = sl_http_coalescer_new(0, NULL);
     static char body_a[4096], body_b[4096], value[1024];
     sluice_header hdr_a[1] = {{"X-Long", value}}, hdr_b[1] = {{"X-Long", value}};
     sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
@@ -794,6 +795,124 @@ static void test_coalesce_http_join_allocates_nothing(void)
     CU_ASSERT_EQUAL(j.r.shared, 1);
     sluice_flight_result_release(&j.r);
     sl_http_key_prefix_free(&prefix);
+    sluice_coalescer_free(co);
+}
+
+/* ---- the window's memory: expiry frees, a byte bound caps ---------------- */
+
+static int null_fn(void *arg, void **value)
+{
+    (void)arg;
+    *value = NULL;
+    return 0;
+}
+
+/* One call on a key of `n` bytes with a window; 1 when the cache served it. */
+static int windowed_key(sluice_coalescer *co, uint64_t hash, const char *key, size_t n,
+                        int window_ms)
+{
+    sl_flight_key k = {hash, key, n, NULL, NULL};
+    sl_flight_opts o = {SL_NO_DEADLINE, window_ms, NULL};
+    sluice_flight_result r;
+    struct sl_coalesce_stats before, after;
+
+    sl_coalesce_stats(co, &before);
+    sl_coalesce_key(co, &k, &o, null_fn, NULL, &r);
+    sluice_flight_result_release(&r);
+    sl_coalesce_stats(co, &after);
+    return after.cache_hits > before.cache_hits;
+}
+
+#define SOAK_KEYS 1000000
+#define SOAK_MAX_BYTES ((size_t)1 << 20)
+
+/* A million distinct keys, each kept 100 ms, against a 1 MiB bound: the
+ * allocations alive never pass what 1 MiB of the smallest entries (a
+ * flight of at least 64 bytes and its key's copy, two allocations) could
+ * be, and once the window has passed, new calls free the old entries. */
+static void test_coalesce_window_soak_stays_flat(void)
+{
+    sluice_coalescer *co;
+    struct sl_coalesce_stats st;
+    long base, live, peak = 0, bound = (long)(2 * (SOAK_MAX_BYTES / 64)) + 64;
+    uint64_t peak_bytes = 0;
+    char key[32];
+    int i, n;
+
+    tu_alloc_install(0, 0);
+    co = sl_coalescer_new(NULL, 0, SOAK_MAX_BYTES, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    base = tu_alloc_outstanding();
+    for (i = 0; i < SOAK_KEYS; i++) {
+        sl_flight_opts o = {SL_NO_DEADLINE, 100, NULL};
+        sluice_flight_result r;
+        n = snprintf(key, sizeof key, "/n/%d", i);
+        sl_coalesce(co, key, (size_t)n, &o, null_fn, NULL, &r);
+        sluice_flight_result_release(&r);
+        if (i % 4096 == 0) {
+            live = tu_alloc_outstanding() - base;
+            peak = live > peak ? live : peak;
+            sl_coalesce_stats(co, &st);
+            peak_bytes = st.cache_bytes > peak_bytes ? st.cache_bytes : peak_bytes;
+        }
+    }
+    CU_ASSERT(peak <= bound);
+    CU_ASSERT(peak_bytes <= SOAK_MAX_BYTES);
+    usleep(150 * 1000);
+    for (i = 0; i < 1000; i++) {
+        sl_flight_opts o = {SL_NO_DEADLINE, 100, NULL};
+        sluice_flight_result r;
+        n = snprintf(key, sizeof key, "/after/%d", i);
+        sl_coalesce(co, key, (size_t)n, &o, null_fn, NULL, &r);
+        sluice_flight_result_release(&r);
+    }
+    sl_coalesce_stats(co, &st);
+    live = tu_alloc_outstanding() - base;
+    CU_ASSERT(st.cache_entries <= 1000);
+    CU_ASSERT(live <= 2 * 1000 + 64);
+    sluice_coalescer_free(co);
+    CU_ASSERT_EQUAL(tu_alloc_outstanding(), 0);
+    tu_alloc_uninstall();
+    if (peak > bound || live > 2 * 1000 + 64)
+        fprintf(stderr, "\n  window soak: peak %ld allocations alive (bound %ld), %ld after\n",
+                peak, bound, live);
+}
+
+/* Keys of one stripe (the top bits of their hash pick it), each kept a
+ * minute, against a bound of four such entries a stripe: the fifth and
+ * later evict the oldest first. */
+static void test_coalesce_window_bound_evicts_oldest(void)
+{
+    sluice_coalescer *co = sl_coalescer_new(NULL, 0, 0, NULL);
+    struct sl_coalesce_stats st;
+    size_t entry;
+    char key[8];
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    windowed_key(co, 1, "key-00", 6, 60000);
+    sl_coalesce_stats(co, &st);
+    entry = st.cache_bytes;
+    CU_ASSERT_FATAL(entry > 6);
+    sluice_coalescer_free(co);
+
+    co = sl_coalescer_new(NULL, 0, 16 * 4 * entry, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    for (i = 0; i < 10; i++) {
+        snprintf(key, sizeof key, "key-%02d", i);
+        CU_ASSERT_EQUAL(windowed_key(co, (uint64_t)i + 1, key, 6, 60000), 0);
+    }
+    sl_coalesce_stats(co, &st);
+    CU_ASSERT_EQUAL(st.cache_entries, 4);
+    CU_ASSERT_EQUAL(st.cache_bytes, 4 * entry);
+    CU_ASSERT_EQUAL(st.cache_evictions, 6);
+    for (i = 9; i >= 6; i--) {         /* the newest four are served */
+        snprintf(key, sizeof key, "key-%02d", i);
+        CU_ASSERT_EQUAL(windowed_key(co, (uint64_t)i + 1, key, 6, 60000), 1);
+    }
+    CU_ASSERT_EQUAL(windowed_key(co, 6, "key-05", 6, 60000), 0);   /* evicted */
+    CU_ASSERT_EQUAL(windowed_key(co, 7, "key-06", 6, 60000), 0);   /* now the oldest */
+    CU_ASSERT_EQUAL(windowed_key(co, 10, "key-09", 6, 60000), 1);
     sluice_coalescer_free(co);
 }
 
@@ -968,6 +1087,8 @@ static CU_TestInfo tests[] = {
     {"test_coalesce_lead_alone_and_shared", test_coalesce_lead_alone_and_shared},
     {"test_coalesce_structured_keys", test_coalesce_structured_keys},
     {"test_coalesce_http_join_allocates_nothing", test_coalesce_http_join_allocates_nothing},
+    {"test_coalesce_window_soak_stays_flat", test_coalesce_window_soak_stays_flat},
+    {"test_coalesce_window_bound_evicts_oldest", test_coalesce_window_bound_evicts_oldest},
     {"test_coalesce_result_outlives_coalescer", test_coalesce_result_outlives_coalescer},
     {"test_coalesce_bad_input", test_coalesce_bad_input},
     {"test_coalesce_stress_random_keys", test_coalesce_stress_random_keys},

@@ -447,6 +447,87 @@ static void test_coalescing_redirected_post_keeps_its_key(void)
     sluice_factory_free(f);
 }
 
+/* Every GET distinct with a 100 ms window: the micro-cache holds at most
+ * coalesce_cache_max_bytes, and the allocations alive after 10,000 calls
+ * are those alive after 2,000, within what that bound holds (each entry:
+ * its flight, key copy and response, a few allocations of at least 64
+ * bytes). */
+#define SOAK_THREADS 4
+#define SOAK_CALLS 2500
+#define SOAK_CACHE_BYTES ((size_t)64 << 10)
+
+struct soaker {
+    sluice_client *c;
+    int id, errors;
+    pthread_barrier_t *half;
+};
+
+static void *soak_thread(void *arg)
+{
+    struct soaker *s = arg;
+    sluice_error err;
+    char path[64];
+    int i;
+
+    for (i = 0; i < SOAK_CALLS; i++) {
+        if (i == SOAK_CALLS / 5 || i == SOAK_CALLS - 1)
+            pthread_barrier_wait(s->half);
+        snprintf(path, sizeof path, "/json?t=%d&i=%d", s->id, i);
+        if (tu_get_status(s->c, path, &err) != 200)
+            s->errors++;
+    }
+    return NULL;
+}
+
+static void window_100(sluice_client_opts *co)
+{
+    co->coalesce_window_ms = 100;
+}
+
+static void test_coalescing_window_memory_stays_flat(void)
+{
+    static pthread_barrier_t half;
+    struct soaker s[SOAK_THREADS];
+    pthread_t t[SOAK_THREADS];
+    sluice_factory_opts fo;
+    sluice_factory *f;
+    sluice_client *c;
+    struct sluice_factory_stats st;
+    long early, late, bound = 8 * (long)(SOAK_CACHE_BYTES / 64) + 256;
+    int i, errors = 0;
+
+    tu_alloc_install(0, 0);
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.coalesce_cache_max_bytes = SOAK_CACHE_BYTES;
+    f = sluice_factory_new(&fo, NULL);
+    c = tu_client(&f, "cosoak", tu_http_base(), window_100);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    pthread_barrier_init(&half, NULL, SOAK_THREADS + 1);
+    for (i = 0; i < SOAK_THREADS; i++) {
+        s[i] = (struct soaker){c, i, 0, &half};
+        pthread_create(&t[i], NULL, soak_thread, &s[i]);
+    }
+    pthread_barrier_wait(&half);
+    early = tu_alloc_outstanding();
+    pthread_barrier_wait(&half);
+    late = tu_alloc_outstanding();
+    sluice_factory_stats(f, &st);
+    for (i = 0; i < SOAK_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        errors += s[i].errors;
+    }
+    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT(st.coalesce_cache_bytes <= SOAK_CACHE_BYTES);
+    CU_ASSERT(st.coalesce_cache_entries > 0);
+    CU_ASSERT(late - early <= bound);
+    if (late - early > bound)
+        fprintf(stderr, "\n  %ld allocations more alive after %d calls than after %d\n",
+                late - early, SOAK_THREADS * SOAK_CALLS, SOAK_THREADS * SOAK_CALLS / 5);
+    sluice_factory_free(f);
+    tu_alloc_uninstall();
+    pthread_barrier_destroy(&half);
+}
+
 static CU_TestInfo tests[] = {
     {"test_coalescing_one_upstream_call_for_64", test_coalescing_one_upstream_call_for_64},
     {"test_coalescing_never_crosses_credentials", test_coalescing_never_crosses_credentials},
@@ -460,6 +541,7 @@ static CU_TestInfo tests[] = {
     {"test_coalescing_random_keys_many_threads", test_coalescing_random_keys_many_threads},
     {"test_coalescing_redirected_post_keeps_its_key",
      test_coalescing_redirected_post_keeps_its_key},
+    {"test_coalescing_window_memory_stays_flat", test_coalescing_window_memory_stays_flat},
     CU_TEST_INFO_NULL,
 };
 
