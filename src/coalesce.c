@@ -89,9 +89,7 @@ static flight *flight_new(sluice_coalescer *co, stripe *s, const sl_flight_key *
     f->release = co->release;
     atomic_init(&f->refs, 1);
     atomic_store_explicit(&f->done, 0, memory_order_relaxed);
-    f->cached = 0;
-    f->older = f->newer = NULL;
-    f->bytes = 0;
+    f->cached = 0;           /* older, newer, bytes: set as it enters the window */
     f->waiters = 0;
     f->expires = 0;
     f->leader = pthread_self();
@@ -309,6 +307,41 @@ static int key_copy(const sl_flight_key *k, sl_flight_key *copy, unsigned char *
     return 0;
 }
 
+/* What a result entering the window needs, made before the stripe lock
+ * is taken: the key's own copy, the entry's bytes and the time. */
+typedef struct entry_prep {
+    sl_flight_key key;
+    unsigned char *own;
+    size_t bytes;
+    int64_t now;
+} entry_prep;
+
+/* 0, or -1 when out of memory (the result is then served once, not kept). */
+static int prepare_entry(sluice_coalescer *co, const flight *f, entry_prep *e)
+{
+    if (key_copy(&f->key, &e->key, &e->own, &e->bytes) != 0)
+        return -1;
+    e->now = sl_now_ns();
+    e->bytes += VALUE_OFFSET + co->value_size;
+    return 0;
+}
+
+/* Makes f a window entry when it fits the bound (1), else 0.  Stripe lock
+ * held. */
+static int keep_entry(sluice_coalescer *co, stripe *s, flight *f, entry_prep *e, int window_ms,
+                      flight **dead)
+{
+    if (e->bytes > co->stripe_max_bytes)
+        return 0;
+    f->key = e->key;
+    f->own_key = e->own;
+    e->own = NULL;
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    enter_window(s, f, e->bytes, e->now + (int64_t)window_ms * 1000000);
+    expire(co, s, e->now, dead);
+    return 1;
+}
+
 /* Publishes a leader's result: into the window when keep (with its own
  * copy of the key: the caller's goes when the leader returns), else out of
  * the table, and wakes the followers.  A flight nobody else holds goes back
@@ -318,49 +351,34 @@ int sl_flight_end(sluice_coalescer *co, sl_flight_lead *lead, int code, void *va
 {
     stripe *s = lead->stripe_;
     flight *f = lead->flight_, *dead = NULL;
-    unsigned char *own = NULL;
-    size_t bytes = 0;
-    sl_flight_key own_key;
-    int64_t now = 0;
+    entry_prep e = {.own = NULL};
     int shared, wake;
 
-    keep = keep && window_ms > 0;
-    if (keep && key_copy(&f->key, &own_key, &own, &bytes) != 0)
-        keep = 0;           /* out of memory: served once, not cached */
-    if (keep)
-        now = sl_now_ns();
-    bytes += VALUE_OFFSET + co->value_size;
+    keep = keep && window_ms > 0 && prepare_entry(co, f, &e) == 0;
     sl_lock_acquire(&s->lock);
     /* Followers take references under this lock, so a flight only its
      * leader holds cannot be reached by anyone once it leaves the table. */
     /* Acquire: a follower that timed out is done with f before its drop. */
     shared = keep || out || atomic_load_explicit(&f->refs, memory_order_acquire) > 1;
     if (shared && share && co->value_size) {
-        bytes += share(ctx, value_of(f));
+        e.bytes += share(ctx, value_of(f));
         value = value_of(f);
     }
     f->code = code;
     f->value = shared ? value : NULL;
     atomic_store_explicit(&f->done, 1, memory_order_release);
-    keep = keep && bytes <= co->stripe_max_bytes;
-    if (keep) {
-        f->key = own_key;
-        f->own_key = own;
-        own = NULL;
-        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
-        enter_window(s, f, bytes, now + (int64_t)window_ms * 1000000);
-        expire(co, s, now, &dead);
-    } else {
+    if (!keep || !keep_entry(co, s, f, &e, window_ms, &dead))
         unlink_flight(s, f);
-    }
     wake = shared && f->waiters;
     if (!shared && !s->spare) {
         s->spare = f;
         f = NULL;
     }
     sl_lock_release(&s->lock);
-    sl_free(own);           /* a copy the bound left out */
-    unref_list(dead);
+    if (e.own)
+        sl_free(e.own);     /* a copy the bound left out */
+    if (dead)
+        unref_list(dead);
     if (!shared) {
         if (f)
             sl_free(f);
@@ -428,8 +446,7 @@ int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_fli
     if (!out)
         return 0;
     *out = (sluice_flight_result){0};
-    if (!co || !key || !o || !lead || (!key->ops && !key->bytes && key->len) ||
-        (key->ops && (!key->ops->equal || !key->ops->copy))) {
+    if (!co || !key || !o || !lead || (!key->ops && !key->bytes && key->len)) {
         out->code = SLUICE_EINVAL;
         return 0;
     }
