@@ -1,7 +1,6 @@
 /* The HTTP coalescing key and the shared flight value: see
  * http_coalesce.h.  The coalescer (coalesce.c) knows neither; the request
  * path (client.c) knows only this file's functions. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
