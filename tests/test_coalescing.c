@@ -92,8 +92,11 @@ static void test_coalescing_one_upstream_call_for_64(void)
     sluice_factory_free(f);
 }
 
+static pthread_barrier_t start16;
+
 static void auth_setup(int i, struct caller *k)
 {
+    k->start = &start16;   /* all inside one 200 ms flight, even under TSan */
     k->hdr[0].name = "Authorization";
     k->hdr[0].value = i % 2 ? "Bearer alice" : "Bearer bob";
     k->req.headers = k->hdr;
@@ -110,7 +113,9 @@ static void test_coalescing_never_crosses_credentials(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     snprintf(path, sizeof path, "/count/auth%d?delay=200", (int)getpid());
     snprintf(hits, sizeof hits, "/count/auth%d", (int)getpid());
+    pthread_barrier_init(&start16, NULL, 16);
     run_callers(k, 16, c, auth_setup, path);
+    pthread_barrier_destroy(&start16);
     CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 2);
     sluice_factory_free(f);
 }
