@@ -265,6 +265,11 @@ typedef struct sluice_factory_opts {
     sluice_fail_mode limiter_fail_mode; /* default SLUICE_FAIL_LOCAL */
     int expected_instances;       /* for SLUICE_FAIL_LOCAL (default 1) */
 
+    /* coalescer */
+    size_t coalesce_cache_max_bytes; /* bound on the micro-cache (coalesce_window_ms):
+                                        entries with their responses; past it the
+                                        oldest go first (default 8 MiB, 0 = default) */
+
     /* Hooks, each called with hook_ud; every one may be NULL.  They run
      * on the thread named below, never with a library lock held, so a
      * hook may call back into the library; the info, the event and their
@@ -514,6 +519,11 @@ typedef struct sluice_limiter_opts {
     int redis_timeout_ms;         /* bound on one decision (default 50) */
     sluice_fail_mode fail_mode;   /* default SLUICE_FAIL_LOCAL */
     int expected_instances;       /* for SLUICE_FAIL_LOCAL (default 1) */
+
+    /* coalescer */
+    size_t coalesce_cache_max_bytes; /* bound on the micro-cache (coalesce_window_ms):
+                                        entries with their responses; past it the
+                                        oldest go first (default 8 MiB, 0 = default) */
     int pool_size;                /* Redis connections (default 4) */
 } sluice_limiter_opts;
 
@@ -806,6 +816,9 @@ struct sluice_factory_stats {
     struct sluice_latency_stats latency;   /* every client's calls */
     uint64_t coalesce_cache_hits;   /* the part of coalesce_followers the micro-cache served */
     struct sluice_pool_health health;
+    uint64_t coalesce_cache_entries;   /* micro-cache entries held now */
+    uint64_t coalesce_cache_bytes;     /* their memory with their responses, about */
+    uint64_t coalesce_cache_evictions; /* entries dropped before expiry for the bound */
 };
 
 /* A snapshot of the factory's counters into *out (zeroed first; a NULL

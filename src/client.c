@@ -273,7 +273,7 @@ void sl_client_free(sluice_client *c)
     sl_retry_policy_free(&c->retry);
     sl_retry_budget_free(c->budget);
     sl_free(c->base_path);
-    sl_free(c->key_prefix);
+    sl_http_key_prefix_free(&c->key_prefix);
     sl_free(c->fingerprint);
     sl_free(c->service);
     sl_free(c->api_version);
@@ -904,46 +904,6 @@ static int run(call *k, sluice_response **out)
 /* Coalescing                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* What a shared flight hands its other callers: a reference of its own on
- * the leader's response, and the leader's error.  Written into the flight
- * only when someone shares it (sl_flight_end). */
-typedef struct flight_value {
-    sluice_response *resp;
-    sluice_error err;
-} flight_value;
-
-static void flight_value_release(void *v)
-{
-    flight_value *fv = v;
-
-    sluice_response_free(fv->resp);
-}
-
-sluice_coalescer *sl_http_coalescer_new(sluice_error *err)
-{
-    return sl_coalescer_new(flight_value_release, sizeof(flight_value), err);
-}
-
-/* The leader's result, for share_result. */
-typedef struct lead_result {
-    const call *k;
-    int rc;
-    sluice_response *resp;
-} lead_result;
-
-static void share_result(void *ctx, void *value)
-{
-    const lead_result *lr = ctx;
-    flight_value *fv = value;
-
-    fv->resp = lr->resp ? sl_response_ref(lr->resp) : NULL;
-    if (lr->rc)
-        sl_err_copy(&fv->err, lr->k->err);
-    else
-        sl_err_clear(&fv->err);
-    fv->err.code = lr->rc;
-}
-
 static int coalescible(const call *k)
 {
     unsigned fl = k->req->flags;
@@ -953,202 +913,25 @@ static int coalescible(const call *k)
     return (fl & SLUICE_REQ_COALESCE) || k->is_get || k->is_head;
 }
 
-static int cmp_param(const void *a, const void *b)
-{
-    const char *const *x = a, *const *y = b;
-    size_t lx = strcspn(*x, "&"), ly = strcspn(*y, "&");
-    int r = memcmp(*x, *y, lx < ly ? lx : ly);
-
-    return r ? r : (lx > ly) - (lx < ly);
-}
-
-/* Copies n bytes to *dst and moves it on: the key's size is known before
- * it is written (see key_size), so no copy checks for room. */
-static void put(char **dst, const void *p, size_t n)
-{
-    memcpy(*dst, p, n);
-    *dst += n;
-}
-
-/* The query's parameters in sorted order, each followed by '&', so
- * a=1&b=2 and b=2&a=1 match: len + 1 bytes. */
-static int put_sorted_query(char **dst, const char *q, size_t len)
-{
-    const char *stack[32], **params = stack, *p;
-    size_t n = 1, i;
-
-    if (!memchr(q, '&', len)) {
-        put(dst, q, len);
-        put(dst, "&", 1);
-        return 0;
-    }
-    for (p = q; *p; p++)
-        n += *p == '&';
-    if (n > 32 && !(params = sl_calloc(n, sizeof *params)))
-        return SLUICE_ENOMEM;
-    for (i = 0, p = q; i < n; i++) {
-        params[i] = p;
-        p += strcspn(p, "&");
-        if (*p)
-            p++;
-    }
-    qsort(params, n, sizeof *params, cmp_param);
-    for (i = 0; i < n; i++) {
-        put(dst, params[i], strcspn(params[i], "&"));
-        put(dst, "&", 1);
-    }
-    if (params != stack)
-        sl_free(params);
-    return 0;
-}
-
-static const char *or_empty(const char *s)
-{
-    return s ? s : "";
-}
-
-/* Headers as name NUL value NUL pairs, then one more NUL. */
-static size_t headers_size(const sluice_header *h, size_t n)
-{
-    size_t i, size = 1;
-
-    for (i = 0; i < n; i++)
-        size += strlen(or_empty(h[i].name)) + strlen(or_empty(h[i].value)) + 2;
-    return size;
-}
-
-static void put_headers(char **dst, const sluice_header *h, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        put(dst, or_empty(h[i].name), strlen(or_empty(h[i].name)) + 1);
-        put(dst, or_empty(h[i].value), strlen(or_empty(h[i].value)) + 1);
-    }
-    put(dst, "", 1);
-}
-
-/* The client's share of every coalescing key, written and hashed once:
- * the origin, the base path and the default headers (so two credentials
- * never share a flight); and its hash followed by a GET's method. */
 static int build_key_prefix(sluice_client *c, sluice_error *err)
 {
-    size_t size = strlen(c->eps[0].url.origin) + c->base_path_len + 1 +
-                  headers_size(c->headers, c->nheaders);
-    char *dst;
-
-    if (!(c->key_prefix = sl_malloc(size)))
-        return sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", c->service);
-    dst = c->key_prefix;
-    put(&dst, c->eps[0].url.origin, strlen(c->eps[0].url.origin));
-    put(&dst, c->base_path, c->base_path_len);
-    put(&dst, "", 1);
-    put_headers(&dst, c->headers, c->nheaders);
-    c->key_prefix_len = size;
-    c->key_hash = sl_hash_bytes(sl_coalesce_seed(c->f->co), c->key_prefix, size);
-    c->key_hash_get = sl_hash_bytes(c->key_hash, "GET", 4);
-    return 0;
+    return sl_http_key_prefix_init(&c->key_prefix, c->f->co, c->eps[0].url.origin, c->base_path,
+                                   c->base_path_len, c->headers, c->nheaders, c->service, err);
 }
 
-/* The coalescing key: the client's prefix, the method, the path, the
- * sorted query, every request header, and the body's length and bytes
- * (compared in full, so two bodies never share a flight).  Each part ends
- * where no byte of it can appear, so two different requests never write
- * the same key.
- *
- * A call that meets no twin, the common case, never writes it: it gives
- * the coalescer a hash of the same parts (key_hash) and key_write, which
- * writes the key only when two hashes meet or the result enters the
- * window (coalesce.h, sl_flight_key). */
-static size_t key_size(const call *k, size_t method_len, size_t nreq)
+/* The call's key as it stands at its start: its own copies of what the
+ * redirect code changes later (method, body), pointers to what nothing
+ * changes (http_coalesce.h). */
+static void freeze_key(const call *k, sl_http_key *key)
 {
-    /* rel is path[?query]: path NUL [sorted query '&'] NUL. */
-    return k->c->key_prefix_len + method_len + k->rel.len + 2 +
-           (nreq ? headers_size(k->req->headers, nreq) : 1) + sizeof(uint64_t) + k->body_len;
-}
-
-static size_t key_write(const void *ctx, void *buf, size_t cap)
-{
-    const call *k = ctx;
-    const char *q = k->rel.data + k->rel_path_len;
-    size_t method_len = strlen(k->method) + 1;
-    size_t nreq = k->req->headers ? k->req->nheaders : 0;
-    size_t size = key_size(k, method_len, nreq);
-    uint64_t body_len = k->body_len;
-    char *dst = buf;
-
-    if (size > cap)
-        return size;
-    put(&dst, k->c->key_prefix, k->c->key_prefix_len);
-    put(&dst, k->method, method_len);
-    put(&dst, k->rel.data, k->rel_path_len);
-    put(&dst, "", 1);
-    if (*q == '?' && put_sorted_query(&dst, q + 1, k->rel.len - k->rel_path_len - 1))
-        return SIZE_MAX;
-    put(&dst, "", 1);
-    put_headers(&dst, k->req->headers, nreq);
-    put(&dst, &body_len, sizeof body_len);
-    if (k->body_len)
-        put(&dst, k->body, k->body_len);
-    return size;
-}
-
-/* A hash of the parts key_write writes: equal keys hash equal.  A query of
- * one parameter is hashed with the path as it stands; the parameters of a
- * longer one are hashed one by one and summed, so their order does not
- * count, as in the sorted key. */
-static uint64_t key_hash(const call *k)
-{
-    const char *q = k->rel.data + k->rel_path_len, *end = k->rel.data + k->rel.len, *amp;
-    size_t nreq = k->req->headers ? k->req->nheaders : 0, i;
-    uint64_t h, params = 0;
-
-    h = k->is_get ? k->c->key_hash_get
-                  : sl_hash_bytes(k->c->key_hash, k->method, strlen(k->method) + 1);
-    if (q == end || !(amp = memchr(q, '&', (size_t)(end - q)))) {
-        h = sl_hash_bytes(h, k->rel.data, k->rel.len);
-    } else {
-        h = sl_hash_bytes(h, k->rel.data, k->rel_path_len);
-        for (q++; q <= end; q = amp + 1) {
-            if (!(amp = memchr(q, '&', (size_t)(end - q))))
-                amp = end;
-            params += sl_hash_bytes(k->c->key_hash, q, (size_t)(amp - q));
-        }
-        h = sl_hash_bytes(h ^ params, "&", 1);
-    }
-    for (i = 0; i < nreq; i++) {
-        const char *name = or_empty(k->req->headers[i].name);
-        const char *value = or_empty(k->req->headers[i].value);
-        h = sl_hash_bytes(h, name, strlen(name) + 1);
-        h = sl_hash_bytes(h, value, strlen(value) + 1);
-    }
-    if (k->body_len)
-        h = sl_hash_bytes(h, k->body, k->body_len);
-    return h;
-}
-
-/* What a caller the leader served gets: a handle of its own on the
- * leader's response, or the leader's error; or the coalescer's own. */
-static int take_result(call *k, int rc, sluice_flight_result *fr, sluice_response **out)
-{
-    flight_value *fv = fr->value;
-
-    if (rc == 0 && fv && fv->resp) {
-        if (!(*out = sl_response_share(fv->resp, 1)))
-            rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
-    } else if (fv) {
-        sl_err_copy(k->err, &fv->err);
-    } else if (rc == SLUICE_ETIMEDOUT) {
-        sl_err(k->err, rc, "timed out waiting for an identical request in flight");
-    } else if (rc) {
-        sl_err(k->err, rc, "%s", sluice_strerror(rc));
-    }
-    return rc;
+    *key = (sl_http_key){&k->c->key_prefix, k->method, k->is_get, k->rel.data, k->rel.len,
+                         k->rel_path_len, k->req->headers, k->req->headers ? k->req->nheaders : 0,
+                         k->body, k->body_len};
 }
 
 /* A caller served by another's flight or the micro-cache made no attempt:
  * it gets one end or error hook of its own (see sluice.h). */
-static void follower_hook(call *k, int rc, const flight_value *fv)
+static void follower_hook(call *k, int rc, int status)
 {
     const sl_url *u = &k->c->eps[0].url;
     sluice_request_hook fn = rc ? k->f->opts.on_request_error : k->f->opts.on_request_end;
@@ -1157,7 +940,7 @@ static void follower_hook(call *k, int rc, const flight_value *fv)
         return;
     k->follower = 1;
     set_target(k, u, 0);
-    hook(k, fn, u, fv && fv->resp ? fv->resp->d->http.status : 0, rc, k->started);
+    hook(k, fn, u, status, rc, k->started);
 }
 
 /* A coalescible call: it leads a flight and runs, or another's flight or
@@ -1165,31 +948,26 @@ static void follower_hook(call *k, int rc, const flight_value *fv)
 static int run_coalesced(call *k, sluice_response **out)
 {
     sl_flight_opts o = {k->deadline, k->c->opts.coalesce_window_ms, NULL};
-    sl_flight_key key = {key_hash(k), NULL, 0, key_write, k};
+    sl_http_key key;
     sl_flight_lead lead;
     sluice_flight_result fr;
     sluice_error own_err;
-    lead_result lr;
     int rc;
 
-    if (sl_flight_begin(k->f->co, &key, &o, &lead, &fr)) {
+    freeze_key(k, &key);
+    if (sl_http_flight_begin(k->f->co, &key, &o, &lead, &fr)) {
         if (!k->err) {              /* followers get the message */
             sl_err_clear(&own_err);
             k->err = &own_err;
         }
         rc = run(k, out);
-        lr = (lead_result){k, rc, *out};
-        sl_flight_end(k->f->co, &lead, rc, NULL,
-                      o.window_ms > 0 && rc == 0 && sl_response_cacheable(*out), o.window_ms,
-                      share_result, &lr, NULL);
+        sl_http_flight_end(k->f->co, &lead, rc, *out, k->err,
+                           o.window_ms > 0 && rc == 0 && sl_response_cacheable(*out), o.window_ms);
         return rc;
     }
-    rc = fr.code;
-    if (fr.shared || rc == SLUICE_ETIMEDOUT)
-        follower_hook(k, rc, fr.value);
-    rc = take_result(k, rc, &fr, out);
-    sluice_flight_result_release(&fr);
-    return rc;
+    if (fr.shared || fr.code == SLUICE_ETIMEDOUT)
+        follower_hook(k, fr.code, sl_http_flight_status(&fr));
+    return sl_http_flight_take(&fr, out, k->err);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -12,6 +12,7 @@
 #include "breaker.h"
 #include "conn.h"
 #include "dns.h"
+#include "http_coalesce.h"
 #include "metrics.h"
 #include "pool.h"
 #include "retry.h"
@@ -58,10 +59,7 @@ struct sluice_client {
     size_t nheaders;
     char *base_path;              /* base_url's path without a trailing '/' */
     size_t base_path_len;
-    char *key_prefix;             /* the client's part of a coalescing key */
-    size_t key_prefix_len;
-    uint64_t key_hash;            /* of key_prefix, and of it and "GET" */
-    uint64_t key_hash_get;
+    sl_http_key_prefix key_prefix;  /* the client's part of a coalescing key */
 
     sl_retry_policy retry;
     sl_retry_budget *budget;
@@ -82,8 +80,5 @@ void sl_factory_leave(sluice_factory *f);
 sluice_client *sl_client_new(sluice_factory *f, const char *service,
                              const sluice_client_opts *o, sluice_error *err);
 void sl_client_free(sluice_client *c);
-/* The factory's coalescer, whose flights carry a call's response or
- * error. */
-sluice_coalescer *sl_http_coalescer_new(sluice_error *err);
 
 #endif

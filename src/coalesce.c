@@ -25,6 +25,8 @@ typedef struct flight {
     _Atomic uint32_t done;       /* result published (set under the stripe lock);
                                     followers sleep on it */
     int cached;                  /* serving as a window entry; stripe lock */
+    struct flight *older, *newer;   /* the window's age list; stripe lock */
+    size_t bytes;                /* a window entry's memory, for the bound */
     int waiters;                 /* followers that joined; stripe lock */
     int64_t expires;             /* end of the window (monotonic ns) */
     pthread_t leader;
@@ -44,7 +46,9 @@ typedef struct stripe {
     size_t nbuckets;
     size_t count;                /* flights linked in this stripe */
     size_t cached;               /* of which window entries */
-    size_t inserts;              /* since the last sweep */
+    size_t cached_bytes;         /* their memory, at most max_bytes / NSTRIPES */
+    flight *oldest, *newest;     /* window entries by the time they entered */
+    uint64_t evictions;          /* entries dropped for the bound (a statistic) */
     uint64_t flights;            /* leaders so far (a statistic) */
     flight *spare;               /* a finished flight kept for the next one */
 } stripe;
@@ -52,6 +56,7 @@ typedef struct stripe {
 struct sluice_coalescer {
     sluice_flight_release_fn release;
     size_t value_size;
+    size_t stripe_max_bytes;     /* the window's bound, a sixteenth each */
     uint64_t seed;
     stripe stripes[NSTRIPES];
     atomic_uint_fast64_t followers, cache_hits, timeouts, waiting;
@@ -84,7 +89,7 @@ static flight *flight_new(sluice_coalescer *co, stripe *s, const sl_flight_key *
     f->release = co->release;
     atomic_init(&f->refs, 1);
     atomic_store_explicit(&f->done, 0, memory_order_relaxed);
-    f->cached = 0;
+    f->cached = 0;           /* older, newer, bytes: set as it enters the window */
     f->waiters = 0;
     f->expires = 0;
     f->leader = pthread_self();
@@ -125,58 +130,61 @@ static flight **bucket_of(stripe *s, uint64_t h)
     return &s->buckets[h & (s->nbuckets - 1)];
 }
 
-/* Unlinks *pp (a window entry) and pushes it on *dead for an unref after
- * the lock is dropped. */
+/* Unlinks *pp (a window entry) from its bucket and the age list, and
+ * pushes it on *dead for an unref after the lock is dropped. */
 static void unlink_cached(stripe *s, flight **pp, flight **dead)
 {
     flight *f = *pp;
 
     *pp = f->next;
+    if (f->older)
+        f->older->newer = f->newer;
+    else
+        s->oldest = f->newer;
+    if (f->newer)
+        f->newer->older = f->older;
+    else
+        s->newest = f->older;
     f->next = *dead;
     *dead = f;
     s->count--;
     s->cached--;
+    s->cached_bytes -= f->bytes;
 }
 
-/* A key's bytes: its own, or written by its write() into buf (cap bytes)
- * or, when longer, into *heap.  NULL when they cannot be had. */
-static const void *key_bytes(const sl_flight_key *k, void *buf, size_t cap, size_t *len,
-                             void **heap)
+/* Unlinks the oldest window entry onto *dead. */
+static void drop_oldest(stripe *s, flight **dead)
 {
-    size_t n;
+    flight **pp = bucket_of(s, s->oldest->key.hash);
 
-    *heap = NULL;
-    if (!k->write) {
-        *len = k->len;
-        return k->bytes ? k->bytes : "";
-    }
-    if ((n = k->write(k->ctx, buf, cap)) == SIZE_MAX)
-        return NULL;
-    *len = n;
-    if (n <= cap)
-        return buf ? buf : "";
-    if ((*heap = sl_malloc(n)) && k->write(k->ctx, *heap, n) == n)
-        return *heap;
-    sl_free(*heap);
-    *heap = NULL;
-    return NULL;
+    while (*pp != s->oldest)
+        pp = &(*pp)->next;
+    unlink_cached(s, pp, dead);
 }
 
-/* Two keys whose hashes met: equal when their bytes are.  A key that
- * cannot be written out (no memory) equals nothing: no sharing, never a
- * wrong one. */
+/* Frees what the window no longer serves: expired entries at the old end
+ * (one window length is shared by a client's calls, so they mostly expire
+ * in the order they entered; a shorter one behind a longer one waits for
+ * it), then the oldest while the stripe is past its bound. */
+static void expire(sluice_coalescer *co, stripe *s, int64_t now, flight **dead)
+{
+    while (s->oldest && now >= s->oldest->expires)
+        drop_oldest(s, dead);
+    while (s->oldest && s->cached_bytes > co->stripe_max_bytes) {
+        drop_oldest(s, dead);
+        s->evictions++;
+    }
+}
+
+/* Two keys whose hashes met: equal when their bytes are, or when their
+ * equal() says so.  Neither allocates nor copies (coalesce.h). */
 static int keys_equal(const sl_flight_key *a, const sl_flight_key *b)
 {
-    unsigned char abuf[512], bbuf[512];
-    size_t alen = 0, blen = 0;
-    void *aheap, *bheap;
-    const void *x = key_bytes(a, abuf, sizeof abuf, &alen, &aheap);
-    const void *y = key_bytes(b, bbuf, sizeof bbuf, &blen, &bheap);
-    int eq = x && y && alen == blen && memcmp(x, y, alen) == 0;
-
-    sl_free(aheap);
-    sl_free(bheap);
-    return eq;
+    if (a->ops != b->ops)
+        return 0;
+    if (a->ops)
+        return a->ops->equal(a->ctx, b->ctx);
+    return a->len == b->len && (!a->len || memcmp(a->bytes, b->bytes, a->len) == 0);
 }
 
 /* The live flight for the key, or NULL.  An expired window entry met on the
@@ -196,24 +204,6 @@ static flight *find(stripe *s, const sl_flight_key *key, int64_t now, flight **d
         return f;
     }
     return NULL;
-}
-
-/* Unlinks every expired window entry onto *dead.  Runs once per nbuckets
- * inserts, so its cost per insert stays constant. */
-static void sweep(stripe *s, int64_t now, flight **dead)
-{
-    size_t i;
-
-    s->inserts = 0;
-    for (i = 0; i < s->nbuckets && s->cached; i++) {
-        flight **pp = &s->buckets[i];
-        while (*pp) {
-            if ((*pp)->cached && now >= (*pp)->expires)
-                unlink_cached(s, pp, dead);
-            else
-                pp = &(*pp)->next;
-        }
-    }
 }
 
 /* Doubles the buckets when chains grow past one flight on average.  Out of
@@ -242,16 +232,33 @@ static void maybe_grow(stripe *s)
     s->nbuckets = n;
 }
 
-static void insert(stripe *s, flight *f, int64_t now, flight **dead)
+static void insert(sluice_coalescer *co, stripe *s, flight *f, int64_t now, flight **dead)
 {
     flight **b = bucket_of(s, f->key.hash);
 
     f->next = *b;
     *b = f;
     s->count++;
-    if (s->cached && ++s->inserts >= s->nbuckets)
-        sweep(s, now, dead);
+    if (s->oldest)
+        expire(co, s, now, dead);
     maybe_grow(s);
+}
+
+/* Makes f the newest window entry, of `bytes` in all. */
+static void enter_window(stripe *s, flight *f, size_t bytes, int64_t expires)
+{
+    f->cached = 1;
+    f->expires = expires;
+    f->bytes = bytes;
+    f->older = s->newest;
+    f->newer = NULL;
+    if (s->newest)
+        s->newest->newer = f;
+    else
+        s->oldest = f;
+    s->newest = f;
+    s->cached++;
+    s->cached_bytes += bytes;
 }
 
 static void unlink_flight(stripe *s, flight *f)
@@ -276,25 +283,63 @@ static int fill(sluice_flight_result *out, flight *f, int shared)
     return f->code;
 }
 
-/* The key's bytes in memory of its own, for a window entry that outlives
- * its leader's call: *own (NULL for an empty key) and *len.  0, or -1
- * when out of memory.  Reads the key only: joiners read it too. */
-static int key_copy(const sl_flight_key *k, unsigned char **own, size_t *len)
+/* A copy of the key standing alone, for a window entry that outlives its
+ * leader's call: *own holds it (NULL for an empty key of bytes), *size
+ * counts its bytes.  0, or -1 when out of memory.  Reads the key only:
+ * joiners read it too.  No lock held. */
+static int key_copy(const sl_flight_key *k, sl_flight_key *copy, unsigned char **own,
+                    size_t *size)
 {
-    void *heap;
-    const void *bytes = key_bytes(k, NULL, 0, len, &heap);
-
+    *copy = *k;
     *own = NULL;
-    if (!bytes)
-        return -1;
-    if (heap) {
-        *own = heap;
-    } else if (*len) {
-        if (!(*own = sl_malloc(*len)))
+    *size = 0;
+    if (k->ops) {
+        if (!(*own = k->ops->copy(k->ctx, size)))
             return -1;
-        memcpy(*own, bytes, *len);
+        copy->ctx = *own;
+    } else if (k->len) {
+        if (!(*own = sl_malloc(k->len)))
+            return -1;
+        memcpy(*own, k->bytes, k->len);
+        copy->bytes = *own;
+        *size = k->len;
     }
     return 0;
+}
+
+/* What a result entering the window needs, made before the stripe lock
+ * is taken: the key's own copy, the entry's bytes and the time. */
+typedef struct entry_prep {
+    sl_flight_key key;
+    unsigned char *own;
+    size_t bytes;
+    int64_t now;
+} entry_prep;
+
+/* 0, or -1 when out of memory (the result is then served once, not kept). */
+static int prepare_entry(sluice_coalescer *co, const flight *f, entry_prep *e)
+{
+    if (key_copy(&f->key, &e->key, &e->own, &e->bytes) != 0)
+        return -1;
+    e->now = sl_now_ns();
+    e->bytes += VALUE_OFFSET + co->value_size;
+    return 0;
+}
+
+/* Makes f a window entry when it fits the bound (1), else 0.  Stripe lock
+ * held. */
+static int keep_entry(sluice_coalescer *co, stripe *s, flight *f, entry_prep *e, int window_ms,
+                      flight **dead)
+{
+    if (e->bytes > co->stripe_max_bytes)
+        return 0;
+    f->key = e->key;
+    f->own_key = e->own;
+    e->own = NULL;
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    enter_window(s, f, e->bytes, e->now + (int64_t)window_ms * 1000000);
+    expire(co, s, e->now, dead);
+    return 1;
 }
 
 /* Publishes a leader's result: into the window when keep (with its own
@@ -305,42 +350,35 @@ int sl_flight_end(sluice_coalescer *co, sl_flight_lead *lead, int code, void *va
                   int window_ms, sl_flight_share_fn share, void *ctx, sluice_flight_result *out)
 {
     stripe *s = lead->stripe_;
-    flight *f = lead->flight_;
-    unsigned char *own = NULL;
-    size_t own_len = 0;
+    flight *f = lead->flight_, *dead = NULL;
+    entry_prep e = {.own = NULL};
     int shared, wake;
 
-    keep = keep && window_ms > 0;
-    if (keep && key_copy(&f->key, &own, &own_len) != 0)
-        keep = 0;           /* out of memory: served once, not cached */
+    keep = keep && window_ms > 0 && prepare_entry(co, f, &e) == 0;
     sl_lock_acquire(&s->lock);
     /* Followers take references under this lock, so a flight only its
      * leader holds cannot be reached by anyone once it leaves the table. */
     /* Acquire: a follower that timed out is done with f before its drop. */
     shared = keep || out || atomic_load_explicit(&f->refs, memory_order_acquire) > 1;
     if (shared && share && co->value_size) {
-        share(ctx, value_of(f));
+        e.bytes += share(ctx, value_of(f));
         value = value_of(f);
     }
     f->code = code;
     f->value = shared ? value : NULL;
     atomic_store_explicit(&f->done, 1, memory_order_release);
-    if (keep) {
-        f->key = (sl_flight_key){f->key.hash, own, own_len, NULL, NULL};
-        f->own_key = own;
-        f->cached = 1;
-        f->expires = sl_now_ns() + (int64_t)window_ms * 1000000;
-        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
-        s->cached++;
-    } else {
+    if (!keep || !keep_entry(co, s, f, &e, window_ms, &dead))
         unlink_flight(s, f);
-    }
     wake = shared && f->waiters;
     if (!shared && !s->spare) {
         s->spare = f;
         f = NULL;
     }
     sl_lock_release(&s->lock);
+    if (e.own)
+        sl_free(e.own);     /* a copy the bound left out */
+    if (dead)
+        unref_list(dead);
     if (!shared) {
         if (f)
             sl_free(f);
@@ -408,13 +446,13 @@ int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_fli
     if (!out)
         return 0;
     *out = (sluice_flight_result){0};
-    if (!co || !key || !o || !lead || (!key->write && !key->bytes && key->len)) {
+    if (!co || !key || !o || !lead || (!key->ops && !key->bytes && key->len)) {
         out->code = SLUICE_EINVAL;
         return 0;
     }
     s = stripe_of(co, key->hash);
     sl_lock_acquire(&s->lock);
-    if (s->cached)
+    if (s->oldest)
         now = sl_now_ns();
     f = find(s, key, now, &dead);
     if (f && atomic_load_explicit(&f->done, memory_order_relaxed)) {
@@ -429,7 +467,7 @@ int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_fli
         sl_lock_release(&s->lock);
         out->code = SLUICE_ENOMEM;
     } else {
-        insert(s, f, now, &dead);
+        insert(co, s, f, now, &dead);
         s->flights++;
         sl_lock_release(&s->lock);
         *lead = (sl_flight_lead){f, s};
@@ -470,6 +508,9 @@ void sl_coalesce_stats(sluice_coalescer *co, struct sl_coalesce_stats *out)
     for (i = 0; i < NSTRIPES; i++) {
         sl_lock_acquire(&co->stripes[i].lock);
         out->flights += co->stripes[i].flights;
+        out->cache_entries += co->stripes[i].cached;
+        out->cache_bytes += co->stripes[i].cached_bytes;
+        out->cache_evictions += co->stripes[i].evictions;
         sl_lock_release(&co->stripes[i].lock);
     }
     out->followers = atomic_load_explicit(&co->followers, memory_order_relaxed);
@@ -540,7 +581,7 @@ static int init_stripes(sluice_coalescer *co)
 }
 
 sluice_coalescer *sl_coalescer_new(sluice_flight_release_fn release, size_t value_size,
-                                   sluice_error *err)
+                                   size_t max_bytes, sluice_error *err)
 {
     sluice_coalescer *co;
 
@@ -559,13 +600,14 @@ sluice_coalescer *sl_coalescer_new(sluice_flight_release_fn release, size_t valu
     }
     co->release = release;
     co->value_size = value_size;
+    co->stripe_max_bytes = (max_bytes ? max_bytes : SL_COALESCE_DEFAULT_MAX_BYTES) / NSTRIPES;
     co->seed = sl_rand64();
     return co;
 }
 
 sluice_coalescer *sluice_coalescer_new(sluice_flight_release_fn release, sluice_error *err)
 {
-    return sl_coalescer_new(release, 0, err);
+    return sl_coalescer_new(release, 0, 0, err);
 }
 
 /* Drops the window entries of one stripe.  A flight still in progress

@@ -4,11 +4,12 @@
  * Contract:
  *  - A key is bytes, hashed with a per-coalescer random seed and
  *    compared in full when two hashes meet.  A caller may instead give the
- *    hash and a function that writes the bytes (sl_flight_key), so a call
- *    that meets no equal hash never writes its key out.  A flight in
+ *    hash and a structured key with its own equal() and copy()
+ *    (sl_flight_key), so a call never writes its key out and a comparison
+ *    under the stripe lock neither allocates nor copies.  A flight in
  *    progress points at its leader's key (the leader is between
  *    sl_flight_begin() and sl_flight_end() all that time); one that
- *    enters the window keeps a copy of the bytes.
+ *    enters the window keeps a copy, made before the lock is taken.
  *  - The table is split into stripes, each one lock (futex.h) over its
  *    own hash buckets.  The leader takes its stripe lock once to insert
  *    and once to publish; followers sleep on the flight's done word, and
@@ -53,12 +54,22 @@ struct sl_coalesce_stats {
     uint64_t cache_hits;    /* callers served by the window */
     uint64_t timeouts;      /* followers that gave up */
     uint64_t waiting;       /* followers waiting right now (a gauge) */
+    uint64_t cache_entries; /* window entries held now (a gauge) */
+    uint64_t cache_bytes;   /* their memory, as counted for the bound (a gauge) */
+    uint64_t cache_evictions;   /* entries dropped before their time for the bound */
 };
 
+#define SL_COALESCE_DEFAULT_MAX_BYTES ((size_t)8 << 20)
+
 /* Like sluice_coalescer_new, with value_size bytes of room in every
- * flight for a value that sl_flight_end()'s share() writes there. */
+ * flight for a value that sl_flight_end()'s share() writes there, and the
+ * window's bound: max_bytes (0: SL_COALESCE_DEFAULT_MAX_BYTES) for all
+ * its entries, a sixteenth of it for each stripe's.  An entry counts its
+ * flight, its key's copy and what share() reports; one past a stripe's
+ * share is not kept, and keeping one evicts the stripe's oldest while the
+ * stripe is past its share. */
 sluice_coalescer *sl_coalescer_new(sluice_flight_release_fn release, size_t value_size,
-                                   sluice_error *err);
+                                   size_t max_bytes, sluice_error *err);
 
 typedef struct sl_flight_opts {
     int64_t deadline;           /* a follower gives up then (SL_NO_DEADLINE: never);
@@ -71,24 +82,36 @@ typedef struct sl_flight_opts {
 /* Like sluice_coalesce, with the options above.
  *
  * A window hit is reported as shared (out->shared = 1) and counted in
- * cache_hits, not in followers.  Expired window entries are dropped when
- * a lookup meets them and by a sweep that runs on inserts, so the table
- * only holds flights in progress and entries still inside their window.
+ * cache_hits, not in followers.  Expired window entries are freed when a
+ * lookup meets them, and from the old end of their stripe's age list by
+ * every call that inserts into the stripe; the bytes they hold never pass
+ * the bound given to sl_coalescer_new().
  * Thread-safe. */
 int sl_coalesce(sluice_coalescer *co, const void *key, size_t keylen, const sl_flight_opts *o,
                 sluice_flight_fn fn, void *arg, sluice_flight_result *out);
 
+/* A structured key's functions.  Keys of different ops never match. */
+typedef struct sl_flight_key_ops {
+    /* 1 when the keys a and b (two ctx of keys with these ops, whose hashes
+     * met) are equal.  Called under a stripe lock: it must neither
+     * allocate, nor copy a key, nor block. */
+    int (*equal)(const void *a, const void *b);
+    /* A copy of ctx that stands alone, in one block sl_free() releases,
+     * with its size in *size; NULL when out of memory (the result is then
+     * served once, not kept).  Called by the leader with no lock held,
+     * before its flight enters the window. */
+    void *(*copy)(const void *ctx, size_t *size);
+} sl_flight_key_ops;
+
 /* A key for sl_coalesce_key().  Equal keys must have equal hashes. */
 typedef struct sl_flight_key {
     uint64_t hash;
-    const void *bytes;          /* the key, when write is NULL */
+    const void *bytes;          /* the key, when ops is NULL */
     size_t len;
-    /* Or: returns the key's length (SIZE_MAX when it cannot be made) and
-     * writes it into buf when it fits in cap.  Called under a stripe lock,
-     * only when a hash meets an equal one, and by the leader before its
-     * flight enters the window; ctx must stay unchanged while its caller
-     * is inside sl_coalesce_key(). */
-    size_t (*write)(const void *ctx, void *buf, size_t cap);
+    /* Or a structured key: ctx must stay unchanged while its caller is
+     * inside sl_coalesce_key() or between sl_flight_begin() and
+     * sl_flight_end(), since followers read it under the stripe lock. */
+    const sl_flight_key_ops *ops;
     const void *ctx;
 } sl_flight_key;
 
@@ -126,7 +149,9 @@ typedef struct sl_flight_lead {
     void *stripe_;
 } sl_flight_lead;
 
-typedef void (*sl_flight_share_fn)(void *ctx, void *value);
+/* Returns the bytes the value holds beyond the flight (what it keeps
+ * alive), counted against the window's bound. */
+typedef size_t (*sl_flight_share_fn)(void *ctx, void *value);
 
 int sl_flight_begin(sluice_coalescer *co, const sl_flight_key *key, const sl_flight_opts *o,
                     sl_flight_lead *lead, sluice_flight_result *out);

@@ -40,6 +40,7 @@ void sluice_factory_opts_init(sluice_factory_opts *o, sluice_preset p)
     o->redis_timeout_ms = 50;
     o->limiter_fail_mode = SLUICE_FAIL_LOCAL;
     o->expected_instances = 1;
+    o->coalesce_cache_max_bytes = (size_t)8 << 20;
 }
 
 /* Zero fields take the defaults, so a memset struct works too. */
@@ -156,7 +157,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
         goto fail;
     if (make_limiter(f, err))
         goto fail;
-    if (!(f->co = sl_http_coalescer_new(err)))
+    if (!(f->co = sl_http_coalescer_new(f->opts.coalesce_cache_max_bytes, err)))
         goto fail;
     return f;
 fail:

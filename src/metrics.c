@@ -393,6 +393,9 @@ void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out)
     out->coalesce_flights = cs.flights;
     out->coalesce_followers = cs.followers + cs.cache_hits;
     out->coalesce_cache_hits = cs.cache_hits;
+    out->coalesce_cache_entries = cs.cache_entries;
+    out->coalesce_cache_bytes = cs.cache_bytes;
+    out->coalesce_cache_evictions = cs.cache_evictions;
     sluice_limiter_stats(f->limiter, &out->limiter);
     out->limiter_shared = sluice_limiter_is_shared(f->limiter);
     pool_health(f, &out->pool, &out->health);

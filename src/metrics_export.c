@@ -258,6 +258,13 @@ static const struct scalar {
     {"sluice_coalesce_timeouts_total", "counter", "Followers that gave up at their deadline.",
      VOFF(co.timeouts), K_U64},
     {"sluice_coalesce_waiting", "gauge", "Followers waiting now.", VOFF(co.waiting), K_U64},
+    {"sluice_coalesce_cache_entries", "gauge", "Micro-cache entries held now.",
+     VOFF(co.cache_entries), K_U64},
+    {"sluice_coalesce_cache_bytes", "gauge",
+     "Memory the micro-cache holds, responses included (about).", VOFF(co.cache_bytes), K_U64},
+    {"sluice_coalesce_cache_evictions_total", "counter",
+     "Micro-cache entries dropped before expiry for coalesce_cache_max_bytes.",
+     VOFF(co.cache_evictions), K_U64},
 };
 
 /* A view figure as a number (JSON and Prometheus read numbers alike). */

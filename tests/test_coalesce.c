@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "alloc.h"
 #include "coalesce.h"
+#include "http_coalesce.h"
 #include "testutil.h"
 
 #define MAGIC 0x5eed5eedu
@@ -547,7 +549,7 @@ static void test_coalesce_window_expired_entries_swept(void)
 static atomic_int shares;
 
 /* Writes the shared value into the flight (value_size bytes). */
-static void share_42(void *ctx, void *value)
+static size_t share_42(void *ctx, void *value)
 {
     tvalue *t = value;
 
@@ -555,6 +557,7 @@ static void share_42(void *ctx, void *value)
     t->magic = MAGIC;
     t->key = 42;
     atomic_fetch_add(&shares, 1);
+    return 0;
 }
 
 /* Releases what a shared value holds; the bytes are the flight's. */
@@ -593,7 +596,7 @@ static void *lead_thread(void *arg)
 
 static void test_coalesce_lead_alone_and_shared(void)
 {
-    sluice_coalescer *co = sl_coalescer_new(value_release, sizeof(tvalue), NULL);
+    sluice_coalescer *co = sl_coalescer_new(value_release, sizeof(tvalue), 0, NULL);
     sl_flight_key key = {7, "k", 1, NULL, NULL};
     sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
     lead_call a = {.co = co};
@@ -644,20 +647,21 @@ static void test_coalesce_lead_alone_and_shared(void)
     CU_ASSERT_EQUAL(atomic_load(&bad), 0);
 }
 
-/* ---- keys written on demand (sl_flight_key) ----------------------------- */
+/* ---- structured keys (sl_flight_key with ops) --------------------------- */
 
-/* A key made by its write(): text, or "!" for one that cannot be made. */
-static size_t text_write(const void *ctx, void *buf, size_t cap)
+/* A structured key: text, compared and copied by its ops. */
+static int text_equal(const void *a, const void *b)
 {
-    const char *text = ctx;
-    size_t n = strlen(text);
-
-    if (strcmp(text, "!") == 0)
-        return SIZE_MAX;
-    if (n <= cap)
-        memcpy(buf, text, n);
-    return n;
+    return strcmp(a, b) == 0;
 }
+
+static void *text_copy(const void *ctx, size_t *size)
+{
+    *size = strlen(ctx) + 1;
+    return sl_memdup(ctx, *size);
+}
+
+static const sl_flight_key_ops text_ops = {text_equal, text_copy};
 
 typedef struct lazy_call {
     sluice_coalescer *co;
@@ -681,7 +685,7 @@ static int lazy_fn(void *arg, void **value)
 static void *lazy_thread(void *arg)
 {
     lazy_call *lc = arg;
-    sl_flight_key key = {42, NULL, 0, text_write, lc->text};
+    sl_flight_key key = {42, NULL, 0, &text_ops, lc->text};
     sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
 
     lc->rc = sl_coalesce_key(lc->co, &key, &o, lazy_fn, lc, &lc->r);
@@ -709,7 +713,7 @@ static int lazy_pair(sluice_coalescer *co, const char *first, const char *second
     return atomic_load(&calls) - before;
 }
 
-static void test_coalesce_keys_written_on_demand(void)
+static void test_coalesce_structured_keys(void)
 {
     sluice_coalescer *co = sluice_coalescer_new(count_release, NULL);
     char longer[2000];
@@ -721,11 +725,195 @@ static void test_coalesce_keys_written_on_demand(void)
     CU_ASSERT_EQUAL(lazy_pair(co, "GET /a", "GET /a"), 1);      /* equal: one call */
     CU_ASSERT_EQUAL(lazy_pair(co, "GET /a", "GET /b"), 2);      /* same hash, other bytes */
     CU_ASSERT_EQUAL(lazy_pair(co, "GET /a", "GET /a "), 2);     /* a prefix is not equal */
-    CU_ASSERT_EQUAL(lazy_pair(co, longer, longer), 1);          /* past the stack buffers */
-    CU_ASSERT_EQUAL(lazy_pair(co, "!", "!"), 2);                /* unwritable: never shared */
+    CU_ASSERT_EQUAL(lazy_pair(co, longer, longer), 1);          /* a long one */
+    CU_ASSERT_EQUAL(lazy_pair(co, "GET /a", "GET /A"), 2);
     sluice_coalescer_free(co);
     CU_ASSERT_EQUAL(atomic_load(&releases), 8);
     CU_ASSERT_EQUAL(atomic_load(&bad), 0);
+}
+
+/* ---- HTTP keys: a follower's join allocates nothing ---------------------- */
+
+typedef struct http_join {
+    sluice_coalescer *co;
+    const sl_http_key *key;
+    sluice_flight_result r;
+    int led;
+} http_join;
+
+static void *http_join_thread(void *arg)
+{
+    http_join *j = arg;
+    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
+    sl_flight_lead lead;
+
+    j->led = sl_http_flight_begin(j->co, j->key, &o, &lead, &j->r);
+    return NULL;
+}
+
+/* A POST with a 1 KiB header and a 4 KiB body, its query in another order
+ * from a second caller: the follower compares it with the leader's under
+ * the stripe lock, and nothing is written out or copied for that. */
+static void test_coalesce_http_join_allocates_nothing(void)
+{
+    sluice_coalescer *co = sl_http_coalescer_new(0, NULL);
+    static char body_a[4096], body_b[4096], value[1024];
+    sluice_header hdr_a[1] = {{"X-Long", value}}, hdr_b[1] = {{"X-Long", value}};
+    sl_flight_opts o = {SL_NO_DEADLINE, 0, NULL};
+    struct sl_coalesce_stats st;
+    sl_http_key_prefix prefix;
+    sl_http_key a, b;
+    sl_flight_lead lead;
+    sluice_flight_result r;
+    http_join j = {0};
+    pthread_t t;
+    long allocs;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    memset(body_a, 'b', sizeof body_a);
+    memset(body_b, 'b', sizeof body_b);
+    memset(value, 'v', sizeof value - 1);
+    CU_ASSERT_EQUAL_FATAL(sl_http_key_prefix_init(&prefix, co, "http://127.0.0.1:1", "", 0, NULL, 0,
+                                                  "t", NULL), 0);
+    a = (sl_http_key){&prefix, "POST", 0, "/p?x=1&y=2", 10, 2, hdr_a, 1, body_a, sizeof body_a};
+    b = (sl_http_key){&prefix, "POST", 0, "/p?y=2&x=1", 10, 2, hdr_b, 1, body_b, sizeof body_b};
+    CU_ASSERT_EQUAL_FATAL(sl_http_flight_begin(co, &a, &o, &lead, &r), 1);
+    tu_alloc_install(0, 0);
+    j = (http_join){co, &b, {0}, -1};
+    pthread_create(&t, NULL, http_join_thread, &j);
+    do {
+        usleep(1000);
+        sl_coalesce_stats(co, &st);
+    } while (st.waiting == 0);
+    allocs = tu_alloc_count();
+    tu_alloc_uninstall();
+    sl_http_flight_end(co, &lead, 0, NULL, NULL, 0, 0);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(allocs, 0);
+    CU_ASSERT_EQUAL(j.led, 0);
+    CU_ASSERT_EQUAL(j.r.code, 0);
+    CU_ASSERT_EQUAL(j.r.shared, 1);
+    sluice_flight_result_release(&j.r);
+    sl_http_key_prefix_free(&prefix);
+    sluice_coalescer_free(co);
+}
+
+/* ---- the window's memory: expiry frees, a byte bound caps ---------------- */
+
+static int null_fn(void *arg, void **value)
+{
+    (void)arg;
+    *value = NULL;
+    return 0;
+}
+
+/* One call on a key of `n` bytes with a window; 1 when the cache served it. */
+static int windowed_key(sluice_coalescer *co, uint64_t hash, const char *key, size_t n,
+                        int window_ms)
+{
+    sl_flight_key k = {hash, key, n, NULL, NULL};
+    sl_flight_opts o = {SL_NO_DEADLINE, window_ms, NULL};
+    sluice_flight_result r;
+    struct sl_coalesce_stats before, after;
+
+    sl_coalesce_stats(co, &before);
+    sl_coalesce_key(co, &k, &o, null_fn, NULL, &r);
+    sluice_flight_result_release(&r);
+    sl_coalesce_stats(co, &after);
+    return after.cache_hits > before.cache_hits;
+}
+
+#define SOAK_KEYS 1000000
+#define SOAK_MAX_BYTES ((size_t)1 << 20)
+
+/* A million distinct keys, each kept 100 ms, against a 1 MiB bound: the
+ * allocations alive never pass what 1 MiB of the smallest entries (a
+ * flight of at least 64 bytes and its key's copy, two allocations) could
+ * be, and once the window has passed, new calls free the old entries. */
+static void test_coalesce_window_soak_stays_flat(void)
+{
+    sluice_coalescer *co;
+    struct sl_coalesce_stats st;
+    long base, live, peak = 0, bound = (long)(2 * (SOAK_MAX_BYTES / 64)) + 64;
+    uint64_t peak_bytes = 0;
+    char key[32];
+    int i, n;
+
+    tu_alloc_install(0, 0);
+    co = sl_coalescer_new(NULL, 0, SOAK_MAX_BYTES, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    base = tu_alloc_outstanding();
+    for (i = 0; i < SOAK_KEYS; i++) {
+        sl_flight_opts o = {SL_NO_DEADLINE, 100, NULL};
+        sluice_flight_result r;
+        n = snprintf(key, sizeof key, "/n/%d", i);
+        sl_coalesce(co, key, (size_t)n, &o, null_fn, NULL, &r);
+        sluice_flight_result_release(&r);
+        if (i % 4096 == 0) {
+            live = tu_alloc_outstanding() - base;
+            peak = live > peak ? live : peak;
+            sl_coalesce_stats(co, &st);
+            peak_bytes = st.cache_bytes > peak_bytes ? st.cache_bytes : peak_bytes;
+        }
+    }
+    CU_ASSERT(peak <= bound);
+    CU_ASSERT(peak_bytes <= SOAK_MAX_BYTES);
+    usleep(150 * 1000);
+    for (i = 0; i < 1000; i++) {
+        sl_flight_opts o = {SL_NO_DEADLINE, 100, NULL};
+        sluice_flight_result r;
+        n = snprintf(key, sizeof key, "/after/%d", i);
+        sl_coalesce(co, key, (size_t)n, &o, null_fn, NULL, &r);
+        sluice_flight_result_release(&r);
+    }
+    sl_coalesce_stats(co, &st);
+    live = tu_alloc_outstanding() - base;
+    CU_ASSERT(st.cache_entries <= 1000);
+    CU_ASSERT(live <= 2 * 1000 + 64);
+    sluice_coalescer_free(co);
+    CU_ASSERT_EQUAL(tu_alloc_outstanding(), 0);
+    tu_alloc_uninstall();
+    if (peak > bound || live > 2 * 1000 + 64)
+        fprintf(stderr, "\n  window soak: peak %ld allocations alive (bound %ld), %ld after\n",
+                peak, bound, live);
+}
+
+/* Keys of one stripe (the top bits of their hash pick it), each kept a
+ * minute, against a bound of four such entries a stripe: the fifth and
+ * later evict the oldest first. */
+static void test_coalesce_window_bound_evicts_oldest(void)
+{
+    sluice_coalescer *co = sl_coalescer_new(NULL, 0, 0, NULL);
+    struct sl_coalesce_stats st;
+    size_t entry;
+    char key[8];
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    windowed_key(co, 1, "key-00", 6, 60000);
+    sl_coalesce_stats(co, &st);
+    entry = st.cache_bytes;
+    CU_ASSERT_FATAL(entry > 6);
+    sluice_coalescer_free(co);
+
+    co = sl_coalescer_new(NULL, 0, 16 * 4 * entry, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(co);
+    for (i = 0; i < 10; i++) {
+        snprintf(key, sizeof key, "key-%02d", i);
+        CU_ASSERT_EQUAL(windowed_key(co, (uint64_t)i + 1, key, 6, 60000), 0);
+    }
+    sl_coalesce_stats(co, &st);
+    CU_ASSERT_EQUAL(st.cache_entries, 4);
+    CU_ASSERT_EQUAL(st.cache_bytes, 4 * entry);
+    CU_ASSERT_EQUAL(st.cache_evictions, 6);
+    for (i = 9; i >= 6; i--) {         /* the newest four are served */
+        snprintf(key, sizeof key, "key-%02d", i);
+        CU_ASSERT_EQUAL(windowed_key(co, (uint64_t)i + 1, key, 6, 60000), 1);
+    }
+    CU_ASSERT_EQUAL(windowed_key(co, 6, "key-05", 6, 60000), 0);   /* evicted */
+    CU_ASSERT_EQUAL(windowed_key(co, 7, "key-06", 6, 60000), 0);   /* now the oldest */
+    CU_ASSERT_EQUAL(windowed_key(co, 10, "key-09", 6, 60000), 1);
+    sluice_coalescer_free(co);
 }
 
 /* ---- results that outlive the coalescer, bad input ----------------------- */
@@ -897,7 +1085,10 @@ static CU_TestInfo tests[] = {
     {"test_coalesce_window_needs_cacheable", test_coalesce_window_needs_cacheable},
     {"test_coalesce_window_expired_entries_swept", test_coalesce_window_expired_entries_swept},
     {"test_coalesce_lead_alone_and_shared", test_coalesce_lead_alone_and_shared},
-    {"test_coalesce_keys_written_on_demand", test_coalesce_keys_written_on_demand},
+    {"test_coalesce_structured_keys", test_coalesce_structured_keys},
+    {"test_coalesce_http_join_allocates_nothing", test_coalesce_http_join_allocates_nothing},
+    {"test_coalesce_window_soak_stays_flat", test_coalesce_window_soak_stays_flat},
+    {"test_coalesce_window_bound_evicts_oldest", test_coalesce_window_bound_evicts_oldest},
     {"test_coalesce_result_outlives_coalescer", test_coalesce_result_outlives_coalescer},
     {"test_coalesce_bad_input", test_coalesce_bad_input},
     {"test_coalesce_stress_random_keys", test_coalesce_stress_random_keys},

@@ -92,8 +92,11 @@ static void test_coalescing_one_upstream_call_for_64(void)
     sluice_factory_free(f);
 }
 
+static pthread_barrier_t start16;
+
 static void auth_setup(int i, struct caller *k)
 {
+    k->start = &start16;   /* all inside one 200 ms flight, even under TSan */
     k->hdr[0].name = "Authorization";
     k->hdr[0].value = i % 2 ? "Bearer alice" : "Bearer bob";
     k->req.headers = k->hdr;
@@ -110,7 +113,9 @@ static void test_coalescing_never_crosses_credentials(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     snprintf(path, sizeof path, "/count/auth%d?delay=200", (int)getpid());
     snprintf(hits, sizeof hits, "/count/auth%d", (int)getpid());
+    pthread_barrier_init(&start16, NULL, 16);
     run_callers(k, 16, c, auth_setup, path);
+    pthread_barrier_destroy(&start16);
     CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), hits), 2);
     sluice_factory_free(f);
 }
@@ -383,6 +388,151 @@ static void test_coalescing_random_keys_many_threads(void)
     sluice_factory_free(f);
 }
 
+/* A coalesced POST answered 303: the leader turns into a GET without a
+ * body while later callers with the same POST compare their key with its
+ * own.  The key is frozen at call start, so they keep meeting it (under
+ * TSan: with no race on the leader's method, body and length). */
+struct redirector {
+    sluice_client *c;
+    const char *path;
+    int ok, shared;
+};
+
+static void *redirect_thread(void *arg)
+{
+    struct redirector *r = arg;
+    sluice_request req = {0};
+    int i;
+
+    req.method = "POST";
+    req.path = r->path;
+    req.body = "form=1";
+    req.body_len = 6;
+    req.flags = SLUICE_REQ_COALESCE;
+    for (i = 0; i < 25; i++) {
+        sluice_response *resp = NULL;
+        sluice_error err;
+        if (sluice_client_do(r->c, &req, &resp, &err) == 0 && sluice_response_status(resp) == 200)
+            r->ok++;
+        if (resp && sluice_response_coalesced(resp))
+            r->shared++;
+        sluice_response_free(resp);
+    }
+    return NULL;
+}
+
+static void follow_on(sluice_client_opts *co)
+{
+    co->follow_redirects = 1;
+}
+
+static void test_coalescing_redirected_post_keeps_its_key(void)
+{
+    struct redirector r[8];
+    pthread_t t[8];
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "co303", tu_http_base(), follow_on);
+    struct sluice_factory_stats st;
+    int i, ok = 0, shared = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (i = 0; i < 8; i++) {
+        r[i] = (struct redirector){c, "/redirect-to?url=/delay/20&status=303", 0, 0};
+        pthread_create(&t[i], NULL, redirect_thread, &r[i]);
+    }
+    for (i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ok += r[i].ok;
+        shared += r[i].shared;
+    }
+    CU_ASSERT_EQUAL(ok, 8 * 25);
+    CU_ASSERT(shared > 0);
+    sluice_factory_stats(f, &st);
+    CU_ASSERT_EQUAL(st.coalesce_flights + st.coalesce_followers, 8 * 25);
+    sluice_factory_free(f);
+}
+
+/* Every GET distinct with a 100 ms window: the micro-cache holds at most
+ * coalesce_cache_max_bytes, and the allocations alive after 10,000 calls
+ * are those alive after 2,000, within what that bound holds (each entry:
+ * its flight, key copy and response, a few allocations of at least 64
+ * bytes). */
+#define SOAK_THREADS 4
+#define SOAK_CALLS 2500
+#define SOAK_CACHE_BYTES ((size_t)64 << 10)
+
+struct soaker {
+    sluice_client *c;
+    int id, errors;
+    pthread_barrier_t *half;
+};
+
+static void *soak_thread(void *arg)
+{
+    struct soaker *s = arg;
+    sluice_error err;
+    char path[64];
+    int i;
+
+    for (i = 0; i < SOAK_CALLS; i++) {
+        if (i == SOAK_CALLS / 5 || i == SOAK_CALLS - 1)
+            pthread_barrier_wait(s->half);
+        snprintf(path, sizeof path, "/json?t=%d&i=%d", s->id, i);
+        if (tu_get_status(s->c, path, &err) != 200)
+            s->errors++;
+    }
+    return NULL;
+}
+
+static void window_100(sluice_client_opts *co)
+{
+    co->coalesce_window_ms = 100;
+}
+
+static void test_coalescing_window_memory_stays_flat(void)
+{
+    static pthread_barrier_t half;
+    struct soaker s[SOAK_THREADS];
+    pthread_t t[SOAK_THREADS];
+    sluice_factory_opts fo;
+    sluice_factory *f;
+    sluice_client *c;
+    struct sluice_factory_stats st;
+    long early, late, bound = 8 * (long)(SOAK_CACHE_BYTES / 64) + 256;
+    int i, errors = 0;
+
+    tu_alloc_install(0, 0);
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.coalesce_cache_max_bytes = SOAK_CACHE_BYTES;
+    f = sluice_factory_new(&fo, NULL);
+    c = tu_client(&f, "cosoak", tu_http_base(), window_100);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    pthread_barrier_init(&half, NULL, SOAK_THREADS + 1);
+    for (i = 0; i < SOAK_THREADS; i++) {
+        s[i] = (struct soaker){c, i, 0, &half};
+        pthread_create(&t[i], NULL, soak_thread, &s[i]);
+    }
+    pthread_barrier_wait(&half);
+    early = tu_alloc_outstanding();
+    pthread_barrier_wait(&half);
+    late = tu_alloc_outstanding();
+    sluice_factory_stats(f, &st);
+    for (i = 0; i < SOAK_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        errors += s[i].errors;
+    }
+    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT(st.coalesce_cache_bytes <= SOAK_CACHE_BYTES);
+    CU_ASSERT(st.coalesce_cache_entries > 0);
+    CU_ASSERT(late - early <= bound);
+    if (late - early > bound)
+        fprintf(stderr, "\n  %ld allocations more alive after %d calls than after %d\n",
+                late - early, SOAK_THREADS * SOAK_CALLS, SOAK_THREADS * SOAK_CALLS / 5);
+    sluice_factory_free(f);
+    tu_alloc_uninstall();
+    pthread_barrier_destroy(&half);
+}
+
 static CU_TestInfo tests[] = {
     {"test_coalescing_one_upstream_call_for_64", test_coalescing_one_upstream_call_for_64},
     {"test_coalescing_never_crosses_credentials", test_coalescing_never_crosses_credentials},
@@ -394,6 +544,9 @@ static CU_TestInfo tests[] = {
     {"test_coalescing_window_and_no_store", test_coalescing_window_and_no_store},
     {"test_coalescing_can_be_turned_off", test_coalescing_can_be_turned_off},
     {"test_coalescing_random_keys_many_threads", test_coalescing_random_keys_many_threads},
+    {"test_coalescing_redirected_post_keeps_its_key",
+     test_coalescing_redirected_post_keeps_its_key},
+    {"test_coalescing_window_memory_stays_flat", test_coalescing_window_memory_stays_flat},
     CU_TEST_INFO_NULL,
 };
 
