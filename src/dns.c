@@ -161,7 +161,7 @@ static int dns_init(sl_dns *d, int ttl_ms, const char *servers, sluice_error *er
         if (rc)
             return rc;
     }
-    d->co = sl_coalescer_new(answer_free, 0, err);
+    d->co = sl_coalescer_new(answer_free, 0, 0, err);   /* no window: nothing to bound */
     return d->co ? 0 : (err ? err->code : SLUICE_ENOMEM);
 }
 
