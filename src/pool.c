@@ -37,6 +37,7 @@
 #include "log.h"
 #include "pool.h"
 
+/* Only uint64_t fields: add_counters sums them as an array. */
 typedef struct counters {
     uint64_t created, reused, timeouts, wait_us_total;
     uint64_t closed[SLUICE_CLOSE_REASONS_];
@@ -220,16 +221,15 @@ static void table_del(sl_pool *p, const entry *e)
     p->tab[i] = NULL;
 }
 
+/* counters holds nothing but uint64_t, so it adds up field by field. */
 static void add_counters(counters *to, const counters *c)
 {
-    int i;
+    uint64_t *t = (uint64_t *)to;
+    const uint64_t *f = (const uint64_t *)c;
+    size_t i;
 
-    to->created += c->created;
-    to->reused += c->reused;
-    to->timeouts += c->timeouts;
-    to->wait_us_total += c->wait_us_total;
-    for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)
-        to->closed[i] += c->closed[i];
+    for (i = 0; i < sizeof *to / sizeof *t; i++)
+        t[i] += f[i];
 }
 
 static void unused_unlink(sl_pool *p, entry *e)
