@@ -170,8 +170,12 @@ static void *key_copy(const void *ctx, size_t *size)
     char *dst;
     size_t i;
 
-    n += method_len + k->rel_len + 1 + k->body_len + headers_size(k->headers, k->nheaders);
-    if (!(c = sl_malloc(n)))
+    /* A body_len the caller got wrong must not wrap the sum into a short
+     * block: a key that cannot be sized is not kept (as out of memory). */
+    if (__builtin_add_overflow(n, method_len + k->rel_len + 1, &n) ||
+        __builtin_add_overflow(n, k->body_len, &n) ||
+        __builtin_add_overflow(n, headers_size(k->headers, k->nheaders), &n) ||
+        !(c = sl_malloc(n)))
         return NULL;
     *size = n;
     *c = *k;
