@@ -127,9 +127,13 @@ torture:
 
 examples: $(EXAMPLES)
 
-$(BUILD)/examples/%: examples/%.c $(STLIB)
+# Examples get no project defines or private headers: each file names the
+# feature macros it needs, as a program using the installed library would.
+EX_CFLAGS = -std=c11 -pthread -Iinclude $(WARN) $(SAN) $(CFLAGS)
+
+$(BUILD)/examples/%: examples/%.c include/sluice.h $(STLIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
+	$(CC) $(EX_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
 
 demo: deps
 	$(MAKE) --no-print-directory lib tools examples
