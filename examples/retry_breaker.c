@@ -23,16 +23,14 @@ static void on_start(const sluice_request_info *i, void *ud)
     printf("  attempt %d: %s %s\n", i->attempt, i->method, i->url);
 }
 
-static void on_end(const sluice_request_info *i, void *ud)
+/* on_request_end (a response arrived) and on_request_error (none did). */
+static void on_done(const sluice_request_info *i, void *ud)
 {
     (void)ud;
-    printf("  attempt %d: status %d in %.1f ms\n", i->attempt, i->status, i->duration_us / 1e3);
-}
-
-static void on_error(const sluice_request_info *i, void *ud)
-{
-    (void)ud;
-    printf("  attempt %d: %s\n", i->attempt, sluice_err_name(i->error));
+    if (i->error)
+        printf("  attempt %d: %s\n", i->attempt, sluice_err_name(i->error));
+    else
+        printf("  attempt %d: status %d in %.1f ms\n", i->attempt, i->status, i->duration_us / 1e3);
 }
 
 static void on_breaker(const char *svc, const char *ep, sluice_breaker_state from,
@@ -53,8 +51,8 @@ int main(int argc, char **argv)
 
     sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
     fo.on_request_start = on_start;
-    fo.on_request_end = on_end;
-    fo.on_request_error = on_error;
+    fo.on_request_end = on_done;
+    fo.on_request_error = on_done;
     sluice_factory *f = sluice_factory_new(&fo, &err);
     sluice_client_opts_init(&co);
     co.base_url = argc > 1 ? argv[1] : "http://127.0.0.1:8080";
