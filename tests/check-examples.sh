@@ -17,7 +17,7 @@ trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
 prefix="$tmp/prefix"
-make -s --no-print-directory -C "$top" install BUILD="$BUILD" PREFIX="$prefix" >"$tmp/install.log" 2>&1 || {
+make -s --no-print-directory -C "$top" install BUILD="$BUILD" PREFIX="$prefix" DESTDIR= LIBDIR="$prefix/lib" INCDIR="$prefix/include" MANDIR="$prefix/share/man" >"$tmp/install.log" 2>&1 || {
     echo "check-examples: make install PREFIX=$prefix failed:" >&2; cat "$tmp/install.log" >&2; exit 1; }
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cflags=$(pkg-config --cflags sluice)
