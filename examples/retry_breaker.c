@@ -58,7 +58,7 @@ int main(int argc, char **argv)
     co.base_url = argc > 1 ? argv[1] : "http://127.0.0.1:8080";
     co.retry.max_retries = 3;            /* up to 4 attempts a call */
     co.retry.backoff_factor_ms = 20;     /* sleeps up to 20, 40, 80 ms (full jitter) */
-    co.breaker.failure_threshold = 4;    /* 4 failed attempts in a row open it */
+    co.breaker.failure_threshold = 4;    /* 4 failures in a row open it */
     co.breaker.recovery_timeout_ms = 10000;
     co.breaker.on_state_change = on_breaker;
     sluice_client *c = f ? sluice_factory_client(f, "flaky", &co, &err) : NULL;
@@ -75,7 +75,7 @@ int main(int argc, char **argv)
                sluice_response_attempts(r));
         sluice_response_free(r);
     }
-    for (i = 1; rc == 0 && i <= 5; i++) {
+    for (i = 1; rc == 0 && i <= 8; i++) {
         printf("GET /status/503 (call %d)\n", i);
         if ((rc = sluice_get(c, "/status/503", &r, &err)) == 0) {
             printf("-> status %d after %d attempts\n", sluice_response_status(r),
