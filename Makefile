@@ -8,6 +8,7 @@ MAJOR   := $(shell sed -n 's/^\#define SLUICE_VERSION_MAJOR \([0-9]*\)/\1/p' inc
 PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
 DESTDIR ?=
 BUILD   ?= build
 
@@ -36,7 +37,7 @@ MOCKAPI   := $(BUILD)/sluice-mockapi
 BENCH     := $(BUILD)/sluice-bench
 EXAMPLES  := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib deps check test demo examples bench asan tsan torture fuzz install uninstall clean tools
+.PHONY: all lib deps check test demo examples examples-installed man-lint man-check bench asan tsan torture fuzz install uninstall clean tools
 .DELETE_ON_ERROR:
 
 all: lib tools
@@ -100,10 +101,27 @@ $(RUNNER): $(TEST_OBJS) $(STLIB)
 deps:
 	@tools/install-deps.sh --quiet
 
-# `make check` runs every suite; SUITES="pool http1" runs some.
+# `make check` runs every suite; SUITES="pool http1" runs some.  Before the
+# suites: every public function has a man page and every page lints clean,
+# and every example builds against the installed library.
 check: deps
 	$(MAKE) --no-print-directory lib tools examples $(RUNNER)
+	tests/check-man.sh
+	BUILD=$(BUILD) EX_LDFLAGS="$(SAN)" tests/check-examples.sh
 	BUILD=$(BUILD) tests/run.sh $(SUITES)
+
+# groff -man -ww -z over every page; any output fails.
+man-lint:
+	tests/check-man.sh --lint-only
+
+# Every SLUICE_API function in include/sluice.h has man/man3/<name>.3.
+man-check:
+	tests/check-man.sh --coverage-only
+
+# `make install PREFIX=$$tmp` and build every example with only
+# pkg-config's flags and -std=c11 -Wall -Wextra -Werror.
+examples-installed: lib
+	BUILD=$(BUILD) EX_LDFLAGS="$(SAN)" tests/check-examples.sh
 
 test: check
 
@@ -127,9 +145,13 @@ torture:
 
 examples: $(EXAMPLES)
 
-$(BUILD)/examples/%: examples/%.c $(STLIB)
+# Examples get no project defines or private headers: each file names the
+# feature macros it needs, as a program using the installed library would.
+EX_CFLAGS = -std=c11 -pthread -Iinclude $(WARN) $(SAN) $(CFLAGS)
+
+$(BUILD)/examples/%: examples/%.c include/sluice.h $(STLIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
+	$(CC) $(EX_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
 
 demo: deps
 	$(MAKE) --no-print-directory lib tools examples
@@ -205,11 +227,14 @@ install: lib
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libsluice.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/libsluice.a
 	$(call write_pc,$(DESTDIR)$(LIBDIR)/pkgconfig/sluice.pc)
+	install -d $(DESTDIR)$(MANDIR)/man3
+	install -m 644 $(wildcard man/man3/*.3) $(DESTDIR)$(MANDIR)/man3/
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR)/sluice.h $(DESTDIR)$(LIBDIR)/libsluice.so.$(VERSION) \
 	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libsluice.so \
-	  $(DESTDIR)$(LIBDIR)/libsluice.a $(DESTDIR)$(LIBDIR)/pkgconfig/sluice.pc
+	  $(DESTDIR)$(LIBDIR)/libsluice.a $(DESTDIR)$(LIBDIR)/pkgconfig/sluice.pc \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(wildcard man/man3/*.3)))
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -9,6 +9,7 @@
  *   threads 1-1024 (default 64), path default /delay/200
  *   e.g. coalescing http://127.0.0.1:8080 64 '/count/demo?delay=300'
  */
+#define _POSIX_C_SOURCE 200809L  /* pthread barriers, clock_gettime */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -22,6 +22,7 @@
  *   "listening on 127.0.0.1:PORT" once it accepts connections.
  *   e.g. server_integration http://127.0.0.1:8080 9000 16
  */
+#define _GNU_SOURCE  /* Linux: accept4, pipe2, SOCK_CLOEXEC, MSG_NOSIGNAL */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -493,7 +495,7 @@ static int accept_next(struct server *s)
             return fd;
         if (errno == EMFILE || errno == ENFILE) {
             fprintf(stderr, "server_integration: accept: %s; backing off\n", strerror(errno));
-            usleep(50000);
+            nanosleep(&(struct timespec){0, 50000000}, NULL);
         }
         /* EAGAIN: another handler took it; ECONNABORTED: the client left. */
     }

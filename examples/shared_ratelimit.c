@@ -18,6 +18,7 @@
  *   $SLUICE_REDIS_URL, and "-" means none (each process limits itself).
  *   e.g. shared_ratelimit http://127.0.0.1:8080 4 4 3 redis://127.0.0.1:6379
  */
+#define _POSIX_C_SOURCE 200809L  /* fork, pipes, unsetenv, clock_gettime */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>

@@ -9,6 +9,7 @@
  * usage: worker_threads BASE_URL [threads] [seconds]
  *   e.g. worker_threads http://127.0.0.1:8080 8 5
  */
+#define _POSIX_C_SOURCE 200809L  /* clock_gettime, nanosleep, isatty */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -224,7 +225,7 @@ int main(int argc, char **argv)
     }
     nthreads = started;
     while (now_us() - t0 < (long)(secs * 1e6)) {
-        usleep(tty ? 200000 : 1000000);
+        nanosleep(tty ? &(struct timespec){0, 200000000} : &(struct timespec){1, 0}, NULL);
         if (tty) {
             printf("\r  %6.1f s  %8ld calls  %8.0f calls/s", (now_us() - t0) / 1e6,
                    atomic_load(&done_total), atomic_load(&done_total) / ((now_us() - t0) / 1e6));

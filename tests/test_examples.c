@@ -22,6 +22,7 @@
 /* A started example: its pid and the read end of its stdout + stderr. */
 typedef struct proc {
     pid_t pid;
+    pid_t last_pid;         /* the pid, kept after the process was reaped */
     int out;
     char buf[OUT_CAP];
     size_t len;
@@ -56,7 +57,7 @@ static int proc_start(proc *p, const char *name, const char *const *args)
         CU_FAIL("pipe");
         return -1;
     }
-    p->pid = fork();
+    p->pid = p->last_pid = fork();
     if (p->pid == 0) {
         /* Only async-signal-safe calls between fork and exec. */
         dup2(fds[1], 1);
@@ -145,17 +146,33 @@ static int proc_wait(proc *p, int64_t deadline)
 
 /* Runs an example to completion within timeout_ms: its exit status (or
  * -1), with its whole output in p->buf. */
-static int run_example(proc *p, const char *name, const char *const *args, int timeout_ms)
+static int run_example_quietly(proc *p, const char *name, const char *const *args, int timeout_ms)
 {
     int64_t deadline = tu_now_ms() + timeout_ms;
-    int rc;
 
     if (proc_start(p, name, args) != 0)
         return -1;
     proc_read_all(p, deadline);
-    rc = proc_wait(p, deadline);
+    return proc_wait(p, deadline);
+}
+
+/* The same, printing the output of a run that did not exit 0. */
+static int run_example(proc *p, const char *name, const char *const *args, int timeout_ms)
+{
+    int rc = run_example_quietly(p, name, args, timeout_ms);
+
     if (rc != 0)
         fprintf(stderr, "\n  %s exited %d; its output:\n%s\n", name, rc, p->buf);
+    return rc;
+}
+
+/* A run expected to fail: exit status 1, printing the output otherwise. */
+static int run_example_failing(proc *p, const char *name, const char *const *args, int timeout_ms)
+{
+    int rc = run_example_quietly(p, name, args, timeout_ms);
+
+    if (rc != 1)
+        fprintf(stderr, "\n  %s exited %d, not 1; its output:\n%s\n", name, rc, p->buf);
     return rc;
 }
 
@@ -438,6 +455,16 @@ static int refused_port(int *port)
     return fd;
 }
 
+/* refused_port, as an http:// URL in `url`. */
+static int refused_url(char *url, size_t cap)
+{
+    int port = 0, fd = refused_port(&port);
+
+    if (fd >= 0)
+        snprintf(url, cap, "http://127.0.0.1:%d", port);
+    return fd;
+}
+
 static void test_examples_batch_real_requests_in_order(void)
 {
     sluice_factory *f = NULL;
@@ -520,6 +547,206 @@ static void test_examples_future_wait_timeout_then_result(void)
     sluice_factory_free(f);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The short examples, one concept each                                     */
+/* ------------------------------------------------------------------------ */
+
+static void test_examples_get_prints_body(void)
+{
+    static proc p;
+    const char *base = tu_http_base();
+    const char *args[] = {base, "/json", NULL}, *notfound[] = {base, "/status/404", NULL};
+    char url[64];
+    const char *dead[] = {url, "/json", NULL};
+    int hold;
+
+    TU_REQUIRE(base);
+    CU_ASSERT_EQUAL(run_example(&p, "get", args, 20000), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "status 200"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "{\"ok\":true,"));
+    /* A status other than 2xx is a response, but the program says no. */
+    CU_ASSERT_EQUAL(run_example_failing(&p, "get", notfound, 20000), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "status 404"));
+    /* A failure exits non-zero with the sluice_error message. */
+    hold = refused_url(url, sizeof url);
+    CU_ASSERT_FATAL(hold >= 0);
+    CU_ASSERT_EQUAL(run_example_failing(&p, "get", dead, 20000), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "get: SLUICE_ECONNECT: "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, url + strlen("http://")));   /* names host:port */
+    close(hold);
+}
+
+static void test_examples_post_json_echoed(void)
+{
+    static proc p;
+    const char *base = tu_http_base();
+    const char *args[] = {base, "/echo", "{\"id\":42}", NULL};
+
+    TU_REQUIRE(base);
+    CU_ASSERT_EQUAL(run_example(&p, "post_json", args, 20000), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "\"method\":\"POST\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "[\"Content-Type\",\"application/json\"]"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "\"body\":\"{\\\"id\\\":42}\""));
+}
+
+/* An HTTPS mock API with the test certificates; extra args may ask for a
+ * client certificate.  0, or -1 (the test failed). */
+static int start_https(tu_server *s, const char *client_ca)
+{
+    const char *dir = getenv("SLUICE_TEST_CERTS");
+    static char crt[320], key[320];
+    const char *args[] = {"--tls-cert", crt, "--tls-key", key, client_ca ? "--client-ca" : NULL,
+                          client_ca, NULL};
+
+    if (!dir) {
+        CU_FAIL("SLUICE_TEST_CERTS is not set: run through tests/run.sh (make check)");
+        return -1;
+    }
+    snprintf(crt, sizeof crt, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    if (tu_mockapi_start(s, args) != 0) {
+        CU_FAIL("HTTPS mock API did not start");
+        return -1;
+    }
+    snprintf(s->url, sizeof s->url, "https://localhost:%d", s->port);
+    return 0;
+}
+
+static void test_examples_https_ca_and_mtls(void)
+{
+    static proc p;
+    const char *dir = getenv("SLUICE_TEST_CERTS");
+    char ca[320], other[320], cert[320], key[320];
+    tu_server plain, mutual;
+
+    TU_REQUIRE(dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(other, sizeof other, "%s/otherca.pem", dir);
+    snprintf(cert, sizeof cert, "%s/client.pem", dir);
+    snprintf(key, sizeof key, "%s/client.key", dir);
+    if (start_https(&plain, NULL) != 0)
+        return;
+    if (start_https(&mutual, ca) != 0) {
+        tu_server_stop(&plain);
+        return;
+    }
+    {
+        const char *ok[] = {plain.url, ca, "/json", NULL};
+        const char *untrusted[] = {plain.url, other, "/json", NULL};
+        const char *mtls[] = {mutual.url, ca, cert, key, "/json", NULL};
+        const char *no_cert[] = {mutual.url, ca, "/json", NULL};
+
+        CU_ASSERT_EQUAL(run_example(&p, "https_ca", ok, 20000), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "status 200 over verified TLS"));
+        CU_ASSERT_EQUAL(run_example_failing(&p, "https_ca", untrusted, 20000), 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "https_ca: SLUICE_ETLS: "));
+        CU_ASSERT_EQUAL(run_example(&p, "https_mtls", mtls, 20000), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "status 200 with a client certificate"));
+        /* The server that wants a certificate refuses a client without. */
+        CU_ASSERT_EQUAL(run_example_failing(&p, "https_ca", no_cert, 20000), 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "SLUICE_ETLS"));
+    }
+    tu_server_stop(&mutual);
+    tu_server_stop(&plain);
+}
+
+static void test_examples_retry_breaker_attempts_and_opening(void)
+{
+    static proc p;
+    const char *base = tu_http_base(), *mock = tu_http_addr();
+    const char *args[] = {base, NULL};
+    char path[96];
+
+    TU_REQUIRE(base && mock);
+    CU_ASSERT_EQUAL_FATAL(run_example(&p, "retry_breaker", args, 30000), 0);
+    /* Three attempts on the flaky path, each logged by the hooks, and the
+     * mock API saw exactly those three. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "  attempt 1: status 503"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "  attempt 2: status 503"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "  attempt 3: status 200"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "-> status 200 after 3 attempts"));
+    snprintf(path, sizeof path, "/flaky/retry-example-%ld", (long)p.last_pid);
+    CU_ASSERT_EQUAL(tu_hits(mock, path), 3);
+    /* Then the breaker opened and a call failed without an attempt. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, ": closed -> open"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "-> SLUICE_ECIRCUITOPEN: "));
+}
+
+static void test_examples_redis_limiter_paces_calls(void)
+{
+    static proc p;
+    const char *base = tu_http_base(), *redis = tu_redis_url();
+    const char *args[] = {base, redis, "6", NULL};
+    char dead[64];
+    const char *unreachable[] = {base, dead, "2", NULL};
+    int hold, port = 0;
+
+    TU_REQUIRE(base && redis);
+    CU_ASSERT_EQUAL_FATAL(run_example(&p, "redis_limiter", args, 30000), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "call 6 admitted"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "limiter shared through Redis"));
+    /* A burst of 2 admits two at once; the other four waited their turn. */
+    CU_ASSERT_EQUAL(number_after(p.buf, "Redis: "), 6);
+    CU_ASSERT(number_before(p.buf, " waits") >= 4);
+    /* Fail mode closed: an unreachable Redis is an error, named. */
+    hold = refused_port(&port);
+    CU_ASSERT_FATAL(hold >= 0);
+    snprintf(dead, sizeof dead, "redis://127.0.0.1:%d", port);
+    CU_ASSERT_EQUAL(run_example_failing(&p, "redis_limiter", unreachable, 30000), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "redis_limiter: SLUICE_ELIMITER: "));
+    close(hold);
+}
+
+static void test_examples_batch_in_input_order(void)
+{
+    static proc p;
+    const char *base = tu_http_base();
+    const char *args[] = {base, NULL};
+    const char *a, *b, *c;
+
+    TU_REQUIRE(base);
+    CU_ASSERT_EQUAL_FATAL(run_example(&p, "batch", args, 30000), 0);
+    a = strstr(p.buf, "/delay/200   status 200");
+    b = strstr(p.buf, "/json        status 200");
+    c = strstr(p.buf, "/status/404  status 404");
+    CU_ASSERT(a && b && c && a < b && b < c);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "0 of 6 requests failed"));
+}
+
+static void test_examples_stats_prints_and_serves_metrics(void)
+{
+    static proc p;
+    static char buf[262144];
+    const char *base = tu_http_base();
+    const char *args[] = {base, NULL}, *serve[] = {base, "0", NULL};
+    const char *at;
+    char addr[64];
+    long port;
+
+    TU_REQUIRE(base);
+    CU_ASSERT_EQUAL_FATAL(run_example(&p, "stats", args, 30000), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "requests 4: 2xx 3, 4xx 1, errors 0"));
+    CU_ASSERT_EQUAL(number_after(p.buf, "sluice_requests_total{service=\"catalog\",class=\"2xx\"} "), 3);
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "# TYPE sluice_request_duration_seconds histogram"));
+
+    /* Served: one scrape gets the same text over HTTP, then it exits 0. */
+    if (proc_start(&p, "stats", serve) != 0)
+        return;
+    at = proc_line(&p, "serving metrics on 127.0.0.1:", tu_now_ms() + 20000);
+    port = at ? strtol(at, NULL, 10) : -1;
+    CU_ASSERT(port > 0 && port < 65536);
+    if (port > 0) {
+        snprintf(addr, sizeof addr, "127.0.0.1:%ld", port);
+        CU_ASSERT(tu_roundtrip(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf,
+                               10000) > 0);
+        CU_ASSERT_EQUAL(tu_status(buf), 200);
+        CU_ASSERT_PTR_NOT_NULL(strstr(buf, "text/plain; version=0.0.4"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nsluice_clients 1\n"));
+    }
+    proc_read_all(&p, tu_now_ms() + 10000);
+    CU_ASSERT_EQUAL(proc_wait(&p, tu_now_ms() + 10000), 0);
+}
+
 static CU_TestInfo tests[] = {
     {"worker_threads reports calls/s", test_examples_worker_threads_reports},
     {"coalescing: 64 threads, one upstream call", test_examples_coalescing_one_upstream_call},
@@ -532,6 +759,14 @@ static CU_TestInfo tests[] = {
     {"batch over a real client: order and per-item errors",
      test_examples_batch_real_requests_in_order},
     {"future: timeout, then the result", test_examples_future_wait_timeout_then_result},
+    {"get: body, a 404, a refused connect", test_examples_get_prints_body},
+    {"post_json: the body arrives as sent", test_examples_post_json_echoed},
+    {"https_ca and https_mtls: verified, refused", test_examples_https_ca_and_mtls},
+    {"retry_breaker: three attempts, then the breaker opens",
+     test_examples_retry_breaker_attempts_and_opening},
+    {"redis_limiter: calls paced through Redis", test_examples_redis_limiter_paces_calls},
+    {"batch: results in input order", test_examples_batch_in_input_order},
+    {"stats: printed and served metrics", test_examples_stats_prints_and_serves_metrics},
     CU_TEST_INFO_NULL,
 };
 

@@ -1053,6 +1053,53 @@ static void test_tls_client_ca_requires_certificate(void)
     tu_server_stop(&s);
 }
 
+/* Every route in handlers.c's table (read from the source, next to the
+ * build directory) appears in --help, which exits 0. */
+static void test_help_lists_every_route(void)
+{
+    const char *bin = getenv("SLUICE_TEST_MOCKAPI"), *build = getenv("SLUICE_TEST_BUILD");
+    static char help[16384], line[512];
+    char cmd[600], src[600], want[128];
+    size_t len = 0, n;
+    int in_table = 0, routes = 0;
+    FILE *p, *f;
+
+    if (!bin || !build) {
+        CU_FAIL("SLUICE_TEST_MOCKAPI/SLUICE_TEST_BUILD unset: run through tests/run.sh (make check)");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "'%s' --help", bin);
+    p = popen(cmd, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    while (len + 1 < sizeof help && (n = fread(help + len, 1, sizeof help - 1 - len, p)) > 0)
+        len += n;
+    help[len] = '\0';
+    CU_ASSERT_EQUAL(pclose(p), 0);
+    snprintf(src, sizeof src, "%s/../tools/mockapi/handlers.c", build);
+    f = fopen(src, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    while (fgets(line, sizeof line, f)) {
+        const char *q, *end;
+        if (strstr(line, "} routes[] = {"))
+            in_table = 1;
+        else if (in_table && strncmp(line, "};", 2) == 0)
+            break;
+        else if (in_table && (q = strstr(line, "{\"/")) && (end = strchr(q + 2, '"'))) {
+            /* "/count/" is listed as "/count/KEY": look for the name up to
+             * its last character. */
+            snprintf(want, sizeof want, "  %.*s", (int)(end - q - 2), q + 2);
+            if (!strstr(help, want))
+                fprintf(stderr, "\n  --help does not list %s\n", want + 2);
+            CU_ASSERT_PTR_NOT_NULL(strstr(help, want));
+            routes++;
+        }
+    }
+    fclose(f);
+    CU_ASSERT(routes >= 20);
+    CU_ASSERT_PTR_NOT_NULL(strstr(help, "?fail=N"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(help, "raw names: "));
+}
+
 static CU_TestInfo tests[] = {
     {"test_json_fixed_body", test_json_fixed_body},
     {"test_bytes_pattern_exact", test_bytes_pattern_exact},
@@ -1083,6 +1130,7 @@ static CU_TestInfo tests[] = {
     {"test_concurrent_connections_all_served", test_concurrent_connections_all_served},
     {"test_sigterm_exits_promptly", test_sigterm_exits_promptly},
     {"test_startup_announces_port", test_startup_announces_port},
+    {"test_help_lists_every_route", test_help_lists_every_route},
     {"test_tls_handshake_json_and_resumption", test_tls_handshake_json_and_resumption},
     {"test_tls_pipelined_records_answered", test_tls_pipelined_records_answered},
     {"test_tls_max_version_12_caps_and_resumes", test_tls_max_version_12_caps_and_resumes},

@@ -531,32 +531,51 @@ static void h_reset_stats(mock_conn *c, const mock_request *r, const char *arg, 
     send_json(c, 200, NULL, &b);
 }
 
+/* The route table; `help` is what --help prints for the route (main.c
+ * prints the table itself, so the list cannot fall behind it). */
 static const struct route {
     const char *path;
     int prefix;               /* path is a prefix; the rest is the argument */
     handler_fn *fn;
+    const char *help;
 } routes[] = {
-    {"/json", 0, h_json},
-    {"/bytes/", 1, h_bytes},
-    {"/chunked/", 1, h_chunked},
-    {"/delay/", 1, h_delay},
-    {"/status/", 1, h_status},
-    {"/count/", 1, h_count},
-    {"/hits/", 1, h_hits},
-    {"/flaky/", 1, h_flaky},
-    {"/echo", 0, h_echo},
-    {"/close", 0, h_close},
-    {"/reset", 0, h_reset},
-    {"/stall", 0, h_stall},
-    {"/drip", 0, h_drip},
-    {"/redirect/", 1, h_redirect},
-    {"/redirect-to", 0, h_redirect_to},
-    {"/headers/", 1, h_headers},
-    {"/bigheader/", 1, h_bigheader},
-    {"/raw/", 1, h_raw},
-    {"/stats", 0, h_stats},
-    {"/reset-stats", 0, h_reset_stats},
+    {"/json", 0, h_json, "/json                  a fixed small JSON body"},
+    {"/bytes/", 1, h_bytes, "/bytes/N               N bytes of a known pattern (Content-Length)"},
+    {"/chunked/", 1, h_chunked, "/chunked/N             the same N bytes, chunked, with a trailer"},
+    {"/delay/", 1, h_delay, "/delay/MS              answers after MS milliseconds"},
+    {"/status/", 1, h_status,
+     "/status/CODE           answers CODE (1xx: the interim head, then close);\n"
+     "                         ?retry_after=TEXT or ?retry_after_date=S adds Retry-After"},
+    {"/count/", 1, h_count,
+     "/count/KEY             counts calls per KEY, answers the count;\n"
+     "                         ?delay=MS ?status=CODE ?cache_control=V"},
+    {"/hits/", 1, h_hits, "/hits/PATH             how many requests /PATH received (itself not counted)"},
+    {"/flaky/", 1, h_flaky,
+     "/flaky/KEY             fails the first N calls per KEY, then 200 with the count;\n"
+     "                         ?fail=N (default 1) ?status=CODE (default 503) ?retry_after=..."},
+    {"/echo", 0, h_echo, "/echo                  the request as JSON; ?raw=1 echoes the body verbatim"},
+    {"/close", 0, h_close, "/close                 answers, then closes the connection"},
+    {"/reset", 0, h_reset, "/reset                 promises 1000000 bytes, sends 1000, then RST"},
+    {"/stall", 0, h_stall, "/stall                 half a response head, then silence (60 s at most)"},
+    {"/drip", 0, h_drip, "/drip                  a slow body; ?bytes=N (default 10) ?interval_ms=MS (default 100)"},
+    {"/redirect/", 1, h_redirect, "/redirect/N            a chain of N 302s ending in 200"},
+    {"/redirect-to", 0, h_redirect_to, "/redirect-to           redirects to ?url=URL with ?status=CODE (default 302)"},
+    {"/headers/", 1, h_headers, "/headers/N             N extra header fields X-H-1 .. X-H-N"},
+    {"/bigheader/", 1, h_bigheader, "/bigheader/N           one header field X-Big of N bytes"},
+    {"/raw/", 1, h_raw, "/raw/NAME              a canned, often malformed, response (see below)"},
+    {"/stats", 0, h_stats, "/stats                 server counters and per-path hits as JSON"},
+    {"/reset-stats", 0, h_reset_stats, "/reset-stats           POST: zeroes the counters"},
 };
+
+void mock_routes_usage(FILE *out)
+{
+    size_t i;
+
+    fputs("endpoints (any method; HEAD gets the head alone):\n", out);
+    for (i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        fprintf(out, "  %s\n", routes[i].help);
+    fprintf(out, "  raw names: %s\n", mock_raw_names());
+}
 
 void mock_handle(mock_conn *c, const mock_request *r)
 {

@@ -119,6 +119,7 @@ static int parse_args(int argc, char **argv, mock_config *cfg)
     while (i < argc) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
+            mock_routes_usage(stdout);
             return 1;
         }
         if ((n = option(cfg, argv[i], i + 1 < argc ? argv[i + 1] : NULL)) < 0)

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "request.h"
@@ -139,6 +140,8 @@ const char *mock_reason(int status);
 /* Counts the request and answers it; may set c->last, or reset the
  * connection. */
 void mock_handle(mock_conn *c, const mock_request *req);
+/* Prints every route with its parameters, from the route table (--help). */
+void mock_routes_usage(FILE *out);
 /* Writes the canned response `name` verbatim and marks the connection
  * last.  Returns 0, or -1 when there is no such response. */
 int mock_raw_respond(mock_conn *c, const char *name, size_t len);
