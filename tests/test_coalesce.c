@@ -886,7 +886,7 @@ static void test_coalesce_window_bound_evicts_oldest(void)
     sluice_coalescer *co = sl_coalescer_new(NULL, 0, 0, NULL);
     struct sl_coalesce_stats st;
     size_t entry;
-    char key[8];
+    char key[16];
     int i;
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(co);
