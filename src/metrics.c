@@ -57,13 +57,23 @@ void sl_metrics_peak(int64_t *peak, int64_t now)
         ;
 }
 
-void sl_hist_record(sl_hist *h, int64_t ns)
+static inline void record_in(sl_hist *h, int bucket, int64_t ns)
 {
-    if (ns < 0)
-        ns = 0;
-    ADD(&h->counts[sl_hist_bucket(ns)], 1);
+    ADD(&h->counts[bucket], 1);
     ADD(&h->sum_ns, (uint64_t)ns);
     sl_metrics_peak(&h->max_ns, ns);
+}
+
+void sl_hist_record(sl_hist *h, sl_hist *also, int64_t ns)
+{
+    int bucket;
+
+    if (ns < 0)
+        ns = 0;
+    bucket = sl_hist_bucket(ns);
+    record_in(h, bucket, ns);
+    if (also)
+        record_in(also, bucket, ns);
 }
 
 uint64_t sl_hist_count(const sl_hist *h)
@@ -181,8 +191,7 @@ void sl_metrics_leave(sl_metrics *m, sl_metrics_totals *t, const sl_call_record 
         ADD(&m->exchanges, r->exchanges);
         ADD(&m->hold_ns, (uint64_t)(r->hold_ns > 0 ? r->hold_ns : 0));
     }
-    sl_hist_record(&m->latency, ns);
-    sl_hist_record(&t->latency, ns);
+    sl_hist_record(&m->latency, &t->latency, ns);
 }
 
 void sl_metrics_retry(sl_metrics *m)

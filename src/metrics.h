@@ -44,8 +44,10 @@ typedef struct sl_hist {
     uint64_t counts[SL_HIST_BUCKETS];   /* atomics */
 } sl_hist;
 
-/* Records one value (a negative one as 0). */
-void sl_hist_record(sl_hist *h, int64_t ns);
+/* Records one value (a negative one as 0) in h, and in `also` when it is
+ * not NULL (a call's latency goes to its client's and the factory's): the
+ * bucket is found once for both. */
+void sl_hist_record(sl_hist *h, sl_hist *also, int64_t ns);
 
 /* Bucket geometry: the bucket of a value, and a bucket's midpoint, the
  * value every reading reports for what the bucket holds. */

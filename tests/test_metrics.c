@@ -118,7 +118,7 @@ static void check_quantiles(int64_t *vals, size_t n)
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(h);
     for (i = 0; i < n; i++)
-        sl_hist_record(h, vals[i]);
+        sl_hist_record(h, NULL, vals[i]);
     qsort(vals, n, sizeof *vals, cmp_i64);
     sl_hist_quantiles(h, q, got, 4);
     for (i = 0; i < 4; i++) {
@@ -173,7 +173,7 @@ static void test_hist_quantiles_constant(void)
     /* The maximum caps every reading: p100 is exact. */
     CU_ASSERT_PTR_NOT_NULL_FATAL(h);
     for (i = 0; i < n; i++)
-        sl_hist_record(h, 1234567);
+        sl_hist_record(h, NULL, 1234567);
     sl_hist_quantiles(h, &q, &top, 1);
     CU_ASSERT_EQUAL(top, 1234567);
     free(h);
@@ -191,8 +191,8 @@ static void test_hist_empty_and_extremes(void)
     sl_hist_quantiles(h, q, got, 2);
     CU_ASSERT_EQUAL(got[0], 0);
     CU_ASSERT_EQUAL(sl_hist_cumulative(h, le, 2, cum), 0);
-    sl_hist_record(h, -7);                        /* counts as 0 */
-    sl_hist_record(h, 500 * 1000000000LL);        /* past the top bucket */
+    sl_hist_record(h, NULL, -7);                  /* counts as 0 */
+    sl_hist_record(h, NULL, 500 * 1000000000LL);  /* past the top bucket */
     sl_hist_quantiles(h, q, got, 2);
     CU_ASSERT(got[0] < 100);
     CU_ASSERT_EQUAL(got[1], 500 * 1000000000LL);  /* the max, exact */
@@ -1186,7 +1186,7 @@ static void *record_loop(void *p)
     int i;
 
     for (i = 0; i < a->n; i++)
-        sl_hist_record(a->h, 1000 + i);
+        sl_hist_record(a->h, NULL, 1000 + i);
     return NULL;
 }
 
