@@ -90,12 +90,17 @@ typedef enum sluice_errno {
 
 /* Details of a failed call.  `code` is the SLUICE_E* code (0 on success),
  * `http_status` the last HTTP status seen (0 if none), `msg` a NUL-terminated
- * message naming what failed (host, port, file, key).  Messages never carry
- * credentials. */
+ * message naming what failed (host:port, which deadline and its length,
+ * file, key).  Messages never carry credentials or query values.
+ * `attempts` is the number of attempts the call made on the network
+ * (1 + retries; 0 when it was refused before any, e.g. by an open breaker;
+ * a coalesced caller sees its leader's count).  Fields are only ever
+ * appended. */
 typedef struct sluice_error {
     int code;
     int http_status;
     char msg[256];
+    int attempts;
 } sluice_error;
 
 /* A static message for `code` ("unknown error" for an unknown one).
