@@ -693,6 +693,18 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
 
 /* Picks the endpoint for this attempt: the current one if its breaker
  * allows, else the next ones in turn.  *probe tells the breaker's answer. */
+/* The breaker's answer when it is not a plain yes: a probe or a refusal. */
+static void log_breaker(const sluice_client *c, const sl_endpoint *ep, int rc,
+                        const sluice_error *err)
+{
+    if (rc == 0)
+        SL_DEBUG("%s: breaker for %s is half-open: this attempt is a probe", c->service,
+                 ep->url.origin);
+    else
+        SL_DEBUG("%s: breaker refused %s: %s", c->service, ep->url.origin,
+                 err ? err->msg : "open");
+}
+
 static int pick_endpoint(call *k, int *probe, sluice_error *err)
 {
     sluice_client *c = k->c;
@@ -706,15 +718,15 @@ static int pick_endpoint(call *k, int *probe, sluice_error *err)
             rc = 0, *probe = 0;
         else
             rc = sl_breaker_allow(c->eps[e].breaker, now, probe, err);
-        if (rc == 0) {
-            if (*probe)
-                SL_DEBUG("%s: breaker for %s is half-open: this attempt is a probe", c->service,
-                         c->eps[e].url.origin);
+        if (__builtin_expect(rc == 0 && !*probe, 1)) {
             k->ep = e;
             return 0;
         }
-        SL_DEBUG("%s: breaker refused %s: %s", c->service, c->eps[e].url.origin,
-                 err ? err->msg : "open");
+        log_breaker(c, &c->eps[e], rc, err);
+        if (rc == 0) {
+            k->ep = e;
+            return 0;
+        }
     }
     return rc;
 }
@@ -942,8 +954,10 @@ static int with_retries(call *k, const sl_url *fixed, sluice_response **out)
                 sl_breaker_release(ep->breaker, probe);
             goto refused;
         }
-        sluice_response_free(resp);
-        resp = NULL;
+        if (resp) {
+            sluice_response_free(resp);
+            resp = NULL;
+        }
         k->attempts++;
         hook(k, k->f->opts.on_request_start, u, 0, 0, 0);
         rc = attempt(k, u, &resp);
