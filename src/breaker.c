@@ -81,6 +81,26 @@ void sl_breaker_opts_defaults(sluice_breaker_opts *o)
     o->half_open_probes = DEFAULT_PROBES;
 }
 
+void sl_breaker_opts_effective(const sluice_breaker_opts *in, sluice_breaker_opts *out)
+{
+    sluice_breaker_opts d;
+
+    sl_breaker_opts_defaults(&d);
+    *out = *in;
+    if (!out->failure_threshold)
+        out->failure_threshold = d.failure_threshold;
+    if (!out->failure_rate_pct)
+        out->failure_rate_pct = d.failure_rate_pct;
+    if (!out->window_size)
+        out->window_size = d.window_size;
+    if (!out->min_calls)
+        out->min_calls = d.min_calls;
+    if (!out->recovery_timeout_ms)
+        out->recovery_timeout_ms = d.recovery_timeout_ms;
+    if (!out->half_open_probes)
+        out->half_open_probes = d.half_open_probes;
+}
+
 /* 0 takes `def`, SLUICE_OFF gives `off` (-2: SLUICE_OFF is invalid). */
 static int norm_field(int v, int def, int off, const char *name, int *out, sluice_error *err)
 {

@@ -85,10 +85,12 @@ static void normalise(sluice_client_opts *o, const sluice_factory *f)
  * can be compared for sluice_factory_client's EEXIST. */
 static int fingerprint(sluice_client *c, const sluice_client_opts *o, sl_buf *b)
 {
-    const sluice_breaker_opts *br = &o->breaker;
+    sluice_breaker_opts eff, *br = &eff;
     const sluice_client_rate_limit *rl = &o->rate_limit;
     size_t i;
 
+    /* opts_init's explicit defaults and a zeroed struct's are one client. */
+    sl_breaker_opts_effective(&o->breaker, &eff);
     for (i = 0; i < c->neps; i++)
         sl_buf_printf(b, "ep=%s%s\n", c->eps[i].url.origin, c->eps[i].url.path);
     for (i = 0; i < c->nheaders; i++)

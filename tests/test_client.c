@@ -791,6 +791,10 @@ static void test_client_lookup_lists_versions(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "'v1'"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "'v2'"));
     CU_ASSERT_PTR_NOT_NULL(sluice_factory_client_lookup(f, "svc", "v2", &err));
+    /* A zeroed breaker is the defaults opts_init writes: the same client. */
+    memset(&co.breaker, 0, sizeof co.breaker);
+    CU_ASSERT_PTR_EQUAL(sluice_factory_client(f, "svc", &co, &err),
+                        sluice_factory_client_lookup(f, "svc", "v2", NULL));
     CU_ASSERT_PTR_NULL(sluice_factory_client_lookup(f, "other", NULL, &err));
     CU_ASSERT_EQUAL(err.code, SLUICE_ENOTFOUND);
     CU_ASSERT_PTR_NULL(strstr(err.msg, "exists"));

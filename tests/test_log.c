@@ -100,6 +100,18 @@ static void retrying(sluice_client_opts *co)
     co->retry.backoff_factor_ms = 1;
 }
 
+static void tripping(sluice_client_opts *co)
+{
+    retrying(co);
+    co->breaker.disabled = 0;
+    co->breaker.failure_threshold = 1;
+}
+
+static void limited(sluice_client_opts *co)
+{
+    co->rate_limit.rate = 1000;
+}
+
 /* SLUICE_LOG=debug's lines: one per attempt (refused connects, retries,
  * a success), each retry decision, and never a credential or a query
  * value. */
@@ -107,7 +119,7 @@ static void test_log_debug_line_per_attempt_without_secrets(void)
 {
     static const sluice_header auth[] = {{"Authorization", "Bearer SECRET123"}};
     sluice_factory *f = NULL;
-    sluice_client *dead, *live;
+    sluice_client *dead, *live, *tripped, *paced;
     sluice_request req = {0};
     sluice_response *r = NULL;
     sluice_error err;
@@ -131,7 +143,18 @@ static void test_log_debug_line_per_attempt_without_secrets(void)
     CU_ASSERT_EQUAL(sluice_client_do(live, &req, &r, &err), 0);
     CU_ASSERT_EQUAL(sluice_response_attempts(r), 3);
     sluice_response_free(r);
+    /* A breaker decision and a limiter decision are logged too. */
+    tripped = tu_client(&f, "tripped", base, tripping);
+    paced = tu_client(&f, "paced", tu_http_base(), limited);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tripped);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(paced);
+    CU_ASSERT_EQUAL(sluice_get(tripped, "/x", &r, &err), SLUICE_ECONNECT);
+    CU_ASSERT_EQUAL(err.attempts, 1);
+    CU_ASSERT_EQUAL(tu_get_status(paced, "/json", &err), 200);
     sluice_set_log(NULL, SLUICE_LOG_NONE, NULL);
+    CU_ASSERT(count_lines("tripped: breaker refused") >= 1);
+    CU_ASSERT(count_lines("tripped: no retry, the circuit breaker opened") >= 1);
+    CU_ASSERT(count_lines("paced: rate limiter") >= 1);
     CU_ASSERT(count_lines("dead: GET http://127.0.0.1:") >= 3);
     CU_ASSERT(count_lines("live: GET http://") >= 3);
     CU_ASSERT(count_lines("SLUICE_ECONNECT") >= 3);
