@@ -350,9 +350,9 @@ static int build_rel(call *k)
         return rc;
     if (is_absolute_url(path))
         return sl_err(k->err, SLUICE_EINVAL,
-                      "client '%s': request path \"%.*s...\" is a URL; paths are relative to "
-                      "base_url (%s)", k->c->service, (int)strcspn(path, "?"),
-                      path, k->c->eps[0].url.origin);
+                      "client '%s': request path \"%.*s%s\" is a URL; paths are relative to "
+                      "base_url (%s)", k->c->service, (int)(q ? (size_t)(q - path) : len), path,
+                      q ? "?..." : "", k->c->eps[0].url.origin);
     if (path[0] != '/')
         sl_buf_append(&k->rel, "/", 1);
     k->rel_path_len = k->rel.len + (size_t)((q ? q : path + len) - path);
@@ -626,10 +626,11 @@ static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response 
                k->c->service, k->method, url, k->attempts, conn, r->d->http.status,
                r->d->http.body_len, (long long)(us / 1000), (long long)(us % 1000));
     else
-        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s%s: %s, %lld.%03lld ms",
+        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s, %s (%s), %lld.%03lld ms",
                k->c->service, k->method, url, k->attempts,
-               k->phase == PHASE_CONNECT ? "" : conn, k->phase == PHASE_CONNECT ? "" : ",",
-               sluice_err_name(rc), (long long)(us / 1000), (long long)(us % 1000));
+               k->phase == PHASE_CONNECT ? "no connection" : conn, sluice_err_name(rc),
+               k->err ? k->err->msg : sluice_strerror(rc), (long long)(us / 1000),
+               (long long)(us % 1000));
 }
 
 static int attempt(call *k, const sl_url *u, sluice_response **out)
