@@ -9,9 +9,13 @@
  *   - Functions return 0 on success or a negative SLUICE_E* code.
  *   - An optional `sluice_error *err` (may be NULL) receives the code, the
  *     HTTP status where one was seen, and a message naming what failed.
- *   - Option structs are filled by *_opts_init(); a field left at zero takes
- *     its documented default.  SLUICE_OFF (-1) turns a count or a feature
- *     off where zero would mean "default".
+ *   - Option structs are filled by *_opts_init(), which writes every
+ *     field's real default.  Where 0 is a meaningful value (a retry count,
+ *     a backoff) an explicit 0 means 0, and a struct zeroed without
+ *     *_opts_init() gets 0 there; where it is not (timeouts, sizes, the
+ *     breaker's counts) a field left at 0 takes its documented default.
+ *     Each field's comment says which.  SLUICE_OFF (-1) turns a count or a
+ *     feature off where zero means "default".
  *   - The library copies every string and array it keeps from an options
  *     struct; the caller's memory may be freed once the call returns.
  *   - *_free(NULL) is a harmless no-op.
@@ -90,12 +94,17 @@ typedef enum sluice_errno {
 
 /* Details of a failed call.  `code` is the SLUICE_E* code (0 on success),
  * `http_status` the last HTTP status seen (0 if none), `msg` a NUL-terminated
- * message naming what failed (host, port, file, key).  Messages never carry
- * credentials. */
+ * message naming what failed (host:port, which deadline and its length,
+ * file, key).  Messages never carry credentials or query values.
+ * `attempts` is the number of attempts the call made on the network
+ * (1 + retries; 0 when it was refused before any, e.g. by an open breaker;
+ * a coalesced caller sees its leader's count).  Fields are only ever
+ * appended. */
 typedef struct sluice_error {
     int code;
     int http_status;
     char msg[256];
+    int attempts;
 } sluice_error;
 
 /* A static message for `code` ("unknown error" for an unknown one).
@@ -140,7 +149,14 @@ typedef void (*sluice_log_fn)(sluice_log_level level, const char *msg, void *ud)
 
 /* Sets the log callback and the lowest level passed to it.  With no
  * callback set, the environment variable SLUICE_LOG=debug|info|warn|error
- * prints at that level and above to stderr; otherwise logging is off.
+ * (case-insensitive) prints at that level and above to stderr; otherwise
+ * logging is off.  At debug level every attempt logs one line (service,
+ * method, origin and path without query values, new or reused connection,
+ * TLS resumed or full, status, bytes, duration), and so do retry
+ * decisions, limiter waits and breaker refusals; headers never appear.
+ * Exception: tls_insecure_skip_verify warns once per factory to stderr
+ * even with logging off, unless a callback is set (it then gets the
+ * warning at SLUICE_LOG_WARN).
  * SLUICE_LOG is read once, when the library first logs or this is first
  * called; later changes to the environment are not seen.
  * Thread-safe; takes effect for lines logged after it returns. */
@@ -349,19 +365,21 @@ typedef enum sluice_jitter {
     SLUICE_JITTER_NONE = 2
 } sluice_jitter;
 
-/* Retry policy, with urllib3's Retry meaning. */
+/* Retry policy, with urllib3's Retry meaning.  sluice_client_opts_init()
+ * writes the defaults below; 0 means 0 where noted ("0 = ..."), else 0
+ * takes the default. */
 typedef struct sluice_retry_opts {
-    int max_retries;              /* retries after the first attempt (default 3; SLUICE_OFF = none) */
+    int max_retries;              /* retries after the first attempt (default 3; 0 = none) */
     const int *retry_statuses;    /* default 408, 429, 500, 502, 503, 504 */
     size_t nretry_statuses;
     const char *const *retry_methods; /* NULL-terminated; default the idempotent ones */
-    int backoff_factor_ms;        /* attempt n sleeps up to factor * 2^(n-1) (default 100) */
-    int backoff_max_ms;           /* cap on one sleep (default 10000) */
-    sluice_jitter jitter;
-    int retry_after_max_ms;       /* cap on an honoured Retry-After (default 30000) */
-    int budget_ratio_pct;         /* retries at most this % of requests (default 20) */
+    int backoff_factor_ms;        /* attempt n sleeps up to factor * 2^(n-1) (default 100; 0 = no sleep) */
+    int backoff_max_ms;           /* cap on one sleep (default 10000; 0 = no sleep) */
+    sluice_jitter jitter;         /* default (and zero value) FULL; NONE = no jitter */
+    int retry_after_max_ms;       /* cap on an honoured Retry-After (default 30000; 0 = ignore it) */
+    int budget_ratio_pct;         /* retries at most this % of requests (default 20; SLUICE_OFF = no budget) */
     int budget_window_ms;         /* over this window (default 10000) */
-    int budget_min_per_sec;       /* floor of retries always allowed (default 10) */
+    int budget_min_per_sec;       /* floor of retries always allowed (default 10; SLUICE_OFF = none) */
 } sluice_retry_opts;
 
 typedef enum sluice_breaker_state {
@@ -374,6 +392,15 @@ typedef void (*sluice_breaker_hook)(const char *service, const char *endpoint,
                                     sluice_breaker_state from, sluice_breaker_state to,
                                     void *ud);
 
+/* Circuit breaker, one per client endpoint.  Every attempt is recorded,
+ * retries included (a 5xx or transport error is a failure, a 4xx is not),
+ * so with the defaults a call's 4 failed attempts and the next call's
+ * first open it.  A call whose retry the breaker then refuses returns its
+ * last real outcome, its message saying the breaker opened; only a call
+ * that made no attempt gets SLUICE_ECIRCUITOPEN.  A zero field takes its
+ * default (no count here is meaningful at 0).  resilience4j's defaults,
+ * for comparison: rate 50% over 100 calls after 100 calls, 60 s open, 10
+ * probes, no consecutive rule. */
 typedef struct sluice_breaker_opts {
     int disabled;                 /* 1 = no breaker */
     int failure_threshold;        /* consecutive failures that open (default 5) */
@@ -431,12 +458,15 @@ typedef struct sluice_client_opts {
     int coalesce_window_ms;  /* micro-cache for finished 2xx results (default 0) */
 } sluice_client_opts;
 
-/* Fills `o` with the defaults.  Thread-safe. */
+/* Fills every field of `o` with its default, retry and breaker included
+ * (connect_timeout_ms stays 0: the factory's).  Thread-safe. */
 SLUICE_API void sluice_client_opts_init(sluice_client_opts *o);
 
 /* Gets or creates the client for (service, o->api_version).  The same key
  * gives the same pointer from any thread.  With `o` NULL it only looks up
- * (SLUICE_ENOTFOUND if absent; the api_version is then NULL).  A later call
+ * the client without an api_version (SLUICE_ENOTFOUND if absent, the
+ * message listing the api_versions the service has; use
+ * sluice_factory_client_lookup() for a versioned one).  A later call
  * whose options differ from the first gives SLUICE_EEXIST naming the
  * service.  The factory owns the client; it lives until the factory is
  * freed.  Thread-safe. */
@@ -464,7 +494,8 @@ SLUICE_API int sluice_client_warmup(sluice_client *c, int n, sluice_error *err);
 
 typedef struct sluice_request {
     const char *method;             /* NULL = GET */
-    const char *path;               /* relative to base_url; may carry a query */
+    const char *path;               /* relative to base_url; may carry a query; a URL
+                                       ("http://..." or "//host/...") is SLUICE_EINVAL */
     const sluice_header *query;     /* appended, percent-encoded */
     size_t nquery;
     const sluice_header *headers;
@@ -498,7 +529,8 @@ SLUICE_API const char *sluice_response_header(const sluice_response *r, const ch
 /* The number of headers, and the i-th one (NULL past the end). */
 SLUICE_API size_t sluice_response_header_count(const sluice_response *r);
 SLUICE_API const sluice_header *sluice_response_header_at(const sluice_response *r, size_t i);
-/* The body (never NULL; NUL-terminated for convenience) and its length. */
+/* The body (never NULL; NUL-terminated for convenience) and its length
+ * in *len; `len` may be NULL when the length is not wanted. */
 SLUICE_API const void *sluice_response_body(const sluice_response *r, size_t *len);
 /* 1 if this response was served by another caller's flight or the
  * micro-cache. */
@@ -714,7 +746,10 @@ SLUICE_API sluice_future *sluice_submit(sluice_executor *ex, sluice_client *c,
 SLUICE_API sluice_future *sluice_try_submit(sluice_executor *ex, sluice_client *c,
                                             const sluice_request *req, sluice_error *err);
 /* Runs fn(arg) on a worker; waits for queue space up to timeout_ms
- * (negative = forever, 0 = not at all). */
+ * (negative = forever, 0 = not at all).  The caller owns the returned
+ * future and frees it with sluice_future_free() (at any time; the task
+ * still runs), even when it does not wait for it; NULL with `err` set when
+ * queueing failed. */
 SLUICE_API sluice_future *sluice_executor_run(sluice_executor *ex, sluice_task_fn fn, void *arg,
                                               int timeout_ms, sluice_error *err);
 /* Waits up to timeout_ms (negative = forever) and returns the work's code;

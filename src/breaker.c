@@ -63,6 +63,44 @@ static const char *const state_names[] = {"closed", "open", "half-open"};
 /* Options                                                                  */
 /* ------------------------------------------------------------------------ */
 
+#define DEFAULT_THRESHOLD 5
+#define DEFAULT_RATE_PCT 50
+#define DEFAULT_WINDOW 100
+#define DEFAULT_MIN_CALLS 20
+#define DEFAULT_RECOVERY_MS 30000
+#define DEFAULT_PROBES 3
+
+void sl_breaker_opts_defaults(sluice_breaker_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->failure_threshold = DEFAULT_THRESHOLD;
+    o->failure_rate_pct = DEFAULT_RATE_PCT;
+    o->window_size = DEFAULT_WINDOW;
+    o->min_calls = DEFAULT_MIN_CALLS;
+    o->recovery_timeout_ms = DEFAULT_RECOVERY_MS;
+    o->half_open_probes = DEFAULT_PROBES;
+}
+
+void sl_breaker_opts_effective(const sluice_breaker_opts *in, sluice_breaker_opts *out)
+{
+    sluice_breaker_opts d;
+
+    sl_breaker_opts_defaults(&d);
+    *out = *in;
+    if (!out->failure_threshold)
+        out->failure_threshold = d.failure_threshold;
+    if (!out->failure_rate_pct)
+        out->failure_rate_pct = d.failure_rate_pct;
+    if (!out->window_size)
+        out->window_size = d.window_size;
+    if (!out->min_calls)
+        out->min_calls = d.min_calls;
+    if (!out->recovery_timeout_ms)
+        out->recovery_timeout_ms = d.recovery_timeout_ms;
+    if (!out->half_open_probes)
+        out->half_open_probes = d.half_open_probes;
+}
+
 /* 0 takes `def`, SLUICE_OFF gives `off` (-2: SLUICE_OFF is invalid). */
 static int norm_field(int v, int def, int off, const char *name, int *out, sluice_error *err)
 {
@@ -88,13 +126,16 @@ static int normalise(const sluice_breaker_opts *in, bopts *o, sluice_error *err)
         o->disabled = 1;
         return 0;
     }
-    if (norm_field(in->failure_threshold, 5, 0, "failure_threshold", &o->threshold, err) ||
-        norm_field(in->failure_rate_pct, 50, 0, "failure_rate_pct", &o->rate_pct, err) ||
-        norm_field(in->window_size, 100, -2, "window_size", &o->window, err) ||
-        norm_field(in->min_calls, 20, 1, "min_calls", &o->min_calls, err) ||
-        norm_field(in->recovery_timeout_ms, 30000, -2, "recovery_timeout_ms", &o->recovery_ms,
+    if (norm_field(in->failure_threshold, DEFAULT_THRESHOLD, 0, "failure_threshold",
+                   &o->threshold, err) ||
+        norm_field(in->failure_rate_pct, DEFAULT_RATE_PCT, 0, "failure_rate_pct", &o->rate_pct,
                    err) ||
-        norm_field(in->half_open_probes, 3, -2, "half_open_probes", &o->probes, err))
+        norm_field(in->window_size, DEFAULT_WINDOW, -2, "window_size", &o->window, err) ||
+        norm_field(in->min_calls, DEFAULT_MIN_CALLS, 1, "min_calls", &o->min_calls, err) ||
+        norm_field(in->recovery_timeout_ms, DEFAULT_RECOVERY_MS, -2, "recovery_timeout_ms",
+                   &o->recovery_ms, err) ||
+        norm_field(in->half_open_probes, DEFAULT_PROBES, -2, "half_open_probes", &o->probes,
+                   err))
         return SLUICE_EINVAL;
     if (o->rate_pct > 100)
         return sl_err(err, SLUICE_EINVAL, "breaker option failure_rate_pct %d is above 100",

@@ -36,6 +36,15 @@
 
 typedef struct sl_breaker sl_breaker;
 
+/* Writes every field's default into `o` (sluice_client_opts_init uses
+ * it).  A zero field means the same default: no breaker count is
+ * meaningful at 0. */
+void sl_breaker_opts_defaults(sluice_breaker_opts *o);
+
+/* `in` with its zero fields replaced by the defaults they stand for, so
+ * two option sets that behave alike compare alike. */
+void sl_breaker_opts_effective(const sluice_breaker_opts *in, sluice_breaker_opts *out);
+
 /* Copies the options and the names (used for the hook and messages; NULL
  * is taken as "").  `o` NULL means every default; zero fields take their
  * defaults; SLUICE_OFF turns failure_threshold or failure_rate_pct off

@@ -40,6 +40,9 @@ void sluice_client_opts_init(sluice_client_opts *o)
     o->timeout_ms = DEFAULT_TIMEOUT_MS;
     o->max_redirects = DEFAULT_MAX_REDIRECTS;
     o->rate_limit.period_ms = 1000;
+    /* The real values, so a program that prints its defaults sees them. */
+    sl_retry_opts_defaults(&o->retry);
+    sl_breaker_opts_defaults(&o->breaker);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -82,10 +85,12 @@ static void normalise(sluice_client_opts *o, const sluice_factory *f)
  * can be compared for sluice_factory_client's EEXIST. */
 static int fingerprint(sluice_client *c, const sluice_client_opts *o, sl_buf *b)
 {
-    const sluice_breaker_opts *br = &o->breaker;
+    sluice_breaker_opts eff, *br = &eff;
     const sluice_client_rate_limit *rl = &o->rate_limit;
     size_t i;
 
+    /* opts_init's explicit defaults and a zeroed struct's are one client. */
+    sl_breaker_opts_effective(&o->breaker, &eff);
     for (i = 0; i < c->neps; i++)
         sl_buf_printf(b, "ep=%s%s\n", c->eps[i].url.origin, c->eps[i].url.path);
     for (i = 0; i < c->nheaders; i++)
@@ -301,14 +306,35 @@ typedef struct call {
     size_t rel_path_len;      /* of rel as built, up to the '?' */
     sl_buf target;            /* the request-target of the current attempt */
     size_t ep;                /* endpoint in use */
-    int attempts;
+    int attempts;             /* attempts that went to the network */
+    int timeout_ms;           /* the call's own deadline, for messages */
+    int phase;                /* PHASE_*: what the attempt was doing */
     int reused;
+    int resumed;              /* a new TLS connection resumed a session */
     int follower;             /* another caller's flight served this one */
     size_t sent;              /* bytes the last attempt wrote */
     int64_t started;          /* when the call began */
     sl_call_record rec;       /* for the metrics */
     sluice_error *err;
 } call;
+
+enum { PHASE_CONNECT, PHASE_WRITE, PHASE_READ };
+
+/* "http://x/y" or "//x/y" given as a path: the caller meant a URL, which
+ * sluice would send as a path on the client's own host. */
+static int is_absolute_url(const char *path)
+{
+    const char *p = path;
+
+    if (p[0] == '/' && p[1] == '/')
+        return 1;
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+        return 0;
+    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '+' || *p == '-' || *p == '.')
+        p++;
+    return p[0] == ':' && p[1] == '/' && p[2] == '/';
+}
 
 /* Joins the request path (and its query, and req->query encoded) into
  * k->rel.  Bytes that could split a request are refused here. */
@@ -322,6 +348,11 @@ static int build_rel(call *k)
 
     if ((rc = sl_url_check_bytes(path, len, "path", k->err)))
         return rc;
+    if (is_absolute_url(path))
+        return sl_err(k->err, SLUICE_EINVAL,
+                      "client '%s': request path \"%.*s%s\" is a URL; paths are relative to "
+                      "base_url (%s)", k->c->service, (int)(q ? (size_t)(q - path) : len), path,
+                      q ? "?..." : "", k->c->eps[0].url.origin);
     if (path[0] != '/')
         sl_buf_append(&k->rel, "/", 1);
     k->rel_path_len = k->rel.len + (size_t)((q ? q : path + len) - path);
@@ -366,8 +397,8 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
     k->is_head = !k->is_get && method_is(k->method, "HEAD");
     k->retry_method = sl_retry_method_allowed(&c->retry, k->method, req->flags);
     /* One clock read for both; the client's timeout_ms is always > 0. */
-    k->deadline = k->started +
-                  (int64_t)(req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms) * 1000000;
+    k->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : c->opts.timeout_ms;
+    k->deadline = k->started + (int64_t)k->timeout_ms * 1000000;
     if (c->opts.failover == SLUICE_FAILOVER_ROUND_ROBIN && c->neps > 1)
         k->ep = __atomic_fetch_add(&c->rr, 1, __ATOMIC_RELAXED) % c->neps;
     /* Refused before any token, probe or connection is spent on it. */
@@ -386,25 +417,21 @@ static void call_done(call *k)
 /* Hooks                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, int code,
-                 int64_t started)
+/* The attempt's URL for hooks and logs: origin, path and the query's
+ * names; its values are left out, as they may carry secrets. */
+static void redacted_url(const call *k, const sl_url *u, char *url, size_t cap)
 {
-    sluice_request_info info = {0};
-    char url[512];
     const char *q;
     int n;
 
-    if (!fn)
-        return;
-    /* The query's values are left out: they may carry secrets. */
     q = k->target.len ? memchr(k->target.data, '?', k->target.len) : NULL;
-    n = snprintf(url, sizeof url, "%s%.*s", u->origin,
+    n = snprintf(url, cap, "%s%.*s", u->origin,
                  (int)(q ? (size_t)(q - k->target.data) : k->target.len),
                  k->target.len ? k->target.data : "");
-    if (q && n > 0 && (size_t)n < sizeof url - 1) {
+    if (q && n > 0 && (size_t)n < cap - 1) {
         const char *p;
         size_t len = (size_t)n;
-        for (p = q; *p && len < sizeof url - 1; p++) {
+        for (p = q; *p && len < cap - 1; p++) {
             if (*p == '=') {
                 url[len++] = '=';
                 while (p[1] && p[1] != '&')
@@ -415,6 +442,17 @@ static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, i
         }
         url[len] = '\0';
     }
+}
+
+static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, int code,
+                 int64_t started)
+{
+    sluice_request_info info = {0};
+    char url[512];
+
+    if (!fn)
+        return;
+    redacted_url(k, u, url, sizeof url);
     info.service = k->c->service;
     info.method = k->method;
     info.url = url;
@@ -505,6 +543,7 @@ static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http,
 
     conn->read_timeout_ns = (int64_t)k->c->opts.read_timeout_ms * 1000000;
     conn->write_timeout_ns = (int64_t)k->c->opts.write_timeout_ms * 1000000;
+    k->phase = PHASE_WRITE;
     if ((rc = write_head(k, conn, u)))
         return rc;
     iov[0].iov_base = conn->wbuf.data;
@@ -517,6 +556,7 @@ static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http,
     rc = sl_conn_writev(conn, iov, n, k->deadline, sent, k->err);
     if (rc)
         return rc;
+    k->phase = PHASE_READ;
     return sl_http1_read_response(&io, &conn->rbuf, k->is_head, &lim, k->deadline, http, k->err);
 }
 
@@ -542,6 +582,57 @@ static int64_t tally(call *k, const sl_pool_item *it, size_t sent, size_t receiv
     return now;
 }
 
+/* A timeout's message says which deadline passed and how long it was:
+ * the call's own, or the per-read, per-write or connect one. */
+static void explain_timeout(call *k)
+{
+    const sluice_client_opts *o = &k->c->opts;
+
+    if (sl_now_ns() >= k->deadline)
+        sl_err_append(k->err, " (the call's deadline, timeout_ms %d ms, passed)", k->timeout_ms);
+    else if (k->phase == PHASE_READ)
+        sl_err_append(k->err, " (read_timeout_ms %d ms)", o->read_timeout_ms);
+    else if (k->phase == PHASE_WRITE)
+        sl_err_append(k->err, " (write_timeout_ms %d ms)", o->write_timeout_ms);
+    else
+        sl_err_append(k->err, " (connect_timeout_ms %d ms)",
+                      o->connect_timeout_ms > 0 ? o->connect_timeout_ms
+                                                : k->f->opts.connect_timeout_ms);
+}
+
+/* An error from the body or parser names no peer; the caller must know
+ * which host it was. */
+static void name_peer(call *k, const sl_url *u)
+{
+    if (k->err && !strstr(k->err->msg, u->host))
+        sl_err_append(k->err, " (%s)", u->origin);
+}
+
+/* One debug line per attempt, CURLOPT_VERBOSE made concise.  Only called
+ * when debug logging is on. */
+static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response *r,
+                        int64_t started)
+{
+    char url[512];
+    int64_t us = (sl_now_ns() - started) / 1000;
+    const char *conn = k->reused ? "reused connection"
+                       : !u->tls  ? "new connection"
+                       : k->resumed ? "new connection, TLS resumed"
+                                    : "new connection, TLS full handshake";
+
+    redacted_url(k, u, url, sizeof url);
+    if (rc == 0)
+        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s, %d, %zu bytes, %lld.%03lld ms",
+               k->c->service, k->method, url, k->attempts, conn, r->d->http.status,
+               r->d->http.body_len, (long long)(us / 1000), (long long)(us % 1000));
+    else
+        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s, %s (%s), %lld.%03lld ms",
+               k->c->service, k->method, url, k->attempts,
+               k->phase == PHASE_CONNECT ? "no connection" : conn, sluice_err_name(rc),
+               k->err ? k->err->msg : sluice_strerror(rc), (long long)(us / 1000),
+               (long long)(us % 1000));
+}
+
 static int attempt(call *k, const sl_url *u, sluice_response **out)
 {
     sl_conn_target t = {u->host, u->port, u->tls, u->origin, k->c->opts.connect_timeout_ms};
@@ -557,10 +648,13 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
     for (;;) {
         memset(&http, 0, sizeof http);
         sent = k->sent = 0;
+        k->phase = PHASE_CONNECT;
+        k->reused = 0;
         rc = sl_pool_get(k->f->pool, u->origin, &t, flags, pool_deadline, &it, k->err);
         if (rc)
             break;
         k->reused = it->reused;
+        k->resumed = ((sl_conn *)it->res)->resumed;
         rc = exchange(k, it->res, u, &http, &sent);
         t0 = tally(k, it, sent, http.wire_bytes, t0);
         reuse = rc == 0 && http.keep_alive;
@@ -578,12 +672,20 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
         rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");
     if (rc) {
         sl_http_resp_free(&http);
+        if (rc == SLUICE_ETIMEDOUT)
+            explain_timeout(k);
+        else if (rc == SLUICE_EIO || rc == SLUICE_EPROTO)
+            name_peer(k, u);
+        if (sl_log_enabled(SLUICE_LOG_DEBUG))
+            log_attempt(k, u, rc, NULL, started);
         hook(k, k->f->opts.on_request_error, u, 0, rc, started);
         return rc;
     }
     (*out)->reused = k->reused;
     if (k->err)
         k->err->http_status = (*out)->d->http.status;
+    if (sl_log_enabled(SLUICE_LOG_DEBUG))
+        log_attempt(k, u, 0, *out, started);
     hook(k, k->f->opts.on_request_end, u, (*out)->d->http.status, 0, started);
     return 0;
 }
@@ -594,7 +696,19 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
 
 /* Picks the endpoint for this attempt: the current one if its breaker
  * allows, else the next ones in turn.  *probe tells the breaker's answer. */
-static int pick_endpoint(call *k, int *probe)
+/* The breaker's answer when it is not a plain yes: a probe or a refusal. */
+static void log_breaker(const sluice_client *c, const sl_endpoint *ep, int rc,
+                        const sluice_error *err)
+{
+    if (rc == 0)
+        SL_DEBUG("%s: breaker for %s is half-open: this attempt is a probe", c->service,
+                 ep->url.origin);
+    else
+        SL_DEBUG("%s: breaker refused %s: %s", c->service, ep->url.origin,
+                 err ? err->msg : "open");
+}
+
+static int pick_endpoint(call *k, int *probe, sluice_error *err)
 {
     sluice_client *c = k->c;
     int64_t now = sl_now_ns();
@@ -606,7 +720,12 @@ static int pick_endpoint(call *k, int *probe)
         if (!c->eps[e].breaker)
             rc = 0, *probe = 0;
         else
-            rc = sl_breaker_allow(c->eps[e].breaker, now, probe, k->err);
+            rc = sl_breaker_allow(c->eps[e].breaker, now, probe, err);
+        if (__builtin_expect(rc == 0 && !*probe, 1)) {
+            k->ep = e;
+            return 0;
+        }
+        log_breaker(c, &c->eps[e], rc, err);
         if (rc == 0) {
             k->ep = e;
             return 0;
@@ -644,25 +763,29 @@ static int rate_key(call *k, sl_buf *key)
     return key->failed ? SLUICE_ENOMEM : 0;
 }
 
-static int rate_limit(call *k)
+static int rate_limit(call *k, sluice_error *err)
 {
     const sluice_client_rate_limit *rl = &k->c->opts.rate_limit;
     sluice_limit lim = {rl->rate, rl->period_ms, rl->burst};
     sluice_limit_result res;
     sl_buf key = SL_BUF_INIT;
+    int64_t t0;
     int rc;
 
     if (rl->rate <= 0)
         return 0;
     if (rate_key(k, &key)) {
         sl_buf_free(&key);
-        return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
+        return sl_err(err, SLUICE_ENOMEM, "out of memory");
     }
     /* The limiter's own message names the Redis server and cause. */
+    t0 = sl_now_ns();
     rc = sl_limiter_acquire(k->f->limiter, key.data, &lim, 1,
-                            rl->fail_fast ? sl_now_ns() : k->deadline, &res, k->err);
+                            rl->fail_fast ? t0 : k->deadline, &res, err);
+    SL_DEBUG("%s: rate limiter '%s': %s after %lld ms", k->c->service, key.data,
+             rc == 0 ? "allowed" : sluice_err_name(rc), (long long)((sl_now_ns() - t0) / 1000000));
     if (rc == SLUICE_ERATELIMITED)
-        sl_err(k->err, rc, "rate limit for '%s' reached; retry in %ld ms", key.data,
+        sl_err(err, rc, "rate limit for '%s' reached; retry in %ld ms", key.data,
                res.retry_after_ms);
     sl_buf_free(&key);
     return rc;
@@ -740,20 +863,25 @@ static int transport_retryable(int rc)
 }
 
 /* Decides whether outcome (rc, resp) of retry number n may be retried:
- * returns the wait in ns, or -1 to stop here. */
-static int64_t should_retry(call *k, int rc, sluice_response *resp, size_t n)
+ * returns the wait in ns, or -1 to stop here with *why saying so. */
+static int64_t should_retry(call *k, int rc, sluice_response *resp, size_t n, const char **why)
 {
     sluice_client *c = k->c;
     int64_t wait;
 
-    if ((k->req->flags & SLUICE_REQ_NO_RETRY) || (int)n >= c->retry.max_retries)
-        return -1;
-    if (rc == 0 && !(sl_retry_status_retryable(&c->retry, resp->d->http.status) && k->retry_method))
-        return -1;
+    *why = NULL;
+    if (k->req->flags & SLUICE_REQ_NO_RETRY)
+        return *why = "the request says SLUICE_REQ_NO_RETRY", -1;
+    if (rc == 0 && !sl_retry_status_retryable(&c->retry, resp->d->http.status))
+        return *why = "status not retryable", -1;
+    if (rc == 0 && !k->retry_method)
+        return *why = "method not retryable", -1;
     if (rc < 0 && !transport_retryable(rc))
-        return -1;
+        return *why = "error not retryable", -1;
     if (rc < 0 && !k->retry_method && k->sent > 0)
-        return -1;   /* the request may have reached the server */
+        return *why = "the request may have reached the server", -1;
+    if ((int)n >= c->retry.max_retries)
+        return *why = "max_retries reached", -1;
     /* A connect failure moves to the next endpoint at once. */
     if (rc == SLUICE_ECONNECT && c->neps > 1) {
         k->ep = (k->ep + 1) % c->neps;
@@ -762,53 +890,101 @@ static int64_t should_retry(call *k, int rc, sluice_response *resp, size_t n)
         wait = retry_wait_ns(k, resp, (int)n + 1);
     }
     if (sl_now_ns() + wait >= k->deadline)
-        return -1;
+        return *why = "the backoff would pass the call's deadline", -1;
     if (!sl_retry_budget_spend(c->budget, sl_now_ns()))
-        return -1;
+        return *why = "the retry budget is spent", -1;
     return wait;
 }
 
+static void log_retry(const call *k, int rc, const sluice_response *resp, int64_t wait,
+                      const char *why)
+{
+    char what[32];
+
+    if (rc == 0)
+        snprintf(what, sizeof what, "status %d", resp->d->http.status);
+    else
+        snprintf(what, sizeof what, "%s", sluice_err_name(rc));
+    if (wait >= 0)
+        sl_log(SLUICE_LOG_DEBUG, "%s: retry %d of %d after %s, backing off %lld ms",
+               k->c->service, k->attempts, k->c->retry.max_retries, what,
+               (long long)(wait / 1000000));
+    else if (rc < 0 || sl_retry_status_retryable(&k->c->retry, resp->d->http.status))
+        sl_log(SLUICE_LOG_DEBUG, "%s: no retry after %s: %s", k->c->service, what, why);
+}
+
+/* A retry that the breaker or the limiter refused: the call keeps its
+ * last real outcome (error or response), and its message says what
+ * stopped the retries. */
+static void retry_refused(call *k, int rc, const sluice_error *why)
+{
+    const char *who = why->code == SLUICE_ECIRCUITOPEN ? "the circuit breaker opened"
+                                                       : "the rate limiter refused it";
+
+    SL_DEBUG("%s: no retry, %s: %s", k->c->service, who, why->msg);
+    if (rc < 0)
+        sl_err_append(k->err, "; no retry, %s: %s", who, why->msg);
+}
+
 /* The attempts against the client's endpoints, or a fixed URL after a
- * redirect.  Returns 0 with the last response, or the last error. */
+ * redirect.  Returns 0 with the last response, or the last error.  Only
+ * the first attempt's refusal by the breaker or limiter is the call's
+ * result: after an attempt, the call returns what that attempt got. */
 static int with_retries(call *k, const sl_url *fixed, sluice_response **out)
 {
     sluice_response *resp = NULL;
+    sluice_error refused;
     size_t n;
-    int rc;
+    int rc = 0, prc;
 
     sl_retry_budget_note_request(k->c->budget, sl_now_ns());
     for (n = 0;; n++) {
+        sluice_error *perr = n == 0 ? k->err : &refused;
         const sl_endpoint *ep = NULL;
         const sl_url *u = fixed;
+        const char *why;
         int probe = 0;
         int64_t wait;
 
-        k->attempts++;
         if (!fixed) {
-            if ((rc = pick_endpoint(k, &probe)))
-                return rc;
+            if ((prc = pick_endpoint(k, &probe, perr)))
+                goto refused;
             ep = &k->c->eps[k->ep];
             u = &ep->url;
         }
-        if ((rc = set_target(k, u, fixed != NULL)) || (rc = rate_limit(k))) {
+        if ((prc = set_target(k, u, fixed != NULL)) || (prc = rate_limit(k, perr))) {
             if (ep && ep->breaker)
                 sl_breaker_release(ep->breaker, probe);
-            return rc;
+            goto refused;
         }
+        if (resp) {
+            sluice_response_free(resp);
+            resp = NULL;
+        }
+        k->attempts++;
         hook(k, k->f->opts.on_request_start, u, 0, 0, 0);
         rc = attempt(k, u, &resp);
         if (ep)
             record(k, ep, probe, rc, rc ? 0 : resp->d->http.status);
         if (rc == 0 && (resp->d->http.status == 429 || resp->d->http.status == 503))
             cooldown(k, retry_after_ns(k, resp) / 1000000);
-        wait = should_retry(k, rc, resp, n);
+        wait = should_retry(k, rc, resp, n, &why);
+        if (sl_log_enabled(SLUICE_LOG_DEBUG))
+            log_retry(k, rc, resp, wait, why);
         if (wait < 0)
             break;
-        sluice_response_free(resp);
-        resp = NULL;
         sl_metrics_retry(&k->c->metrics);
         if (wait > 0)
             sl_sleep_until(sl_now_ns() + wait);
+        continue;
+refused:
+        if (n == 0 || prc == SLUICE_ENOMEM) {
+            sluice_response_free(resp);
+            return prc;
+        }
+        refused.code = prc;
+        retry_refused(k, rc, &refused);
+        break;
     }
     if (rc == 0)
         *out = resp;
@@ -897,6 +1073,8 @@ static int run(call *k, sluice_response **out)
         sl_url_free(&cur);
     if (*out)
         (*out)->attempts = k->attempts;     /* before a flight shares it */
+    if (k->err)
+        k->err->attempts = k->attempts;
     return rc;
 }
 

@@ -47,12 +47,26 @@ int sl_err(sluice_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+void sl_err_append(sluice_error *err, const char *fmt, ...)
+{
+    size_t len;
+    va_list ap;
+
+    if (!err)
+        return;
+    len = strnlen(err->msg, sizeof err->msg - 1);
+    va_start(ap, fmt);
+    vsnprintf(err->msg + len, sizeof err->msg - len, fmt, ap);
+    va_end(ap);
+}
+
 void sl_err_clear(sluice_error *err)
 {
     if (err) {
         err->code = 0;
         err->http_status = 0;
         err->msg[0] = '\0';
+        err->attempts = 0;
     }
 }
 

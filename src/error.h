@@ -12,7 +12,11 @@
 int sl_err(sluice_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Clears err (code 0, empty message). */
+/* Appends a printf-style note to err's message (cut at its size); the
+ * code stays.  NULL err is a no-op. */
+void sl_err_append(sluice_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Clears err (code 0, no status, empty message, no attempts). */
 void sl_err_clear(sluice_error *err);
 
 /* Copies src into dst (either may be NULL). */

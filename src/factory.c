@@ -1,5 +1,6 @@
 /* The factory: one pool, TLS context, DNS cache, limiter and in-flight
  * table shared by every client, and the registry of clients. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,9 +242,27 @@ static sluice_client *existing(sluice_client *c, const sluice_client *want, cons
     return NULL;
 }
 
+/* The api_versions the service has clients for, quoted and comma
+ * separated into buf ("" if none; NULL versions read "(none)").  Called
+ * with f->lock held; writes only to buf. */
+static void versions_of(sluice_factory *f, const char *service, char *buf, size_t cap)
+{
+    const sluice_client *c;
+    size_t len = 0;
+
+    buf[0] = '\0';
+    for (c = f->clients; c && len < cap; c = c->next) {
+        if (strcmp(c->service, service) != 0)
+            continue;
+        len += (size_t)snprintf(buf + len, cap - len, c->api_version ? "%s'%s'" : "%s%s",
+                                len ? ", " : "", c->api_version ? c->api_version : "(none)");
+    }
+}
+
 sluice_client *sluice_factory_client_lookup(sluice_factory *f, const char *service,
                                             const char *api_version, sluice_error *err)
 {
+    char versions[160];
     sluice_client *c;
 
     sl_err_clear(err);
@@ -255,11 +274,15 @@ sluice_client *sluice_factory_client_lookup(sluice_factory *f, const char *servi
         return NULL;
     pthread_mutex_lock(&f->lock);
     c = find(f, service, api_version);
+    if (!c && err)
+        versions_of(f, service, versions, sizeof versions);
     pthread_mutex_unlock(&f->lock);
     sl_factory_leave(f);
     if (!c)
-        sl_err(err, SLUICE_ENOTFOUND, "no client for service '%s'%s%s", service,
-               api_version ? " version " : "", api_version ? api_version : "");
+        sl_err(err, SLUICE_ENOTFOUND, "no client for service '%s' %s%s%s%s", service,
+               api_version ? "with api_version " : "without an api_version",
+               api_version ? api_version : "",
+               versions[0] ? "; it exists with api_version " : "", versions);
     return c;
 }
 

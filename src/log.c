@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 
@@ -16,7 +17,7 @@ struct log_sink {
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct log_sink sink;           /* guarded by sink_lock */
-static _Atomic int min_level = SLUICE_LOG_NONE;
+_Atomic int sl_log_min_level = -1;     /* -1: $SLUICE_LOG not read yet */
 static _Atomic int user_set;
 static int env_level = SLUICE_LOG_NONE;  /* written once, under env_once */
 
@@ -25,16 +26,23 @@ static const char *level_names[] = {"debug", "info", "warn", "error"};
 /* $SLUICE_LOG is read here, once per process: the first time the library
  * logs or sluice_set_log() is called.  getenv() races with setenv() in
  * another thread, so it never runs again afterwards. */
-static void read_env(void)
+sluice_log_level sl_log_level_from_name(const char *name)
 {
-    const char *v = getenv("SLUICE_LOG");
     int i;
 
-    for (i = 0; v && i < 4; i++)
-        if (strcmp(v, level_names[i]) == 0)
-            env_level = i;
-    if (!atomic_load(&user_set))
-        atomic_store(&min_level, env_level);
+    for (i = 0; name && i < 4; i++)
+        if (strcasecmp(name, level_names[i]) == 0)
+            return (sluice_log_level)i;
+    return SLUICE_LOG_NONE;
+}
+
+static void read_env(void)
+{
+    int expect = -1;
+
+    env_level = sl_log_level_from_name(getenv("SLUICE_LOG"));
+    /* A concurrent sluice_set_log() has already stored its level. */
+    atomic_compare_exchange_strong(&sl_log_min_level, &expect, env_level);
 }
 
 void sluice_set_log(sluice_log_fn fn, sluice_log_level level, void *ud)
@@ -48,19 +56,33 @@ void sluice_set_log(sluice_log_fn fn, sluice_log_level level, void *ud)
     if (level < SLUICE_LOG_DEBUG || level > SLUICE_LOG_NONE)
         level = SLUICE_LOG_NONE;
     /* No callback: back to the environment's choice, as read at first use. */
-    atomic_store(&min_level, fn ? (int)level : env_level);
+    atomic_store(&sl_log_min_level, fn ? (int)level : env_level);
 }
 
-int sl_log_enabled(sluice_log_level level)
+int sl_log_enabled_slow(sluice_log_level level)
 {
     pthread_once(&env_once, read_env);
-    return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
+    return (int)level >= atomic_load_explicit(&sl_log_min_level, memory_order_relaxed);
+}
+
+static void emit(sluice_log_level level, const char *line, int force)
+{
+    struct log_sink s;
+
+    pthread_mutex_lock(&sink_lock);
+    s = sink;
+    pthread_mutex_unlock(&sink_lock);
+    if (s.fn) {
+        if (sl_log_enabled(level))
+            s.fn(level, line, s.ud);
+    } else if (force || sl_log_enabled(level)) {
+        fprintf(stderr, "sluice %s: %s\n", level_names[level < 4 ? level : 3], line);
+    }
 }
 
 void sl_log(sluice_log_level level, const char *fmt, ...)
 {
     char line[512];
-    struct log_sink s;
     va_list ap;
 
     if (!sl_log_enabled(level))
@@ -68,11 +90,17 @@ void sl_log(sluice_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    pthread_mutex_lock(&sink_lock);
-    s = sink;
-    pthread_mutex_unlock(&sink_lock);
-    if (s.fn)
-        s.fn(level, line, s.ud);
-    else
-        fprintf(stderr, "sluice %s: %s\n", level_names[level < 4 ? level : 3], line);
+    emit(level, line, 0);
+}
+
+void sl_log_notice(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+
+    pthread_once(&env_once, read_env);
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    emit(SLUICE_LOG_WARN, line, 1);
 }

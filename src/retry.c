@@ -26,6 +26,38 @@ static const char *const default_methods[] = {"DELETE", "GET", "HEAD", "OPTIONS"
 /* Policy                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The defaults sluice_client_opts_init() writes and a NULL opts means. */
+#define DEFAULT_MAX_RETRIES 3
+#define DEFAULT_BACKOFF_FACTOR_MS 100
+#define DEFAULT_BACKOFF_MAX_MS 10000
+#define DEFAULT_RETRY_AFTER_MAX_MS 30000
+#define DEFAULT_BUDGET_RATIO_PCT 20
+#define DEFAULT_BUDGET_WINDOW_MS 10000
+#define DEFAULT_BUDGET_MIN_PER_SEC 10
+
+void sl_retry_opts_defaults(sluice_retry_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_retries = DEFAULT_MAX_RETRIES;
+    o->backoff_factor_ms = DEFAULT_BACKOFF_FACTOR_MS;
+    o->backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
+    o->jitter = SLUICE_JITTER_FULL;
+    o->retry_after_max_ms = DEFAULT_RETRY_AFTER_MAX_MS;
+    o->budget_ratio_pct = DEFAULT_BUDGET_RATIO_PCT;
+    o->budget_window_ms = DEFAULT_BUDGET_WINDOW_MS;
+    o->budget_min_per_sec = DEFAULT_BUDGET_MIN_PER_SEC;
+}
+
+/* A count or duration where 0 is a real value (no retries, no sleep, no
+ * Retry-After): 0 and SLUICE_OFF both give 0. */
+static int norm_zero(int v, const char *name, int *out, sluice_error *err)
+{
+    if (v < 0 && v != SLUICE_OFF)
+        return sl_err(err, SLUICE_EINVAL, "retry option %s is negative (%d)", name, v);
+    *out = v < 0 ? 0 : v;
+    return 0;
+}
+
 /* A count or duration option: 0 takes `def`, SLUICE_OFF gives `off`. */
 static int norm_opt(int v, int def, int off, const char *name, int *out, sluice_error *err)
 {
@@ -49,9 +81,10 @@ static int norm_budget(int *ratio, int *window, int *floor_, sluice_error *err)
     if (*ratio > MAX_RATIO_PCT)
         return sl_err(err, SLUICE_EINVAL, "retry option budget_ratio_pct %d is above %d", *ratio,
                       MAX_RATIO_PCT);
-    if (norm_opt(*ratio, 20, SLUICE_OFF, "budget_ratio_pct", ratio, err) ||
-        norm_opt(*window, 10000, 0, "budget_window_ms", window, err) ||
-        norm_opt(*floor_, 10, SLUICE_OFF, "budget_min_per_sec", floor_, err))
+    if (norm_opt(*ratio, DEFAULT_BUDGET_RATIO_PCT, SLUICE_OFF, "budget_ratio_pct", ratio, err) ||
+        norm_opt(*window, DEFAULT_BUDGET_WINDOW_MS, 0, "budget_window_ms", window, err) ||
+        norm_opt(*floor_, DEFAULT_BUDGET_MIN_PER_SEC, SLUICE_OFF, "budget_min_per_sec", floor_,
+                 err))
         return SLUICE_EINVAL;
     return 0;
 }
@@ -60,10 +93,10 @@ static int norm_scalars(sl_retry_policy *p, const sluice_retry_opts *o, sluice_e
 {
     int factor = 0, max = 0, ra_max = 0;
 
-    if (norm_opt(o->max_retries, 3, 0, "max_retries", &p->max_retries, err) ||
-        norm_opt(o->backoff_factor_ms, 100, 0, "backoff_factor_ms", &factor, err) ||
-        norm_opt(o->backoff_max_ms, 10000, 0, "backoff_max_ms", &max, err) ||
-        norm_opt(o->retry_after_max_ms, 30000, 0, "retry_after_max_ms", &ra_max, err))
+    if (norm_zero(o->max_retries, "max_retries", &p->max_retries, err) ||
+        norm_zero(o->backoff_factor_ms, "backoff_factor_ms", &factor, err) ||
+        norm_zero(o->backoff_max_ms, "backoff_max_ms", &max, err) ||
+        norm_zero(o->retry_after_max_ms, "retry_after_max_ms", &ra_max, err))
         return SLUICE_EINVAL;
     if (o->jitter != SLUICE_JITTER_FULL && o->jitter != SLUICE_JITTER_EQUAL &&
         o->jitter != SLUICE_JITTER_NONE)
@@ -181,14 +214,16 @@ static int copy_methods(sl_retry_policy *p, const char *const *src, sluice_error
 
 int sl_retry_policy_init(sl_retry_policy *p, const sluice_retry_opts *o, sluice_error *err)
 {
-    static const sluice_retry_opts defaults;
+    sluice_retry_opts defaults;
     int rc;
 
     if (!p)
         return sl_err(err, SLUICE_EINVAL, "retry policy: NULL policy");
     memset(p, 0, sizeof *p);
-    if (!o)
+    if (!o) {
+        sl_retry_opts_defaults(&defaults);
         o = &defaults;
+    }
     rc = norm_scalars(p, o, err);
     if (rc == 0)
         rc = copy_statuses(p, o, err);

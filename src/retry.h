@@ -28,9 +28,13 @@ typedef struct sl_retry_policy {
     int budget_min_per_sec;     /* SLUICE_OFF = no floor */
 } sl_retry_policy;
 
-/* Fills `p` from `o` (NULL = every default).  Zero fields take their
- * defaults; SLUICE_OFF means: max_retries none, backoff_factor_ms and
- * backoff_max_ms no sleep, retry_after_max_ms ignore Retry-After,
+/* Writes every field's default into `o` (sluice_client_opts_init uses it). */
+void sl_retry_opts_defaults(sluice_retry_opts *o);
+
+/* Fills `p` from `o` (NULL = every default).  0 is a real value for
+ * max_retries (none), backoff_factor_ms and backoff_max_ms (no sleep) and
+ * retry_after_max_ms (ignore Retry-After); SLUICE_OFF means the same.
+ * The budget's fields take their defaults at 0; SLUICE_OFF means
  * budget_ratio_pct no budget, budget_min_per_sec no floor.  An empty (but
  * non-NULL) retry_methods list retries no method unless the request says
  * SLUICE_REQ_IDEMPOTENT.  SLUICE_EINVAL names the bad field; SLUICE_ENOMEM.

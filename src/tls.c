@@ -330,8 +330,10 @@ static int load_trust(sl_tls_ctx *t, const sluice_factory_opts *o, sluice_error 
     if (o->tls_insecure_skip_verify == 1) {
         wolfSSL_CTX_set_verify(t->ctx, WOLFSSL_VERIFY_NONE, NULL);
         t->insecure = 1;
-        SL_WARN("TLS verification disabled (tls_insecure_skip_verify): "
-                "connections are insecure, any server certificate is accepted");
+        /* Once per factory (its one TLS context), and even with logging
+         * off: nobody should run this way without knowing. */
+        sl_log_notice("TLS verification disabled (tls_insecure_skip_verify): "
+                      "connections are insecure, any server certificate is accepted");
         return 0;
     }
     wolfSSL_CTX_set_verify(t->ctx, WOLFSSL_VERIFY_PEER, NULL);

@@ -722,7 +722,108 @@ static void test_client_read_error_names_peer(void)
     sluice_factory_free(f);
 }
 
+/* A timeout names the deadline that passed, its length and the peer: here
+ * the call's 200 ms, not the 30 s per read. */
+static void test_client_timeout_names_deadline_and_peer(void)
+{
+    sluice_factory *f = factory_with(0, 0, 0, 0);
+    sluice_client_opts co;
+    sluice_request req = {0};
+    sluice_response *r = NULL;
+    sluice_error err;
+    sluice_client *c;
+
+    sluice_client_opts_init(&co);
+    co.base_url = tu_http_base();
+    co.read_timeout_ms = 30000;
+    co.retry.max_retries = 0;
+    c = sluice_factory_client(f, "deadline", &co, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    req.path = "/stall";
+    req.timeout_ms = 200;
+    CU_ASSERT_EQUAL(sluice_client_do(c, &req, &r, &err), SLUICE_ETIMEDOUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, tu_http_addr()));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "timeout_ms 200 ms"));
+    CU_ASSERT_PTR_NULL(strstr(err.msg, "30000"));
+    CU_ASSERT_EQUAL(err.attempts, 1);
+    if (!strstr(err.msg, "timeout_ms 200 ms"))
+        fprintf(stderr, "\n  message: %s\n", err.msg);
+    sluice_factory_free(f);
+}
+
+/* A URL passed as a path is refused before anything is sent. */
+static void test_client_absolute_path_refused(void)
+{
+    static const char *const bad[] = {"http://x/y", "https://127.0.0.1/z?a=1", "//x/y", NULL};
+    sluice_factory *f = factory_with(0, 0, 0, 0);
+    sluice_client *c = client_for(f, "abs", tu_http_base());
+    sluice_response *r = NULL;
+    sluice_error err;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (i = 0; bad[i]; i++) {
+        CU_ASSERT_EQUAL(sluice_get(c, bad[i], &r, &err), SLUICE_EINVAL);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "relative to base_url"));
+        CU_ASSERT_EQUAL(err.attempts, 0);
+    }
+    /* A colon later in a path is a path. */
+    CU_ASSERT_EQUAL(get_status(c, "/echo?u=http://x/", &err), 200);
+    CU_ASSERT_EQUAL(get_status(c, "echo", &err), 200);
+    sluice_factory_free(f);
+}
+
+/* A look-up without the api_version says which versions exist. */
+static void test_client_lookup_lists_versions(void)
+{
+    sluice_factory *f = factory_with(0, 0, 0, 0);
+    sluice_client_opts co;
+    sluice_error err;
+
+    sluice_client_opts_init(&co);
+    co.base_url = tu_http_base();
+    co.api_version = "v1";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sluice_factory_client(f, "svc", &co, &err));
+    co.api_version = "v2";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sluice_factory_client(f, "svc", &co, &err));
+    CU_ASSERT_PTR_NULL(sluice_factory_client(f, "svc", NULL, &err));
+    CU_ASSERT_EQUAL(err.code, SLUICE_ENOTFOUND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "'v1'"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "'v2'"));
+    CU_ASSERT_PTR_NOT_NULL(sluice_factory_client_lookup(f, "svc", "v2", &err));
+    /* A zeroed breaker is the defaults opts_init writes: the same client. */
+    memset(&co.breaker, 0, sizeof co.breaker);
+    CU_ASSERT_PTR_EQUAL(sluice_factory_client(f, "svc", &co, &err),
+                        sluice_factory_client_lookup(f, "svc", "v2", NULL));
+    CU_ASSERT_PTR_NULL(sluice_factory_client_lookup(f, "other", NULL, &err));
+    CU_ASSERT_EQUAL(err.code, SLUICE_ENOTFOUND);
+    CU_ASSERT_PTR_NULL(strstr(err.msg, "exists"));
+    sluice_factory_free(f);
+}
+
+/* sluice_response_body(r, NULL) is allowed: the length is not wanted. */
+static void test_client_body_without_length(void)
+{
+    sluice_factory *f = factory_with(0, 0, 0, 0);
+    sluice_client *c = client_for(f, "bodylen", tu_http_base());
+    sluice_response *r = NULL;
+    sluice_error err;
+    size_t len = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, "/json", &r, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL(sluice_response_body(r, NULL));
+    CU_ASSERT_PTR_EQUAL(sluice_response_body(r, NULL), sluice_response_body(r, &len));
+    CU_ASSERT(len > 0);
+    sluice_response_free(r);
+    sluice_factory_free(f);
+}
+
 static CU_TestInfo tests[] = {
+    {"test_client_timeout_names_deadline_and_peer", test_client_timeout_names_deadline_and_peer},
+    {"test_client_absolute_path_refused", test_client_absolute_path_refused},
+    {"test_client_lookup_lists_versions", test_client_lookup_lists_versions},
+    {"test_client_body_without_length", test_client_body_without_length},
     {"test_client_sequential_reuse_one_connection", test_client_sequential_reuse_one_connection},
     {"test_client_response_accessors", test_client_response_accessors},
     {"test_client_bodies_byte_exact", test_client_bodies_byte_exact},

@@ -121,6 +121,19 @@ static void test_https_get_post_keepalive(void)
     tu_server_stop(&s);
 }
 
+/* The debug line of each attempt says whether its TLS connection resumed. */
+static int full_lines, resumed_lines;
+
+static void count_handshakes(sluice_log_level level, const char *msg, void *ud)
+{
+    (void)level;
+    (void)ud;
+    if (strstr(msg, "resume: GET ") && strstr(msg, "new connection, TLS full handshake"))
+        full_lines++;
+    if (strstr(msg, "resume: GET ") && strstr(msg, "new connection, TLS resumed"))
+        resumed_lines++;
+}
+
 static void test_https_reconnect_resumes(void)
 {
     sluice_factory *f = tls_factory(0, 0);
@@ -138,8 +151,13 @@ static void test_https_reconnect_resumes(void)
     c = tu_client(&f, "resume", s.url, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     /* /close makes every request need a new connection. */
+    full_lines = resumed_lines = 0;
+    sluice_set_log(count_handshakes, SLUICE_LOG_DEBUG, NULL);
     for (i = 0; i < 5; i++)
         CU_ASSERT_EQUAL(tu_get_status(c, "/close", &err), 200);
+    sluice_set_log(NULL, SLUICE_LOG_NONE, NULL);
+    CU_ASSERT_EQUAL(full_lines, 1);
+    CU_ASSERT_EQUAL(resumed_lines, 4);
     sluice_factory_stats(f, &st);
     CU_ASSERT_EQUAL(st.pool.created, 5);
     CU_ASSERT_EQUAL(st.pool.handshakes_full, 1);

@@ -484,7 +484,165 @@ static void test_bulkhead_limits_in_flight(void)
     sluice_factory_free(f);
 }
 
+/* A client with every default but the base URL, in a factory of its own
+ * (so its breaker is fresh). */
+static sluice_client *default_client(sluice_factory **f, const char *base)
+{
+    sluice_client_opts co;
+    sluice_error err;
+    sluice_client *c;
+
+    *f = sluice_factory_new(NULL, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(*f);
+    sluice_client_opts_init(&co);
+    co.base_url = base;
+    c = sluice_factory_client(*f, "defaults", &co, &err);
+    if (!c)
+        fprintf(stderr, "\n  client: %s\n", err.msg);
+    return c;
+}
+
+/* With default options, call 2 to a closed port opens the breaker with
+ * its own first attempt: it still returns what that attempt got (the
+ * refused connect), and says the breaker opened; only call 3, which made
+ * no attempt, gets SLUICE_ECIRCUITOPEN. */
+static void test_breaker_keeps_the_real_error(void)
+{
+    sluice_factory *f = NULL;
+    sluice_response *r = NULL;
+    sluice_error err;
+    char base[64];
+    sluice_client *c;
+
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", tu_free_port());
+    c = default_client(&f, base);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(sluice_get(c, "/a", &r, &err), SLUICE_ECONNECT);
+    CU_ASSERT_EQUAL(err.attempts, 4);           /* 1 + the default 3 retries */
+    CU_ASSERT_EQUAL(sluice_get(c, "/a", &r, &err), SLUICE_ECONNECT);
+    CU_ASSERT_EQUAL(err.code, SLUICE_ECONNECT);
+    CU_ASSERT_EQUAL(err.attempts, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "127.0.0.1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "breaker"));
+    if (!strstr(err.msg, "breaker"))
+        fprintf(stderr, "\n  message: %s\n", err.msg);
+    CU_ASSERT_EQUAL(sluice_get(c, "/a", &r, &err), SLUICE_ECIRCUITOPEN);
+    CU_ASSERT_EQUAL(err.attempts, 0);
+    CU_ASSERT_PTR_NULL(r);
+    sluice_factory_free(f);
+}
+
+/* An RST in the middle of a 200's body is an I/O error, whatever the
+ * breaker does with it, and the message names the peer. */
+static void test_breaker_reset_mid_body_is_eio(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = default_client(&f, tu_http_base());
+    sluice_response *r = NULL;
+    sluice_error err;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(sluice_get(c, "/reset", &r, &err), SLUICE_EIO);
+        CU_ASSERT_EQUAL(err.code, SLUICE_EIO);
+        CU_ASSERT(err.attempts >= 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, tu_http_addr()));
+    }
+    sluice_factory_free(f);
+}
+
+/* max_retries = 0 means no retry: one attempt, as the mock API counts. */
+static void test_retry_zero_means_one_attempt(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client_opts co;
+    sluice_response *r = NULL;
+    sluice_error err;
+    sluice_client *c;
+    char path[64], key[64];
+
+    f = sluice_factory_new(NULL, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    sluice_client_opts_init(&co);
+    CU_ASSERT_EQUAL(co.retry.max_retries, 3);   /* the real default, visible */
+    CU_ASSERT_EQUAL(co.retry.backoff_factor_ms, 100);
+    CU_ASSERT_EQUAL(co.breaker.failure_threshold, 5);
+    CU_ASSERT_EQUAL(co.breaker.recovery_timeout_ms, 30000);
+    co.base_url = tu_http_base();
+    co.retry.max_retries = 0;
+    c = sluice_factory_client(f, "zero", &co, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(key, sizeof key, "/flaky/zero%d", (int)getpid());
+    snprintf(path, sizeof path, "%s?fail=5", key);
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, path, &r, &err), 0);
+    CU_ASSERT_EQUAL(sluice_response_status(r), 503);
+    CU_ASSERT_EQUAL(sluice_response_attempts(r), 1);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), key), 1);
+    sluice_response_free(r);
+    sluice_factory_free(f);
+}
+
+/* A zeroed options struct (not from opts_init): no retries either. */
+static void test_retry_zeroed_opts_make_one_attempt(void)
+{
+    sluice_factory *f = sluice_factory_new(NULL, NULL);
+    sluice_client_opts co;
+    sluice_response *r = NULL;
+    sluice_error err;
+    sluice_client *c;
+    char path[64], key[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    memset(&co, 0, sizeof co);
+    co.base_url = tu_http_base();
+    c = sluice_factory_client(f, "zeroed", &co, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(key, sizeof key, "/flaky/zeroed%d", (int)getpid());
+    snprintf(path, sizeof path, "%s?fail=5", key);
+    CU_ASSERT_EQUAL_FATAL(sluice_get(c, path, &r, &err), 0);
+    CU_ASSERT_EQUAL(sluice_response_attempts(r), 1);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), key), 1);
+    sluice_response_free(r);
+    sluice_factory_free(f);
+}
+
+/* err.attempts counts what the server saw. */
+static void test_retry_attempts_in_error_match_hits(void)
+{
+    sluice_factory *f = sluice_factory_new(NULL, NULL);
+    sluice_client_opts co;
+    sluice_error err;
+    sluice_client *c;
+    char key[64];
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    sluice_client_opts_init(&co);
+    co.base_url = tu_http_base();
+    co.read_timeout_ms = 200;
+    co.retry.max_retries = 2;
+    co.retry.backoff_factor_ms = 1;
+    co.breaker.disabled = 1;
+    c = sluice_factory_client(f, "attempts2", &co, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    snprintf(key, sizeof key, "/delay/%d", 1000 + (int)getpid() % 1000);
+    CU_ASSERT_EQUAL(tu_get_status(c, key, &err), SLUICE_ETIMEDOUT);
+    CU_ASSERT_EQUAL(err.attempts, 3);
+    CU_ASSERT_EQUAL(tu_hits(tu_http_addr(), key), err.attempts);
+    /* The per-read timeout passed, not the call's: the message says so. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "read_timeout_ms 200 ms"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, tu_http_addr()));
+    if (!strstr(err.msg, "read_timeout_ms 200 ms"))
+        fprintf(stderr, "\n  message: %s\n", err.msg);
+    sluice_factory_free(f);
+}
+
 static CU_TestInfo tests[] = {
+    {"test_breaker_keeps_the_real_error", test_breaker_keeps_the_real_error},
+    {"test_breaker_reset_mid_body_is_eio", test_breaker_reset_mid_body_is_eio},
+    {"test_retry_zero_means_one_attempt", test_retry_zero_means_one_attempt},
+    {"test_retry_zeroed_opts_make_one_attempt", test_retry_zeroed_opts_make_one_attempt},
+    {"test_retry_attempts_in_error_match_hits", test_retry_attempts_in_error_match_hits},
     {"test_retry_flaky_third_attempt_within_jitter", test_retry_flaky_third_attempt_within_jitter},
     {"test_retry_after_seconds_date_and_cap", test_retry_after_seconds_date_and_cap},
     {"test_retry_post_only_when_idempotent", test_retry_post_only_when_idempotent},

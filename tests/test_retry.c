@@ -66,6 +66,23 @@ static void test_retry_off_values(void)
     sl_retry_policy_free(&p);
 }
 
+/* 0 is a real value where it means something: no retries, no sleep, no
+ * Retry-After; the budget's window still takes its default. */
+static void test_retry_zero_is_zero(void)
+{
+    sluice_retry_opts o = {0};
+    sl_retry_policy p;
+
+    init_ok(&p, &o);
+    CU_ASSERT_EQUAL(p.max_retries, 0);
+    CU_ASSERT_EQUAL(p.backoff_factor_ns, 0);
+    CU_ASSERT_EQUAL(p.backoff_max_ns, 0);
+    CU_ASSERT_EQUAL(p.retry_after_max_ns, 0);
+    CU_ASSERT_EQUAL(p.budget_window_ms, 10000);
+    CU_ASSERT_EQUAL(p.nstatuses, 6);
+    sl_retry_policy_free(&p);
+}
+
 static void expect_einval(const sluice_retry_opts *o, const char *field)
 {
     sluice_error err = {0};
@@ -659,6 +676,7 @@ static void test_retry_budget_concurrent_bound(void)
 
 static CU_TestInfo tests[] = {
     {"test_retry_defaults_urllib3", test_retry_defaults_urllib3},
+    {"test_retry_zero_is_zero", test_retry_zero_is_zero},
     {"test_retry_off_values", test_retry_off_values},
     {"test_retry_opts_invalid", test_retry_opts_invalid},
     {"test_retry_status_table", test_retry_status_table},
