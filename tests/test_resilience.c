@@ -560,7 +560,7 @@ static void test_retry_zero_means_one_attempt(void)
     sluice_response *r = NULL;
     sluice_error err;
     sluice_client *c;
-    char path[64], key[64];
+    char path[96], key[64];
 
     f = sluice_factory_new(NULL, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
@@ -591,7 +591,7 @@ static void test_retry_zeroed_opts_make_one_attempt(void)
     sluice_response *r = NULL;
     sluice_error err;
     sluice_client *c;
-    char path[64], key[64];
+    char path[96], key[64];
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
     memset(&co, 0, sizeof co);
