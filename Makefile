@@ -4,6 +4,7 @@
 
 VERSION := $(shell sed -n 's/^\#define SLUICE_VERSION_STRING "\(.*\)"/\1/p' include/sluice.h)
 MAJOR   := $(shell sed -n 's/^\#define SLUICE_VERSION_MAJOR \([0-9]*\)/\1/p' include/sluice.h)
+MINOR   := $(shell sed -n 's/^\#define SLUICE_VERSION_MINOR \([0-9]*\)/\1/p' include/sluice.h)
 
 PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
@@ -26,7 +27,10 @@ ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 
 SRCS    := $(wildcard src/*.c)
 OBJS    := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
-SONAME  := libsluice.so.$(MAJOR)
+# Before 1.0 a minor version may change the ABI (option and stats structs
+# grow), so the soname carries it: a 0.1 binary will not load 0.2.
+ABI     := $(if $(filter 0,$(MAJOR)),$(MAJOR).$(MINOR),$(MAJOR))
+SONAME  := libsluice.so.$(ABI)
 SHLIB   := $(BUILD)/libsluice.so.$(VERSION)
 STLIB   := $(BUILD)/libsluice.a
 
