@@ -576,6 +576,29 @@ static void test_examples_get_prints_body(void)
     close(hold);
 }
 
+/* What a user sees with SLUICE_LOG set (in any case) and no callback: a
+ * debug line on stderr for each attempt, the query's values left out. */
+static void test_examples_sluice_log_debug_env(void)
+{
+    static proc p;
+    const char *base = tu_http_base();
+    char path[96];
+    const char *args[] = {base, path, NULL};
+    const char *s;
+    int attempts = 0;
+
+    TU_REQUIRE(base);
+    snprintf(path, sizeof path, "/flaky/logenv%d?fail=1&token=SECRET123", (int)getpid());
+    setenv("SLUICE_LOG", "Debug", 1);
+    CU_ASSERT_EQUAL(run_example(&p, "get", args, 20000), 0);
+    unsetenv("SLUICE_LOG");
+    for (s = p.buf; (s = strstr(s, "sluice debug: ")) != NULL; s++)
+        attempts += strstr(s, " attempt ") != NULL && strstr(s, " attempt ") < strchr(s, '\n');
+    CU_ASSERT(attempts >= 2);                    /* the 503, then the 200 */
+    CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, "status 200"));
+    CU_ASSERT_PTR_NULL(strstr(p.buf, "SECRET123"));
+}
+
 static void test_examples_post_json_echoed(void)
 {
     static proc p;
@@ -760,6 +783,7 @@ static CU_TestInfo tests[] = {
      test_examples_batch_real_requests_in_order},
     {"future: timeout, then the result", test_examples_future_wait_timeout_then_result},
     {"get: body, a 404, a refused connect", test_examples_get_prints_body},
+    {"SLUICE_LOG=Debug: a line per attempt, no query values", test_examples_sluice_log_debug_env},
     {"post_json: the body arrives as sent", test_examples_post_json_echoed},
     {"https_ca and https_mtls: verified, refused", test_examples_https_ca_and_mtls},
     {"retry_breaker: three attempts, then the breaker opens",
