@@ -5,10 +5,13 @@
  * the transport's round_trip as one batch, completes each waiter, and goes
  * on with the decisions queued meanwhile, so the next batch is on the wire
  * as soon as a reply is in, for at most 16 batches after its own result,
- * then hands over to the head of the queue.  Further leaders (up to
- * max_inflight, each on its own connection) start under the rule
- * can_lead() states in limiter_batch.c.  No artificial delay: a lone
- * caller sends at once.
+ * then hands over to the head of the queue.  Further leaders, each on its
+ * own connection, start while decisions wait and fewer round trips than
+ * the window are in flight.  The window (1 to max_inflight) adapts to the
+ * load by hill climbing on decisions per second: when Redis is the
+ * bottleneck it shrinks and decisions queue behind fewer, larger batches;
+ * when the client is, it grows (limiter_batch.c: EPOCH_NS).  No artificial
+ * delay: a caller that finds no round trip under way sends at once.
  *
  * Waiters sleep on futex words, one per batch, so one system call wakes a
  * batch (Linux).  Every call returns by its own deadline (now +
@@ -80,5 +83,9 @@ void sl_batcher_decide(sl_batcher *b, sl_batch_call *call);
 
 /* Decisions that gave up while still queued. */
 uint64_t sl_batcher_queue_timeouts(sl_batcher *b);
+
+/* The current window (round trips allowed in flight at once).  For tests
+ * and stats. */
+int sl_batcher_window(sl_batcher *b);
 
 #endif
