@@ -41,6 +41,16 @@ typedef struct sl_redis_url {
 int sl_redis_url_parse(const char *s, sl_redis_url *out, sluice_error *err);
 void sl_redis_url_free(sl_redis_url *u);
 
+/* Parses "redis+cluster://[[user]:password@]host[:port][,host[:port]...]"
+ * (optionally "/0": Redis Cluster has no other db) into one sl_redis_url
+ * per seed node, each holding the credentials.  SLUICE_EINVAL naming the
+ * part: a db other than 0, a path, query or fragment, an empty or bad
+ * seed, more than SL_REDIS_MAX_SEEDS seeds.  *out is owned by the caller:
+ * sl_redis_cluster_url_free(*out, *n). */
+#define SL_REDIS_MAX_SEEDS 64
+int sl_redis_cluster_url_parse(const char *s, sl_redis_url **out, size_t *n, sluice_error *err);
+void sl_redis_cluster_url_free(sl_redis_url *seeds, size_t n);
+
 /* Connects to u before `deadline` (which also bounds every later reply
  * until the caller sets another timeout), then AUTH and SELECT as u asks.
  * 0 with *out set; SLUICE_ELIMITER with *refused set (when refused is not

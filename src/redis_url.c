@@ -1,6 +1,7 @@
-/* Redis URLs: "redis://[[user]:password@]host[:port][/db]" and
- * "unix://[[user]:password@]/path[?db=N]", parsed strictly into owned
- * strings, with a masked form for messages. */
+/* Redis URLs: "redis://[[user]:password@]host[:port][/db]",
+ * "unix://[[user]:password@]/path[?db=N]" and the cluster's seed list
+ * "redis+cluster://[[user]:password@]host:port[,host:port...]", parsed
+ * strictly into owned strings, with a masked form for messages. */
 #include <limits.h>
 #include <string.h>
 #include <strings.h>
@@ -274,4 +275,94 @@ void sl_redis_url_free(sl_redis_url *u)
     sl_free(u->display);
     sl_free(u->where);
     memset(u, 0, sizeof *u);
+}
+
+/* --- Redis Cluster seed lists ---------------------------------------------- */
+
+void sl_redis_cluster_url_free(sl_redis_url *seeds, size_t n)
+{
+    size_t i;
+
+    for (i = 0; seeds && i < n; i++)
+        sl_redis_url_free(&seeds[i]);
+    sl_free(seeds);
+}
+
+/* One seed: the credentials copied from `cred`, then host[:port]. */
+static int parse_seed(const char *s, size_t n, const sl_redis_url *cred, sl_redis_url *u,
+                      sluice_error *err)
+{
+    int rc;
+
+    memset(u, 0, sizeof *u);
+    if ((cred->user && !(u->user = sl_strdup(cred->user))) ||
+        (cred->password && !(u->password = sl_strdup(cred->password))))
+        return url_nomem(err);
+    if ((rc = parse_hostport(s, n, u, err)))
+        return rc;
+    return describe(u) != 0 ? url_nomem(err) : 0;
+}
+
+/* The part after the authority: nothing, "/" or "/0". */
+static int cluster_tail(const char *rest, sluice_error *err)
+{
+    if (*rest == '\0' || strcmp(rest, "/") == 0 || strcmp(rest, "/0") == 0)
+        return 0;
+    if (*rest == '/' && parse_num(rest + 1, strlen(rest + 1), 0, INT_MAX) > 0)
+        return sl_err(err, SLUICE_EINVAL, "redis URL: Redis Cluster has only db 0");
+    return sl_err(err, SLUICE_EINVAL, "redis URL: a cluster URL takes no path, query or fragment");
+}
+
+int sl_redis_cluster_url_parse(const char *s, sl_redis_url **out, size_t *nout,
+                               sluice_error *err)
+{
+    sl_redis_url cred, *seeds = NULL;
+    const char *p, *at = NULL, *rest;
+    size_t alen, n = 0, i;
+    int rc = 0;
+
+    *out = NULL;
+    *nout = 0;
+    memset(&cred, 0, sizeof cred);
+    if (!s || strncasecmp(s, "redis+cluster://", 16) != 0)
+        return sl_err(err, SLUICE_EINVAL, "redis URL: the scheme must be redis+cluster://");
+    p = s + 16;
+    alen = strcspn(p, "/?#");
+    rest = p + alen;
+    for (i = 0; i < alen; i++)
+        if (p[i] == '@')
+            at = p + i;
+    if ((rc = cluster_tail(rest, err)))
+        return rc;
+    if (at && (rc = parse_userinfo(p, (size_t)(at - p), &cred, err)))
+        goto out;
+    if (at)
+        p = at + 1;
+    for (i = 0, n = 1; p + i < rest; i++)
+        n += p[i] == ',';
+    if (n > SL_REDIS_MAX_SEEDS) {
+        rc = sl_err(err, SLUICE_EINVAL, "redis URL: more than %d seed nodes", SL_REDIS_MAX_SEEDS);
+        goto out;
+    }
+    if (!(seeds = sl_calloc(n, sizeof *seeds))) {
+        rc = url_nomem(err);
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        const char *comma = memchr(p, ',', (size_t)(rest - p));
+        const char *end = comma ? comma : rest;
+
+        if ((rc = parse_seed(p, (size_t)(end - p), &cred, &seeds[i], err)))
+            goto out;
+        p = end + 1;
+    }
+out:
+    sl_redis_url_free(&cred);
+    if (rc) {
+        sl_redis_cluster_url_free(seeds, n);
+        return rc;
+    }
+    *out = seeds;
+    *nout = n;
+    return 0;
 }
