@@ -79,7 +79,10 @@ static void park(sl_batcher *b, waiter *w, unsigned batch)
  * this many after its own result is in (and never past its own deadline),
  * then hands over: the next batch goes out as soon as a reply is in,
  * without waiting for another thread to be scheduled, and no caller is
- * kept long past its own result. */
+ * kept long past its own result.  With a window of 1 (Redis the
+ * bottleneck, see gather) it hands over as soon as its own result is in,
+ * so that its caller can ask again and ride the next batch instead of
+ * leaving it one short. */
 #define LEAD_BUDGET 16
 
 /* Another leader (on another connection) starts as soon as this many
@@ -330,7 +333,8 @@ static void lead(sl_batcher *b, waiter *self)
             fail_queue(b, broken, &e);
         target = left + n - (size_t)self_in;   /* who will have asked again */
         if (atomic_load_explicit(&self->state, memory_order_relaxed) == W_DONE &&
-            (!b->head || ++served_after_self > LEAD_BUDGET || sl_now_ns() > self->deadline))
+            (!b->head || ++served_after_self > (b->window == 1 ? 0 : LEAD_BUDGET) ||
+             sl_now_ns() > self->deadline))
             break;
     }
     b->inflight--;
