@@ -1,7 +1,8 @@
 /* Redis Cluster addressing: key slots against a real cluster-enabled
  * redis-server's CLUSTER KEYSLOT, its CLUSTER SLOTS reply parsed into a
  * slot map, malformed CLUSTER SLOTS replies (RESP bytes through hiredis'
- * own reader), MOVED / ASK redirect texts, and redis+cluster:// URLs. */
+ * own reader), MOVED / ASK redirect texts, redis+cluster:// URLs, and the
+ * map and redirects of a live 3-primary cluster (tests/cluster.sh). */
 #include <hiredis/hiredis.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -344,6 +345,97 @@ static void test_cluster_url_parsing(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "db 0"));
 }
 
+/* --- a live cluster (tests/cluster.sh, started by tests/run.sh) ---------------- */
+
+/* The first seed of $SLUICE_TEST_CLUSTER as a redis:// URL, or NULL after
+ * failing the test with the reason. */
+static const char *cluster_seed_url(char *buf, size_t cap)
+{
+    const char *seeds = getenv("SLUICE_TEST_CLUSTER");
+    size_t n;
+
+    if (!seeds || !*seeds) {
+        CU_FAIL("SLUICE_TEST_CLUSTER is not set (tests/run.sh starts the test cluster)");
+        return NULL;
+    }
+    n = strcspn(seeds, ",");
+    snprintf(buf, cap, "redis://%.*s", (int)n, seeds);
+    return buf;
+}
+
+/* The map from CLUSTER SLOTS names the 3 primaries and covers every slot;
+ * keys of many services, sent to the primary the map names, are never
+ * redirected and land on every shard; a key sent to a wrong primary comes
+ * back as MOVED naming the slot and the owner the map names. */
+static void test_cluster_live_map_routes_every_key(void)
+{
+    sl_slot_map *map = calloc(1, sizeof *map);
+    redisContext *node[SL_CLUSTER_MAX_NODES > 8 ? 8 : SL_CLUSTER_MAX_NODES] = {0};
+    int used[8] = {0}, moved_checked = 0;
+    char url[128], key[64];
+    sluice_error err;
+    redisContext *c;
+    redisReply *r;
+    size_t i, k;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(map);
+    if (!cluster_seed_url(url, sizeof url) || !(c = sl_redis_connect_url(url, 2000, &err))) {
+        CU_FAIL("cannot reach the test cluster");
+        free(map);
+        return;
+    }
+    r = redisCommand(c, "CLUSTER SLOTS");
+    CU_ASSERT_EQUAL(sl_cluster_parse_slots(r, "127.0.0.1", map, &err), 0);
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    CU_ASSERT_EQUAL_FATAL(map->nnodes, 3);
+    for (i = 0; i < SL_CLUSTER_SLOTS; i++)
+        if (map->owner[i] >= map->nnodes) {
+            CU_FAIL("a slot has no primary");
+            break;
+        }
+    for (i = 0; i < map->nnodes; i++) {
+        snprintf(url, sizeof url, "redis://%s:%d", map->nodes[i].host, map->nodes[i].port);
+        node[i] = sl_redis_connect_url(url, 2000, &err);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(node[i]);
+    }
+    for (k = 0; k < 300; k++) {
+        unsigned slot;
+        size_t len = (size_t)snprintf(key, sizeof key, "sluice:{svc%zu}:/v1/x", k);
+        size_t own;
+
+        slot = sl_cluster_keyslot(key, len);
+        own = map->owner[slot];
+        used[own] = 1;
+        r = redisCommand(node[own], "SET %b 1 PX 60000", key, len);
+        CU_ASSERT(r && r->type == REDIS_REPLY_STATUS);
+        if (r)
+            freeReplyObject(r);
+        if (moved_checked < 20) {
+            sl_redirect_kind kind;
+            sl_cluster_addr to;
+            unsigned got;
+
+            r = redisCommand(node[(own + 1) % map->nnodes], "GET %b", key, len);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+            CU_ASSERT_EQUAL(r->type, REDIS_REPLY_ERROR);
+            CU_ASSERT_EQUAL(sl_cluster_parse_redirect(r->str, r->len, &kind, &got, &to, &err), 0);
+            CU_ASSERT_EQUAL(kind, SL_REDIRECT_MOVED);
+            CU_ASSERT_EQUAL(got, slot);
+            CU_ASSERT_EQUAL(to.port, map->nodes[own].port);
+            CU_ASSERT_STRING_EQUAL(to.host, map->nodes[own].host);
+            freeReplyObject(r);
+            moved_checked++;
+        }
+    }
+    CU_ASSERT(used[0] && used[1] && used[2]);
+    for (i = 0; i < map->nnodes; i++)
+        if (node[i])
+            redisFree(node[i]);
+    free(map);
+}
+
 static CU_TestInfo tests[] = {
     {"test_cluster_crc16_reference", test_cluster_crc16_reference},
     {"test_cluster_keyslot_matches_redis", test_cluster_keyslot_matches_redis},
@@ -351,6 +443,7 @@ static CU_TestInfo tests[] = {
     {"test_cluster_slots_malformed_refused", test_cluster_slots_malformed_refused},
     {"test_cluster_redirect_parsing", test_cluster_redirect_parsing},
     {"test_cluster_url_parsing", test_cluster_url_parsing},
+    {"test_cluster_live_map_routes_every_key", test_cluster_live_map_routes_every_key},
     CU_TEST_INFO_NULL,
 };
 
