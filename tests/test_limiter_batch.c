@@ -143,9 +143,10 @@ static void test_batch_server_bound_settles_on_one_flight(void)
     CU_ASSERT_EQUAL(errors, 0);
     /* One flight, or one probe of two at the moment of reading. */
     CU_ASSERT(sl_batcher_window(b) <= 2);
-    /* Flights of 4 would split 8 callers into batches of 2; the leader's
-     * caller is not queued while it leads, so 7 is the most. */
-    CU_ASSERT(batch >= 4.5);
+    /* Flights of 4 (the rule before the window: another flight once 2
+     * wait) split 8 callers into batches of about 2; one flight gathering
+     * its callers carries 5-7 (4.4 seen under TSan on a loaded host). */
+    CU_ASSERT(batch >= 3.5);
     sl_batcher_free(b);
     pthread_mutex_destroy(&t.server);
 }
