@@ -1,4 +1,4 @@
-/* Limiter throughput: decisions per second from 8 threads
+/* Limiter throughput: decisions per second from 8 threads (or `threads`)
  *   1. plain: each thread its own hiredis connection, one EVALSHA round
  *      trip per decision (the same GCRA script, one decision per call);
  *   2. sluice_limiter_check against the same Redis (batched round trips);
@@ -7,7 +7,7 @@
  * During 2 and 3 it also checks the exact GCRA bound on every key:
  * admitted <= burst + rate * span.
  *
- *   bench_limiter [redis_url] [seconds per phase, default 1] [keys]
+ *   bench_limiter [redis_url] [seconds per phase, default 1] [keys] [threads]
  *
  * `keys` (default 16) is how many keys the threads spread over: 1 is one
  * hot endpoint, the common case for a fleet calling one API.
@@ -32,11 +32,12 @@
 #include "limiter.h"
 #include "sluice.h"
 
-#define THREADS 8
+#define MAX_THREADS 64
 #define MAX_KEYS 64
 #define ROUNDS 5
 
 static int nkeys = 16;
+static int nthreads = 8;
 
 static const sluice_limit bench_limit = {20000, 1000, 100};
 
@@ -158,15 +159,15 @@ static double redis_cpu(void)
 static phase_result run_phase(void *(*fn)(void *), const char *url, const char *sha,
                               sluice_limiter *l, double seconds)
 {
-    worker w[THREADS];
-    pthread_t th[THREADS];
+    worker w[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
     phase_result res = {0, 0, 0, 1, 0, 0};
     long allowed[MAX_KEYS] = {0};
     double cpu0 = own_cpu(), rcpu0 = redis_cpu();
     int64_t t0 = sl_now_ns(), t1;
     int i, k;
 
-    for (i = 0; i < THREADS; i++) {
+    for (i = 0; i < nthreads; i++) {
         memset(&w[i], 0, sizeof w[i]);
         w[i].url = url;
         w[i].sha = sha;
@@ -175,7 +176,7 @@ static phase_result run_phase(void *(*fn)(void *), const char *url, const char *
         w[i].stop_ns = t0 + (int64_t)(seconds * 1e9);
         pthread_create(&th[i], NULL, fn, &w[i]);
     }
-    for (i = 0; i < THREADS; i++) {
+    for (i = 0; i < nthreads; i++) {
         pthread_join(th[i], NULL);
         res.decisions += w[i].decisions;
         res.errors += w[i].errors;
@@ -286,6 +287,7 @@ static double median(double *v, int n)
 static int compare(const char *url, const char *sha, double seconds)
 {
     double plain[ROUNDS], shared[ROUNDS], ratio[ROUNDS], cpu_p[ROUNDS], cpu_s[ROUNDS];
+    double rcpu_p[ROUNDS], rcpu_s[ROUNDS];
     struct sluice_limiter_stats st;
     sluice_limiter_opts o;
     sluice_limiter *l;
@@ -311,6 +313,8 @@ static int compare(const char *url, const char *sha, double seconds)
         ratio[i] = b.per_sec / (p.per_sec > 0 ? p.per_sec : 1);
         cpu_p[i] = p.client_cpu_us + p.redis_cpu_us;
         cpu_s[i] = b.client_cpu_us + b.redis_cpu_us;
+        rcpu_p[i] = p.redis_cpu_us;
+        rcpu_s[i] = b.redis_cpu_us;
         printf("  round %d: plain %8.0f/s (%.1f+%.1f us CPU each), batched %8.0f/s (%.1f+%.1f "
                "us CPU each): %.2fx\n",
                i + 1, p.per_sec, p.client_cpu_us, p.redis_cpu_us, b.per_sec, b.client_cpu_us,
@@ -318,8 +322,8 @@ static int compare(const char *url, const char *sha, double seconds)
     }
     sluice_limiter_stats(l, &st);
     sluice_limiter_free(l);
-    printf("  plain EVALSHA per decision, 8 connections: %10.0f decisions/s (median)\n",
-           median(plain, ROUNDS));
+    printf("  plain EVALSHA per decision, %d connections: %10.0f decisions/s (median)\n",
+           nthreads, median(plain, ROUNDS));
     printf("  sluice_limiter_check (Redis, batched):     %10.0f decisions/s (median), "
            "%.1f decisions per round trip\n",
            median(shared, ROUNDS),
@@ -327,6 +331,8 @@ static int compare(const char *url, const char *sha, double seconds)
     printf("  CPU (client + redis) per decision: plain %.1f us, batched %.1f us: %.2fx less\n",
            median(cpu_p, ROUNDS), median(cpu_s, ROUNDS),
            median(cpu_p, ROUNDS) / median(cpu_s, ROUNDS));
+    printf("  Redis CPU per decision (INFO cpu): plain %.1f us, batched %.1f us\n",
+           median(rcpu_p, ROUNDS), median(rcpu_s, ROUNDS));
     {
         double r = median(ratio, ROUNDS);
         printf("  batched / plain decisions/s: %.2fx (target >= 3x): %s\n", r,
@@ -353,6 +359,10 @@ int main(int argc, char **argv)
         nkeys = (int)strtol(argv[3], NULL, 10);
     if (nkeys < 1 || nkeys > MAX_KEYS)
         nkeys = 16;
+    if (argc > 4)
+        nthreads = (int)strtol(argv[4], NULL, 10);
+    if (nthreads < 1 || nthreads > MAX_THREADS)
+        nthreads = 8;
     if (!url || !*url) {
         redis_pid = start_redis(url_buf, sizeof url_buf);
         if (redis_pid < 0) {
@@ -367,7 +377,7 @@ int main(int argc, char **argv)
         goto out;
     }
     printf("limiter: %d threads, %d keys, %.0f per %d ms burst %d, %d rounds of %.1f s\n",
-           THREADS, nkeys, bench_limit.rate, bench_limit.period_ms, bench_limit.burst, ROUNDS,
+           nthreads, nkeys, bench_limit.rate, bench_limit.period_ms, bench_limit.burst, ROUNDS,
            seconds);
     redis_url_for_cpu = url;
     status = compare(url, sha, seconds);

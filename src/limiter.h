@@ -25,7 +25,7 @@
  * refills from empty at the normal rate (one request at now + ms, then one
  * per T): a slow start after an upstream's 429, not a stampede.
  *
- * The Lua script in limiter_redis.c performs the same operations in the
+ * The Lua script in limiter_script.c performs the same operations in the
  * same order on the same doubles, so both backends give identical results
  * for the same inputs and the same `now` (tests check a table of cases).
  *
@@ -80,6 +80,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "redis_conn.h"
 #include "sluice.h"
 
 struct redisReply;
@@ -152,55 +153,9 @@ int sl_local_decide(sl_local *t, const sl_lim_req *rq, sluice_limit_result *r, s
 /* Entries held (expired ones not yet dropped included).  For tests. */
 size_t sl_local_entries(sl_local *t);
 
-/* --- Redis backend (limiter_redis.c) ----------------------------------- */
-
-/* A parsed Redis URL: "redis://[[user]:password@]host[:port][/db]" or
- * "unix://[[user]:password@]/path[?db=N]".  User and password are
- * percent-decoded.  Owned strings, freed by sl_redis_url_free. */
-typedef struct sl_redis_url {
-    char *host;        /* NULL for a unix socket; IPv6 without brackets */
-    int port;          /* default 6379 */
-    char *path;        /* unix socket path, or NULL */
-    char *user;        /* NULL: AUTH with the password only */
-    char *password;    /* NULL: no AUTH */
-    int db;            /* SELECT after connecting when not 0 */
-    char *display;     /* the URL with the password as "***": for messages */
-    char *where;       /* "host:port" ("[v6]:port") or the socket path */
-} sl_redis_url;
-
-/* Parses strictly: scheme redis or unix (rediss is refused: no TLS in
- * hiredis 0.14), host letters/digits/'-'/'.'/'_' or a bracketed IPv6 literal,
- * port 1..65535, db 0..2^31-1, no other query or fragment.  SLUICE_EINVAL
- * naming the part ("scheme", "userinfo", "host", "port", "db", "path",
- * "query"); the message never contains the password. */
-int sl_redis_url_parse(const char *s, sl_redis_url *out, sluice_error *err);
-void sl_redis_url_free(sl_redis_url *u);
-
-/* Connects to u before `deadline` (which also bounds every later reply
- * until the caller sets another timeout), then AUTH and SELECT as u asks.
- * 0 with *out set; SLUICE_ELIMITER with *refused set (when refused is not
- * NULL) if Redis answered but refused the credentials or the db, and a
- * message that never holds the password; SLUICE_ENOMEM. */
-struct redisContext;
-int sl_redis_open(const sl_redis_url *u, int64_t deadline, struct redisContext **out,
-                  int *refused, sluice_error *err);
-
-/* sl_redis_open for a URL string, within timeout_ms: the connection, or
- * NULL with err set.  For tools and tests that talk to Redis directly. */
-struct redisContext *sl_redis_connect_url(const char *url, int timeout_ms, sluice_error *err);
-
-/* hiredis (0.14) allocates a multi-bulk reply's element array as soon as
- * it reads the count, so "*400000004" from a hostile or broken server
- * would make it allocate 3.2 GB.  No reply to a command sluice sends has
- * more than SL_REDIS_MAX_REPLY_ELEMENTS elements (4 integers for each of
- * up to 256 batched decisions): this gives a reader hiredis's own reply
- * functions with that bound on an array's count.  A longer array fails
- * the reader with hiredis's out-of-memory error before anything is
- * allocated for it.  sl_redis_open() applies it to every connection.
- * 0, or -1 when out of memory.  Thread-safe. */
-#define SL_REDIS_MAX_REPLY_ELEMENTS 1024
-struct redisReader;
-int sl_redis_bound_reader(struct redisReader *r);
+/* --- Redis backend (limiter_redis.c; its URL and connections are
+ * redis_url.c and redis_conn.c, its batcher limiter_batch.c, its script
+ * and the script's reply limiter_script.c) --------------------------- */
 
 typedef struct sl_redis sl_redis;
 
@@ -220,24 +175,11 @@ sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachabl
                        sluice_error *err);
 void sl_redis_free(sl_redis *rd);
 
-/* Decides rq in Redis.  Concurrent calls are batched.  A caller that finds
- * no round trip under way becomes the leader: it takes every queued
- * decision (arrival order, up to 256), sends them as one EVALSHA whose
- * script evaluates each atomically in that order, completes each waiter,
- * and goes on with the decisions queued meanwhile, so the next batch is on
- * the wire as soon as a reply is in, for at most 16 batches after its own
- * result, then hands over to the head of the queue.  Another leader (up
- * to max_inflight, each on its own connection) starts once 2 decisions
- * are queued behind the round trips under way, so decisions that arrive
- * together still share one round trip while a reply is awaited.  No
- * artificial delay: a lone caller sends at once.
- * Waiters sleep on futex words, one per batch, so one system call wakes a
- * batch (Linux).  Every call returns by its own deadline (now +
- * timeout_ms, plus scheduling): a waiter not yet taken gives up at it, a
- * round trip's socket timeouts come from the earliest deadline of its
- * batch, and when a connection breaks every queued decision fails with it
- * at once.  SLUICE_ELIMITER naming `where` for a failed connect, I/O error,
- * timeout, error reply or malformed reply; SLUICE_ENOMEM. */
+/* Decides rq in Redis through the batcher (limiter_batch.h says how
+ * concurrent calls share round trips and how every call returns by its own
+ * deadline, now + timeout_ms).  SLUICE_ELIMITER naming `where` for a failed
+ * connect, I/O error, timeout, error reply or malformed reply;
+ * SLUICE_ENOMEM. */
 int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
                     sluice_error *err);
 
@@ -249,7 +191,7 @@ uint64_t sl_redis_errors(sl_redis *rd);
 /* "host:port" or the socket path. */
 const char *sl_redis_where(const sl_redis *rd);
 
-/* Turns the script's reply into n results: an array of 4*n integers
+/* (limiter_script.c) Turns the script's reply into n results: an array of 4*n integers
  * (allowed 0|1, remaining >= 0, retry_after_ms -1 when allowed else >= 0,
  * reset_after_ms >= 0).  Anything else gives SLUICE_ELIMITER naming what
  * was wrong (an error reply's text included, control bytes replaced).

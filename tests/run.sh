@@ -9,9 +9,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 runner="$top/$BUILD/tests/sluice-tests"
 mockapi="$top/$BUILD/sluice-mockapi"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-check.XXXXXX")
-mock_pid="" redis_pid=""
+mock_pid="" redis_pid="" cluster_dir=""
 
 cleanup() {
+    [ -z "$cluster_dir" ] || "$top/tests/cluster.sh" stop "$cluster_dir" || true
     [ -z "$mock_pid" ] || kill "$mock_pid" 2>/dev/null || true
     [ -z "$redis_pid" ] || kill "$redis_pid" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -66,6 +67,18 @@ if [ -x "$top/tests/gen-certs.sh" ]; then
     export SLUICE_TEST_CERTS="$tmp/certs"
 fi
 echo "run.sh: mock API on $SLUICE_TEST_HTTP, redis on $SLUICE_TEST_REDIS"
+
+# The cluster suite gets a private 3-primary, 3-replica Redis Cluster, started
+# only when it runs (a few seconds).
+want_cluster=$([ $# -eq 0 ] && echo 1 || echo 0)
+for s in "$@"; do [ "$s" != redis_cluster ] || want_cluster=1; done
+if [ "$want_cluster" = 1 ]; then
+    cluster_dir="$tmp/cluster"
+    SLUICE_TEST_CLUSTER=$("$top/tests/cluster.sh" start "$cluster_dir") ||
+        fail "the test Redis Cluster did not start"
+    export SLUICE_TEST_CLUSTER
+    echo "run.sh: redis cluster on $SLUICE_TEST_CLUSTER"
+fi
 
 # A hard cap so a hung test can never hold CI.
 timeout --foreground -k 10 ${SLUICE_TEST_TIMEOUT:-900} "$runner" "$@"

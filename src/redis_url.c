@@ -1,0 +1,368 @@
+/* Redis URLs: "redis://[[user]:password@]host[:port][/db]",
+ * "unix://[[user]:password@]/path[?db=N]" and the cluster's seed list
+ * "redis+cluster://[[user]:password@]host:port[,host:port...]", parsed
+ * strictly into owned strings, with a masked form for messages. */
+#include <limits.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "ascii.h"
+#include "buf.h"
+#include "error.h"
+#include "redis_conn.h"
+
+#define DEFAULT_PORT 6379
+
+/* Percent-decodes s[0..n) into a new string; NULL with *bad set for a bad
+ * escape, a NUL, a raw control byte or space, or with *bad clear on ENOMEM. */
+static char *pct_decode(const char *s, size_t n, int *bad)
+{
+    char *out = sl_malloc(n + 1), *o = out;
+    size_t i;
+
+    *bad = 0;
+    if (!out)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            int hi = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                goto bad;
+            c = (unsigned char)(hi * 16 + lo);
+            i += 2;
+            if (c == 0)
+                goto bad;
+        } else if (c <= 0x20 || c == 0x7f) {
+            goto bad;
+        }
+        *o++ = (char)c;
+    }
+    *o = '\0';
+    return out;
+bad:
+    sl_free(out);
+    *bad = 1;
+    return NULL;
+}
+
+static int url_nomem(sluice_error *err)
+{
+    return sl_err(err, SLUICE_ENOMEM, "redis URL: out of memory");
+}
+
+/* "user:password" or ":password" (percent-encoded). */
+static int parse_userinfo(const char *s, size_t n, sl_redis_url *u, sluice_error *err)
+{
+    const char *colon = memchr(s, ':', n);
+    int bad;
+
+    if (!colon)
+        return sl_err(err, SLUICE_EINVAL,
+                      "redis URL: userinfo must be ':password' or 'user:password'");
+    if (colon > s) {
+        u->user = pct_decode(s, (size_t)(colon - s), &bad);
+        if (!u->user)
+            return bad ? sl_err(err, SLUICE_EINVAL, "redis URL: bad byte or escape in the user")
+                       : url_nomem(err);
+    }
+    n -= (size_t)(colon + 1 - s);
+    if (n == 0)
+        return sl_err(err, SLUICE_EINVAL, "redis URL: empty password in the userinfo");
+    u->password = pct_decode(colon + 1, n, &bad);
+    if (!u->password)
+        return bad ? sl_err(err, SLUICE_EINVAL, "redis URL: bad byte or escape in the password")
+                   : url_nomem(err);
+    return 0;
+}
+
+/* Decimal digits only, value in [min, max]; -1 otherwise. */
+static long parse_num(const char *s, size_t n, long min, long max)
+{
+    long v = 0;
+    size_t i;
+
+    if (n == 0 || n > 10)
+        return -1;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v >= min && v <= max ? v : -1;
+}
+
+static int host_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_';   /* '_': container service names */
+}
+
+static int v6_char(char c)
+{
+    return sl_ascii_hexval((unsigned char)c) >= 0 || c == ':' || c == '.';
+}
+
+/* host[:port] or [v6][:port]. */
+static int parse_hostport(const char *s, size_t n, sl_redis_url *u, sluice_error *err)
+{
+    const char *h = s, *end = s + n, *p;
+    size_t hl;
+    int v6 = n > 0 && s[0] == '[';
+
+    if (v6) {
+        const char *close = memchr(s, ']', n);
+        if (!close)
+            return sl_err(err, SLUICE_EINVAL, "redis URL: IPv6 host lacks its ']'");
+        h = s + 1;
+        hl = (size_t)(close - h);
+        p = close + 1;
+        if (p < end && *p != ':')
+            return sl_err(err, SLUICE_EINVAL, "redis URL: junk after the IPv6 host");
+    } else {
+        p = memchr(s, ':', n);
+        if (!p)
+            p = end;
+        hl = (size_t)(p - s);
+    }
+    if (hl == 0 || hl > 253)
+        return sl_err(err, SLUICE_EINVAL, "redis URL: the host is empty or too long");
+    for (size_t i = 0; i < hl; i++)
+        if (!(v6 ? v6_char(h[i]) : host_char(h[i])))
+            return sl_err(err, SLUICE_EINVAL, "redis URL: invalid character in the host");
+    u->host = sl_strndup(h, hl);
+    if (!u->host)
+        return url_nomem(err);
+    u->port = DEFAULT_PORT;
+    if (p < end) {
+        long port = parse_num(p + 1, (size_t)(end - p - 1), 1, 65535);
+        if (port < 0)
+            return sl_err(err, SLUICE_EINVAL, "redis URL: the port must be 1..65535");
+        u->port = (int)port;
+    }
+    return 0;
+}
+
+/* redis://[userinfo@]host[:port][/db] */
+static int parse_tcp(const char *s, sl_redis_url *u, sluice_error *err)
+{
+    size_t alen = strcspn(s, "/?#");
+    const char *at = NULL, *rest = s + alen;
+    int rc;
+
+    for (size_t i = 0; i < alen; i++)
+        if (s[i] == '@')
+            at = s + i;
+    if (at && (rc = parse_userinfo(s, (size_t)(at - s), u, err)))
+        return rc;
+    rc = parse_hostport(at ? at + 1 : s, at ? (size_t)(rest - at - 1) : alen, u, err);
+    if (rc)
+        return rc;
+    if (*rest == '/' && rest[1]) {
+        long db = parse_num(rest + 1, strlen(rest + 1), 0, INT_MAX);
+        if (db < 0)
+            return sl_err(err, SLUICE_EINVAL, "redis URL: the db must be a number 0..%d",
+                          INT_MAX);
+        u->db = (int)db;
+    } else if (*rest && strcmp(rest, "/") != 0) {
+        return sl_err(err, SLUICE_EINVAL, "redis URL: no query or fragment is accepted");
+    }
+    return 0;
+}
+
+/* unix://[userinfo@]/path[?db=N] */
+static int parse_unix(const char *s, sl_redis_url *u, sluice_error *err)
+{
+    const char *path = s, *q;
+    size_t plen;
+    int rc;
+
+    if (*s != '/') {
+        const char *at = strchr(s, '@');
+        const char *slash = strchr(s, '/');
+        if (!at || (slash && slash < at))
+            return sl_err(err, SLUICE_EINVAL, "redis URL: a unix socket path must be absolute");
+        if ((rc = parse_userinfo(s, (size_t)(at - s), u, err)))
+            return rc;
+        path = at + 1;
+    }
+    q = strchr(path, '?');
+    plen = q ? (size_t)(q - path) : strlen(path);
+    if (plen < 2 || path[0] != '/' || plen >= 108)
+        return sl_err(err, SLUICE_EINVAL,
+                      "redis URL: a unix socket path must be absolute and under 108 bytes");
+    for (size_t i = 0; i < plen; i++)
+        if ((unsigned char)path[i] < 0x20 || path[i] == 0x7f || path[i] == '#')
+            return sl_err(err, SLUICE_EINVAL, "redis URL: invalid character in the path");
+    if (q) {
+        long db = strncmp(q, "?db=", 4) == 0 ? parse_num(q + 4, strlen(q + 4), 0, INT_MAX) : -1;
+        if (db < 0)
+            return sl_err(err, SLUICE_EINVAL, "redis URL: the only query accepted is ?db=N");
+        u->db = (int)db;
+    }
+    u->path = sl_strndup(path, plen);
+    return u->path ? 0 : url_nomem(err);
+}
+
+/* The masked URL and the short "where" for messages. */
+static int describe(sl_redis_url *u)
+{
+    sl_buf d = SL_BUF_INIT, w = SL_BUF_INIT;
+    int v6 = u->host && strchr(u->host, ':') != NULL;
+
+    sl_buf_puts(&d, u->path ? "unix://" : "redis://");
+    if (u->password)
+        sl_buf_printf(&d, "%s:***@", u->user ? u->user : "");
+    if (u->path) {
+        sl_buf_puts(&w, u->path);
+        sl_buf_puts(&d, u->path);
+        if (u->db)
+            sl_buf_printf(&d, "?db=%d", u->db);
+    } else {
+        sl_buf_printf(&w, v6 ? "[%s]:%d" : "%s:%d", u->host, u->port);
+        sl_buf_printf(&d, "%s", w.data ? w.data : "");
+        if (u->db)
+            sl_buf_printf(&d, "/%d", u->db);
+    }
+    if (d.failed || w.failed) {
+        sl_buf_free(&d);
+        sl_buf_free(&w);
+        return SLUICE_ENOMEM;
+    }
+    u->display = sl_buf_detach(&d, NULL);
+    u->where = sl_buf_detach(&w, NULL);
+    return 0;
+}
+
+int sl_redis_url_parse(const char *s, sl_redis_url *u, sluice_error *err)
+{
+    int rc;
+
+    memset(u, 0, sizeof *u);
+    if (!s)
+        return sl_err(err, SLUICE_EINVAL, "redis URL: NULL");
+    if (strncasecmp(s, "redis://", 8) == 0)
+        rc = parse_tcp(s + 8, u, err);
+    else if (strncasecmp(s, "unix://", 7) == 0)
+        rc = parse_unix(s + 7, u, err);
+    else if (strncasecmp(s, "rediss://", 9) == 0)
+        rc = sl_err(err, SLUICE_EINVAL, "redis URL: rediss:// (TLS) is not supported by hiredis 0.14");
+    else
+        rc = sl_err(err, SLUICE_EINVAL, "redis URL: the scheme must be redis:// or unix://");
+    if (rc == 0 && describe(u) != 0)
+        rc = url_nomem(err);
+    if (rc)
+        sl_redis_url_free(u);
+    return rc;
+}
+
+void sl_redis_url_free(sl_redis_url *u)
+{
+    if (!u)
+        return;
+    sl_free(u->host);
+    sl_free(u->path);
+    sl_free(u->user);
+    if (u->password) {
+        /* Do not leave the secret in freed memory. */
+        volatile char *p = u->password;
+        while (*p)
+            *p++ = 0;
+        sl_free(u->password);
+    }
+    sl_free(u->display);
+    sl_free(u->where);
+    memset(u, 0, sizeof *u);
+}
+
+/* --- Redis Cluster seed lists ---------------------------------------------- */
+
+void sl_redis_cluster_url_free(sl_redis_url *seeds, size_t n)
+{
+    size_t i;
+
+    for (i = 0; seeds && i < n; i++)
+        sl_redis_url_free(&seeds[i]);
+    sl_free(seeds);
+}
+
+/* One seed: the credentials copied from `cred`, then host[:port]. */
+static int parse_seed(const char *s, size_t n, const sl_redis_url *cred, sl_redis_url *u,
+                      sluice_error *err)
+{
+    int rc;
+
+    memset(u, 0, sizeof *u);
+    if ((cred->user && !(u->user = sl_strdup(cred->user))) ||
+        (cred->password && !(u->password = sl_strdup(cred->password))))
+        return url_nomem(err);
+    if ((rc = parse_hostport(s, n, u, err)))
+        return rc;
+    return describe(u) != 0 ? url_nomem(err) : 0;
+}
+
+/* The part after the authority: nothing, "/" or "/0". */
+static int cluster_tail(const char *rest, sluice_error *err)
+{
+    if (*rest == '\0' || strcmp(rest, "/") == 0 || strcmp(rest, "/0") == 0)
+        return 0;
+    if (*rest == '/' && parse_num(rest + 1, strlen(rest + 1), 0, INT_MAX) > 0)
+        return sl_err(err, SLUICE_EINVAL, "redis URL: Redis Cluster has only db 0");
+    return sl_err(err, SLUICE_EINVAL, "redis URL: a cluster URL takes no path, query or fragment");
+}
+
+int sl_redis_cluster_url_parse(const char *s, sl_redis_url **out, size_t *nout,
+                               sluice_error *err)
+{
+    sl_redis_url cred, *seeds = NULL;
+    const char *p, *at = NULL, *rest;
+    size_t alen, n = 0, i;
+    int rc = 0;
+
+    *out = NULL;
+    *nout = 0;
+    memset(&cred, 0, sizeof cred);
+    if (!s || strncasecmp(s, "redis+cluster://", 16) != 0)
+        return sl_err(err, SLUICE_EINVAL, "redis URL: the scheme must be redis+cluster://");
+    p = s + 16;
+    alen = strcspn(p, "/?#");
+    rest = p + alen;
+    for (i = 0; i < alen; i++)
+        if (p[i] == '@')
+            at = p + i;
+    if ((rc = cluster_tail(rest, err)))
+        return rc;
+    if (at && (rc = parse_userinfo(p, (size_t)(at - p), &cred, err)))
+        goto out;
+    if (at)
+        p = at + 1;
+    for (i = 0, n = 1; p + i < rest; i++)
+        n += p[i] == ',';
+    if (n > SL_REDIS_MAX_SEEDS) {
+        rc = sl_err(err, SLUICE_EINVAL, "redis URL: more than %d seed nodes", SL_REDIS_MAX_SEEDS);
+        goto out;
+    }
+    if (!(seeds = sl_calloc(n, sizeof *seeds))) {
+        rc = url_nomem(err);
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        const char *comma = memchr(p, ',', (size_t)(rest - p));
+        const char *end = comma ? comma : rest;
+
+        if ((rc = parse_seed(p, (size_t)(end - p), &cred, &seeds[i], err)))
+            goto out;
+        p = end + 1;
+    }
+out:
+    sl_redis_url_free(&cred);
+    if (rc) {
+        sl_redis_cluster_url_free(seeds, n);
+        return rc;
+    }
+    *out = seeds;
+    *nout = n;
+    return 0;
+}
