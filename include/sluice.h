@@ -652,8 +652,12 @@ struct sluice_pool_stats {
     uint64_t created, reused, timeouts;
     uint64_t closed[SLUICE_CLOSE_REASONS_];
     int peak_in_use;
-    uint64_t wait_us_total;        /* summed over checkouts that waited */
+    uint64_t wait_us_total;        /* summed over checkouts that queued */
     uint64_t handshakes_full, handshakes_resumed;  /* TLS pools */
+    /* Since 0.2.  Checkouts that queued (granted or timed out) and their
+     * wait: median, 99th percentile (within 25%) and the longest, in
+     * microseconds.  Checkouts that found capacity at once are not in it. */
+    uint64_t waited, wait_p50_us, wait_p99_us, wait_max_us;
 };
 
 /* Creates a pool.  `ops` and `ctx` must outlive it.  Thread-safe.  In a

@@ -63,6 +63,7 @@ typedef struct sl_pool_cfg {
     int idle_timeout_ms;    /* 0 = never */
     int max_lifetime_ms;    /* 0 = never */
     int housekeeping;       /* 1 = run the sweeper thread */
+    int64_t barge_ns;       /* the barging bound: 0 = SL_WAITQ_BOUND_NS, < 0 = none */
 } sl_pool_cfg;
 
 #define SL_POOL_FRESH 0x1   /* never reuse: create a new resource */
