@@ -416,21 +416,22 @@ fi
 # (queued checkouts only; the rest found a connection at once).
 if want i; then
 say "bench: i. many threads on few connections"
+# oversub NAME THREADS CONNECTIONS TARGET (pair sets `name`, so ours is `on`)
 oversub() {
-    name=$1 t=$2 c=$3 target=$4
-    pair "$name" "-t $t -c $c $http" "$sb -t $c -c $c $http"
-    rr=$(ratio "$name" rps)
+    on=$1 t=$2 c=$3 target=$4
+    pair "$on" "-t $t -c $c $http" "$sb -t $c -c $c $http"
+    rr=$(ratio "$on" rps)
     row "i. $t threads on $c connections vs $c on $c (sluice both)" \
-        "$(fmt0 "$(medv "$name" sluice rps)") req/s" "$(fmt0 "$(medv "$name" peer rps)") req/s" \
+        "$(fmt0 "$(medv "$on" sluice rps)") req/s" "$(fmt0 "$(medv "$on" peer rps)") req/s" \
         "$(fx "$rr")" ">= ${target}x" "$(yesno "$rr >= $target")"
-    p50=$(medv "$name" sluice wait_p50_us) p99=$(medv "$name" sluice wait_p99_us)
-    wmax=$(medv "$name" sluice wait_max_us)
+    p50=$(medv "$on" sluice wait_p50_us) p99=$(medv "$on" sluice wait_p99_us)
+    wmax=$(medv "$on" sluice wait_max_us)
     row "i. $t on $c: checkout wait of queued checkouts, p50 / p99 / max (median over rounds)" \
         "$p50 / $p99 / $wmax us" "-" "p99 $(fx "$p99 / ($p50 + 0.001)" 1), max $(fx "$wmax / ($p50 + 0.001)" 1)" \
         "p99 <= 5x p50, max <= 20x" "$(yesno "$p99 <= 5 * $p50 && $wmax <= 20 * $p50")"
-    pair "${name}_curl" "-t $t -c $c $http" "$bc --share -t $t -c $c $http"
+    pair "${on}_curl" "-t $t -c $c $http" "$bc --share -t $t -c $c $http"
     rps_row "i. $t threads on $c connections (libcurl: share interface, CURLOPT_MAXCONNECTS $c)" \
-        "${name}_curl" "(reported)" 1
+        "${on}_curl" "(reported)" 1
     sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
 }
 oversub over8 64 8 0.85

@@ -11,11 +11,15 @@
  * checkout, which destroys it (reason OVERFLOW) before creating its own.
  *
  * Fairness.  Waiters queue in arrival order.  Whenever capacity appears
- * (put, a released slot), dispatch() walks the queue from its head and
- * grants each waiter that can now be served, under the lock and before
- * anyone else can look; so a later caller never takes what an earlier
- * waiter could have used, while a waiter held back only by its own key's
- * limit does not hold up waiters for other keys.
+ * (a released slot, or a put once the oldest waiter has waited the
+ * barging bound), dispatch() walks the queue from its head and grants
+ * each waiter that can now be served, under the lock and before anyone
+ * else can look; so past the bound a later caller never takes what an
+ * earlier waiter could have used, while a waiter held back only by its
+ * own key's limit does not hold up waiters for other keys.  Within the
+ * bound a put leaves the resource idle for whoever checks out next (the
+ * putter, most often), which spares a wake-up and a sleep per request;
+ * a waiter whose bound passes wakes and takes what was left idle.
  *
  * Keys.  An entry holds a key's resources, waiters and statistics.  One
  * with no slot and no waiter is unused; the unused ones sit on a list, the
