@@ -1171,19 +1171,24 @@ static int bulkhead_wait(sluice_client *c, int64_t deadline)
     sl_waitq_push(&c->bulk_q, &w, sl_now_ns());
     bulkhead_dispatch(c);
     for (;;) {
-        int done = sl_waiter_done(&w);
+        int done = sl_waiter_done(&w), why;
+        if (!done)
+            sl_waiter_prepare(&c->bulk_q, &w);
         pthread_mutex_unlock(&c->bulk_lock);
-        if (done || sl_waiter_sleep(&c->bulk_q, &w, deadline, &due_seen) == SL_WAKE_DONE)
+        if (done || (why = sl_waiter_sleep(&c->bulk_q, &w, deadline, &due_seen)) == SL_WAKE_DONE)
             return 0;
         pthread_mutex_lock(&c->bulk_lock);
         if (sl_waiter_done(&w))
             continue;
         if (sl_now_ns() >= deadline) {
             sl_waitq_remove(&c->bulk_q, &w);
+            if (c->bulk_used < c->opts.max_in_flight)
+                sl_waitq_watch(&c->bulk_q);
             pthread_mutex_unlock(&c->bulk_lock);
             return SLUICE_EQUEUEFULL;
         }
-        bulkhead_dispatch(c);
+        if (why == SL_WAKE_DUE)
+            bulkhead_dispatch(c);
     }
 }
 
@@ -1215,6 +1220,8 @@ static void bulkhead_leave(sluice_client *c)
     c->bulk_used--;
     if (c->bulk_q.head && sl_waitq_due(&c->bulk_q, sl_now_ns()))
         bulkhead_dispatch(c);
+    else
+        sl_waitq_watch(&c->bulk_q);
     pthread_mutex_unlock(&c->bulk_lock);
 }
 

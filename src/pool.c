@@ -458,6 +458,8 @@ static void dispatch(sl_pool *p)
         sl_wait_hist_add(&w->ent->waits, (uint64_t)(w->wait_ns / 1000));
         finish(p, w, W_GRANTED);
     }
+    if (p->idle)
+        sl_waitq_watch(&p->wq);
 }
 
 /* Gives back `e`'s slots; `e` may be gone after. */
@@ -698,9 +700,11 @@ static int wait_turn(sl_pool *p, entry *e, unsigned flags, int64_t deadline, gra
     /* Here with free capacity only when the queue was due: take it in turn. */
     dispatch(p);
     for (;;) {
-        int done = sl_waiter_done(&w.sw);
+        int done = sl_waiter_done(&w.sw), why;
+        if (!done)
+            sl_waiter_prepare(&p->wq, &w.sw);
         pthread_mutex_unlock(&p->lock);
-        if (done || sl_waiter_sleep(&p->wq, &w.sw, deadline, &due_seen) == SL_WAKE_DONE)
+        if (done || (why = sl_waiter_sleep(&p->wq, &w.sw, deadline, &due_seen)) == SL_WAKE_DONE)
             break;
         pthread_mutex_lock(&p->lock);
         if (sl_waiter_done(&w.sw))
@@ -710,9 +714,12 @@ static int wait_turn(sl_pool *p, entry *e, unsigned flags, int64_t deadline, gra
             w.wait_ns = sl_now_ns() - t0;
             e->c.wait_us_total += (uint64_t)(w.wait_ns / 1000);
             sl_wait_hist_add(&e->waits, (uint64_t)(w.wait_ns / 1000));
+            if (p->idle)
+                sl_waitq_watch(&p->wq);
             goto timedout;
         }
-        dispatch(p);     /* due: what barging left free is the queue's now */
+        if (why == SL_WAKE_DUE)
+            dispatch(p);     /* what barging left free is the queue's now */
     }
     *wait_ns = w.wait_ns;
     if (w.sw.state == W_GRANTED) {
@@ -913,6 +920,8 @@ void sl_pool_put(sl_pool *p, sl_pool_item *pub, int reusable)
         idle_push(p, it);
         if (p->wq.head && sl_waitq_due(&p->wq, now))
             dispatch(p);
+        else
+            sl_waitq_watch(&p->wq);
         if (it->is_idle && p->cfg.max_idle_per_key && e->idle > p->cfg.max_idle_per_key) {
             idle_remove(p, it);
             reason = SLUICE_CLOSE_OVERFLOW;

@@ -16,6 +16,7 @@ void sl_waitq_push(sl_waitq *q, sl_waiter *w, int64_t now)
 {
     w->since = now;
     w->state = 0;
+    atomic_store_explicit(&w->armed, 0, memory_order_relaxed);
     atomic_store_explicit(&w->done, 0, memory_order_relaxed);
     w->next = NULL;
     w->prev = q->tail;
@@ -50,7 +51,26 @@ void sl_waitq_finish(sl_waitq *q, sl_waiter *w, int state)
 
 int sl_waiter_done(sl_waiter *w)
 {
-    return atomic_load_explicit(&w->done, memory_order_acquire) != 0;
+    return atomic_load_explicit(&w->done, memory_order_acquire) == 1;
+}
+
+void sl_waitq_watch(sl_waitq *q)
+{
+    sl_waiter *w = q->head;
+
+    if (!w || atomic_load_explicit(&w->armed, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&w->armed, 1, memory_order_relaxed);
+    atomic_store_explicit(&w->done, 2, memory_order_relaxed);
+    sl_futex_wake(&w->done, 1);
+}
+
+void sl_waiter_prepare(sl_waitq *q, sl_waiter *w)
+{
+    if (q->head == w)
+        atomic_store_explicit(&w->armed, 1, memory_order_relaxed);
+    if (atomic_load_explicit(&w->done, memory_order_relaxed) == 2)
+        atomic_store_explicit(&w->done, 0, memory_order_relaxed);
 }
 
 int sl_waiter_sleep(const sl_waitq *q, sl_waiter *w, int64_t deadline, int *due_seen)
@@ -58,13 +78,18 @@ int sl_waiter_sleep(const sl_waitq *q, sl_waiter *w, int64_t deadline, int *due_
     for (;;) {
         int64_t due = w->since + q->bound_ns, until = deadline, now;
 
-        if (!*due_seen && due < until)
+        uint32_t d;
+
+        if (atomic_load_explicit(&w->armed, memory_order_relaxed) && !*due_seen && due < until)
             until = due;
-        if (sl_waiter_done(w))
+        if ((d = atomic_load_explicit(&w->done, memory_order_acquire)) == 0) {
+            sl_futex_wait(&w->done, 0, until);
+            d = atomic_load_explicit(&w->done, memory_order_acquire);
+        }
+        if (d == 1)
             return SL_WAKE_DONE;
-        sl_futex_wait(&w->done, 0, until);
-        if (sl_waiter_done(w))
-            return SL_WAKE_DONE;
+        if (d == 2)
+            return SL_WAKE_ARM;
         now = sl_now_ns();
         if (now >= deadline)
             return SL_WAKE_DEADLINE;

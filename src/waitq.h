@@ -13,9 +13,13 @@
  *    often the thread that freed it, coming straight back) takes it
  *    without sleeping or waking anyone.  Once the oldest waiter has waited
  *    the bound, nobody barges: freed capacity goes to waiters, oldest
- *    first.  A waiter wakes by itself when its bound passes, so capacity
- *    left free is never kept from it longer than the bound.  Bound 0 is
- *    strict first come, first served.
+ *    first.  The oldest waiter wakes by itself when its bound passes, so
+ *    capacity left free is never kept from it longer than the bound: it
+ *    sleeps with that timer ("armed") from when it is the head or when
+ *    capacity is left free while it is (sl_waitq_watch).  The others sleep
+ *    to their deadlines, so a thread's wait costs no wake-up of its own
+ *    but the one that serves it.  Bound 0 is strict first come, first
+ *    served.
  *  - A waiter is finished (granted, closed, timed out) under the lock; a
  *    granted waiter reads what it was given without taking the lock again.
  *  - The wait histogram counts waits with relaxed atomics, so it may be
@@ -40,7 +44,8 @@ typedef struct sl_waiter {
     struct sl_waiter *prev, *next;
     int64_t since;                /* when it queued (monotonic ns) */
     int state;                    /* the owner's, set before `done` */
-    _Atomic uint32_t done;        /* 0 waiting, 1 finished (a futex word) */
+    _Atomic int armed;            /* sleeps with the bound's timer (written under the lock) */
+    _Atomic uint32_t done;        /* 0 waiting, 1 finished, 2 to arm (a futex word) */
 } sl_waiter;
 
 typedef struct sl_waitq {
@@ -60,13 +65,21 @@ int sl_waitq_due(const sl_waitq *q, int64_t now);
 /* Dequeues `w` with `state` and wakes it. */
 void sl_waitq_finish(sl_waitq *q, sl_waiter *w, int state);
 
+/* Capacity is free while waiters sleep: makes sure the oldest one sleeps
+ * armed (waking it to arm its timer if it is not). */
+void sl_waitq_watch(sl_waitq *q);
+
 /* Why sl_waiter_sleep returned. */
-enum { SL_WAKE_DONE, SL_WAKE_DUE, SL_WAKE_DEADLINE };
+enum { SL_WAKE_DONE, SL_WAKE_DUE, SL_WAKE_DEADLINE, SL_WAKE_ARM };
+
+/* Under the lock, right before releasing it to sleep: arms the head. */
+void sl_waiter_prepare(sl_waitq *q, sl_waiter *w);
 
 /* Sleeps, without the owner's lock, until `w` is finished (SL_WAKE_DONE),
- * its bound passes (SL_WAKE_DUE, once: the owner then dispatches, under its
- * lock, what free capacity there is) or `deadline` passes
- * (SL_WAKE_DEADLINE).  `*due_seen` starts 0. */
+ * its bound passes while armed (SL_WAKE_DUE, once: the owner then
+ * dispatches, under its lock, what free capacity there is), it is to arm
+ * (SL_WAKE_ARM: the owner just prepares and sleeps again) or `deadline`
+ * passes (SL_WAKE_DEADLINE).  `*due_seen` starts 0. */
 int sl_waiter_sleep(const sl_waitq *q, sl_waiter *w, int64_t deadline, int *due_seen);
 
 /* 1 once `w` was finished; its state may then be read without the lock. */
