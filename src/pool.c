@@ -918,10 +918,12 @@ void sl_pool_put(sl_pool *p, sl_pool_item *pub, int reusable)
          * caller, most often this thread coming back (waitq.h). */
         it->idle_since = now;
         idle_push(p, it);
-        if (p->wq.head && sl_waitq_due(&p->wq, now))
-            dispatch(p);
-        else
-            sl_waitq_watch(&p->wq);
+        if (p->wq.head) {
+            if (sl_waitq_due(&p->wq, now))
+                dispatch(p);
+            else
+                sl_waitq_watch(&p->wq);
+        }
         if (it->is_idle && p->cfg.max_idle_per_key && e->idle > p->cfg.max_idle_per_key) {
             idle_remove(p, it);
             reason = SLUICE_CLOSE_OVERFLOW;

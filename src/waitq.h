@@ -35,7 +35,7 @@
  * against a fast upstream a hand-off to a sleeping thread costs a context
  * switch and two futex calls per request, and the share of requests that
  * pay it is about (waiting threads / bound) / requests per second; 20 ms
- * keeps 64 threads on 8 loopback connections within 0.9x of 8 on 8 (2 ms:
+ * keeps 64 threads on 8 loopback connections within 0.9x of 8 on 8 (1 ms:
  * 0.4x, 5 ms: 0.65x, 50 ms: 0.93x).  A request to a slower upstream holds
  * its connection longer, so the queue serves in strict order there. */
 #define SL_WAITQ_BOUND_NS (20 * 1000000LL)
