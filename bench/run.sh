@@ -16,6 +16,7 @@
 #   BENCH_COAL_ROUNDS  rounds of 1 s for the coalescer-cost pair (default 60)
 #   BENCH_PIN      1 (default): servers on CPU 0, load generators on CPU 1
 #   BENCH_OUT      the report (default bench/results.md; "-" = none)
+#   BENCH_ONLY     the scenarios to run, by letter (e.g. "a i"; default all)
 set -eu
 
 BUILD=${BUILD:-build}
@@ -139,6 +140,10 @@ say "bench: $R rounds of $S s per timed scenario, load average $load0"
 
 # --- helpers --------------------------------------------------------------
 
+# want LETTER: whether BENCH_ONLY asks for the scenario.
+want() { [ -z "${BENCH_ONLY:-}" ] || case " $BENCH_ONLY " in *" $1 "*) true ;; *) false ;; esac; }
+ka_round=""
+
 # jget KEY: the value of a flat JSON member on stdin.
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | head -1; }
 # calc EXPR: floating-point arithmetic.
@@ -231,6 +236,7 @@ instr_in() {
 
 # --- a. keep-alive GET, 8 threads ------------------------------------------
 
+if want a; then
 say "bench: a. keep-alive GET, 8 threads"
 pair ka "-t 8 -c 8 $http" "$bc -t 8 -c 8 $http"
 rps_row "a. keep-alive GET, 8 threads: throughput (sluice one shared pool; libcurl a handle per thread)" \
@@ -267,27 +273,33 @@ if [ -n "$cli_pin" ]; then
         ka_free "(reported)" 1.25
     sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
 fi
+fi
 
 # --- b. 32 threads sharing 8 connections ------------------------------------
 
+if want b; then
 say "bench: b. 32 threads sharing 8 connections"
 pair share "-t 32 -c 8 $http" "$bc --share -t 32 -c 8 $http"
 rps_row "b. 32 threads sharing 8 connections (libcurl: share interface, CURLOPT_MAXCONNECTS 8)" \
     share "> 1x (sluice faster)" 1.0000001
 row "b. connections opened per run (median)" "$(medv share sluice created)" \
     "$(medv share peer created)" "-" "(reported)" "-"
+fi
 
 # --- c. instructions per keep-alive GET --------------------------------------
 
+if want c; then
 say "bench: c. instructions per keep-alive GET (callgrind)"
 ci_s=$(instr "$sb" "$http")
 ci_p=$(instr "$bc" "$http")
 row "c. instructions per keep-alive GET (callgrind, 1 thread, coalescing off)" "$ci_s" "$ci_p" \
     "1/$(fx "$ci_p / $ci_s" 1 | tr -d x)" "<= 10,000 and <= 1/6 of libcurl" \
     "$(yesno "$ci_s <= 10000 && $ci_s * 6 <= $ci_p")"
+fi
 
 # --- d. HTTPS -----------------------------------------------------------------
 
+if want d; then
 say "bench: d. HTTPS keep-alive and churn"
 pair tls "-t 8 -c 8 --https --ca $ca $https" "$bc -t 8 -c 8 --https --ca $ca $https"
 rps_row "d. HTTPS keep-alive GET, 8 threads" tls ">= 1.1x" 1.1
@@ -295,9 +307,11 @@ pair churn "-t 8 -c 8 --close --https --ca $ca $https" "$bc -t 8 -c 8 --close --
 rps_row "d. HTTPS churn: Connection: close, a new TLS connection per GET, 8 threads" churn ">= 1.0x" 1.0
 row "d. sluice TLS handshakes per churn run (median): full / resumed" \
     "$(medv churn sluice tls_full) / $(medv churn sluice tls_resumed)" "-" "-" "(reported)" "-"
+fi
 
 # --- e. limiter -----------------------------------------------------------------
 
+if want e; then
 say "bench: e. limiter decisions per second"
 
 # The Redis-bound regime: redis-server held to 25% of one core by a cgroup
@@ -361,9 +375,11 @@ if [ -x "$bin/bench/bench_limiter" ]; then
 else
     row "e. limiter decisions/s" "not built" "-" "-" ">= 3x" "-"
 fi
+fi
 
 # --- f. coalescing burst ----------------------------------------------------------
 
+if want f; then
 say "bench: f. 64 identical GETs to a 50 ms upstream"
 : >"$tmp/burst"
 r=1
@@ -382,9 +398,11 @@ row "f. coalescing: 64 concurrent identical GETs, 50 ms upstream: upstream calls
     "$calls" "-" "-" "exactly 1" "$(yesno "\"$calls\" == \"1\"")"
 row "f. coalescing: the slowest of the 64 callers (median)" "$(calc "$slow / 1000") ms" "-" \
     "$(fx "$slow / 50000") of 50 ms" "<= 60 ms (1.2x)" "$(yesno "$slow <= 60000")"
+fi
 
 # --- g. memory per idle connection ----------------------------------------------
 
+if want g; then
 say "bench: g. memory per idle pooled connection"
 for kind in plain tls; do
     if [ $kind = plain ]; then args="$http"; else args="--https --ca $ca $https"; fi
@@ -399,9 +417,11 @@ for kind in plain tls; do
     fi
     detail "idle $kind: $(cat "$tmp/idle.$kind")"
 done
+fi
 
 # --- h. coalescer and metrics overhead --------------------------------------------
 
+if want h; then
 say "bench: h. coalescer overhead"
 # A 2% difference is inside one run's noise on a shared machine, so this
 # pair takes more, shorter rounds than the others (BENCH_COAL_ROUNDS).
@@ -420,10 +440,42 @@ row "h. coalescer cost: instructions per GET, coalescing on vs off" "$co_on" "$c
 # Recording is relaxed atomic adds in sl_metrics_* (and two clock reads
 # the call makes anyway); its share of a GET's instructions bounds its
 # share of the client's CPU per request.
+[ -n "${ci_s:-}" ] || ci_s=$(instr "$sb" "$http")
 mi=$(instr_in 'sl_metrics_*' "$sb" "$http")
 row "h. metrics: instructions per GET inside the recording (sl_metrics_*), of the whole GET" \
     "$mi" "$ci_s" "$(awk -v a="$mi" -v b="$ci_s" 'BEGIN { printf "%.1f%%", 100 * a / b }')" \
     "cost <= 2%" "$(yesno "$mi <= 0.02 * $ci_s")"
+fi
+
+# --- i. many threads on few connections ---------------------------------------
+
+# The pool's hand-off: a round runs the oversubscribed case and the one
+# with a thread per connection back to back, so the ratio is of one
+# machine state.  The checkout waits are those of the oversubscribed runs
+# (queued checkouts only; the rest found a connection at once).
+if want i; then
+say "bench: i. many threads on few connections"
+# oversub NAME THREADS CONNECTIONS TARGET (pair sets `name`, so ours is `on`)
+oversub() {
+    on=$1 t=$2 c=$3 target=$4
+    pair "$on" "-t $t -c $c $http" "$sb -t $c -c $c $http"
+    rr=$(ratio "$on" rps)
+    row "i. $t threads on $c connections vs $c on $c (sluice both)" \
+        "$(fmt0 "$(medv "$on" sluice rps)") req/s" "$(fmt0 "$(medv "$on" peer rps)") req/s" \
+        "$(fx "$rr")" ">= ${target}x" "$(yesno "$rr >= $target")"
+    p50=$(medv "$on" sluice wait_p50_us) p99=$(medv "$on" sluice wait_p99_us)
+    wmax=$(medv "$on" sluice wait_max_us)
+    row "i. $t on $c: checkout wait of queued checkouts, p50 / p99 / max (median over rounds)" \
+        "$p50 / $p99 / $wmax us" "-" "p99 $(fx "$p99 / ($p50 + 0.001)" 1), max $(fx "$wmax / ($p50 + 0.001)" 1)" \
+        "p99 <= 5x p50, max <= 20x" "$(yesno "$p99 <= 5 * $p50 && $wmax <= 20 * $p50")"
+    pair "${on}_curl" "-t $t -c $c $http" "$bc --share -t $t -c $c $http"
+    rps_row "i. $t threads on $c connections (libcurl: share interface, CURLOPT_MAXCONNECTS $c)" \
+        "${on}_curl" "(reported)" 1
+    sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
+}
+oversub over8 64 8 0.85
+oversub over32 256 32 0.8
+fi
 
 # --- the report -----------------------------------------------------------------------
 

@@ -652,8 +652,12 @@ struct sluice_pool_stats {
     uint64_t created, reused, timeouts;
     uint64_t closed[SLUICE_CLOSE_REASONS_];
     int peak_in_use;
-    uint64_t wait_us_total;        /* summed over checkouts that waited */
+    uint64_t wait_us_total;        /* summed over checkouts that queued */
     uint64_t handshakes_full, handshakes_resumed;  /* TLS pools */
+    /* Since 0.2.  Checkouts that queued (granted or timed out) and their
+     * wait: median, 99th percentile (within 25%) and the longest, in
+     * microseconds.  Checkouts that found capacity at once are not in it. */
+    uint64_t waited, wait_p50_us, wait_p99_us, wait_max_us;
 };
 
 /* Creates a pool.  `ops` and `ctx` must outlive it.  Thread-safe.  In a
@@ -663,8 +667,11 @@ struct sluice_pool_stats {
 SLUICE_API sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_pool_ops *ops,
                                         void *ctx, sluice_error *err);
 /* Checks a resource out: reuses the most recently used idle one, or
- * creates one, or waits first come first served up to `timeout_ms`
- * (negative = forever) for SLUICE_EPOOLTIMEOUT. */
+ * creates one, or waits up to `timeout_ms` (negative = forever) for
+ * SLUICE_EPOOLTIMEOUT.  Waiters are served in arrival order; a resource put
+ * back while the oldest waiter has waited less than 20 ms stays free for
+ * the next caller (often the thread that put it back), so no waiter waits
+ * past 20 ms plus its turn among those that have waited that long. */
 SLUICE_API int sluice_pool_get(sluice_pool *p, int timeout_ms, void **res);
 /* Since 0.2.  sluice_pool_get with the reason for a failure in *err: the
  * create callback's own error when creating failed.  `err` may be NULL. */

@@ -235,8 +235,8 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         rc = sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", service);
         goto fail;
     }
+    sl_waitq_init(&c->bulk_q, SL_WAITQ_BOUND_NS);
     if ((rc = sl_mutex_init(&c->bulk_lock, c->service, err)) ||
-        (rc = sl_cond_init(&c->bulk_cond, c->service, err)) ||
         (rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
         (rc = copy_headers(c, o, err)) || (rc = check_headers(c, err)) ||
         (rc = build_key_prefix(c, err)) ||
@@ -282,7 +282,6 @@ void sl_client_free(sluice_client *c)
     sl_free(c->fingerprint);
     sl_free(c->service);
     sl_free(c->api_version);
-    pthread_cond_destroy(&c->bulk_cond);
     pthread_mutex_destroy(&c->bulk_lock);
     sl_free(c);
 }
@@ -1152,25 +1151,62 @@ static int run_coalesced(call *k, sluice_response **out)
 /* The public entry points                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* The bulkhead: at most max_in_flight calls at once per client. */
+/* The bulkhead: at most max_in_flight calls at once per client, waiting
+ * in the pool's kind of queue (waitq.h): in arrival order, a returning
+ * thread barging only while nobody has waited the bound.  bulk_lock held. */
+static void bulkhead_dispatch(sluice_client *c)
+{
+    while (c->bulk_q.head && c->bulk_used < c->opts.max_in_flight) {
+        c->bulk_used++;
+        sl_waitq_finish(&c->bulk_q, c->bulk_q.head, 1);
+    }
+}
+
+/* Queues the call for a place; bulk_lock held on entry, released on return. */
+static int bulkhead_wait(sluice_client *c, int64_t deadline)
+{
+    sl_waiter w;
+    int due_seen = 0;
+
+    sl_waitq_push(&c->bulk_q, &w, sl_now_ns());
+    bulkhead_dispatch(c);
+    for (;;) {
+        int done = sl_waiter_done(&w), why;
+        if (!done)
+            sl_waiter_prepare(&c->bulk_q, &w);
+        pthread_mutex_unlock(&c->bulk_lock);
+        if (done || (why = sl_waiter_sleep(&c->bulk_q, &w, deadline, &due_seen)) == SL_WAKE_DONE)
+            return 0;
+        pthread_mutex_lock(&c->bulk_lock);
+        if (sl_waiter_done(&w))
+            continue;
+        if (sl_now_ns() >= deadline) {
+            sl_waitq_remove(&c->bulk_q, &w);
+            if (c->bulk_used < c->opts.max_in_flight)
+                sl_waitq_watch(&c->bulk_q);
+            pthread_mutex_unlock(&c->bulk_lock);
+            return SLUICE_EQUEUEFULL;
+        }
+        if (why == SL_WAKE_DUE)
+            bulkhead_dispatch(c);
+    }
+}
+
 static int bulkhead_enter(call *k)
 {
     sluice_client *c = k->c;
-    struct timespec ts;
-    int rc = 0;
+    int rc;
 
     if (c->opts.max_in_flight <= 0)
         return 0;
-    ts = sl_deadline_timespec(k->deadline);
     pthread_mutex_lock(&c->bulk_lock);
-    while (c->bulk_used >= c->opts.max_in_flight && rc == 0)
-        if (pthread_cond_timedwait(&c->bulk_cond, &c->bulk_lock, &ts) != 0 &&
-            sl_ms_left(k->deadline) == 0)
-            rc = SLUICE_EQUEUEFULL;
-    if (rc == 0)
+    if (c->bulk_used < c->opts.max_in_flight &&
+        (!c->bulk_q.head || !sl_waitq_due(&c->bulk_q, sl_now_ns()))) {
         c->bulk_used++;
-    pthread_mutex_unlock(&c->bulk_lock);
-    if (rc)
+        pthread_mutex_unlock(&c->bulk_lock);
+        return 0;
+    }
+    if ((rc = bulkhead_wait(c, k->deadline)) != 0)
         sl_err(k->err, rc, "client '%s': %d calls in flight, none finished before the deadline",
                c->service, c->opts.max_in_flight);
     return rc;
@@ -1182,7 +1218,10 @@ static void bulkhead_leave(sluice_client *c)
         return;
     pthread_mutex_lock(&c->bulk_lock);
     c->bulk_used--;
-    pthread_cond_signal(&c->bulk_cond);
+    if (c->bulk_q.head && sl_waitq_due(&c->bulk_q, sl_now_ns()))
+        bulkhead_dispatch(c);
+    else
+        sl_waitq_watch(&c->bulk_q);
     pthread_mutex_unlock(&c->bulk_lock);
 }
 

@@ -20,6 +20,7 @@
 #include "sock.h"
 #include "tls.h"
 #include "url.h"
+#include "waitq.h"
 
 struct sluice_factory {
     sluice_factory_opts opts;     /* strings point into owned copies below */
@@ -64,8 +65,8 @@ struct sluice_client {
     sl_retry_policy retry;
     sl_retry_budget *budget;
 
-    pthread_mutex_t bulk_lock;    /* max_in_flight */
-    pthread_cond_t bulk_cond;
+    pthread_mutex_t bulk_lock;    /* max_in_flight: guards the two below */
+    sl_waitq bulk_q;              /* the pool's kind of queue (waitq.h) */
     int bulk_used;
 
     sl_metrics metrics;

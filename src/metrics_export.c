@@ -424,7 +424,7 @@ static void prom_breakers(out *o, sluice_client *head)
  * the format wants a family's samples together. */
 enum {
     PF_CONNECTIONS, PF_WAITING, PF_PEAK, PF_CREATED, PF_REUSED, PF_TIMEOUTS, PF_CLOSED,
-    PF_WAIT, PF_COUNT
+    PF_WAIT, PF_WAIT_Q, PF_COUNT
 };
 
 static const struct {
@@ -441,6 +441,9 @@ static const struct {
     [PF_CLOSED] = {"sluice_pool_closed_total", "counter", "Connections closed, by reason."},
     [PF_WAIT] = {"sluice_pool_wait_seconds_total", "counter",
                  "Time checkouts spent waiting for capacity."},
+    [PF_WAIT_Q] = {"sluice_pool_checkout_wait_seconds", "summary",
+                   "Wait of checkouts that queued (granted or timed out): median, 99th "
+                   "percentile, longest (quantile 1)."},
 };
 
 typedef struct pool_pass {
@@ -480,6 +483,22 @@ static void prom_origin(void *ud, const char *origin, const struct sluice_pool_s
     case PF_WAIT:
         origin_sample(pp->o, name, origin);
         putf(pp->o, "} %.6f\n", (double)s->wait_us_total / 1e6);
+        return;
+    case PF_WAIT_Q:
+        origin_sample(pp->o, name, origin);
+        putf(pp->o, ",quantile=\"0.5\"} %.6f\n", (double)s->wait_p50_us / 1e6);
+        origin_sample(pp->o, name, origin);
+        putf(pp->o, ",quantile=\"0.99\"} %.6f\n", (double)s->wait_p99_us / 1e6);
+        origin_sample(pp->o, name, origin);
+        putf(pp->o, ",quantile=\"1\"} %.6f\n", (double)s->wait_max_us / 1e6);
+        puts_(pp->o, name);
+        puts_(pp->o, "_sum");
+        origin_sample(pp->o, "", origin);
+        putf(pp->o, "} %.6f\n", (double)s->wait_us_total / 1e6);
+        puts_(pp->o, name);
+        puts_(pp->o, "_count");
+        origin_sample(pp->o, "", origin);
+        putf(pp->o, "} %llu\n", (unsigned long long)s->waited);
         return;
     case PF_WAITING: v = (uint64_t)s->waiting; break;
     case PF_PEAK: v = (uint64_t)s->peak_in_use; break;
@@ -677,6 +696,10 @@ static void json_pool_stats(out *o, int *n, const struct sluice_pool_stats *s)
     ju64(o, n, "reused", s->reused);
     ju64(o, n, "timeouts", s->timeouts);
     jdbl(o, n, "wait_seconds_total", (double)s->wait_us_total / 1e6);
+    ju64(o, n, "waited", s->waited);
+    jdbl(o, n, "wait_p50_seconds", (double)s->wait_p50_us / 1e6);
+    jdbl(o, n, "wait_p99_seconds", (double)s->wait_p99_us / 1e6);
+    jdbl(o, n, "wait_max_seconds", (double)s->wait_max_us / 1e6);
     jkey(o, n, "closed");
     puts_(o, "{");
     for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)

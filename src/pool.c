@@ -11,11 +11,15 @@
  * checkout, which destroys it (reason OVERFLOW) before creating its own.
  *
  * Fairness.  Waiters queue in arrival order.  Whenever capacity appears
- * (put, a released slot), dispatch() walks the queue from its head and
- * grants each waiter that can now be served, under the lock and before
- * anyone else can look; so a later caller never takes what an earlier
- * waiter could have used, while a waiter held back only by its own key's
- * limit does not hold up waiters for other keys.
+ * (a released slot, or a put once the oldest waiter has waited the
+ * barging bound), dispatch() walks the queue from its head and grants
+ * each waiter that can now be served, under the lock and before anyone
+ * else can look; so past the bound a later caller never takes what an
+ * earlier waiter could have used, while a waiter held back only by its
+ * own key's limit does not hold up waiters for other keys.  Within the
+ * bound a put leaves the resource idle for whoever checks out next (the
+ * putter, most often), which spares a wake-up and a sleep per request;
+ * a waiter whose bound passes wakes and takes what was left idle.
  *
  * Keys.  An entry holds a key's resources, waiters and statistics.  One
  * with no slot and no waiter is unused; the unused ones sit on a list, the
@@ -36,6 +40,7 @@
 #include "hash.h"
 #include "log.h"
 #include "pool.h"
+#include "waitq.h"
 
 /* Only uint64_t fields: add_counters sums them as an array. */
 typedef struct counters {
@@ -56,6 +61,7 @@ typedef struct entry {
     int slots;                 /* capacity held: see the file comment */
     int idle, in_use, waiting, peak_in_use;
     counters c;
+    sl_wait_hist waits;        /* checkouts that queued: time to a grant or timeout */
 } entry;
 
 struct item {
@@ -81,12 +87,11 @@ typedef struct grant {
 enum { W_WAITING, W_GRANTED, W_CLOSED, W_TIMEDOUT };
 
 typedef struct waiter {
-    struct waiter *prev, *next;
+    sl_waiter sw;              /* first: the queue's node converts back */
     entry *ent;
     unsigned flags;
-    int state;
     grant g;
-    pthread_cond_t cond;
+    int64_t wait_ns;           /* set with the grant */
 } waiter;
 
 struct sl_pool {
@@ -106,8 +111,9 @@ struct sl_pool {
     entry *unused_new, *unused_old;  /* entries with no slot and no waiter */
     size_t nunused;
     counters retired;              /* the counters of freed entries */
+    sl_wait_hist retired_waits;
     item *idle_new, *idle_old;     /* pool-wide idle list, for LRU eviction */
-    waiter *wq_head, *wq_tail;
+    sl_waitq wq;                   /* checkouts waiting, oldest first */
     int slots, idle, in_use, waiting, peak_in_use;
     int closed;
 
@@ -252,6 +258,7 @@ static void entry_free(sl_pool *p, entry *e)
     if (p->last == e)
         p->last = NULL;
     add_counters(&p->retired, &e->c);
+    sl_wait_hist_merge(&p->retired_waits, &e->waits);
     p->nkeys--;
     sl_free(e->key);
     sl_free(e);
@@ -393,40 +400,66 @@ static int serve(sl_pool *p, entry *e, unsigned flags, grant *g)
     return -1;
 }
 
-static void dequeue(sl_pool *p, waiter *w)
+static void enqueue(sl_pool *p, waiter *w, int64_t now)
 {
-    *(w->prev ? &w->prev->next : &p->wq_head) = w->next;
-    *(w->next ? &w->next->prev : &p->wq_tail) = w->prev;
-    w->prev = w->next = NULL;
-    w->ent->waiting--;
-    p->waiting--;
-}
-
-static void enqueue(sl_pool *p, waiter *w)
-{
-    w->next = NULL;
-    w->prev = p->wq_tail;
-    *(p->wq_tail ? &p->wq_tail->next : &p->wq_head) = w;
-    p->wq_tail = w;
+    sl_waitq_push(&p->wq, &w->sw, now);
     w->ent->waiting++;
     p->waiting++;
 }
 
-/* Grants waiters in arrival order whatever can now be granted. */
+/* Off the queue without a grant (timed out).  Lock held. */
+static void dequeue(sl_pool *p, waiter *w)
+{
+    sl_waitq_remove(&p->wq, &w->sw);
+    w->ent->waiting--;
+    p->waiting--;
+}
+
+/* Off the queue with `state`, woken. */
+static void finish(sl_pool *p, waiter *w, int state)
+{
+    w->ent->waiting--;
+    p->waiting--;
+    sl_waitq_finish(&p->wq, &w->sw, state);
+}
+
+/* A newcomer may take free capacity at once unless the oldest waiter has
+ * waited the bound (waitq.h: bounded barging).  Lock held. */
+static int may_barge(const sl_pool *p)
+{
+    return !p->wq.head || !sl_waitq_due(&p->wq, sl_now_ns());
+}
+
+/* Grants waiters in arrival order whatever can now be granted.  A waiter
+ * that cannot be served leaves later ones of its key (that take any idle
+ * resource) unserved too, so the walk skips them cheaply: with hundreds of
+ * threads queued on one origin a checkin costs the same as with few. */
 static void dispatch(sl_pool *p)
 {
-    waiter *w = p->wq_head, *next;
+    waiter *w = (waiter *)p->wq.head, *next;
+    const entry *stuck = NULL;
+    int64_t now = 0;
 
     for (; w; w = next) {
-        next = w->next;
+        next = (waiter *)w->sw.next;
         if (p->cfg.max_total && p->slots >= p->cfg.max_total && !p->idle)
             return;     /* nothing left that anyone could take */
-        if (serve(p, w->ent, w->flags, &w->g) == 0) {
-            dequeue(p, w);
-            w->state = W_GRANTED;
-            pthread_cond_signal(&w->cond);
+        if (w->ent == stuck && !(w->flags & SL_POOL_FRESH))
+            continue;
+        if (serve(p, w->ent, w->flags, &w->g) != 0) {
+            if (!(w->flags & SL_POOL_FRESH))
+                stuck = w->ent;
+            continue;
         }
+        if (!now)
+            now = sl_now_ns();
+        w->wait_ns = now - w->sw.since;
+        w->ent->c.wait_us_total += (uint64_t)(w->wait_ns / 1000);
+        sl_wait_hist_add(&w->ent->waits, (uint64_t)(w->wait_ns / 1000));
+        finish(p, w, W_GRANTED);
     }
+    if (p->idle)
+        sl_waitq_watch(&p->wq);
 }
 
 /* Gives back `e`'s slots; `e` may be gone after. */
@@ -562,7 +595,7 @@ static void fork_child(void)
 
     for (p = forks_head; p; p = p->fork_next) {
         p->gen++;
-        p->wq_head = p->wq_tail = NULL;
+        sl_waitq_init(&p->wq, p->wq.bound_ns);
         p->waiting = 0;
         for (e = p->entries; e; e = e->next)
             e->waiting = 0;
@@ -649,46 +682,60 @@ static int pool_timeout(sl_pool *p, entry *e, sluice_error *err)
 }
 
 /* Queues the caller and sleeps until granted, closed or past the deadline.
- * Lock held (cond waits release it). */
+ * Lock held on entry, released on return.  A granted waiter does not take
+ * the lock again: the grant is in its node. */
 static int wait_turn(sl_pool *p, entry *e, unsigned flags, int64_t deadline, grant *g,
                      int64_t *wait_ns, sluice_error *err)
 {
     waiter w;
     int64_t t0 = sl_now_ns();
+    int due_seen = 0, rc = 0;
 
-    if (deadline <= t0)
-        return pool_timeout(p, e, err);
     memset(&w, 0, sizeof w);
     w.ent = e;
     w.flags = flags;
-    w.state = W_WAITING;
-    if (pthread_cond_init(&w.cond, &p->cattr) != 0)
-        return sl_err(err, SLUICE_ENOMEM, "cannot make a condition variable to wait for '%s'",
-                      e->key);
-    enqueue(p, &w);
-    while (w.state == W_WAITING) {
-        struct timespec ts;
-        if (deadline == SL_NO_DEADLINE) {
-            pthread_cond_wait(&w.cond, &p->lock);
+    if (deadline <= t0)
+        goto timedout;
+    enqueue(p, &w, t0);
+    /* Here with free capacity only when the queue was due: take it in turn. */
+    dispatch(p);
+    for (;;) {
+        int done = sl_waiter_done(&w.sw), why;
+        if (!done)
+            sl_waiter_prepare(&p->wq, &w.sw);
+        pthread_mutex_unlock(&p->lock);
+        if (done || (why = sl_waiter_sleep(&p->wq, &w.sw, deadline, &due_seen)) == SL_WAKE_DONE)
+            break;
+        pthread_mutex_lock(&p->lock);
+        if (sl_waiter_done(&w.sw))
             continue;
-        }
-        ts = sl_deadline_timespec(deadline);
-        /* A grant that raced the timeout wins: check the state first. */
-        if (pthread_cond_timedwait(&w.cond, &p->lock, &ts) == ETIMEDOUT &&
-            w.state == W_WAITING && sl_now_ns() >= deadline) {
+        if (sl_now_ns() >= deadline) {
             dequeue(p, &w);
-            w.state = W_TIMEDOUT;
+            w.wait_ns = sl_now_ns() - t0;
+            e->c.wait_us_total += (uint64_t)(w.wait_ns / 1000);
+            sl_wait_hist_add(&e->waits, (uint64_t)(w.wait_ns / 1000));
+            if (p->idle)
+                sl_waitq_watch(&p->wq);
+            goto timedout;
         }
+        if (why == SL_WAKE_DUE)
+            dispatch(p);     /* what barging left free is the queue's now */
     }
-    pthread_cond_destroy(&w.cond);
-    *wait_ns = sl_now_ns() - t0;
-    if (w.state == W_CLOSED)
-        return sl_err(err, SLUICE_ECLOSED, "pool closed while waiting for '%s'", e->key);
-    if (w.state == W_TIMEDOUT)
-        return pool_timeout(p, e, err);
-    e->c.wait_us_total += (uint64_t)(*wait_ns / 1000);
-    *g = w.g;
-    return 0;
+    *wait_ns = w.wait_ns;
+    if (w.sw.state == W_GRANTED) {
+        *g = w.g;
+        return 0;
+    }
+    pthread_mutex_lock(&p->lock);
+    rc = sl_err(err, SLUICE_ECLOSED, "pool closed while waiting for '%s'", e->key);
+    entry_settle(p, e);
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+timedout:
+    rc = pool_timeout(p, e, err);
+    entry_settle(p, e);
+    pthread_mutex_unlock(&p->lock);
+    return rc;
 }
 
 /* After a granted idle resource was found unusable and destroyed: reuse the
@@ -819,11 +866,13 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
         rc = SLUICE_ENOMEM;
     else {
         entry_busy(p, e);
-        if (serve(p, e, flags, &g) != 0 &&
-            (rc = wait_turn(p, e, flags, deadline, &g, &wait_ns, err)) != 0)
-            entry_settle(p, e);
+        if (!may_barge(p) || serve(p, e, flags, &g) != 0) {
+            rc = wait_turn(p, e, flags, deadline, &g, &wait_ns, err);   /* unlocks */
+            goto waited;
+        }
     }
     pthread_mutex_unlock(&p->lock);
+waited:
     if (rc != 0)
         return rc;
     return checkout(p, e, arg, flags, deadline, g, wait_ns, out, err);
@@ -864,10 +913,17 @@ void sl_pool_put(sl_pool *p, sl_pool_item *pub, int reusable)
     reason = put_reason(p, it, reusable, now);
     if (reason < 0) {
         /* Idle first, so that dispatch() can hand it to the first waiter
-         * that can use it; once granted it is no longer ours to touch. */
+         * that can use it; once granted it is no longer ours to touch.
+         * While no waiter has waited the bound it stays idle for the next
+         * caller, most often this thread coming back (waitq.h). */
         it->idle_since = now;
         idle_push(p, it);
-        dispatch(p);
+        if (p->wq.head) {
+            if (sl_waitq_due(&p->wq, now))
+                dispatch(p);
+            else
+                sl_waitq_watch(&p->wq);
+        }
         if (it->is_idle && p->cfg.max_idle_per_key && e->idle > p->cfg.max_idle_per_key) {
             idle_remove(p, it);
             reason = SLUICE_CLOSE_OVERFLOW;
@@ -1021,6 +1077,7 @@ sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, 
     p->seed = sl_rand64();
     p->cfg = *cfg;
     p->per_key = cfg->max_per_key ? cfg->max_per_key : cfg->max_total;
+    sl_waitq_init(&p->wq, cfg->barge_ns == 0 ? SL_WAITQ_BOUND_NS : cfg->barge_ns);
     p->ops = *ops;
     p->ctx = ctx;
     if (init_sync(p, err) != 0) {
@@ -1051,12 +1108,8 @@ static item *shut_down(sl_pool *p)
     item *list = NULL, *it;
 
     p->closed = 1;
-    while (p->wq_head) {
-        waiter *w = p->wq_head;
-        dequeue(p, w);
-        w->state = W_CLOSED;
-        pthread_cond_signal(&w->cond);
-    }
+    while (p->wq.head)
+        finish(p, (waiter *)p->wq.head, W_CLOSED);
     while ((it = p->idle_new)) {
         idle_remove(p, it);
         it->reason = SLUICE_CLOSE_SHUTDOWN;
@@ -1137,29 +1190,45 @@ static void add_stats(const entry *e, struct sluice_pool_stats *s)
     add_counts(&e->c, s);
 }
 
+/* The wait histogram's summary into the stats. */
+static void put_waits(const sl_wait_hist *h, struct sluice_pool_stats *s)
+{
+    s->waited = atomic_load_explicit(&h->n, memory_order_relaxed);
+    s->wait_p50_us = sl_wait_hist_quantile(h, 0.5);
+    s->wait_p99_us = sl_wait_hist_quantile(h, 0.99);
+    s->wait_max_us = atomic_load_explicit(&h->max_us, memory_order_relaxed);
+}
+
 void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out)
 {
     const entry *e;
+    sl_wait_hist hist, *h = &hist;   /* 1.2 KiB; exports must not allocate */
 
     if (!out)
         return;
     memset(out, 0, sizeof *out);
     if (!p)
         return;
+    memset(h, 0, sizeof *h);
     pthread_mutex_lock(&p->lock);
     if (key) {
         e = entry_find(p, key, hash_key(p, key));
         if (e) {
             add_stats(e, out);
+            sl_wait_hist_merge(h, &e->waits);
             out->peak_in_use = e->peak_in_use;
         }
     } else {
-        for (e = p->entries; e; e = e->next)
+        for (e = p->entries; e; e = e->next) {
             add_stats(e, out);
+            sl_wait_hist_merge(h, &e->waits);
+        }
         add_counts(&p->retired, out);
+        sl_wait_hist_merge(h, &p->retired_waits);
         out->peak_in_use = p->peak_in_use;
     }
     pthread_mutex_unlock(&p->lock);
+    put_waits(h, out);
 }
 
 void sl_pool_foreach_key(sl_pool *p,
@@ -1181,6 +1250,7 @@ void sl_pool_foreach_key(sl_pool *p,
         memset(&s, 0, sizeof s);
         add_stats(e, &s);
         s.peak_in_use = e->peak_in_use;
+        put_waits(&e->waits, &s);
         pthread_mutex_unlock(&p->lock);
         fn(ud, e->key, &s);
         pthread_mutex_lock(&p->lock);

@@ -1,8 +1,15 @@
 /* The keyed resource pool behind sluice_pool and the HTTP connection pool.
  *
  * Contract:
- *  - One mutex guards the pool's tables; waiters sleep on their own
- *    condition variables and are served first come, first served.
+ *  - One mutex guards the pool's tables; waiters queue in a sl_waitq
+ *    (waitq.h) and sleep on their own futex words.
+ *  - Order: waiters are served in arrival order, with bounded barging
+ *    (cfg.barge_ns, default SL_WAITQ_BOUND_NS = 20 ms): while the oldest
+ *    waiter has waited less than the bound, a put leaves the resource idle
+ *    for the next checkout (most often the putter's own next one); once
+ *    it has waited the bound, puts hand resources to waiters, oldest
+ *    first, and no newcomer takes one.  A checkout waits at most the bound
+ *    plus its turn among the waiters past it; the deadline is exact.
  *  - ops->create, ops->destroy, ops->alive and ops->event are never called
  *    with the pool lock held (connect, close and TLS happen outside it).
  *  - Limits: max_total over all keys, max_per_key for one key; a checkout at
@@ -63,6 +70,7 @@ typedef struct sl_pool_cfg {
     int idle_timeout_ms;    /* 0 = never */
     int max_lifetime_ms;    /* 0 = never */
     int housekeeping;       /* 1 = run the sweeper thread */
+    int64_t barge_ns;       /* the barging bound: 0 = SL_WAITQ_BOUND_NS, < 0 = none */
 } sl_pool_cfg;
 
 #define SL_POOL_FRESH 0x1   /* never reuse: create a new resource */
@@ -80,8 +88,8 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
 
 /* Returns a checked-out item.  reusable = 0 destroys it (reason BROKEN);
  * otherwise it becomes idle unless it is past its lifetime or past
- * max_idle_per_key.  Hands capacity to the first waiter.  Never blocks on
- * I/O under the lock. */
+ * max_idle_per_key.  Hands capacity to the first waiter once the queue is
+ * due (see Order above).  Never blocks on I/O under the lock. */
 void sl_pool_put(sl_pool *p, sl_pool_item *it, int reusable);
 
 /* Closes idle resources past their idle timeout or lifetime now. */

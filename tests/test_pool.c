@@ -1448,6 +1448,215 @@ static void test_pool_churn_32_threads_consistent(void)
     free_pool(p, &f);
 }
 
+/* ---- fairness under bounded barging ---------------------------------------- */
+
+#define FAIR_THREADS 64
+#define FAIR_CONNS 4
+#define FAIR_FACTOR 4      /* every thread's share within mean / 4 .. mean * 4 */
+
+typedef struct fair {
+    sl_pool *p;
+    _Atomic int stop, errors;
+    _Atomic long done[FAIR_THREADS];
+    _Atomic int next;
+} fair;
+
+/* A request: take a connection, hold it a little (as a loopback round trip
+ * would), give it back and come straight back for another. */
+static void *fair_main(void *arg)
+{
+    fair *fa = arg;
+    int me = atomic_fetch_add(&fa->next, 1);
+
+    while (!atomic_load(&fa->stop)) {
+        sl_pool_item *it;
+        if (sl_pool_get(fa->p, "http://127.0.0.1:1", NULL, 0, sl_deadline_in_ms(10000), &it,
+                        NULL) != 0) {
+            atomic_fetch_add(&fa->errors, 1);
+            continue;
+        }
+        usleep(50);
+        sl_pool_put(fa->p, it, 1);
+        atomic_fetch_add(&fa->done[me], 1);
+    }
+    return NULL;
+}
+
+/* 64 threads on 4 connections for 2 s: a returning thread may keep its
+ * connection only while nobody has waited the bound, so every thread gets
+ * its share, and no checkout waits anywhere near the run's length (with
+ * unbounded barging the four first threads keep the connections and the
+ * other sixty complete nothing). */
+static void test_pool_barging_fair_64_threads_on_4(void)
+{
+    fake f;
+    sl_pool *p = new_pool(&f, (sl_pool_cfg){.max_total = FAIR_CONNS});
+    static fair fa;
+    pthread_t th[FAIR_THREADS];
+    struct sluice_pool_stats s;
+    long total = 0, lo = -1, hi = 0;
+    double mean;
+    int i;
+
+    memset(&fa, 0, sizeof fa);
+    fa.p = p;
+    for (i = 0; i < FAIR_THREADS; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, fair_main, &fa), 0);
+    usleep(2000 * 1000);
+    atomic_store(&fa.stop, 1);
+    for (i = 0; i < FAIR_THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (i = 0; i < FAIR_THREADS; i++) {
+        long d = atomic_load(&fa.done[i]);
+        total += d;
+        lo = lo < 0 || d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    mean = (double)total / FAIR_THREADS;
+    s = stats_of(p, NULL);
+    CU_ASSERT_EQUAL(atomic_load(&fa.errors), 0);
+    CU_ASSERT(lo * FAIR_FACTOR >= mean);
+    CU_ASSERT(hi <= mean * FAIR_FACTOR);
+    CU_ASSERT(s.created <= FAIR_CONNS);
+    CU_ASSERT(s.waited > 0);
+    /* The longest wait: the bound plus a turn behind the other 60, far
+     * below the run (a starved thread would show about 2 s here). */
+    CU_ASSERT(s.wait_max_us < 500 * 1000);
+    CU_ASSERT(s.wait_p50_us <= s.wait_p99_us);
+    CU_ASSERT(s.wait_p99_us <= s.wait_max_us);
+    if (lo * FAIR_FACTOR < mean || s.wait_max_us >= 500 * 1000)
+        fprintf(stderr, "fairness: mean %.0f, least %ld, most %ld, wait p50 %llu p99 %llu max %llu us\n",
+                mean, lo, hi, (unsigned long long)s.wait_p50_us,
+                (unsigned long long)s.wait_p99_us, (unsigned long long)s.wait_max_us);
+    free_pool(p, &f);
+}
+
+typedef struct hog {
+    sl_pool *p;
+    _Atomic int stop, rounds;
+} hog;
+
+/* Takes the one connection again and again, as fast as it can. */
+static void *hog_main(void *arg)
+{
+    hog *h = arg;
+
+    while (!atomic_load(&h->stop)) {
+        sl_pool_item *it;
+        if (sl_pool_get(h->p, "k", NULL, 0, sl_deadline_in_ms(10000), &it, NULL) == 0) {
+            sl_pool_put(h->p, it, 1);
+            atomic_fetch_add(&h->rounds, 1);
+        }
+    }
+    return NULL;
+}
+
+/* A thread that keeps returning and retaking the only connection cannot
+ * keep a waiter past the bound: the waiter gets it long before its
+ * pool_timeout.  And with the connection held, the timeout still fires
+ * at its deadline, not before, and is counted with its wait. */
+static void test_pool_timeout_exact_under_barging(void)
+{
+    fake f;
+    sl_pool *p = new_pool(&f, (sl_pool_cfg){.max_total = 1});
+    hog h = {.p = p};
+    pthread_t th;
+    sl_pool_item *it = NULL, *held;
+    struct sluice_pool_stats s;
+    int64_t t0;
+    int i, rc;
+
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, hog_main, &h), 0);
+    while (atomic_load(&h.rounds) < 100)
+        usleep(100);
+    for (i = 0; i < 20; i++) {
+        rc = sl_pool_get(p, "k", NULL, 0, sl_deadline_in_ms(1000), &it, NULL);
+        CU_ASSERT_EQUAL(rc, 0);
+        if (rc == 0)
+            sl_pool_put(p, it, 1);
+    }
+    atomic_store(&h.stop, 1);
+    pthread_join(th, NULL);
+    s = stats_of(p, NULL);
+    CU_ASSERT_EQUAL(s.timeouts, 0);
+
+    held = get_ok(p, "k", 0);
+    t0 = sl_now_ns();
+    rc = sl_pool_get(p, "k", NULL, 0, t0 + 150 * 1000000LL, &it, NULL);
+    CU_ASSERT_EQUAL(rc, SLUICE_EPOOLTIMEOUT);
+    CU_ASSERT(sl_now_ns() - t0 >= 150 * 1000000LL);
+    s = stats_of(p, NULL);
+    CU_ASSERT_EQUAL(s.timeouts, 1);
+    CU_ASSERT(s.wait_max_us >= 150 * 1000);
+    CU_ASSERT_EQUAL(s.waiting, 0);
+    sl_pool_put(p, held, 1);
+    free_pool(p, &f);
+}
+
+typedef struct storm {
+    sl_pool *p;
+    fake *f;
+    _Atomic int ok, timeouts, other;
+} storm;
+
+/* Checkouts with short timeouts, broken and dead connections. */
+static void *storm_main(void *arg)
+{
+    storm *st = arg;
+    int i;
+
+    for (i = 0; i < 3000; i++) {
+        sl_pool_item *it;
+        int rc = sl_pool_get(st->p, "k", NULL, 0, sl_deadline_in_ms((int)sl_rand_below(3)),
+                             &it, NULL);
+        if (rc == SLUICE_EPOOLTIMEOUT) {
+            atomic_fetch_add(&st->timeouts, 1);
+            continue;
+        }
+        if (rc != 0) {
+            atomic_fetch_add(&st->other, 1);
+            continue;
+        }
+        atomic_fetch_add(&st->ok, 1);
+        if (sl_rand_below(8) == 0)
+            sched_yield();
+        if (sl_rand_below(50) == 0)
+            atomic_store(&((fake_res *)it->res)->dead, 1);
+        sl_pool_put(st->p, it, sl_rand_below(10) != 0);
+    }
+    return NULL;
+}
+
+/* For the sanitizers: the barging fast path, the due wake-ups and the
+ * hand-offs racing timeouts and closes of broken connections. */
+static void test_pool_stress_timeouts_and_broken(void)
+{
+    fake f;
+    sl_pool *p = new_pool(&f, (sl_pool_cfg){.max_total = 3});
+    storm st = {.p = p, .f = &f};
+    pthread_t th[16];
+    struct sluice_pool_stats s;
+    uint64_t closed = 0;
+    int i;
+
+    for (i = 0; i < 16; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, storm_main, &st), 0);
+    for (i = 0; i < 16; i++)
+        pthread_join(th[i], NULL);
+    s = stats_of(p, NULL);
+    for (i = 0; i < SLUICE_CLOSE_REASONS_; i++)
+        closed += s.closed[i];
+    CU_ASSERT_EQUAL(atomic_load(&st.other), 0);
+    CU_ASSERT_EQUAL(atomic_load(&st.ok) + atomic_load(&st.timeouts), 16 * 3000);
+    CU_ASSERT_EQUAL(s.timeouts, (uint64_t)atomic_load(&st.timeouts));
+    CU_ASSERT_EQUAL(s.in_use, 0);
+    CU_ASSERT_EQUAL(s.waiting, 0);
+    CU_ASSERT_EQUAL(s.open, s.idle);
+    CU_ASSERT_EQUAL(s.created - closed, (uint64_t)s.open);
+    CU_ASSERT(atomic_load(&f.peak_live) <= 3);
+    free_pool(p, &f);
+}
+
 static CU_TestInfo tests[] = {
     {"test_pool_reuse_most_recent_first", test_pool_reuse_most_recent_first},
     {"test_pool_max_total_holds_under_32_threads", test_pool_max_total_holds_under_32_threads},
@@ -1486,6 +1695,9 @@ static CU_TestInfo tests[] = {
     {"test_pool_allocation_failures_never_crash_or_leak",
      test_pool_allocation_failures_never_crash_or_leak},
     {"test_pool_churn_32_threads_consistent", test_pool_churn_32_threads_consistent},
+    {"test_pool_barging_fair_64_threads_on_4", test_pool_barging_fair_64_threads_on_4},
+    {"test_pool_timeout_exact_under_barging", test_pool_timeout_exact_under_barging},
+    {"test_pool_stress_timeouts_and_broken", test_pool_stress_timeouts_and_broken},
     CU_TEST_INFO_NULL,
 };
 

@@ -2,6 +2,7 @@
  * breaker, failover, redirects and the bulkhead, through the client
  * against sluice-mockapi. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +485,66 @@ static void test_bulkhead_limits_in_flight(void)
     sluice_factory_free(f);
 }
 
+#define BH_THREADS 16
+
+struct bh_share {
+    sluice_client *c;
+    _Atomic int stop, errors;
+    _Atomic long done[BH_THREADS];
+    _Atomic int next;
+};
+
+static void *bh_share_main(void *arg)
+{
+    struct bh_share *b = arg;
+    int me = atomic_fetch_add(&b->next, 1);
+    sluice_error err;
+
+    while (!atomic_load(&b->stop)) {
+        if (tu_get_status(b->c, "/json", &err) == 200)
+            atomic_fetch_add(&b->done[me], 1);
+        else
+            atomic_fetch_add(&b->errors, 1);
+    }
+    return NULL;
+}
+
+/* The bulkhead queues like the pool (arrival order, bounded barging): 16
+ * threads through max_in_flight 2 for 2 s each get a share within a factor
+ * of 4 of the mean, and none fails for want of a place. */
+static void test_bulkhead_shares_are_fair(void)
+{
+    sluice_factory *f = NULL;
+    sluice_client *c = tu_client(&f, "bulkfair", tu_http_base(), tune_bulkhead);
+    static struct bh_share b;
+    pthread_t t[BH_THREADS];
+    long total = 0, lo = -1, hi = 0;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    memset(&b, 0, sizeof b);
+    b.c = c;
+    for (i = 0; i < BH_THREADS; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&t[i], NULL, bh_share_main, &b), 0);
+    usleep(2000 * 1000);
+    atomic_store(&b.stop, 1);
+    for (i = 0; i < BH_THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (i = 0; i < BH_THREADS; i++) {
+        long d = atomic_load(&b.done[i]);
+        total += d;
+        lo = lo < 0 || d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    CU_ASSERT_EQUAL(atomic_load(&b.errors), 0);
+    CU_ASSERT(total > 0);
+    CU_ASSERT(lo * 4 * BH_THREADS >= total);
+    CU_ASSERT(hi <= 4 * total / BH_THREADS + 1);
+    if (lo * 4 * BH_THREADS < total)
+        fprintf(stderr, "bulkhead shares: total %ld, least %ld, most %ld\n", total, lo, hi);
+    sluice_factory_free(f);
+}
+
 /* A client with every default but the base URL, in a factory of its own
  * (so its breaker is fresh). */
 static sluice_client *default_client(sluice_factory **f, const char *base)
@@ -653,6 +714,7 @@ static CU_TestInfo tests[] = {
     {"test_redirect_drops_credentials_across_origins", test_redirect_drops_credentials_across_origins},
     {"test_redirect_off_by_default_and_https_to_http_refused", test_redirect_off_by_default_and_https_to_http_refused},
     {"test_bulkhead_limits_in_flight", test_bulkhead_limits_in_flight},
+    {"test_bulkhead_shares_are_fair", test_bulkhead_shares_are_fair},
     CU_TEST_INFO_NULL,
 };
 

@@ -67,7 +67,7 @@ static void test_sync_client_creation_fails_cleanly(void)
     CU_ASSERT_PTR_NULL(c);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "svc-a: mutex could not be initialised"));
     FAIL_EACH_INIT(c, sluice_factory_client(f, "svc-b", &co, &err), (void)0, failures);
-    CU_ASSERT(failures >= 2);   /* the bulkhead's lock and condition */
+    CU_ASSERT(failures >= 1);   /* the bulkhead's lock (its waiter queue cannot fail) */
     sluice_factory_free(f);
 }
 

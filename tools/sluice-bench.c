@@ -152,8 +152,11 @@ static int run_load(void)
     sluice_factory_stats(f, &st);
     snprintf(mode, sizeof mode, "%s%s%s", opts.close ? "close" : "keep-alive",
              coalesce ? ",coalesce" : "", opts.distinct ? ",distinct" : "");
-    snprintf(extra, sizeof extra, "\"tls_full\":%" PRIu64 ",\"tls_resumed\":%" PRIu64,
-             st.pool.handshakes_full, st.pool.handshakes_resumed);
+    snprintf(extra, sizeof extra,
+             "\"tls_full\":%" PRIu64 ",\"tls_resumed\":%" PRIu64 ",\"waited\":%" PRIu64
+             ",\"wait_p50_us\":%" PRIu64 ",\"wait_p99_us\":%" PRIu64 ",\"wait_max_us\":%" PRIu64,
+             st.pool.handshakes_full, st.pool.handshakes_resumed, st.pool.waited,
+             st.pool.wait_p50_us, st.pool.wait_p99_us, st.pool.wait_max_us);
     bench_report(&run, mode, (long long)st.pool.created, (long long)st.pool.reused, extra);
     if (!opts.json && st.pool.handshakes_full + st.pool.handshakes_resumed > 0)
         printf("  tls       full handshakes %" PRIu64 ", resumed %" PRIu64 "\n",
