@@ -1187,7 +1187,7 @@ static int bulkhead_wait(sluice_client *c, int64_t deadline)
             pthread_mutex_unlock(&c->bulk_lock);
             return SLUICE_EQUEUEFULL;
         }
-        if (why == SL_WAKE_DUE)
+        if (why == SL_WAKE_DUE || why == SL_WAKE_POLL)
             bulkhead_dispatch(c);
     }
 }

@@ -718,7 +718,7 @@ static int wait_turn(sl_pool *p, entry *e, unsigned flags, int64_t deadline, gra
                 sl_waitq_watch(&p->wq);
             goto timedout;
         }
-        if (why == SL_WAKE_DUE)
+        if (why == SL_WAKE_DUE || why == SL_WAKE_POLL)
             dispatch(p);     /* what barging left free is the queue's now */
     }
     *wait_ns = w.wait_ns;

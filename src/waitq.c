@@ -77,11 +77,13 @@ int sl_waiter_sleep(const sl_waitq *q, sl_waiter *w, int64_t deadline, int *due_
 {
     for (;;) {
         int64_t due = w->since + q->bound_ns, until = deadline, now;
-
+        int polls = atomic_load_explicit(&w->armed, memory_order_relaxed) && !*due_seen;
         uint32_t d;
 
-        if (atomic_load_explicit(&w->armed, memory_order_relaxed) && !*due_seen && due < until)
-            until = due;
+        if (polls) {
+            until = sl_deadline_min(until, due);
+            until = sl_deadline_min(until, sl_now_ns() + SL_WAITQ_POLL_NS);
+        }
         if ((d = atomic_load_explicit(&w->done, memory_order_acquire)) == 0) {
             sl_futex_wait(&w->done, 0, until);
             d = atomic_load_explicit(&w->done, memory_order_acquire);
@@ -97,6 +99,8 @@ int sl_waiter_sleep(const sl_waitq *q, sl_waiter *w, int64_t deadline, int *due_
             *due_seen = 1;
             return SL_WAKE_DUE;
         }
+        if (polls)
+            return SL_WAKE_POLL;
     }
 }
 

@@ -13,10 +13,13 @@
  *    often the thread that freed it, coming straight back) takes it
  *    without sleeping or waking anyone.  Once the oldest waiter has waited
  *    the bound, nobody barges: freed capacity goes to waiters, oldest
- *    first.  The oldest waiter wakes by itself when its bound passes, so
- *    capacity left free is never kept from it longer than the bound: it
- *    sleeps with that timer ("armed") from when it is the head or when
- *    capacity is left free while it is (sl_waitq_watch).  The others sleep
+ *    first.  The oldest waiter sleeps with a timer ("armed") from when it
+ *    is the head or when capacity is left free while it is
+ *    (sl_waitq_watch): it wakes when its bound passes, and also every
+ *    SL_WAITQ_POLL_NS before that, taking what capacity is free then.  So
+ *    capacity that nobody came back for is never kept from a waiter for
+ *    more than about a millisecond, while a thread that frees capacity
+ *    and asks again at once (within microseconds) still keeps it.  The others sleep
  *    to their deadlines, so a thread's wait costs no wake-up of its own
  *    but the one that serves it.  Bound 0 is strict first come, first
  *    served.
@@ -39,6 +42,10 @@
  * 0.4x, 5 ms: 0.65x, 50 ms: 0.93x).  A request to a slower upstream holds
  * its connection longer, so the queue serves in strict order there. */
 #define SL_WAITQ_BOUND_NS (20 * 1000000LL)
+
+/* How often the armed head looks for capacity left free: a wake-up a
+ * millisecond for one thread a queue, against a hand-off per request. */
+#define SL_WAITQ_POLL_NS (1000000LL)
 
 typedef struct sl_waiter {
     struct sl_waiter *prev, *next;
@@ -70,16 +77,18 @@ void sl_waitq_finish(sl_waitq *q, sl_waiter *w, int state);
 void sl_waitq_watch(sl_waitq *q);
 
 /* Why sl_waiter_sleep returned. */
-enum { SL_WAKE_DONE, SL_WAKE_DUE, SL_WAKE_DEADLINE, SL_WAKE_ARM };
+enum { SL_WAKE_DONE, SL_WAKE_DUE, SL_WAKE_DEADLINE, SL_WAKE_ARM, SL_WAKE_POLL };
 
 /* Under the lock, right before releasing it to sleep: arms the head. */
 void sl_waiter_prepare(sl_waitq *q, sl_waiter *w);
 
 /* Sleeps, without the owner's lock, until `w` is finished (SL_WAKE_DONE),
  * its bound passes while armed (SL_WAKE_DUE, once: the owner then
- * dispatches, under its lock, what free capacity there is), it is to arm
- * (SL_WAKE_ARM: the owner just prepares and sleeps again) or `deadline`
- * passes (SL_WAKE_DEADLINE).  `*due_seen` starts 0. */
+ * dispatches, under its lock, what free capacity there is), its poll
+ * timer fires while armed (SL_WAKE_POLL: the owner dispatches as for
+ * SL_WAKE_DUE, and the waiter stays armed), it is to arm (SL_WAKE_ARM: the
+ * owner just prepares and sleeps again) or `deadline` passes
+ * (SL_WAKE_DEADLINE).  `*due_seen` starts 0. */
 int sl_waiter_sleep(const sl_waitq *q, sl_waiter *w, int64_t deadline, int *due_seen);
 
 /* 1 once `w` was finished; its state may then be read without the lock. */
