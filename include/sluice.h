@@ -671,7 +671,8 @@ SLUICE_API sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_
  * SLUICE_EPOOLTIMEOUT.  Waiters are served in arrival order; a resource put
  * back while the oldest waiter has waited less than 20 ms stays free for
  * the next caller (often the thread that put it back), so no waiter waits
- * past 20 ms plus its turn among those that have waited that long. */
+ * past 20 ms plus its turn among those that have waited that long; one left
+ * free is taken by the oldest waiter within about a millisecond. */
 SLUICE_API int sluice_pool_get(sluice_pool *p, int timeout_ms, void **res);
 /* Since 0.2.  sluice_pool_get with the reason for a failure in *err: the
  * create callback's own error when creating failed.  `err` may be NULL. */

@@ -9,7 +9,9 @@
  *    for the next checkout (most often the putter's own next one); once
  *    it has waited the bound, puts hand resources to waiters, oldest
  *    first, and no newcomer takes one.  A checkout waits at most the bound
- *    plus its turn among the waiters past it; the deadline is exact.
+ *    plus its turn among the waiters past it, and at most about
+ *    SL_WAITQ_POLL_NS (1 ms) beside a resource left idle; the deadline is
+ *    exact.
  *  - ops->create, ops->destroy, ops->alive and ops->event are never called
  *    with the pool lock held (connect, close and TLS happen outside it).
  *  - Limits: max_total over all keys, max_per_key for one key; a checkout at
