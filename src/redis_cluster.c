@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "error.h"
 #include "redis_cluster.h"
 
@@ -58,22 +59,6 @@ static int set_host(sl_cluster_addr *a, const char *s, size_t n)
     memcpy(a->host, s, n);
     a->host[n] = '\0';
     return 0;
-}
-
-/* Decimal digits only, value in [min, max]; -1 otherwise. */
-static long parse_num(const char *s, size_t n, long min, long max)
-{
-    long v = 0;
-    size_t i;
-
-    if (n == 0 || n > 10)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v >= min && v <= max ? v : -1;
 }
 
 /* --- CLUSTER SLOTS -------------------------------------------------------------- */
@@ -178,7 +163,7 @@ static int parse_endpoint(const char *s, size_t n, sl_cluster_addr *to)
     if (!colon)
         return -1;
     hl = (size_t)(colon - s);
-    port = parse_num(colon + 1, n - hl - 1, 1, 65535);
+    port = sl_ascii_decimal(colon + 1, n - hl - 1, 1, 65535);
     if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
         h = s + 1;
         hl -= 2;
@@ -210,7 +195,7 @@ int sl_cluster_parse_redirect(const char *s, size_t len, sl_redirect_kind *kind,
     sp = memchr(p, ' ', (size_t)(end - p));
     if (!sp)
         return bad_redirect(err, "no endpoint after the slot");
-    v = parse_num(p, (size_t)(sp - p), 0, SL_CLUSTER_SLOTS - 1);
+    v = sl_ascii_decimal(p, (size_t)(sp - p), 0, SL_CLUSTER_SLOTS - 1);
     if (v < 0)
         return bad_redirect(err, "the slot is not 0..16383");
     *slot = (unsigned)v;

@@ -78,22 +78,6 @@ static int parse_userinfo(const char *s, size_t n, sl_redis_url *u, sluice_error
     return 0;
 }
 
-/* Decimal digits only, value in [min, max]; -1 otherwise. */
-static long parse_num(const char *s, size_t n, long min, long max)
-{
-    long v = 0;
-    size_t i;
-
-    if (n == 0 || n > 10)
-        return -1;
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v >= min && v <= max ? v : -1;
-}
-
 static int host_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -137,7 +121,7 @@ static int parse_hostport(const char *s, size_t n, sl_redis_url *u, sluice_error
         return url_nomem(err);
     u->port = DEFAULT_PORT;
     if (p < end) {
-        long port = parse_num(p + 1, (size_t)(end - p - 1), 1, 65535);
+        long port = sl_ascii_decimal(p + 1, (size_t)(end - p - 1), 1, 65535);
         if (port < 0)
             return sl_err(err, SLUICE_EINVAL, "redis URL: the port must be 1..65535");
         u->port = (int)port;
@@ -161,7 +145,7 @@ static int parse_tcp(const char *s, sl_redis_url *u, sluice_error *err)
     if (rc)
         return rc;
     if (*rest == '/' && rest[1]) {
-        long db = parse_num(rest + 1, strlen(rest + 1), 0, INT_MAX);
+        long db = sl_ascii_decimal(rest + 1, strlen(rest + 1), 0, INT_MAX);
         if (db < 0)
             return sl_err(err, SLUICE_EINVAL, "redis URL: the db must be a number 0..%d",
                           INT_MAX);
@@ -197,7 +181,9 @@ static int parse_unix(const char *s, sl_redis_url *u, sluice_error *err)
         if ((unsigned char)path[i] < 0x20 || path[i] == 0x7f || path[i] == '#')
             return sl_err(err, SLUICE_EINVAL, "redis URL: invalid character in the path");
     if (q) {
-        long db = strncmp(q, "?db=", 4) == 0 ? parse_num(q + 4, strlen(q + 4), 0, INT_MAX) : -1;
+        long db = strncmp(q, "?db=", 4) == 0
+                      ? sl_ascii_decimal(q + 4, strlen(q + 4), 0, INT_MAX)
+                      : -1;
         if (db < 0)
             return sl_err(err, SLUICE_EINVAL, "redis URL: the only query accepted is ?db=N");
         u->db = (int)db;
@@ -308,7 +294,7 @@ static int cluster_tail(const char *rest, sluice_error *err)
 {
     if (*rest == '\0' || strcmp(rest, "/") == 0 || strcmp(rest, "/0") == 0)
         return 0;
-    if (*rest == '/' && parse_num(rest + 1, strlen(rest + 1), 0, INT_MAX) > 0)
+    if (*rest == '/' && sl_ascii_decimal(rest + 1, strlen(rest + 1), 0, INT_MAX) > 0)
         return sl_err(err, SLUICE_EINVAL, "redis URL: Redis Cluster has only db 0");
     return sl_err(err, SLUICE_EINVAL, "redis URL: a cluster URL takes no path, query or fragment");
 }
