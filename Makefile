@@ -22,7 +22,7 @@ WARN    += -Werror
 endif
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden \
              -Iinclude -Isrc $(WARN) $(SAN) $(CFLAGS)
-LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -pthread -lm
+LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -lz -pthread -lm
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 
 SRCS    := $(wildcard src/*.c)
@@ -68,7 +68,7 @@ define write_pc
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
 	  'Name: sluice' 'Description: thread-safe blocking HTTP(S) client for multithreaded C programs' \
 	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lsluice' \
-	  'Libs.private: -lwolfssl -lhiredis -lcares -pthread -lm' > $(1)
+	  'Libs.private: -lwolfssl -lhiredis -lcares -lz -pthread -lm' > $(1)
 endef
 
 $(BUILD)/sluice.pc: Makefile include/sluice.h
@@ -208,7 +208,7 @@ $(FUZZ_MOCK): $(MOCK_SRCS:tools/mockapi/%.c=build-fuzz/mock/%.o)
 build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB) $(FUZZ_MOCK)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	  $(if $(findstring mockapi,$*),$(FUZZ_MOCK)) $(FUZZ_LIB) \
-	  -lwolfssl -lhiredis -lcares $(if $(findstring diff,$*),-lhttp_parser) -lm
+	  -lwolfssl -lhiredis -lcares -lz $(if $(findstring diff,$*),-lhttp_parser) -lm
 
 fuzz:
 	@tools/install-deps.sh --fuzz --quiet
