@@ -11,42 +11,9 @@
 #include "buf.h"
 #include "error.h"
 #include "redis_conn.h"
+#include "url.h"
 
 #define DEFAULT_PORT 6379
-
-/* Percent-decodes s[0..n) into a new string; NULL with *bad set for a bad
- * escape, a NUL, a raw control byte or space, or with *bad clear on ENOMEM. */
-static char *pct_decode(const char *s, size_t n, int *bad)
-{
-    char *out = sl_malloc(n + 1), *o = out;
-    size_t i;
-
-    *bad = 0;
-    if (!out)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 1]) : -1;
-            int lo = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                goto bad;
-            c = (unsigned char)(hi * 16 + lo);
-            i += 2;
-            if (c == 0)
-                goto bad;
-        } else if (c <= 0x20 || c == 0x7f) {
-            goto bad;
-        }
-        *o++ = (char)c;
-    }
-    *o = '\0';
-    return out;
-bad:
-    sl_free(out);
-    *bad = 1;
-    return NULL;
-}
 
 static int url_nomem(sluice_error *err)
 {
@@ -63,7 +30,7 @@ static int parse_userinfo(const char *s, size_t n, sl_redis_url *u, sluice_error
         return sl_err(err, SLUICE_EINVAL,
                       "redis URL: userinfo must be ':password' or 'user:password'");
     if (colon > s) {
-        u->user = pct_decode(s, (size_t)(colon - s), &bad);
+        u->user = sl_url_pct_decode(s, (size_t)(colon - s), &bad);
         if (!u->user)
             return bad ? sl_err(err, SLUICE_EINVAL, "redis URL: bad byte or escape in the user")
                        : url_nomem(err);
@@ -71,7 +38,7 @@ static int parse_userinfo(const char *s, size_t n, sl_redis_url *u, sluice_error
     n -= (size_t)(colon + 1 - s);
     if (n == 0)
         return sl_err(err, SLUICE_EINVAL, "redis URL: empty password in the userinfo");
-    u->password = pct_decode(colon + 1, n, &bad);
+    u->password = sl_url_pct_decode(colon + 1, n, &bad);
     if (!u->password)
         return bad ? sl_err(err, SLUICE_EINVAL, "redis URL: bad byte or escape in the password")
                    : url_nomem(err);

@@ -346,6 +346,38 @@ static int build_url(const url_parts *p, sl_url *out)
     return 0;
 }
 
+char *sl_url_pct_decode(const char *s, size_t n, int *bad)
+{
+    char *out = sl_malloc(n + 1), *o = out;
+    size_t i;
+
+    *bad = 0;
+    if (!out)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            int hi = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? sl_ascii_hexval((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                goto bad;
+            c = (unsigned char)(hi * 16 + lo);
+            i += 2;
+            if (c == 0)
+                goto bad;
+        } else if (c <= 0x20 || c == 0x7f) {
+            goto bad;
+        }
+        *o++ = (char)c;
+    }
+    *o = '\0';
+    return out;
+bad:
+    sl_free(out);
+    *bad = 1;
+    return NULL;
+}
+
 int sl_url_parse(const char *s, sl_url *out, sluice_error *err)
 {
     url_parts p = {0};

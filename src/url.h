@@ -41,4 +41,9 @@ int sl_url_encode(sl_buf *b, const char *s);
  * another control byte; else 0. */
 int sl_url_check_bytes(const char *s, size_t len, const char *what, sluice_error *err);
 
+/* Percent-decodes s[0..n) (userinfo of a Redis or proxy URL) into a new
+ * string; NULL with *bad set for a bad escape, a NUL, a raw control byte
+ * or space, or with *bad clear on ENOMEM. */
+char *sl_url_pct_decode(const char *s, size_t n, int *bad);
+
 #endif
