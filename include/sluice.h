@@ -43,9 +43,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define SLUICE_VERSION_MAJOR 0
-#define SLUICE_VERSION_MINOR 2
+#define SLUICE_VERSION_MINOR 3
 #define SLUICE_VERSION_PATCH 0
-#define SLUICE_VERSION_STRING "0.2.0"
+#define SLUICE_VERSION_STRING "0.3.0"
 #define SLUICE_VERSION_NUM \
     ((SLUICE_VERSION_MAJOR << 16) | (SLUICE_VERSION_MINOR << 8) | SLUICE_VERSION_PATCH)
 
