@@ -634,12 +634,26 @@ static void name_peer(call *k, const sl_url *u)
         sl_err_append(k->err, " (%s)", u->origin);
 }
 
+/* The route for the debug line: the proxy (its origin, never its
+ * credentials) or the Unix socket; "" when direct. */
+static void route_note(const call *k, const sl_url *u, char *buf, size_t cap)
+{
+    const sl_proxy *p = sl_proxy_for(&k->f->net.proxy, u);
+
+    if (k->c->unix_path)
+        snprintf(buf, cap, " via unix:%s", k->c->unix_path);
+    else if (p)
+        snprintf(buf, cap, " via proxy %s", p->origin);
+    else
+        buf[0] = '\0';
+}
+
 /* One debug line per attempt, CURLOPT_VERBOSE made concise.  Only called
  * when debug logging is on. */
 static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response *r,
                         int64_t started)
 {
-    char url[512];
+    char url[512], via[SL_CONN_KEY_MAX];
     int64_t us = (sl_now_ns() - started) / 1000;
     const char *conn = k->reused ? "reused connection"
                        : !u->tls  ? "new connection"
@@ -647,13 +661,14 @@ static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response 
                                     : "new connection, TLS full handshake";
 
     redacted_url(k, u, url, sizeof url);
+    route_note(k, u, via, sizeof via);
     if (rc == 0)
-        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s, %d, %zu bytes, %lld.%03lld ms",
-               k->c->service, k->method, url, k->attempts, conn, r->d->http.status,
+        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s%s attempt %d: %s, %d, %zu bytes, %lld.%03lld ms",
+               k->c->service, k->method, url, via, k->attempts, conn, r->d->http.status,
                r->d->http.body_len, (long long)(us / 1000), (long long)(us % 1000));
     else
-        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s, %s (%s), %lld.%03lld ms",
-               k->c->service, k->method, url, k->attempts,
+        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s%s attempt %d: %s, %s (%s), %lld.%03lld ms",
+               k->c->service, k->method, url, via, k->attempts,
                k->phase == PHASE_CONNECT ? "no connection" : conn, sluice_err_name(rc),
                k->err ? k->err->msg : sluice_strerror(rc), (long long)(us / 1000),
                (long long)(us % 1000));

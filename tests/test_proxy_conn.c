@@ -473,8 +473,11 @@ static void test_proxy_basic_auth(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "407"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, p.url + 7));
     sluice_set_log(NULL, SLUICE_LOG_NONE, NULL);
-    /* The password and its Base64 form are nowhere in the debug log. */
+    /* The debug log names the proxy by its origin; the password and its
+     * Base64 form are nowhere in it. */
     CU_ASSERT_TRUE(logged_len > 0);
+    snprintf(url, sizeof url, "via proxy %s", p.url);
+    CU_ASSERT_PTR_NOT_NULL(strstr(logged, url));
     CU_ASSERT_PTR_NULL(strstr(logged, PASS));
     CU_ASSERT_PTR_NULL(strstr(logged, "s3cret"));
     CU_ASSERT_PTR_NULL(strstr(logged, "cHJveHl1c2VyOnMzY3JldC1wdw")); /* user:pass */
