@@ -41,13 +41,15 @@ const char *sl_conn_route(const sl_conn_env *e, const sl_url *u, const char *uni
  * reached. */
 static int proxy_failed(const sl_conn_target *t, int rc, sluice_error *err)
 {
+    int code = rc == SLUICE_ERESOLVE || rc == SLUICE_ETIMEDOUT || rc == SLUICE_ENOMEM
+                   ? rc
+                   : SLUICE_ECONNECT;
     char msg[sizeof err->msg];
 
     if (!err)
-        return rc;
+        return code;
     snprintf(msg, sizeof msg, "%s", err->msg);
-    return sl_err(err, rc == SLUICE_ERESOLVE || rc == SLUICE_ETIMEDOUT ? rc : SLUICE_ECONNECT,
-                  "proxy %s (for %s): %s", t->proxy->origin, t->origin, msg);
+    return sl_err(err, code, "proxy %s (for %s): %s", t->proxy->origin, t->origin, msg);
 }
 
 static int connect_tcp(const sl_conn_target *t, sl_dns *dns, const sl_sock_cfg *cfg,
@@ -90,13 +92,8 @@ static int open_tunnel(sl_conn *c, const sl_conn_target *t, int64_t deadline, sl
     /* The answer to CONNECT has no body we want: read it as a HEAD's. */
     if (rc == 0)
         rc = sl_http1_read_response(&io, &c->rbuf, 1, &lim, deadline, &resp, err);
-    if (rc) {
-        if (rc != SLUICE_ETIMEDOUT && err)
-            proxy_failed(t, rc, err);
-        else
-            sl_err_append(err, " (CONNECT through proxy %s)", t->proxy->origin);
-        return rc == SLUICE_ETIMEDOUT ? rc : SLUICE_ECONNECT;
-    }
+    if (rc)
+        return proxy_failed(t, rc, err);
     if (resp.status / 100 != 2) {
         rc = sl_err(err, SLUICE_ECONNECT, "proxy %s answered CONNECT %s with status %d",
                     t->proxy->origin, c->peer, resp.status);
