@@ -38,6 +38,7 @@ typedef struct bench_opts {
     int json;                 /* --json */
     int distinct;             /* --distinct: a per-thread query, no two alike */
     long warmup;              /* --warmup N requests per thread, not measured */
+    const char *proxy;        /* --proxy URL: an HTTP proxy (NULL: none) */
 } bench_opts;
 
 /* An error kind and its count ("SLUICE_EIO", "HTTP_503", ...). */
@@ -111,6 +112,7 @@ static inline void bench_usage_common(FILE *f)
             "                     concurrent requests are identical\n"
             "  --warmup N         N unmeasured requests per thread first\n"
             "  --latency-out FILE one latency in microseconds per line\n"
+            "  --proxy URL        go through this HTTP proxy (https: a CONNECT tunnel)\n"
             "  --json             one machine-readable summary line\n");
 }
 
@@ -169,6 +171,8 @@ static inline void bench_parse(int argc, char **argv, bench_opts *o,
             o->json = 1;
         else if (strcmp(a, "--distinct") == 0)
             o->distinct = 1;
+        else if (strcmp(a, "--proxy") == 0 && v)
+            o->proxy = v, i++;
         else if (strcmp(a, "--warmup") == 0)
             o->warmup = bench_num(v, a, 0, 1000000000L), i++;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)

@@ -109,6 +109,7 @@ static void setup_handle(worker_state *w, const char *url)
     curl_easy_setopt(w->h, CURLOPT_TIMEOUT_MS, 60000L);
     if (opts.ca)
         curl_easy_setopt(w->h, CURLOPT_CAINFO, opts.ca);
+    curl_easy_setopt(w->h, CURLOPT_PROXY, opts.proxy ? opts.proxy : "");
     if (opts.close) {
         w->hdrs = curl_slist_append(NULL, "Connection: close");
         curl_easy_setopt(w->h, CURLOPT_HTTPHEADER, w->hdrs);

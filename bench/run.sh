@@ -30,10 +30,11 @@ sb="$bin/sluice-bench"
 bc="$bin/bench/bench_curl"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 nginx_pid="" redis_pid="" mock_pid=""
+tp_pid=""
 
 cleanup() {
     [ -z "${cg_made:-}" ] || limiter_throttle off
-    for p in $nginx_pid $redis_pid $mock_pid; do kill "$p" 2>/dev/null || true; done
+    for p in $nginx_pid $redis_pid $mock_pid $tp_pid; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$tmp"
 }
@@ -475,6 +476,42 @@ oversub() {
 }
 oversub over8 64 8 0.85
 oversub over32 256 32 0.8
+fi
+
+# --- r. through an HTTP proxy ---------------------------------------------------
+
+# tinyproxy on loopback (listening, connecting out and serving clients on
+# 127.0.0.1 only), CONNECT allowed to nginx's TLS port alone.  Through a
+# CONNECT tunnel both clients keep their connections; tinyproxy 1.11 closes
+# a plain-http client connection after each response, so the plain row is
+# a new connection per GET for both.
+if want r; then
+say "bench: r. keep-alive GETs through tinyproxy"
+command -v tinyproxy >/dev/null || fail "tinyproxy is not installed (tools/install-deps.sh)"
+for attempt in 1 2 3 4 5 6 7 8; do
+    tp_port=$(rand_port)
+    printf 'Port %s\nListen 127.0.0.1\nBind 127.0.0.1\nAllow 127.0.0.1\nTimeout 60\nMaxClients 256\nConnectPort %s\nLogLevel Critical\n' \
+        "$tp_port" "$tls_port" >"$tmp/tinyproxy.conf"
+    $srv_pin timeout "$life" tinyproxy -d -c "$tmp/tinyproxy.conf" >"$tmp/tinyproxy.log" 2>&1 &
+    tp_pid=$!
+    wait_http "$http" 40 "--proxy http://127.0.0.1:$tp_port" && break
+    kill "$tp_pid" 2>/dev/null || true; wait "$tp_pid" 2>/dev/null || true
+    tp_pid=""
+done
+[ -n "$tp_pid" ] || fail "tinyproxy did not start: $(cat "$tmp/tinyproxy.log")"
+proxy="--proxy http://127.0.0.1:$tp_port"
+pair proxy_tls "-t 8 -c 8 --https --ca $ca $proxy $https" "$bc -t 8 -c 8 --https --ca $ca $proxy $https"
+rps_row "r. HTTPS keep-alive GET through tinyproxy (CONNECT tunnels reused), 8 threads" \
+    proxy_tls "(reported)" 1
+sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
+row "r. tunnels opened per run (median)" "$(medv proxy_tls sluice created)" \
+    "$(medv proxy_tls peer created)" "-" "(reported)" "-"
+pair proxy_http "-t 8 -c 8 $proxy $http" "$bc -t 8 -c 8 $proxy $http"
+rps_row "r. plain GET through tinyproxy (it closes each connection after the response), 8 threads" \
+    proxy_http "(reported)" 1
+sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
+kill "$tp_pid" 2>/dev/null || true; wait "$tp_pid" 2>/dev/null || true
+tp_pid=""
 fi
 
 # --- the report -----------------------------------------------------------------------

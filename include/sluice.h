@@ -328,6 +328,21 @@ typedef struct sluice_factory_opts {
     sluice_request_hook on_request_error;
     sluice_pool_hook on_pool_event;
     void *hook_ud;
+
+    /* HTTP proxy (since 0.3): "http://[user:password@]host[:port]" (port
+     * 1080 when none is given, as curl assumes) for every request of the
+     * factory's clients.  NULL = the environment, read once here in
+     * sluice_factory_new with curl's rules: https_proxy or HTTPS_PROXY for
+     * https:// targets, http_proxy (lower case only) for http://, then
+     * all_proxy or ALL_PROXY; no_proxy or NO_PROXY lists hosts reached
+     * directly (names with their subdomains, IPs, CIDR networks, or "*").
+     * "" = no proxy, whatever the environment says.  http:// targets go to
+     * the proxy in absolute form; https:// targets through a CONNECT
+     * tunnel, with TLS inside it verified against the target's name.
+     * Credentials are sent as Proxy-Authorization: Basic and never appear
+     * in messages or logs.  Copied (parsed) at creation; a malformed URL
+     * fails sluice_factory_new with SLUICE_EINVAL. */
+    const char *proxy_url;
 } sluice_factory_opts;
 
 /* Fills `o` with the preset's defaults.  Thread-safe. */
@@ -456,6 +471,15 @@ typedef struct sluice_client_opts {
 
     int disable_coalescing;  /* 1 = never coalesce */
     int coalesce_window_ms;  /* micro-cache for finished 2xx results (default 0) */
+
+    /* Unix domain socket (since 0.3): connect to this path instead of
+     * base_url's host and port, which are still sent as Host (and used
+     * for SNI and verification when base_url is https).  NULL = TCP.
+     * Connections are pooled per origin and path; the factory's proxy is
+     * not used.  Copied; a path longer than a sockaddr_un holds is
+     * SLUICE_EINVAL at creation, a missing socket SLUICE_ECONNECT naming
+     * the path on the call. */
+    const char *unix_socket_path;
 } sluice_client_opts;
 
 /* Fills every field of `o` with its default, retry and breaker included

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 #include "alloc.h"
 #include "client.h"
@@ -99,6 +100,8 @@ static int fingerprint(sluice_client *c, const sluice_client_opts *o, sl_buf *b)
                   o->connect_timeout_ms, o->read_timeout_ms, o->write_timeout_ms, o->timeout_ms,
                   o->max_in_flight, o->follow_redirects, o->max_redirects,
                   o->allow_https_to_http, o->disable_coalescing, o->coalesce_window_ms);
+    if (c->unix_path)
+        sl_buf_printf(b, "unix=%s\n", c->unix_path);
     sl_buf_printf(b, "rl=%.17g/%d/%d/%d/%d\n", rl->rate, rl->period_ms, rl->burst, rl->scope,
                   rl->fail_fast);
     sl_buf_printf(b, "br=%d/%d/%d/%d/%d/%d/%d/%p/%p\n", br->disabled, br->failure_threshold,
@@ -210,6 +213,24 @@ static int check_headers(const sluice_client *c, sluice_error *err)
 
 static int build_key_prefix(sluice_client *c, sluice_error *err);   /* Coalescing, below */
 
+/* The socket path is checked here so a path too long for a sockaddr_un
+ * fails at creation, not on every call. */
+static int copy_unix_path(sluice_client *c, const sluice_client_opts *o, sluice_error *err)
+{
+    struct sockaddr_un sa;
+
+    c->opts.unix_socket_path = NULL;
+    if (!o->unix_socket_path)
+        return 0;
+    if (!*o->unix_socket_path || strlen(o->unix_socket_path) >= sizeof sa.sun_path)
+        return sl_err(err, SLUICE_EINVAL,
+                      "client '%s': unix_socket_path must be 1 to %zu bytes long", c->service,
+                      sizeof sa.sun_path - 1);
+    if (!(c->unix_path = sl_strdup(o->unix_socket_path)))
+        return sl_err(err, SLUICE_ENOMEM, "out of memory creating client '%s'", c->service);
+    return 0;
+}
+
 sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluice_client_opts *o,
                              sluice_error *err)
 {
@@ -239,6 +260,7 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
     if ((rc = sl_mutex_init(&c->bulk_lock, c->service, err)) ||
         (rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
         (rc = copy_headers(c, o, err)) || (rc = check_headers(c, err)) ||
+        (rc = copy_unix_path(c, o, err)) ||
         (rc = build_key_prefix(c, err)) ||
         (rc = sl_retry_policy_init(&c->retry, &o->retry, err)))
         goto fail;
@@ -278,6 +300,7 @@ void sl_client_free(sluice_client *c)
     sl_retry_policy_free(&c->retry);
     sl_retry_budget_free(c->budget);
     sl_free(c->base_path);
+    sl_free(c->unix_path);
     sl_http_key_prefix_free(&c->key_prefix);
     sl_free(c->fingerprint);
     sl_free(c->service);
@@ -517,6 +540,10 @@ static int write_head(call *k, sl_conn *conn, const sl_url *u)
     hr.body_len = k->body_len;
     hr.send_length = k->body_len > 0 || method_is(k->method, "POST") ||
                      method_is(k->method, "PUT") || method_is(k->method, "PATCH");
+    if (conn->http_proxy) {
+        hr.absolute = u->origin;
+        hr.proxy_auth = conn->http_proxy->auth;
+    }
     if (k->strip_credentials) {
         if (strip(hr.headers1, hr.nheaders1, &h1, &hr.nheaders1) ||
             strip(hr.headers2, hr.nheaders2, &h2, &hr.nheaders2)) {
@@ -607,12 +634,26 @@ static void name_peer(call *k, const sl_url *u)
         sl_err_append(k->err, " (%s)", u->origin);
 }
 
+/* The route for the debug line: the proxy (its origin, never its
+ * credentials) or the Unix socket; "" when direct. */
+static void route_note(const call *k, const sl_url *u, char *buf, size_t cap)
+{
+    const sl_proxy *p = sl_proxy_for(&k->f->net.proxy, u);
+
+    if (k->c->unix_path)
+        snprintf(buf, cap, " via unix:%s", k->c->unix_path);
+    else if (p)
+        snprintf(buf, cap, " via proxy %s", p->origin);
+    else
+        buf[0] = '\0';
+}
+
 /* One debug line per attempt, CURLOPT_VERBOSE made concise.  Only called
  * when debug logging is on. */
 static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response *r,
                         int64_t started)
 {
-    char url[512];
+    char url[512], via[SL_CONN_KEY_MAX];
     int64_t us = (sl_now_ns() - started) / 1000;
     const char *conn = k->reused ? "reused connection"
                        : !u->tls  ? "new connection"
@@ -620,13 +661,14 @@ static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response 
                                     : "new connection, TLS full handshake";
 
     redacted_url(k, u, url, sizeof url);
+    route_note(k, u, via, sizeof via);
     if (rc == 0)
-        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s, %d, %zu bytes, %lld.%03lld ms",
-               k->c->service, k->method, url, k->attempts, conn, r->d->http.status,
+        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s%s attempt %d: %s, %d, %zu bytes, %lld.%03lld ms",
+               k->c->service, k->method, url, via, k->attempts, conn, r->d->http.status,
                r->d->http.body_len, (long long)(us / 1000), (long long)(us % 1000));
     else
-        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s attempt %d: %s, %s (%s), %lld.%03lld ms",
-               k->c->service, k->method, url, k->attempts,
+        sl_log(SLUICE_LOG_DEBUG, "%s: %s %s%s attempt %d: %s, %s (%s), %lld.%03lld ms",
+               k->c->service, k->method, url, via, k->attempts,
                k->phase == PHASE_CONNECT ? "no connection" : conn, sluice_err_name(rc),
                k->err ? k->err->msg : sluice_strerror(rc), (long long)(us / 1000),
                (long long)(us % 1000));
@@ -634,7 +676,10 @@ static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response 
 
 static int attempt(call *k, const sl_url *u, sluice_response **out)
 {
-    sl_conn_target t = {u->host, u->port, u->tls, u->origin, k->c->opts.connect_timeout_ms};
+    char keybuf[SL_CONN_KEY_MAX];
+    sl_conn_target t;
+    const char *key = sl_conn_route(&k->f->net, u, k->c->unix_path,
+                                    k->c->opts.connect_timeout_ms, &t, keybuf);
     int64_t pool_deadline =
         sl_deadline_min(k->deadline, sl_deadline_in_ms(k->f->opts.pool_timeout_ms));
     unsigned flags = 0;
@@ -649,7 +694,7 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
         sent = k->sent = 0;
         k->phase = PHASE_CONNECT;
         k->reused = 0;
-        rc = sl_pool_get(k->f->pool, u->origin, &t, flags, pool_deadline, &it, k->err);
+        rc = sl_pool_get(k->f->pool, key, &t, flags, pool_deadline, &it, k->err);
         if (rc)
             break;
         k->reused = it->reused;
@@ -1287,6 +1332,8 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
 {
     const sl_url *u;
     sl_conn_target t;
+    char keybuf[SL_CONN_KEY_MAX];
+    const char *key;
     sl_pool_item **items;
     int i, opened = 0, rc = 0;
     int64_t deadline;
@@ -1299,14 +1346,14 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
     if ((rc = sl_factory_enter(c->f, err)))
         return rc;
     u = &c->eps[0].url;
-    t = (sl_conn_target){u->host, u->port, u->tls, u->origin, c->opts.connect_timeout_ms};
+    key = sl_conn_route(&c->f->net, u, c->unix_path, c->opts.connect_timeout_ms, &t, keybuf);
     deadline = warmup_deadline(c);
     if (!(items = sl_calloc((size_t)n, sizeof *items))) {
         sl_factory_leave(c->f);
         return sl_err(err, SLUICE_ENOMEM, "out of memory");
     }
     for (i = 0; i < n; i++) {
-        rc = sl_pool_get(c->f->pool, u->origin, &t, SL_POOL_FRESH, deadline, &items[i], err);
+        rc = sl_pool_get(c->f->pool, key, &t, SL_POOL_FRESH, deadline, &items[i], err);
         if (rc)
             break;
         opened++;

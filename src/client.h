@@ -61,6 +61,7 @@ struct sluice_client {
     char *base_path;              /* base_url's path without a trailing '/' */
     size_t base_path_len;
     sl_http_key_prefix key_prefix;  /* the client's part of a coalescing key */
+    char *unix_path;              /* unix_socket_path's copy, or NULL */
 
     sl_retry_policy retry;
     sl_retry_budget *budget;

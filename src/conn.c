@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "conn.h"
 #include "error.h"
+#include "http1.h"
 
 /* "host:port" out of the origin "scheme://host:port" (which brackets an
  * IPv6 host), as the TLS layer names its peer. */
@@ -20,19 +21,109 @@ static void set_peer(sl_conn *c, const sl_conn_target *t)
         snprintf(c->peer, sizeof c->peer, "%s:%d", t->host, t->port);
 }
 
+const char *sl_conn_route(const sl_conn_env *e, const sl_url *u, const char *unix_path,
+                          int connect_timeout_ms, sl_conn_target *t, char *key)
+{
+    *t = (sl_conn_target){u->host, u->port, u->tls, u->origin, connect_timeout_ms, NULL, NULL};
+    if (unix_path) {
+        t->unix_path = unix_path;
+        snprintf(key, SL_CONN_KEY_MAX, "%s unix:%s", u->origin, unix_path);
+        return key;
+    }
+    if (!(t->proxy = sl_proxy_for(&e->proxy, u)))
+        return u->origin;
+    snprintf(key, SL_CONN_KEY_MAX, "%s via %s", u->origin, t->proxy->origin);
+    return key;
+}
+
+/* The proxy's name goes in front of a connect or lookup failure, so the
+ * caller knows it was the proxy, not the target, that could not be
+ * reached. */
+static int proxy_failed(const sl_conn_target *t, int rc, sluice_error *err)
+{
+    int code = rc == SLUICE_ERESOLVE || rc == SLUICE_ETIMEDOUT || rc == SLUICE_ENOMEM
+                   ? rc
+                   : SLUICE_ECONNECT;
+    char msg[sizeof err->msg];
+
+    if (!err)
+        return code;
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return sl_err(err, code, "proxy %s (for %s): %s", t->proxy->origin, t->origin, msg);
+}
+
+static int connect_tcp(const sl_conn_target *t, sl_dns *dns, const sl_sock_cfg *cfg,
+                       int64_t deadline, sluice_error *err)
+{
+    const char *host = t->proxy ? t->proxy->host : t->host;
+    int port = t->proxy ? t->proxy->port : t->port;
+    sl_addrs *addrs = NULL;
+    int rc;
+
+    rc = sl_dns_resolve(dns, host, port, deadline, &addrs, err);
+    if (rc == 0) {
+        rc = sl_sock_connect(addrs, cfg, deadline, host, port, err);
+        sl_addrs_release(addrs);
+    }
+    if (rc < 0 && t->proxy)
+        return proxy_failed(t, rc, err);
+    return rc;
+}
+
+/* Asks the proxy for a tunnel to the target ("CONNECT host:port") and
+ * reads its answer; any 2xx opens the tunnel. */
+static int open_tunnel(sl_conn *c, const sl_conn_target *t, int64_t deadline, sluice_error *err)
+{
+    sl_http_io io = {sl_conn_read, c};
+    sl_http_limits lim = {16384, 100, 16384};
+    sl_http_resp resp = {0};
+    struct iovec iov;
+    int rc;
+
+    sl_buf_printf(&c->wbuf, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", c->peer, c->peer);
+    if (t->proxy->auth)
+        sl_buf_printf(&c->wbuf, "Proxy-Authorization: %s\r\n", t->proxy->auth);
+    sl_buf_puts(&c->wbuf, "\r\n");
+    if (c->wbuf.failed)
+        return sl_err(err, SLUICE_ENOMEM, "out of memory writing a CONNECT");
+    iov = (struct iovec){c->wbuf.data, c->wbuf.len};
+    rc = sl_sock_writev(c->fd, &iov, 1, deadline, NULL, t->proxy->origin, err);
+    sl_buf_reset(&c->wbuf);
+    /* The answer to CONNECT has no body we want: read it as a HEAD's. */
+    if (rc == 0)
+        rc = sl_http1_read_response(&io, &c->rbuf, 1, &lim, deadline, &resp, err);
+    if (rc)
+        return proxy_failed(t, rc, err);
+    if (resp.status / 100 != 2) {
+        rc = sl_err(err, SLUICE_ECONNECT, "proxy %s answered CONNECT %s with status %d",
+                    t->proxy->origin, c->peer, resp.status);
+        if (err)
+            err->http_status = resp.status;
+    } else if (c->rbuf.len) {
+        rc = sl_err(err, SLUICE_EPROTO, "proxy %s sent bytes after its CONNECT answer",
+                    t->proxy->origin);
+    }
+    sl_http_resp_free(&resp);
+    return rc;
+}
+
+/* Plain http through a proxy talks to the proxy: errors name it. */
+static void set_peer_proxy(sl_conn *c, const sl_proxy *p)
+{
+    snprintf(c->peer, sizeof c->peer, "proxy %s", p->origin + strlen("http://"));
+}
+
 int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl_sock_cfg *cfg,
                  int64_t deadline, sl_conn **out, sluice_error *err)
 {
-    sl_addrs *addrs = NULL;
     sl_conn *c;
     int rc;
 
     *out = NULL;
-    rc = sl_dns_resolve(dns, t->host, t->port, deadline, &addrs, err);
-    if (rc)
-        return rc;
-    rc = sl_sock_connect(addrs, cfg, deadline, t->host, t->port, err);
-    sl_addrs_release(addrs);
+    if (t->unix_path)
+        rc = sl_sock_connect_unix(t->unix_path, deadline, err);
+    else
+        rc = connect_tcp(t, dns, cfg, deadline, err);
     if (rc < 0)
         return rc;
     c = sl_calloc(1, sizeof *c);
@@ -42,6 +133,14 @@ int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl
     }
     c->fd = rc;
     set_peer(c, t);
+    if (t->proxy && t->tls && (rc = open_tunnel(c, t, deadline, err)))
+        goto fail;
+    if (t->proxy && !t->tls) {
+        c->http_proxy = t->proxy;
+        set_peer_proxy(c, t->proxy);
+    }
+    if (t->unix_path)
+        snprintf(c->peer, sizeof c->peer, "%s", t->unix_path);
     if (t->tls) {
         if (!tls) {
             rc = sl_err(err, SLUICE_ETLS, "no TLS context for %s", t->origin);
@@ -55,6 +154,8 @@ int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl
     return 0;
 fail:
     close(c->fd);
+    sl_buf_free(&c->rbuf);
+    sl_buf_free(&c->wbuf);
     sl_free(c);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "dns.h"
 #include "pool.h"
+#include "proxy.h"
 #include "sock.h"
 #include "sluice.h"
 #include "tls.h"
@@ -23,7 +24,12 @@ typedef struct sl_conn_target {
     int tls;
     const char *origin;
     int connect_timeout_ms;   /* the asking client's; 0 = the factory's */
+    const sl_proxy *proxy;    /* NULL = direct; https targets tunnel (CONNECT) */
+    const char *unix_path;    /* connect to this Unix socket instead of host:port */
 } sl_conn_target;
+
+/* Room for a pool key: an origin, a proxy's origin or a socket path. */
+#define SL_CONN_KEY_MAX 1024
 
 /* A DNS name (255) in brackets, a colon and a port; a longer one is cut. */
 #define SL_CONN_PEER_MAX 264
@@ -38,6 +44,8 @@ typedef struct sl_conn {
     int resumed;          /* the TLS session was resumed */
     int rcvtimeo_ms;      /* the socket's SO_RCVTIMEO (see sl_sock_read_blocking) */
     char peer[SL_CONN_PEER_MAX];   /* "host:port", for error messages */
+    const sl_proxy *http_proxy;    /* plain http through this proxy: requests go in
+                                      absolute form, with its Proxy-Authorization */
 } sl_conn;
 
 /* What every connection of a factory's pool shares; the factory fills it
@@ -48,6 +56,7 @@ typedef struct sl_conn_env {
     sl_sock_cfg sock;
     pthread_mutex_t tls_lock;         /* guards the lazy creation of tls */
     sl_tls_ctx *tls;                  /* atomic: set once, freed by the owner */
+    sl_proxy_conf proxy;              /* read-only after the factory is made */
 } sl_conn_env;
 
 /* The HTTP connection pool's callbacks; ctx is an sl_conn_env and the
@@ -58,7 +67,23 @@ extern const sl_pool_ops sl_conn_pool_ops;
  * when the options name files, so a typo fails there). */
 sl_tls_ctx *sl_conn_env_tls(sl_conn_env *e, sluice_error *err);
 
-/* Resolves, connects (and does TLS) before `deadline`.  Takes no lock. */
+/* Where a request to `u` goes: fills *t (through the factory's proxy
+ * unless NO_PROXY exempts the host, or to `unix_path` when not NULL) and
+ * returns its pool key: the origin for a direct TCP connection, else the
+ * origin with the proxy's origin or the socket path (written into key,
+ * SL_CONN_KEY_MAX bytes), so routes never share connections.  The key
+ * never holds proxy credentials.  t's strings point into u, e and
+ * unix_path. */
+const char *sl_conn_route(const sl_conn_env *e, const sl_url *u, const char *unix_path,
+                          int connect_timeout_ms, sl_conn_target *t, char *key);
+
+/* Resolves, connects (and does TLS) before `deadline`.  Takes no lock.
+ * Through a proxy: connects to the proxy (a failure is SLUICE_ECONNECT
+ * naming the proxy's origin), and for an https target opens a CONNECT
+ * tunnel first (a non-2xx answer is SLUICE_ECONNECT with the proxy's
+ * status in err->http_status and the message), then TLS inside it for the
+ * target's name.  With unix_path: connects to that socket (SLUICE_ECONNECT
+ * naming the path), TLS still for the target's name. */
 int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl_sock_cfg *cfg,
                  int64_t deadline, sl_conn **out, sluice_error *err);
 

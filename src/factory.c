@@ -148,6 +148,11 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     pc.idle_timeout_ms = f->opts.keepalive_expiry_ms;
     pc.max_lifetime_ms = f->opts.max_lifetime_ms;
     pc.housekeeping = 1;
+    /* The proxy configuration is parsed (the environment read) once; the
+     * caller's string is not kept. */
+    if (sl_proxy_conf_init(&f->net.proxy, f->opts.proxy_url, err))
+        goto fail;
+    f->opts.proxy_url = NULL;
     if (!(f->net.dns = sl_dns_new(f->opts.dns_ttl_ms, f->opts.dns_servers, err)))
         goto fail;
     if (!(f->pool = sl_pool_new(&pc, &sl_conn_pool_ops, &f->net, err)))
@@ -211,6 +216,7 @@ void sluice_factory_free(sluice_factory *f)
     sluice_limiter_free(f->limiter);
     sl_tls_ctx_free(f->net.tls);
     sl_dns_free(f->net.dns);
+    sl_proxy_conf_free(&f->net.proxy);
     for (i = 0; i < sizeof f->strs / sizeof f->strs[0]; i++)
         sl_free(f->strs[i]);
     pthread_cond_destroy(&f->idle);

@@ -239,7 +239,7 @@ static int check_method(const char *method, sluice_error *err)
 
 static int put_request_line(sl_buf *out, const sl_http_req *r, sluice_error *err)
 {
-    size_t mlen, tlen;
+    size_t mlen, tlen, alen;
     char *d;
     int rc;
 
@@ -252,12 +252,16 @@ static int put_request_line(sl_buf *out, const sl_http_req *r, sluice_error *err
     if (tlen == 0 || r->target[tlen])
         return sl_err(err, SLUICE_EINVAL,
                       "request target is empty or contains a space or control byte");
-    if (sl_buf_reserve(out, mlen + tlen + 12))
+    alen = r->absolute ? strlen(r->absolute) : 0;
+    if (sl_buf_reserve(out, mlen + alen + tlen + 12))
         return sl_err(err, SLUICE_ENOMEM, "out of memory writing a request");
     d = out->data + out->len;
     memcpy(d, r->method, mlen);
     d += mlen;
     *d++ = ' ';
+    if (alen)
+        memcpy(d, r->absolute, alen);
+    d += alen;
     memcpy(d, r->target, tlen);
     d += tlen;
     memcpy(d, " HTTP/1.1\r\n", 11);
@@ -290,6 +294,7 @@ static int write_head(sl_buf *out, const sl_http_req *r, sluice_error *err)
         return sl_err(err, SLUICE_EINVAL, "request without a Host");
     if ((rc = put_request_line(out, r, err)) || (rc = put_field(out, "Host", host, err)) ||
         (ua && (rc = put_field(out, "User-Agent", ua, err))) ||
+        (r->proxy_auth && (rc = put_field(out, "Proxy-Authorization", r->proxy_auth, err))) ||
         (rc = put_list(out, r->headers1, r->nheaders1, r->headers2, r->nheaders2, err)) ||
         (rc = put_list(out, r->headers2, r->nheaders2, NULL, 0, err)) ||
         (r->send_length && (rc = put_content_length(out, r->body_len, err))))

@@ -24,6 +24,9 @@ typedef struct sl_http_req {
     size_t nheaders2;
     size_t body_len;
     int send_length;                /* 1 = write Content-Length (also 0) */
+    const char *absolute;           /* "http://host:port" before the target
+                                       (absolute form, to a proxy); NULL = origin form */
+    const char *proxy_auth;         /* Proxy-Authorization value, or NULL */
 } sl_http_req;
 
 /* Appends the request line and headers (ending with the blank line) to

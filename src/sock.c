@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -114,6 +116,42 @@ int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
         return sl_err(err, SLUICE_ETIMEDOUT, "connect to %s:%d timed out", host, port);
     return sl_err(err, SLUICE_ECONNECT, "connect to %s:%d failed: %s", host, port,
                   sl_errno_str(last, ebuf, sizeof ebuf));
+}
+
+int sl_sock_connect_unix(const char *path, int64_t deadline, sluice_error *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char ebuf[SL_ERRNO_BUF];
+    int fd, e;
+
+    if (strlen(path) >= sizeof sa.sun_path)
+        return sl_err(err, SLUICE_EINVAL, "unix socket path %.64s... is longer than %zu bytes",
+                      path, sizeof sa.sun_path - 1);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return sl_err(err, SLUICE_ECONNECT, "connect to unix socket %s failed: %s", path,
+                      sl_errno_str(errno, ebuf, sizeof ebuf));
+    /* A Unix socket connects at once or not at all; EAGAIN means the
+     * listener's backlog is full, so try again until the deadline. */
+    while (connect(fd, (const struct sockaddr *)&sa, sizeof sa) != 0) {
+        struct timespec ms = {0, 1000000};
+
+        e = errno;
+        if (e == EINTR)
+            continue;
+        if (e != EAGAIN || sl_ms_left(deadline) == 0) {
+            close(fd);
+            if (e == EAGAIN)
+                return sl_err(err, SLUICE_ETIMEDOUT, "connect to unix socket %s timed out",
+                              path);
+            return sl_err(err, SLUICE_ECONNECT, "connect to unix socket %s failed: %s", path,
+                          sl_errno_str(e, ebuf, sizeof ebuf));
+        }
+        nanosleep(&ms, NULL);
+    }
+    set_blocking(fd);
+    return fd;
 }
 
 /* SO_RCVTIMEO can overshoot by one kernel tick (10 ms at HZ=100). */

@@ -26,6 +26,12 @@ typedef struct sl_sock_cfg {
 int sl_sock_connect(const sl_addrs *a, const sl_sock_cfg *cfg, int64_t deadline,
                     const char *host, int port, sluice_error *err);
 
+/* Connects to the Unix domain socket at `path` before the deadline, in
+ * the same mode as sl_sock_connect's sockets.  SLUICE_EINVAL for a path
+ * too long for sockaddr_un, SLUICE_ECONNECT (or SLUICE_ETIMEDOUT while
+ * the listener's backlog stays full) naming the path.  Since 0.3. */
+int sl_sock_connect_unix(const char *path, int64_t deadline, sluice_error *err);
+
 /* Waits for `events` (POLLIN/POLLOUT): 1 ready, 0 deadline passed, -1 error. */
 int sl_sock_wait(int fd, short events, int64_t deadline);
 

@@ -55,6 +55,9 @@ for attempt in 1 2 3 4 5 6 7 8; do
 done
 [ -n "$redis_pid" ] || fail "redis-server did not start: $(cat "$tmp/redis.log")"
 
+# Factories read proxy variables as curl does; the suites talk to loopback
+# servers directly (test_proxy_conn sets its own).
+unset http_proxy https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 export SLUICE_TEST_HTTP="127.0.0.1:$http_port"
 export SLUICE_TEST_REDIS="redis://127.0.0.1:$redis_port"
 export SLUICE_TEST_MOCKAPI="$mockapi"

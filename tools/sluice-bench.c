@@ -80,6 +80,7 @@ static sluice_factory *make_client(int conns, int keep_ms)
     if (keep_ms > 0)
         fo.keepalive_expiry_ms = keep_ms;
     fo.ca_file = opts.ca;
+    fo.proxy_url = opts.proxy ? opts.proxy : "";
     if (!(f = sluice_factory_new(&fo, &e)))
         fail("factory", &e);
     sluice_client_opts_init(&co);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,7 +34,8 @@ static const char usage[] =
     "  --quiet               no log lines on stderr\n"
     "  --tls-cert F --tls-key F   serve HTTPS with this PEM chain and key\n"
     "  --client-ca F         require client certificates signed by this CA\n"
-    "  --tls-min-version 12|13, --tls-max-version 12|13   protocol range (default 12..13)\n";
+    "  --tls-min-version 12|13, --tls-max-version 12|13   protocol range (default 12..13)\n"
+    "  --unix PATH           also serve on a Unix socket at PATH (replaced if present)\n";
 
 /* Parses s as a whole decimal number in [lo, hi]. */
 static int number(const char *opt, const char *s, long lo, long hi, long *out)
@@ -71,6 +73,7 @@ static const struct opt_spec {
     {"--client-ca", TEXT, offsetof(mock_config, client_ca), 0, 0},
     {"--tls-min-version", NUMBER, offsetof(mock_config, tls_min_version), 12, 13},
     {"--tls-max-version", NUMBER, offsetof(mock_config, tls_max_version), 12, 13},
+    {"--unix", TEXT, offsetof(mock_config, unix_path), 0, 0},
 };
 
 /* One option and its value; returns how many arguments it took, or -1. */
@@ -169,6 +172,28 @@ static int listen_on(const mock_config *cfg, int *port)
     return fd;
 }
 
+/* The --unix listener: the same server on a Unix socket, or -1. */
+static int listen_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "sluice-mockapi: --unix path is too long\n");
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    unlink(path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, BACKLOG) != 0) {
+        fprintf(stderr, "sluice-mockapi: cannot listen on %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Writes the port to a temporary file and renames it into place, so a
  * reader never sees a partial number. */
 static int write_port_file(const char *path, int port)
@@ -238,10 +263,10 @@ static void accept_one(int lfd, const mock_config *cfg)
 }
 
 /* Accepts until a stop signal or the --exit-after deadline. */
-static void accept_loop(int lfd, int sigfd, const mock_config *cfg)
+static void accept_loop(int lfd, int ufd, int sigfd, const mock_config *cfg)
 {
     int64_t deadline = cfg->exit_after_s ? now_ms() + (int64_t)cfg->exit_after_s * 1000 : 0;
-    struct pollfd p[2] = {{lfd, POLLIN, 0}, {sigfd, POLLIN, 0}};
+    struct pollfd p[3] = {{lfd, POLLIN, 0}, {sigfd, POLLIN, 0}, {ufd, POLLIN, 0}};
 
     for (;;) {
         int64_t left = deadline ? deadline - now_ms() : -1;
@@ -250,7 +275,7 @@ static void accept_loop(int lfd, int sigfd, const mock_config *cfg)
             mock_log(cfg, "--exit-after reached, exiting");
             return;
         }
-        r = poll(p, 2, left > INT32_MAX ? INT32_MAX : (int)left);
+        r = poll(p, ufd >= 0 ? 3 : 2, left > INT32_MAX ? INT32_MAX : (int)left);
         if (r < 0 && errno != EINTR)
             return;
         if (p[1].revents) {
@@ -259,13 +284,15 @@ static void accept_loop(int lfd, int sigfd, const mock_config *cfg)
         }
         if (p[0].revents & POLLIN)
             accept_one(lfd, cfg);
+        if (ufd >= 0 && (p[2].revents & POLLIN))
+            accept_one(ufd, cfg);
     }
 }
 
 int main(int argc, char **argv)
 {
     static mock_config cfg;
-    int lfd, sigfd, port, r;
+    int lfd, ufd = -1, sigfd, port, r;
 
     if ((r = parse_args(argc, argv, &cfg)) != 0)
         return r > 0 ? 0 : 2;
@@ -277,6 +304,8 @@ int main(int argc, char **argv)
         return 1;
     if ((lfd = listen_on(&cfg, &port)) < 0)
         return 1;
+    if (cfg.unix_path && (ufd = listen_unix(cfg.unix_path)) < 0)
+        return 1;
     if (cfg.port_file && write_port_file(cfg.port_file, port) != 0)
         return 1;
     if (strchr(cfg.host, ':'))
@@ -284,8 +313,12 @@ int main(int argc, char **argv)
     else
         printf("listening on %s:%d\n", cfg.host, port);
     fflush(stdout);
-    accept_loop(lfd, sigfd, &cfg);
+    accept_loop(lfd, ufd, sigfd, &cfg);
     close(lfd);
+    if (ufd >= 0) {
+        close(ufd);
+        unlink(cfg.unix_path);
+    }
     fflush(stdout);
     fflush(stderr);
     /* Connection threads may be mid-request: leave without running exit

@@ -33,6 +33,7 @@ typedef struct mock_config {
     const char *client_ca;       /* require client certificates signed by this CA */
     int tls_min_version;         /* 12 or 13 */
     int tls_max_version;         /* 12 or 13 */
+    const char *unix_path;       /* also listen on this Unix socket; NULL = not */
 } mock_config;
 
 /* Logs one line to stderr unless cfg->quiet. */
