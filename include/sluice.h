@@ -462,8 +462,8 @@ typedef struct sluice_client_opts {
     int coalesce_window_ms;  /* micro-cache for finished 2xx results (default 0) */
 
     /* Since 0.3: content decoding.  0 (default) sends "Accept-Encoding:
-     * gzip, deflate" and decodes a gzip or deflate body before the caller
-     * sees it (sluice_response_decoded()); SLUICE_OFF sends nothing and
+     * gzip, deflate, br" and decodes such a body before the caller sees it
+     * (sluice_response_decoded()); SLUICE_OFF sends nothing and
      * hands the body over as sent.  A request or client header of the
      * caller's own named Accept-Encoding also turns decoding off for that
      * call.  max_response_bytes bounds the decoded size. */
@@ -582,7 +582,7 @@ SLUICE_API int sluice_response_coalesced(const sluice_response *r);
 SLUICE_API int sluice_response_reused(const sluice_response *r);
 /* Number of attempts the call made (1 + retries). */
 SLUICE_API int sluice_response_attempts(const sluice_response *r);
-/* 1 if a gzip or deflate Content-Encoding was removed from the body (its
+/* 1 if a gzip, deflate or br Content-Encoding was removed from the body (its
  * Content-Encoding and Content-Length fields are then gone too, as they
  * described the encoded form).  Since 0.3. */
 SLUICE_API int sluice_response_decoded(const sluice_response *r);

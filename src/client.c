@@ -547,7 +547,7 @@ static int write_head(call *k, sl_conn *conn, const sl_url *u)
     hr.send_length = k->body_len > 0 || method_is(k->method, "POST") ||
                      method_is(k->method, "PUT") || method_is(k->method, "PATCH");
     hr.chunked = k->streamed_up && k->body_len == SLUICE_BODY_CHUNKED;
-    hr.accept_encoding = k->decode ? "gzip, deflate" : NULL;
+    hr.accept_encoding = k->decode ? "gzip, deflate, br" : NULL;
     if (k->strip_credentials) {
         if (strip(hr.headers1, hr.nheaders1, &h1, &hr.nheaders1) ||
             strip(hr.headers2, hr.nheaders2, &h2, &hr.nheaders2)) {

@@ -3,6 +3,7 @@
  * reader's sink (sl_http1_read_response_to) over every framing, fed a
  * few bytes at a time.  The encoded
  * inputs are made by zlib's own encoder in each test. */
+#include <brotli/encode.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -83,7 +84,8 @@ static void test_decode_coding_names(void)
         {NULL, 0, SL_CODING_IDENTITY},      {"", 0, SL_CODING_IDENTITY},
         {"identity", 0, SL_CODING_IDENTITY}, {" gzip ", 0, SL_CODING_GZIP},
         {"GZip", 0, SL_CODING_GZIP},        {"x-gzip", 0, SL_CODING_GZIP},
-        {"deflate", 0, SL_CODING_DEFLATE},  {"br", -1, SL_CODING_IDENTITY},
+        {"deflate", 0, SL_CODING_DEFLATE},  {"br", 0, SL_CODING_BR},
+        {"zstd", -1, SL_CODING_IDENTITY},
         {"gzip, gzip", -1, SL_CODING_IDENTITY}, {"gzipx", -1, SL_CODING_IDENTITY},
         {"compress", -1, SL_CODING_IDENTITY},
     };
@@ -396,12 +398,12 @@ static void test_decode_reader_streams_and_passes_unknown(void)
     sl_buf_reset(&rbuf);
     free(w);
     /* A coding sluice does not undo, or two of them, is handed over as sent. */
-    w = wire("Content-Encoding: br\r\n", 0, enc, elen, &wlen);
+    w = wire("Content-Encoding: zstd\r\n", 0, enc, elen, &wlen);
     sink.on_body = NULL;
     CU_ASSERT_EQUAL_FATAL(read_through(w, wlen, 100, &sink, 0, &r, &rbuf, &err), 0);
     CU_ASSERT(r.body_len == elen && memcmp(r.body, enc, elen) == 0);
     CU_ASSERT_EQUAL(r.decoded, 0);
-    CU_ASSERT_STRING_EQUAL(field(&r, "Content-Encoding"), "br");
+    CU_ASSERT_STRING_EQUAL(field(&r, "Content-Encoding"), "zstd");
     sl_http_resp_free(&r);
     sl_buf_reset(&rbuf);
     free(w);
@@ -432,6 +434,55 @@ static void test_decode_reader_streams_and_passes_unknown(void)
     free(plain);
 }
 
+static unsigned char *encode_br(const void *in, size_t n, size_t *out_len)
+{
+    size_t cap = BrotliEncoderMaxCompressedSize(n) + 64;
+    unsigned char *out = malloc(cap);
+
+    CU_ASSERT_FATAL(out != NULL);
+    *out_len = cap;
+    CU_ASSERT_FATAL(BrotliEncoderCompress(5, 22, BROTLI_MODE_TEXT, n, in, out_len, out));
+    return out;
+}
+
+/* br: whole and split, the bound, corruption, a cut and trailing bytes. */
+static void test_decode_br(void)
+{
+    static const size_t steps[] = {0, 1, 7, 4096};
+    size_t n = 100000, elen, s;
+    char *plain = sample(n);
+    unsigned char *enc = encode_br(plain, n, &elen);
+    sl_buf out = SL_BUF_INIT;
+    sluice_error err = {0};
+    sl_coding c;
+
+    CU_ASSERT_EQUAL(sl_coding_parse(" BR ", &c), 0);
+    CU_ASSERT_EQUAL(c, SL_CODING_BR);
+    for (s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        sl_buf_reset(&out);
+        CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen, steps[s], 0, &out, &err), 0);
+        CU_ASSERT(out.len == n && memcmp(out.data, plain, n) == 0);
+    }
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen, 100, n - 1, &out, &err), SLUICE_ETOOBIG);
+    CU_ASSERT(out.len <= n - 1);
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen - 2, 0, 0, &out, &err), SLUICE_EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "ends early"));
+    enc = realloc(enc, elen + 4);
+    memcpy(enc + elen, "junk", 4);
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen + 4, 0, 0, &out, &err), SLUICE_EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "after the end of the br body"));
+    enc[elen / 2] ^= 0x55;
+    enc[elen / 2 + 1] ^= 0xff;
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen, 0, 0, &out, &err), SLUICE_EPROTO);
+    sl_buf_free(&out);
+    free(enc);
+    free(plain);
+}
+
 static CU_TestInfo tests[] = {
     {"test_decode_coding_names", test_decode_coding_names},
     {"test_decode_round_trips_split_anywhere", test_decode_round_trips_split_anywhere},
@@ -439,6 +490,7 @@ static CU_TestInfo tests[] = {
     {"test_decode_bomb_stops_at_bound", test_decode_bomb_stops_at_bound},
     {"test_decode_corrupt_and_truncated", test_decode_corrupt_and_truncated},
     {"test_decode_sink_stops_it", test_decode_sink_stops_it},
+    {"test_decode_br", test_decode_br},
     {"test_decode_reader_every_framing_and_split", test_decode_reader_every_framing_and_split},
     {"test_decode_reader_streams_and_passes_unknown", test_decode_reader_streams_and_passes_unknown},
     CU_TEST_INFO_NULL,

@@ -509,7 +509,8 @@ static void test_encoding_decoded_by_default(void)
 {
     static const char *const paths[] = {"/gzip/200000", "/gzip/200000?chunked=1",
                                         "/gzip/100000?members=2", "/deflate/150000",
-                                        "/deflate/150000?raw=1", "/deflate/150000?chunked=1"};
+                                        "/deflate/150000?raw=1", "/deflate/150000?chunked=1",
+                                        "/br/150000", "/br/150000?chunked=1"};
     sluice_factory *f = NULL;
     sluice_client *c = client(&f, "decode-default", NULL);
     sluice_response *r = NULL;
@@ -530,7 +531,7 @@ static void test_encoding_decoded_by_default(void)
     /* The request said it takes both. */
     CU_ASSERT_EQUAL_FATAL(sluice_get(c, "/echo", &r, &err), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(sluice_response_body(r, NULL),
-                                  "[\"Accept-Encoding\",\"gzip, deflate\"]"));
+                                  "[\"Accept-Encoding\",\"gzip, deflate, br\"]"));
     CU_ASSERT_EQUAL(sluice_response_decoded(r), 0);
     sluice_response_free(r);
     sluice_factory_free(f);

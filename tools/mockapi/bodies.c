@@ -3,6 +3,7 @@
  * (i * 31 + 7) & 0xff), so a test can check the decoded bytes exactly.
  * Everything large is generated and compressed as it is written: a bomb
  * of gigabytes costs the server a 64 KiB block. */
+#include <brotli/encode.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -172,6 +173,69 @@ void mock_h_deflate(mock_conn *c, const mock_request *r, const char *arg, size_t
         return;
     }
     send_encoded(c, "deflate", raw ? -MAX_WBITS : MAX_WBITS, n, (int)chunked, 1, 0);
+}
+
+/* The pattern br-encoded (quality 5), streamed through the encoder. */
+static int brotli_stream(enc_out *o, uint64_t n)
+{
+    BrotliEncoderState *st = BrotliEncoderCreateInstance(NULL, NULL, NULL);
+    unsigned char out[BLOCK];
+    uint64_t off = 0;
+    int rc = 0;
+
+    if (!st)
+        return -1;
+    BrotliEncoderSetParameter(st, BROTLI_PARAM_QUALITY, 5);
+    pthread_once(&block_once, block_init);
+    while (rc == 0) {
+        size_t k = n - off < BLOCK ? (size_t)(n - off) : BLOCK, avail_in = k, avail_out;
+        const uint8_t *next_in = block + (off & 255);
+        BrotliEncoderOperation op = off + k == n ? BROTLI_OPERATION_FINISH : BROTLI_OPERATION_PROCESS;
+        do {
+            uint8_t *next_out = out;
+            avail_out = sizeof out;
+            if (!BrotliEncoderCompressStream(st, op, &avail_in, &next_in, &avail_out, &next_out,
+                                             NULL) ||
+                out_write(o, out, sizeof out - avail_out) != 0)
+                rc = -1;
+        } while (rc == 0 && (avail_in > 0 || BrotliEncoderHasMoreOutput(st)));
+        off += k;
+        if (op == BROTLI_OPERATION_FINISH && BrotliEncoderIsFinished(st))
+            break;
+    }
+    BrotliEncoderDestroyInstance(st);
+    return rc;
+}
+
+void mock_h_br(mock_conn *c, const mock_request *r, const char *arg, size_t len)
+{
+    enc_out o = {c, 0, MOCK_BUF_INIT};
+    uint64_t n, chunked;
+
+    if (pathnum(c, arg, len, &n) != 0 || qnum(c, r, "chunked", 1, 0, &chunked) != 0)
+        return;
+    o.chunked = (int)chunked;
+    if (!chunked && n > MOCK_MAX_BODY) {
+        answer_400(c, "a Content-Length body is at most 64 MiB; use ?chunked=1");
+        return;
+    }
+    if (chunked) {
+        if (mock_write_head(c, 200, "application/octet-stream",
+                            "Content-Encoding: br\r\nTransfer-Encoding: chunked\r\n", -1) != 0 ||
+            c->head_only)
+            return;
+        if (brotli_stream(&o, n) == 0)
+            mock_conn_write(c, "0\r\n\r\n", 5);
+        else
+            c->last = 1;
+        return;
+    }
+    if (brotli_stream(&o, n) == 0)
+        mock_respond(c, 200, "application/octet-stream", "Content-Encoding: br\r\n", o.buf.data,
+                     o.buf.len);
+    else
+        mock_respond(c, 500, "text/plain", NULL, "encoding failed\n", 16);
+    mock_buf_free(&o.buf);
 }
 
 void mock_h_bomb(mock_conn *c, const mock_request *r, const char *arg, size_t len)

@@ -1,5 +1,5 @@
-/* The mock API's encoded bodies and uploads (bodies.c): gzip and deflate
- * responses, a corrupt one, a decompression bomb, and an upload sink that
+/* The mock API's encoded bodies and uploads (bodies.c): gzip, deflate
+ * and br responses, a corrupt one, a decompression bomb, and an upload sink that
  * answers with the body's length and CRC-32.  MOCK_BODY_ROUTES goes into
  * handlers.c's route table. */
 #ifndef MOCK_BODIES_H
@@ -10,6 +10,7 @@
 void mock_h_gzip(mock_conn *c, const mock_request *r, const char *arg, size_t len);
 void mock_h_deflate(mock_conn *c, const mock_request *r, const char *arg, size_t len);
 void mock_h_corrupt(mock_conn *c, const mock_request *r, const char *arg, size_t len);
+void mock_h_br(mock_conn *c, const mock_request *r, const char *arg, size_t len);
 void mock_h_bomb(mock_conn *c, const mock_request *r, const char *arg, size_t len);
 void mock_h_truncated(mock_conn *c, const mock_request *r, const char *arg, size_t len);
 void mock_h_upload(mock_conn *c, const mock_request *r, const char *arg, size_t len);
@@ -20,6 +21,8 @@ void mock_h_upload(mock_conn *c, const mock_request *r, const char *arg, size_t 
      "                         ?chunked=1 streams it chunked ?members=2 two gzip members"},     \
     {"/deflate/", 1, mock_h_deflate,                                                            \
      "/deflate/N             the pattern deflate-encoded (zlib); ?raw=1 raw deflate; ?chunked=1"}, \
+    {"/br/", 1, mock_h_br,                                                                      \
+     "/br/N                  the pattern br-encoded (brotli, quality 5); ?chunked=1"},          \
     {"/corrupt", 0, mock_h_corrupt,                                                             \
      "/corrupt               Content-Encoding: gzip over a damaged stream; ?coding=deflate"},   \
     {"/bomb/", 1, mock_h_bomb,                                                                  \
