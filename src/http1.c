@@ -1333,6 +1333,18 @@ static int pump_body(reader *rd, sl_http_resp *out, const framing *fr, sl_coding
                  stored_field(out, "location", &count);
     if ((rc = sl_decoder_init(&pm.dec, coding, max, rd->err)))
         return rc;
+    /* A kept body starts with room for a typical ratio (JSON compresses
+     * four to ten times), so it is not grown from nothing in doublings. */
+    if (!rd->sink->on_body && !pm.discard) {
+        uint64_t guess = fr->kind == BODY_LENGTH ? fr->length * 4 : 0;
+        guess = guess < READ_CHUNK ? READ_CHUNK : guess > max ? max : guess;
+        if (guess > DEFAULT_MAX_BODY_BYTES)
+            guess = DEFAULT_MAX_BODY_BYTES;     /* past that, let it grow as it comes */
+        if (sl_buf_reserve(&pm.body, (size_t)guess)) {
+            sl_decoder_free(&pm.dec);
+            return sl_err(rd->err, SLUICE_ENOMEM, "out of memory reading a response body");
+        }
+    }
     if (coding != SL_CODING_IDENTITY)
         drop_encoding_fields(out);
     rc = fr->kind == BODY_LENGTH ? pump_length(&pm, fr->length)
