@@ -22,7 +22,7 @@ WARN    += -Werror
 endif
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden \
              -Iinclude -Isrc $(WARN) $(SAN) $(CFLAGS)
-LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -lz -pthread -lm
+LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -lz -lbrotlidec -pthread -lm
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 
 SRCS    := $(wildcard src/*.c)
@@ -68,7 +68,7 @@ define write_pc
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
 	  'Name: sluice' 'Description: thread-safe blocking HTTP(S) client for multithreaded C programs' \
 	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lsluice' \
-	  'Libs.private: -lwolfssl -lhiredis -lcares -lz -pthread -lm' > $(1)
+	  'Libs.private: -lwolfssl -lhiredis -lcares -lz -lbrotlidec -pthread -lm' > $(1)
 endef
 
 $(BUILD)/sluice.pc: Makefile include/sluice.h
@@ -79,7 +79,7 @@ $(BUILD)/sluice.pc: Makefile include/sluice.h
 
 $(MOCKAPI): $(wildcard tools/mockapi/*.c tools/mockapi/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itools/mockapi -o $@ $(wildcard tools/mockapi/*.c) $(ALL_LDFLAGS) -lwolfssl -pthread
+	$(CC) $(ALL_CFLAGS) -Itools/mockapi -o $@ $(wildcard tools/mockapi/*.c) $(ALL_LDFLAGS) -lwolfssl -lz -lbrotlienc -pthread
 
 $(BENCH): tools/sluice-bench.c $(wildcard bench/*.h) $(STLIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm
@@ -100,7 +100,7 @@ $(BUILD)/tests/%.o: tests/%.c tests/testutil.h include/sluice.h $(wildcard src/*
 	$(CC) $(ALL_CFLAGS) -Itests -c -o $@ $<
 
 $(RUNNER): $(TEST_OBJS) $(STLIB)
-	$(CC) -o $@ $(TEST_OBJS) $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lcunit -lm
+	$(CC) -o $@ $(TEST_OBJS) $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lbrotlienc -lcunit -lm
 
 deps:
 	@tools/install-deps.sh --quiet
@@ -208,7 +208,7 @@ $(FUZZ_MOCK): $(MOCK_SRCS:tools/mockapi/%.c=build-fuzz/mock/%.o)
 build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB) $(FUZZ_MOCK)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	  $(if $(findstring mockapi,$*),$(FUZZ_MOCK)) $(FUZZ_LIB) \
-	  -lwolfssl -lhiredis -lcares -lz $(if $(findstring diff,$*),-lhttp_parser) -lm
+	  -lwolfssl -lhiredis -lcares -lz -lbrotlidec -lbrotlienc $(if $(findstring diff,$*),-lhttp_parser) -lm
 
 fuzz:
 	@tools/install-deps.sh --fuzz --quiet

@@ -19,6 +19,9 @@
 static bench_opts opts = {.tool = "libcurl"};
 static bench_run run;
 static int share_mode;
+static int stream;            /* --stream: the write callback drops the bytes */
+static int gzip_;             /* --gzip: CURLOPT_ACCEPT_ENCODING "" (decoded) */
+static uint64_t body_bytes;   /* atomic: body bytes the measured requests got */
 static CURLSH *share;
 static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 static char base[512];
@@ -27,7 +30,9 @@ static void usage(void)
 {
     fprintf(stderr, "usage: bench_curl [options] URL   (URL: http[s]://host:port or host:port)\n");
     bench_usage_common(stderr);
-    fprintf(stderr, "  --share            one shared connection cache (CURLSH) for all threads\n");
+    fprintf(stderr, "  --share            one shared connection cache (CURLSH) for all threads\n"
+                    "  --stream           the write callback counts and drops the body\n"
+                    "  --gzip             CURLOPT_ACCEPT_ENCODING \"\": ask for codings, decode\n");
 }
 
 static int extra_opt(int argc, char **argv, int i)
@@ -35,6 +40,10 @@ static int extra_opt(int argc, char **argv, int i)
     (void)argc;
     if (strcmp(argv[i], "--share") == 0)
         return share_mode = 1, 1;
+    if (strcmp(argv[i], "--stream") == 0)
+        return stream = 1, 1;
+    if (strcmp(argv[i], "--gzip") == 0)
+        return gzip_ = 1, 1;
     return 0;
 }
 
@@ -77,6 +86,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     body *b = ud;
     size_t len = size * n;
 
+    if (stream) {
+        b->len += len;
+        return len;
+    }
     if (b->len + len > b->cap) {
         size_t cap = (b->len + len) * 2;
         char *d = realloc(b->data, cap);
@@ -107,6 +120,8 @@ static void setup_handle(worker_state *w, const char *url)
     curl_easy_setopt(w->h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(w->h, CURLOPT_WRITEDATA, &w->b);
     curl_easy_setopt(w->h, CURLOPT_TIMEOUT_MS, 60000L);
+    if (gzip_)
+        curl_easy_setopt(w->h, CURLOPT_ACCEPT_ENCODING, "");
     if (opts.ca)
         curl_easy_setopt(w->h, CURLOPT_CAINFO, opts.ca);
     curl_easy_setopt(w->h, CURLOPT_PROXY, opts.proxy ? opts.proxy : "");
@@ -144,6 +159,7 @@ static __attribute__((noinline)) void one_get(worker_state *w, bench_thread *t)
         bench_error(t, name);
         return;
     }
+    __atomic_add_fetch(&body_bytes, w->b.len, __ATOMIC_RELAXED);
     t->ok++;
 }
 
@@ -174,7 +190,8 @@ int main(int argc, char **argv)
 {
     worker_state *ws;
     long long created = 0, total = 0;
-    char mode[64], tmp[512];
+    char mode[64], tmp[512], extra[96];
+    struct rusage ru;
     int i;
 
     bench_parse(argc, argv, &opts, extra_opt, usage);
@@ -193,9 +210,13 @@ int main(int argc, char **argv)
         created += ws[i].connects;
         total += (long long)run.th[i].done + opts.warmup;
     }
-    snprintf(mode, sizeof mode, "%s%s%s", opts.close ? "close" : "keep-alive",
-             share_mode ? ",share" : ",handle-per-thread", opts.distinct ? ",distinct" : "");
-    bench_report(&run, mode, created, total - created, NULL);
+    snprintf(mode, sizeof mode, "%s%s%s%s", opts.close ? "close" : "keep-alive",
+             share_mode ? ",share" : ",handle-per-thread", opts.distinct ? ",distinct" : "",
+             stream ? ",stream" : "");
+    getrusage(RUSAGE_SELF, &ru);
+    snprintf(extra, sizeof extra, "\"body_bytes\":%" PRIu64 ",\"maxrss_kib\":%ld", body_bytes,
+             ru.ru_maxrss);
+    bench_report(&run, mode, created, total - created, extra);
     for (i = 0; i < opts.threads; i++) {
         curl_easy_cleanup(ws[i].h);
         curl_slist_free_all(ws[i].hdrs);

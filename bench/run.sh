@@ -92,6 +92,18 @@ wait_http() {
     fail "test certificates could not be made: $(cat "$tmp/certs.log")"
 ca="$tmp/certs/ca.pem"
 
+# Scenarios p and q: files for nginx (a sparse 100 MiB file, and about
+# 100 KB of JSON with its gzip -6 form beside it for gzip_static).
+mkdir -p "$tmp/www/files"
+chmod 711 "$tmp"    # nginx's worker (nobody, when run as root) reads them
+chmod 755 "$tmp/www" "$tmp/www/files"
+truncate -s 100M "$tmp/www/files/100m.bin"
+awk 'BEGIN { printf "["; for (i = 0; i < 1600; i++)
+    printf "%s{\"id\":%d,\"name\":\"item-%d\",\"price\":%d.%02d,\"tags\":[\"a%d\",\"b%d\"]}",
+        i ? "," : "", i, i, i * 7 % 1000, i % 100, i % 13, i % 7; printf "]\n" }' \
+    >"$tmp/www/files/data.json"
+gzip -6 -k "$tmp/www/files/data.json"
+
 for attempt in 1 2 3 4 5 6 7 8; do
     port=$(rand_port); tls_port=$((port + 1))
     sed -e "s|@TMP@|$tmp|g; s|@PORT@|$port|g; s|@TLS_PORT@|$tls_port|g; s|@CERTS@|$tmp/certs|g" \
@@ -512,6 +524,35 @@ rps_row "r. plain GET through tinyproxy (it closes each connection after the res
 sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
 kill "$tp_pid" 2>/dev/null || true; wait "$tp_pid" 2>/dev/null || true
 tp_pid=""
+# --- p. a 100 MiB download streamed to a callback ------------------------------------
+# One thread, one connection: sluice hands the body to on_body, libcurl to
+# a write callback; both count and drop it.  MB/s from requests per second.
+if want p; then
+say "bench: p. 100 MiB streamed download"
+pair stream "-t 1 -c 1 --stream --path /files/100m.bin $http" \
+    "$bc -t 1 -c 1 --stream --path /files/100m.bin $http"
+# MB/s of body bytes that arrived (errors bring none), per round.
+for who in sluice peer; do
+    sed -n 's/^{"round":\([0-9]*\),.*"seconds":\([^,]*\),.*"body_bytes":\([0-9]*\).*/\1 \3 \2/p' \
+        "$tmp/stream.$who" | awk '{ printf "{\"round\":%s,\"mbs\":%.1f}\n", $1, $2 / $3 / 1e6 }' \
+        >"$tmp/mbs.$who"
+done
+mbs() { medv mbs "$1" mbs; }
+rr=$(ratio mbs mbs)
+row "p. 100 MiB from nginx streamed to a callback, 1 thread: MB/s" "$(fmt0 "$(mbs sluice)") MB/s" \
+    "$(fmt0 "$(mbs peer)") MB/s" "$(fx "$rr")" ">= 1.0x" "$(yesno "$rr >= 1.0")"
+rss=$(medv stream sluice maxrss_kib)
+row "p. peak RSS of that run (whole process)" "$(calc "$rss / 1024") MiB" \
+    "$(calc "$(medv stream peer maxrss_kib) / 1024") MiB" "-" "<= 32 MiB" "$(yesno "$rss <= 32768")"
+fi
+
+# --- q. gzip JSON, decoded, keep-alive, 8 threads ------------------------------------
+if want q; then
+say "bench: q. gzip JSON, 8 threads"
+pair gz "-t 8 -c 8 --gzip --path /files/data.json $http" \
+    "$bc -t 8 -c 8 --gzip --path /files/data.json $http"
+rps_row "q. ~100 KB JSON served gzip (~$(( $(wc -c <"$tmp/www/files/data.json.gz") / 1024 )) KiB on the wire), decoded, keep-alive, 8 threads" \
+    gz ">= 1.0x" 1.0
 fi
 
 # --- the report -----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 /* libFuzzer target: the Content-Encoding decoder, whole and split.
  *
- * Input: byte 0 picks the coding (gzip, deflate) and a decoded-size bound
- * (none or 4 KiB); then n = byte 1 & 15 split sizes; then the encoded body.
+ * Input: byte 0 picks the coding (bit 0: deflate, bit 2: br, else gzip) and
+ * a decoded-size bound (bit 1: 4 KiB, else none); then n = byte 1 & 15
+ * split sizes; then the encoded body.
  * Decoding in pieces must agree with decoding in one piece, and neither
  * gives more than the bound. */
 #include <stdint.h>
@@ -53,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 2)
         return 0;
-    c = data[0] & 1 ? SL_CODING_DEFLATE : SL_CODING_GZIP;
+    c = data[0] & 4 ? SL_CODING_BR : data[0] & 1 ? SL_CODING_DEFLATE : SL_CODING_GZIP;
     max = data[0] & 2 ? 4096 : 0;
     nsplits = data[1] & 15;
     if (size < 2 + nsplits)

@@ -196,6 +196,10 @@ typedef struct sluice_request_info {
     int64_t duration_us;    /* this attempt (end/error hooks) */
     int reused;             /* the connection was reused from the pool */
     int coalesced;          /* served by another caller's flight */
+    /* Since 0.3: this attempt's HTTP bytes written and read (end/error
+     * hooks), streamed bodies included. */
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
 } sluice_request_info;
 
 typedef void (*sluice_request_hook)(const sluice_request_info *info, void *ud);
@@ -480,6 +484,13 @@ typedef struct sluice_client_opts {
      * SLUICE_EINVAL at creation, a missing socket SLUICE_ECONNECT naming
      * the path on the call. */
     const char *unix_socket_path;
+    /* Since 0.3: content decoding.  0 (default) sends "Accept-Encoding:
+     * gzip, deflate, br" and decodes such a body before the caller sees it
+     * (sluice_response_decoded()); SLUICE_OFF sends nothing and
+     * hands the body over as sent.  A request or client header of the
+     * caller's own named Accept-Encoding also turns decoding off for that
+     * call.  max_response_bytes bounds the decoded size. */
+    int decompress;
 } sluice_client_opts;
 
 /* Fills every field of `o` with its default, retry and breaker included
@@ -529,7 +540,38 @@ typedef struct sluice_request {
     int timeout_ms;                 /* whole call; 0 = the client's timeout_ms */
     const char *rate_key;           /* limiter endpoint key; NULL = path without query */
     unsigned flags;                 /* SLUICE_REQ_* */
+
+    /* Since 0.3: streamed bodies.  Each callback runs in the thread that
+     * called sluice_client_do() (an executor's worker for sluice_submit),
+     * never with a library lock held, and gets body_ud.
+     *
+     * on_body: the response body is handed over piece by piece as it
+     * arrives (decoded, see sluice_client_opts.decompress), and the
+     * response's own body is empty; status and headers are there as
+     * usual.  A piece is valid only during the call.  A non-zero return
+     * ends the call with SLUICE_ECANCELED and closes the connection.  Once
+     * a byte was handed over the call is never retried; a streamed call
+     * is never coalesced; max_response_bytes still bounds the total.
+     * With follow_redirects, a redirect's own body is not handed over.
+     *
+     * body_read: the request body is pulled in pieces instead of `body`
+     * (which must then be NULL): it writes at most cap bytes into buf and
+     * returns their count, 0 at the end, or a negative value to stop the
+     * call with SLUICE_ECANCELED.  body_len is then the length (the
+     * callback must give exactly that many bytes) or SLUICE_BODY_CHUNKED
+     * for chunked transfer coding.  Without body_rewind a body that was
+     * read from is never sent again: no retry, no stale-connection resend.
+     * body_rewind, when set, starts the body over (0, or non-zero to stop
+     * with SLUICE_ECANCELED) and makes the request retryable as usual. */
+    int (*on_body)(const void *chunk, size_t len, void *ud);
+    long (*body_read)(void *buf, size_t cap, void *ud);
+    int (*body_rewind)(void *ud);
+    void *body_ud;
 } sluice_request;
+
+/* body_len of a body_read request whose length is not known: it is sent
+ * with Transfer-Encoding: chunked.  Since 0.3. */
+#define SLUICE_BODY_CHUNKED ((size_t)-1)
 
 /* Sends the request and blocks until a response or the deadline.  On
  * success returns 0 and *out holds a response the caller frees with
@@ -563,6 +605,10 @@ SLUICE_API int sluice_response_coalesced(const sluice_response *r);
 SLUICE_API int sluice_response_reused(const sluice_response *r);
 /* Number of attempts the call made (1 + retries). */
 SLUICE_API int sluice_response_attempts(const sluice_response *r);
+/* 1 if a gzip, deflate or br Content-Encoding was removed from the body (its
+ * Content-Encoding and Content-Length fields are then gone too, as they
+ * described the encoded form).  Since 0.3. */
+SLUICE_API int sluice_response_decoded(const sluice_response *r);
 /* Releases the caller's reference.  Thread-safe. */
 SLUICE_API void sluice_response_free(sluice_response *r);
 

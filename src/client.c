@@ -102,6 +102,7 @@ static int fingerprint(sluice_client *c, const sluice_client_opts *o, sl_buf *b)
                   o->allow_https_to_http, o->disable_coalescing, o->coalesce_window_ms);
     if (c->unix_path)
         sl_buf_printf(b, "unix=%s\n", c->unix_path);
+    sl_buf_printf(b, "dec=%d\n", o->decompress == SLUICE_OFF ? 0 : 1);
     sl_buf_printf(b, "rl=%.17g/%d/%d/%d/%d\n", rl->rate, rl->period_ms, rl->burst, rl->scope,
                   rl->fail_fast);
     sl_buf_printf(b, "br=%d/%d/%d/%d/%d/%d/%d/%p/%p\n", br->disabled, br->failure_threshold,
@@ -338,6 +339,12 @@ typedef struct call {
     int64_t started;          /* when the call began */
     sl_call_record rec;       /* for the metrics */
     sluice_error *err;
+    /* streamed and encoded bodies */
+    int decode;               /* the library asked for codings and removes them */
+    size_t delivered;         /* body bytes handed to on_body, all attempts */
+    int streamed_up;          /* the body comes from body_read (a redirect may drop it) */
+    int pulled;               /* body_read was called: resending needs body_rewind */
+    size_t att_received;      /* the last attempt's bytes read, for its hook */
 } call;
 
 enum { PHASE_CONNECT, PHASE_WRITE, PHASE_READ };
@@ -398,6 +405,20 @@ static int method_is(const char *m, const char *want)
     return strcmp(m, want) == 0;
 }
 
+/* A caller that names Accept-Encoding itself gets the body as sent. */
+static int has_accept_encoding(const sluice_client *c, const sluice_request *req)
+{
+    size_t i;
+
+    for (i = 0; i < c->nheaders; i++)
+        if (strcasecmp(c->headers[i].name, "Accept-Encoding") == 0)
+            return 1;
+    for (i = 0; req->headers && i < req->nheaders; i++)
+        if (req->headers[i].name && strcasecmp(req->headers[i].name, "Accept-Encoding") == 0)
+            return 1;
+    return 0;
+}
+
 static int call_init(call *k, sluice_client *c, const sluice_request *req, sluice_error *err)
 {
     int rc;
@@ -411,7 +432,11 @@ static int call_init(call *k, sluice_client *c, const sluice_request *req, sluic
     k->method = req->method && *req->method ? req->method : "GET";
     k->body = req->body;
     k->body_len = req->body_len;
-    if (k->body_len && !k->body)
+    k->streamed_up = req->body_read != NULL;
+    k->decode = c->opts.decompress != SLUICE_OFF && !has_accept_encoding(c, req);
+    if (k->streamed_up && req->body)
+        return sl_err(err, SLUICE_EINVAL, "a request with both body and body_read");
+    if (k->body_len && !k->body && !k->streamed_up)
         return sl_err(err, SLUICE_EINVAL, "body_len %zu without a body", k->body_len);
     if (req->nheaders && !req->headers)
         return sl_err(err, SLUICE_EINVAL, "nheaders %zu without headers", req->nheaders);
@@ -484,6 +509,10 @@ static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, i
     info.duration_us = started ? (sl_now_ns() - started) / 1000 : 0;
     info.reused = k->reused;
     info.coalesced = k->follower;
+    if (started) {
+        info.bytes_sent = k->sent;
+        info.bytes_received = k->att_received;
+    }
     fn(&info, k->f->opts.hook_ud);
 }
 
@@ -544,6 +573,8 @@ static int write_head(call *k, sl_conn *conn, const sl_url *u)
         hr.absolute = u->origin;
         hr.proxy_auth = conn->http_proxy->auth;
     }
+    hr.chunked = k->streamed_up && k->body_len == SLUICE_BODY_CHUNKED;
+    hr.accept_encoding = k->decode ? "gzip, deflate, br" : NULL;
     if (k->strip_credentials) {
         if (strip(hr.headers1, hr.nheaders1, &h1, &hr.nheaders1) ||
             strip(hr.headers2, hr.nheaders2, &h2, &hr.nheaders2)) {
@@ -560,10 +591,74 @@ static int write_head(call *k, sl_conn *conn, const sl_url *u)
     return rc;
 }
 
+/* The head, then the body pulled from body_read, in pieces of up to
+ * 64 KiB (chunks of that size when chunked).  A body already read from
+ * starts over through body_rewind; the retry rules make sure there is
+ * one. */
+static int send_streamed(call *k, sl_conn *conn, size_t *sent)
+{
+    const sluice_request *r = k->req;
+    int chunked = k->body_len == SLUICE_BODY_CHUNKED, rc;
+    size_t total = 0, cap = 64 * 1024, part = 0;
+    struct iovec iov[3];
+    char hex[24], *buf;
+
+    if (k->pulled && !r->body_rewind)
+        return sl_err(k->err, SLUICE_ECANCELED,
+                      "the streamed body cannot be sent again without body_rewind");
+    if (k->pulled && (rc = r->body_rewind(r->body_ud)) != 0)
+        return sl_err(k->err, SLUICE_ECANCELED, "body_rewind returned %d", rc);
+    iov[0] = (struct iovec){conn->wbuf.data, conn->wbuf.len};
+    if ((rc = sl_conn_writev(conn, iov, 1, k->deadline, &part, k->err)))
+        return *sent += part, rc;
+    *sent += part;
+    if (!(buf = sl_malloc(cap)))
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory sending a request body");
+    k->pulled = 1;
+    for (;;) {
+        size_t want = chunked || k->body_len - total > cap ? cap : k->body_len - total;
+        long n = want ? r->body_read(buf, want, r->body_ud) : 0;
+        int niov = 0;
+        if (n < 0 || (size_t)n > want) {
+            rc = n < 0 ? sl_err(k->err, SLUICE_ECANCELED, "body_read returned %ld", n)
+                       : sl_err(k->err, SLUICE_EINVAL, "body_read returned %ld for %zu bytes of room",
+                                n, want);
+            break;
+        }
+        if (n == 0 && !chunked && total < k->body_len) {
+            rc = sl_err(k->err, SLUICE_EINVAL, "body_read ended after %zu of body_len %zu bytes",
+                        total, k->body_len);
+            break;
+        }
+        if (sl_now_ns() >= k->deadline) {
+            rc = sl_err(k->err, SLUICE_ETIMEDOUT, "sending the request body");
+            break;
+        }
+        if (chunked) {
+            int hl = snprintf(hex, sizeof hex, "%lx\r\n", (unsigned long)n);
+            iov[niov++] = (struct iovec){hex, (size_t)hl};
+        }
+        if (n > 0)
+            iov[niov++] = (struct iovec){buf, (size_t)n};
+        if (chunked)
+            iov[niov++] = (struct iovec){"\r\n", 2};
+        part = 0;
+        rc = niov ? sl_conn_writev(conn, iov, niov, k->deadline, &part, k->err) : 0;
+        *sent += part;
+        total += (size_t)n;
+        if (rc || n == 0 || (!chunked && total == k->body_len))
+            break;
+    }
+    sl_free(buf);
+    return rc;
+}
+
 static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http, size_t *sent)
 {
     sl_http_io io = {sl_conn_read, conn};
     sl_http_limits lim = {k->f->opts.max_header_bytes, 100, k->f->opts.max_response_bytes};
+    sl_http_sink sink = {k->decode, k->req->on_body, k->req->body_ud,
+                         k->c->opts.follow_redirects, 0};
     struct iovec iov[2];
     int rc, n = 1;
 
@@ -572,18 +667,34 @@ static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http,
     k->phase = PHASE_WRITE;
     if ((rc = write_head(k, conn, u)))
         return rc;
-    iov[0].iov_base = conn->wbuf.data;
-    iov[0].iov_len = conn->wbuf.len;
-    if (k->body_len) {
-        iov[1].iov_base = (void *)k->body;
-        iov[1].iov_len = k->body_len;
-        n = 2;
+    if (k->streamed_up) {
+        rc = send_streamed(k, conn, sent);
+    } else {
+        iov[0].iov_base = conn->wbuf.data;
+        iov[0].iov_len = conn->wbuf.len;
+        if (k->body_len) {
+            iov[1].iov_base = (void *)k->body;
+            iov[1].iov_len = k->body_len;
+            n = 2;
+        }
+        rc = sl_conn_writev(conn, iov, n, k->deadline, sent, k->err);
     }
-    rc = sl_conn_writev(conn, iov, n, k->deadline, sent, k->err);
     if (rc)
         return rc;
     k->phase = PHASE_READ;
-    return sl_http1_read_response(&io, &conn->rbuf, k->is_head, &lim, k->deadline, http, k->err);
+    if (!sink.decode && !sink.on_body)
+        return sl_http1_read_response(&io, &conn->rbuf, k->is_head, &lim, k->deadline, http,
+                                      k->err);
+    rc = sl_http1_read_response_to(&io, &conn->rbuf, k->is_head, &lim, &sink, k->deadline, http,
+                                   k->err);
+    k->delivered += sink.delivered;
+    return rc;
+}
+
+/* A body pulled from body_read goes again only through body_rewind. */
+static int resendable(const call *k)
+{
+    return !k->pulled || k->req->body_rewind;
 }
 
 /* A reused connection the server had already closed fails before any
@@ -592,7 +703,7 @@ static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http,
 static int stale(int rc, const sl_pool_item *it, const sl_http_resp *http, size_t sent, call *k)
 {
     return rc == SLUICE_EIO && it->reused && http->wire_bytes == 0 &&
-           (sent == 0 || k->retry_method);
+           (sent == 0 || k->retry_method) && resendable(k);
 }
 
 /* Counts one exchange's bytes and the time it held its connection: from
@@ -603,6 +714,7 @@ static int64_t tally(call *k, const sl_pool_item *it, size_t sent, size_t receiv
 
     k->rec.sent += sent;
     k->rec.received += received;
+    k->att_received = received;
     k->rec.exchanges++;
     k->rec.hold_ns += now - t0 - it->wait_ns;
     return now;
@@ -780,7 +892,8 @@ static int pick_endpoint(call *k, int *probe, sluice_error *err)
 
 static void record(call *k, const sl_endpoint *ep, int probe, int rc, int status)
 {
-    int failure = rc < 0 ? rc != SLUICE_EINVAL && rc != SLUICE_ENOMEM : status >= 500;
+    int failure = rc < 0 ? rc != SLUICE_EINVAL && rc != SLUICE_ENOMEM && rc != SLUICE_ECANCELED
+                         : status >= 500;
 
     if (ep->breaker)
         sl_breaker_record(ep->breaker, probe, failure, sl_now_ns());
@@ -916,6 +1029,10 @@ static int64_t should_retry(call *k, int rc, sluice_response *resp, size_t n, co
     *why = NULL;
     if (k->req->flags & SLUICE_REQ_NO_RETRY)
         return *why = "the request says SLUICE_REQ_NO_RETRY", -1;
+    if (k->delivered)
+        return *why = "body bytes were already handed to on_body", -1;
+    if (!resendable(k))
+        return *why = "the streamed body cannot be sent again without body_rewind", -1;
     if (rc == 0 && !sl_retry_status_retryable(&c->retry, resp->d->http.status))
         return *why = "status not retryable", -1;
     if (rc == 0 && !k->retry_method)
@@ -1044,6 +1161,16 @@ static int is_redirect(int status)
     return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
+/* A hop that sends the body again (307, 308, or a 301/302 to a method
+ * other than POST) needs a body it can send again: a streamed body
+ * without body_rewind stops there, the redirect being the answer. */
+static int can_follow(const call *k, int status)
+{
+    int drops = status == 303 || ((status == 301 || status == 302) && method_is(k->method, "POST"));
+
+    return drops || !k->streamed_up || resendable(k);
+}
+
 /* Works out the next hop from a redirect response into *next. */
 static int next_hop(call *k, const sl_url *cur, const sluice_response *resp, sl_url *next)
 {
@@ -1066,6 +1193,7 @@ static int next_hop(call *k, const sl_url *cur, const sluice_response *resp, sl_
             k->method = "GET";
         k->body = NULL;
         k->body_len = 0;
+        k->streamed_up = 0;
     }
     if (strcmp(cur->origin, next->origin) != 0)
         k->strip_credentials = 1;
@@ -1096,7 +1224,8 @@ static int run(call *k, sluice_response **out)
         sluice_response *resp = NULL;
 
         rc = with_retries(k, have_cur ? &cur : NULL, &resp);
-        if (rc || !k->c->opts.follow_redirects || !is_redirect(resp->d->http.status)) {
+        if (rc || !k->c->opts.follow_redirects || !is_redirect(resp->d->http.status) ||
+            !can_follow(k, resp->d->http.status)) {
             *out = resp;
             break;
         }
@@ -1131,6 +1260,9 @@ static int coalescible(const call *k)
     unsigned fl = k->req->flags;
 
     if (k->c->opts.disable_coalescing || (fl & SLUICE_REQ_NO_COALESCE))
+        return 0;
+    /* A streamed body belongs to one caller, in either direction. */
+    if (k->req->on_body || k->streamed_up)
         return 0;
     return (fl & SLUICE_REQ_COALESCE) || k->is_get || k->is_head;
 }

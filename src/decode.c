@@ -2,6 +2,7 @@
  * stack buffer, so memory stays bounded whatever the body expands to, and
  * the size bound is checked before a piece is handed on: a decompression
  * bomb ends at max_out, not at the allocator. */
+#include <brotli/decode.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -52,6 +53,10 @@ int sl_coding_parse(const char *value, sl_coding *out)
         *out = SL_CODING_DEFLATE;
         return 0;
     }
+    if (name_is(s, (size_t)(e - s), "br")) {
+        *out = SL_CODING_BR;
+        return 0;
+    }
     return -1;
 }
 
@@ -79,6 +84,8 @@ int sl_decoder_init(sl_decoder *d, sl_coding coding, size_t max_out, sluice_erro
     d->state = STATE_BODY;
     if (coding == SL_CODING_GZIP)
         return zstart(d, 16 + MAX_WBITS, err);
+    if (coding == SL_CODING_BR && !(d->z = BrotliDecoderCreateInstance(NULL, NULL, NULL)))
+        return sl_err(err, SLUICE_ENOMEM, "out of memory starting the br decoder");
     if (coding == SL_CODING_DEFLATE)
         d->state = STATE_SNIFF;
     return 0;
@@ -86,8 +93,10 @@ int sl_decoder_init(sl_decoder *d, sl_coding coding, size_t max_out, sluice_erro
 
 static const char *coding_name(const sl_decoder *d)
 {
-    return d->coding == SL_CODING_GZIP ? "gzip" : d->coding == SL_CODING_DEFLATE ? "deflate"
-                                                                               : "identity";
+    return d->coding == SL_CODING_GZIP      ? "gzip"
+           : d->coding == SL_CODING_DEFLATE ? "deflate"
+           : d->coding == SL_CODING_BR      ? "br"
+                                            : "identity";
 }
 
 /* Hands n decoded bytes on, within the bound. */
@@ -148,12 +157,48 @@ static int inflate_some(sl_decoder *d, const unsigned char *in, size_t len, sl_d
     return 0;
 }
 
+/* Brotli: one stream, nothing after it.  The decoder takes every input
+ * byte it is given and asks for more output while it has some. */
+static int brotli_feed(sl_decoder *d, const unsigned char *in, size_t len, sl_decode_sink sink,
+                       void *ud, sluice_error *err)
+{
+    unsigned char out[OUT_CHUNK];
+    BrotliDecoderResult r;
+    int rc;
+
+    if (d->state == STATE_END && len > 0)
+        return sl_err(err, SLUICE_EPROTO, "%zu bytes after the end of the br body", len);
+    do {
+        size_t avail_in = len, avail_out = sizeof out;
+        const uint8_t *next_in = in;
+        uint8_t *next_out = out;
+        r = BrotliDecoderDecompressStream(d->z, &avail_in, &next_in, &avail_out, &next_out, NULL);
+        d->in_total += len - avail_in;
+        in = next_in;
+        len = avail_in;
+        if (r == BROTLI_DECODER_RESULT_ERROR)
+            return sl_err(err, SLUICE_EPROTO, "corrupt br body after %zu encoded bytes: %s",
+                          d->in_total,
+                          BrotliDecoderErrorString(BrotliDecoderGetErrorCode(d->z)));
+        if ((rc = emit(d, out, sizeof out - avail_out, sink, ud, err)))
+            return rc;
+        if (r == BROTLI_DECODER_RESULT_SUCCESS) {
+            d->state = STATE_END;
+            if (len > 0)
+                return sl_err(err, SLUICE_EPROTO, "%zu bytes after the end of the br body", len);
+        }
+    } while (r == BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT);
+    return 0;
+}
+
 int sl_decoder_feed(sl_decoder *d, const void *in, size_t len, sl_decode_sink sink, void *ud,
                     sluice_error *err)
 {
     const unsigned char *p = in;
     int rc;
 
+    if (d->coding == SL_CODING_BR)
+        return brotli_feed(d, p, len, sink, ud, err);
     if (d->coding == SL_CODING_IDENTITY) {
         rc = emit(d, p, len, sink, ud, err);
         d->in_total += rc ? 0 : len;
@@ -202,6 +247,10 @@ int sl_decoder_finish(sl_decoder *d, sluice_error *err)
 
 void sl_decoder_free(sl_decoder *d)
 {
+    if (d->z && d->coding == SL_CODING_BR) {
+        BrotliDecoderDestroyInstance(d->z);
+        d->z = NULL;
+    }
     if (d->z) {
         inflateEnd(d->z);
         free(d->z);

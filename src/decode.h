@@ -1,4 +1,5 @@
 /* Content-Encoding: gzip and deflate response bodies decoded with zlib,
+ * br with libbrotli's decoder,
  * incrementally, so a streamed body is decoded chunk by chunk and a
  * buffered one in a single feed.  A decoder is owned by one call and not
  * thread-safe; the functions keep no global state. */
@@ -12,12 +13,13 @@
 typedef enum sl_coding {
     SL_CODING_IDENTITY = 0,
     SL_CODING_GZIP,     /* RFC 1952, members may follow one another */
-    SL_CODING_DEFLATE   /* RFC 1950 (zlib) as the RFC says; raw RFC 1951 as
+    SL_CODING_DEFLATE,  /* RFC 1950 (zlib) as the RFC says; raw RFC 1951 as
                            some servers send it, told apart by the header */
+    SL_CODING_BR        /* RFC 7932 brotli */
 } sl_coding;
 
 /* The coding a Content-Encoding value names ("gzip", "x-gzip", "deflate",
- * "identity", case-insensitive, surrounding blanks ignored).  NULL or an
+ * "br", "identity", case-insensitive, surrounding blanks ignored).  NULL or an
  * empty value is identity.  Returns 0, or -1 for a coding sluice cannot
  * decode: another name, or a list of several codings. */
 int sl_coding_parse(const char *value, sl_coding *out);
@@ -32,10 +34,10 @@ typedef struct sl_decoder {
     size_t out_total;   /* decoded bytes so far */
     size_t in_total;    /* encoded bytes fed so far */
     int state;          /* private */
-    void *z;            /* private: the z_stream */
+    void *z;            /* private: the z_stream, or the brotli decoder */
 } sl_decoder;
 
-/* Prepares d for `coding`.  SLUICE_ENOMEM if zlib cannot start.  An
+/* Prepares d for `coding`.  SLUICE_ENOMEM if zlib or brotli cannot start.  An
  * identity decoder passes bytes through (bounded by max_out all the same). */
 int sl_decoder_init(sl_decoder *d, sl_coding coding, size_t max_out, sluice_error *err);
 

@@ -147,7 +147,7 @@ static int add_pairs(size_t *total, const sluice_header *h, size_t n)
 static int request_size(const sluice_request *r, size_t *total)
 {
     *total = sizeof *r;
-    if (r->body_len && !r->body)
+    if (r->body_len && !r->body && !r->body_read)   /* body_read: body_len is no size here */
         return -1;
     if (add_pairs(total, r->query, r->nquery) != 0 ||
         add_pairs(total, r->headers, r->nheaders) != 0 || add_str(total, r->method) != 0 ||

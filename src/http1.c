@@ -18,10 +18,12 @@
 
 #include "alloc.h"
 #include "ascii.h"
+#include "decode.h"
 #include "error.h"
 #include "http1.h"
 
 #define READ_CHUNK (16 * 1024)
+#define STREAM_CHUNK (64 * 1024 - 1)  /* a sink's reads: with the NUL, 64 KiB */
 #define DEFAULT_MAX_HEADER_BYTES (64 * 1024)
 #define DEFAULT_MAX_HEADERS 100
 #define DEFAULT_MAX_BODY_BYTES (64 * 1024 * 1024)
@@ -284,6 +286,14 @@ static int put_content_length(sl_buf *out, size_t n, sluice_error *err)
     return 0;
 }
 
+/* The library's Accept-Encoding goes out unless the caller wrote one: a
+ * caller who asks for codings itself gets the body as sent. */
+static int want_accept_encoding(const sl_http_req *r)
+{
+    return r->accept_encoding && !in_list("accept-encoding", r->headers1, r->nheaders1) &&
+           !in_list("accept-encoding", r->headers2, r->nheaders2);
+}
+
 static int write_head(sl_buf *out, const sl_http_req *r, sluice_error *err)
 {
     const char *host = override(r, H_HOST, r->host);
@@ -297,7 +307,10 @@ static int write_head(sl_buf *out, const sl_http_req *r, sluice_error *err)
         (r->proxy_auth && (rc = put_field(out, "Proxy-Authorization", r->proxy_auth, err))) ||
         (rc = put_list(out, r->headers1, r->nheaders1, r->headers2, r->nheaders2, err)) ||
         (rc = put_list(out, r->headers2, r->nheaders2, NULL, 0, err)) ||
-        (r->send_length && (rc = put_content_length(out, r->body_len, err))))
+        (want_accept_encoding(r) &&
+         (rc = put_field(out, "Accept-Encoding", r->accept_encoding, err))) ||
+        (r->chunked && (rc = put_field(out, "Transfer-Encoding", "chunked", err))) ||
+        (!r->chunked && r->send_length && (rc = put_content_length(out, r->body_len, err))))
         return rc;
     if (sl_buf_append(out, "\r\n", 2))
         return sl_err(err, SLUICE_ENOMEM, "out of memory writing a request");
@@ -708,17 +721,18 @@ typedef struct reader {
     int64_t deadline;
     size_t got;             /* rbuf's bytes at the start plus every byte read */
     sluice_error *err;
+    sl_http_sink *sink;     /* NULL: the body is kept as sent */
 } reader;
 
-/* Reads into rbuf, at least READ_CHUNK of room.  Returns the count, 0 at
- * EOF, or a negative code. */
-static ssize_t fill(reader *rd)
+/* Reads into rbuf with at least `chunk` bytes of room.  Returns the count,
+ * 0 at EOF, or a negative code. */
+static ssize_t fill_n(reader *rd, size_t chunk)
 {
     sl_buf *b = rd->rbuf;
     ssize_t n;
     size_t room;
 
-    if (sl_buf_reserve(b, READ_CHUNK))
+    if (sl_buf_reserve(b, chunk))
         return sl_err(rd->err, SLUICE_ENOMEM, "out of memory reading a response");
     room = b->cap - b->len - 1;
     n = rd->io->read(rd->io->ctx, b->data + b->len, room, rd->deadline, rd->err);
@@ -730,6 +744,11 @@ static ssize_t fill(reader *rd)
         rd->got += (size_t)n;
     }
     return n;
+}
+
+static ssize_t fill(reader *rd)
+{
+    return fill_n(rd, READ_CHUNK);
 }
 
 /* The head being read: how far the scan for line ends got, and where
@@ -1126,10 +1145,238 @@ static int read_growing_body(reader *rd, sl_http_resp *out, const framing *fr, s
     return rc;
 }
 
+/* --- bodies through a sink ---------------------------------------------------- */
+
+/* A body on its way to a sink: unframed bytes go through the decoder, and
+ * what it gives goes to the callback, into `body`, or nowhere. */
+typedef struct pump {
+    reader *rd;
+    sl_decoder dec;
+    sl_buf body;            /* kept body when there is no callback */
+    int discard;
+    size_t max;
+    size_t wire;            /* unframed (encoded) body bytes so far */
+} pump;
+
+static int pump_out(const void *p, size_t n, void *ud)
+{
+    pump *pm = ud;
+    sl_http_sink *s = pm->rd->sink;
+    int rc;
+
+    if (pm->discard)
+        return 0;
+    if (!s->on_body)
+        return sl_buf_append(&pm->body, p, n)
+                   ? sl_err(pm->rd->err, SLUICE_ENOMEM, "out of memory reading a response body")
+                   : 0;
+    s->delivered += n;
+    if ((rc = s->on_body(p, n, s->ud)) != 0)
+        return sl_err(pm->rd->err, SLUICE_ECANCELED,
+                      "the body callback stopped the transfer (returned %d) after %zu bytes", rc,
+                      s->delivered);
+    return 0;
+}
+
+static int pump_in(pump *pm, const char *p, size_t n)
+{
+    if (n > pm->max - pm->wire)
+        return too_big(pm->rd, pm->max);
+    pm->wire += n;
+    return sl_decoder_feed(&pm->dec, p, n, pump_out, pm, pm->rd->err);
+}
+
+/* rbuf's bytes go to the sink as they arrive; they are never gathered. */
+static int pump_length(pump *pm, uint64_t len)
+{
+    sl_buf *b = pm->rd->rbuf;
+
+    for (;;) {
+        size_t take = b->len < len ? b->len : (size_t)len;
+        ssize_t n;
+        int rc;
+        if (take) {
+            rc = pump_in(pm, b->data, take);
+            sl_buf_consume(b, take);
+            if (rc)
+                return rc;
+            len -= take;
+        }
+        if (len == 0)
+            return 0;
+        if ((n = fill_n(pm->rd, STREAM_CHUNK)) < 0)
+            return (int)n;
+        if (n == 0)
+            return sl_err(pm->rd->err, SLUICE_EIO,
+                          "connection closed with %llu body bytes still to come",
+                          (unsigned long long)len);
+    }
+}
+
+static int pump_chunked(pump *pm)
+{
+    sl_buf *b = pm->rd->rbuf, piece = SL_BUF_INIT;
+    sl_chunked c = {0};
+    int rc;
+
+    for (;;) {
+        size_t used;
+        ssize_t n;
+        rc = sl_chunked_decode(&c, b->data, b->len, &piece, &used, pm->rd->err);
+        if (rc < 0)
+            break;
+        sl_buf_consume(b, used);
+        if (piece.len) {
+            int prc = pump_in(pm, piece.data, piece.len);
+            sl_buf_reset(&piece);
+            if (prc) {
+                rc = prc;
+                break;
+            }
+        }
+        if (rc == 1) {
+            rc = 0;
+            break;
+        }
+        if ((n = fill_n(pm->rd, STREAM_CHUNK)) <= 0) {
+            rc = n < 0 ? (int)n
+                       : sl_err(pm->rd->err, SLUICE_EIO,
+                                "connection closed in the middle of a chunked body after %zu bytes",
+                                pm->wire);
+            break;
+        }
+    }
+    sl_buf_free(&piece);
+    return rc;
+}
+
+static int pump_close(pump *pm)
+{
+    sl_buf *b = pm->rd->rbuf;
+
+    for (;;) {
+        ssize_t n;
+        if (b->len) {
+            int rc = pump_in(pm, b->data, b->len);
+            sl_buf_consume(b, b->len);
+            if (rc)
+                return rc;
+        }
+        if ((n = fill_n(pm->rd, STREAM_CHUNK)) <= 0)
+            return (int)n;
+    }
+}
+
+/* The first value of field `name` in a stored response, and how many
+ * fields have that name. */
+static const char *stored_field(const sl_http_resp *r, const char *name, int *count)
+{
+    const char *v = NULL;
+    size_t i;
+
+    *count = 0;
+    for (i = 0; i < r->nheaders; i++)
+        if (name_eq(r->headers[i].name, name) && (*count)++ == 0)
+            v = r->headers[i].value;
+    return v;
+}
+
+/* After decoding, the fields that described the encoded form go: a
+ * caller must not take Content-Length for the decoded size. */
+static void drop_encoding_fields(sl_http_resp *r)
+{
+    size_t i, m = 0;
+
+    for (i = 0; i < r->nheaders; i++)
+        if (!name_eq(r->headers[i].name, "content-encoding") &&
+            !name_eq(r->headers[i].name, "content-length"))
+            r->headers[m++] = r->headers[i];
+    r->nheaders = m;
+    r->decoded = 1;
+}
+
+/* The coding the sink removes from this response: identity when it does
+ * not decode, or the coding is not one it knows (the body is then handed
+ * over as sent, its fields intact). */
+static sl_coding sink_coding(const reader *rd, const sl_http_head *h)
+{
+    sl_coding coding = SL_CODING_IDENTITY;
+    const sl_http_hdr *ce = NULL;
+    char v[32];
+    size_t i;
+
+    if (!rd->sink || !rd->sink->decode)
+        return coding;
+    for (i = 0; i < h->nhdrs; i++) {
+        if (!IEQ(h->hdrs[i].name, h->hdrs[i].name_len, "content-encoding"))
+            continue;
+        if (ce)
+            return SL_CODING_IDENTITY;  /* two codings: not one sluice undoes */
+        ce = &h->hdrs[i];
+    }
+    if (!ce || ce->value_len >= sizeof v)
+        return coding;
+    memcpy(v, ce->value, ce->value_len);
+    v[ce->value_len] = '\0';
+    if (sl_coding_parse(v, &coding) != 0)
+        return SL_CODING_IDENTITY;
+    return coding;
+}
+
+static int is_redirect_status(int status)
+{
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+static int pump_body(reader *rd, sl_http_resp *out, const framing *fr, sl_coding coding,
+                     size_t max)
+{
+    pump pm = {rd, {0}, SL_BUF_INIT, 0, max, 0};
+    int count, rc;
+
+    pm.discard = rd->sink->skip_redirect_body && is_redirect_status(out->status) &&
+                 stored_field(out, "location", &count);
+    if ((rc = sl_decoder_init(&pm.dec, coding, max, rd->err)))
+        return rc;
+    /* A kept body starts with room for a typical ratio (JSON compresses
+     * four to ten times), so it is not grown from nothing in doublings. */
+    if (!rd->sink->on_body && !pm.discard) {
+        uint64_t guess = fr->kind == BODY_LENGTH ? fr->length * 4 : 0;
+        guess = guess < READ_CHUNK ? READ_CHUNK : guess > max ? max : guess;
+        if (guess > DEFAULT_MAX_BODY_BYTES)
+            guess = DEFAULT_MAX_BODY_BYTES;     /* past that, let it grow as it comes */
+        if (sl_buf_reserve(&pm.body, (size_t)guess)) {
+            sl_decoder_free(&pm.dec);
+            return sl_err(rd->err, SLUICE_ENOMEM, "out of memory reading a response body");
+        }
+    }
+    if (coding != SL_CODING_IDENTITY)
+        drop_encoding_fields(out);
+    rc = fr->kind == BODY_LENGTH ? pump_length(&pm, fr->length)
+         : fr->kind == BODY_CHUNKED ? pump_chunked(&pm)
+                                    : pump_close(&pm);
+    if (rc == 0)
+        rc = sl_decoder_finish(&pm.dec, rd->err);
+    sl_decoder_free(&pm.dec);
+    if (rc == 0 && !rd->sink->on_body && !pm.discard) {
+        char *p = sl_buf_append(&pm.body, "", 0) ? NULL : sl_buf_detach(&pm.body, &out->body_len);
+        if (!p)
+            rc = sl_err(rd->err, SLUICE_ENOMEM, "out of memory reading a response body");
+        else {
+            out->body = p;
+            ((resp_mem *)out->mem_)->body_allocated = 1;
+        }
+    }
+    sl_buf_free(&pm.body);
+    return rc;
+}
+
 static int read_body(reader *rd, sl_http_resp *out, const sl_http_head *h, const framing *fr,
                      size_t hlen, size_t max)
 {
-    size_t room = fr->kind == BODY_LENGTH ? (size_t)fr->length + 1 : 1;
+    sl_coding coding = sink_coding(rd, h);
+    int pumped = rd->sink && (rd->sink->on_body || coding != SL_CODING_IDENTITY);
+    size_t room = fr->kind == BODY_LENGTH && !pumped ? (size_t)fr->length + 1 : 1;
 
     if (fr->kind == BODY_LENGTH && fr->length > max)
         return too_big(rd, max);
@@ -1139,6 +1386,10 @@ static int read_body(reader *rd, sl_http_resp *out, const sl_http_head *h, const
     if (fr->kind == BODY_NONE) {
         sl_buf_consume(rd->rbuf, hlen);
         return 0;
+    }
+    if (pumped) {
+        sl_buf_consume(rd->rbuf, hlen);
+        return pump_body(rd, out, fr, coding, max);
     }
     if (fr->kind == BODY_LENGTH)
         return read_length_body(rd, out, hlen, (size_t)fr->length);
@@ -1193,9 +1444,16 @@ int sl_http1_read_response(const sl_http_io *io, sl_buf *rbuf, int head_request,
                            const sl_http_limits *lim, int64_t deadline, sl_http_resp *out,
                            sluice_error *err)
 {
+    return sl_http1_read_response_to(io, rbuf, head_request, lim, NULL, deadline, out, err);
+}
+
+int sl_http1_read_response_to(const sl_http_io *io, sl_buf *rbuf, int head_request,
+                              const sl_http_limits *lim, sl_http_sink *sink, int64_t deadline,
+                              sl_http_resp *out, sluice_error *err)
+{
     sl_http_hdr stack_hdrs[STACK_HDRS], *hdrs = stack_hdrs;
     sl_http_limits l;
-    reader rd = {io, rbuf, deadline, 0, err};
+    reader rd = {io, rbuf, deadline, 0, err, sink};
     int rc;
 
     if (!out)

@@ -27,6 +27,8 @@ typedef struct sl_http_req {
     const char *absolute;           /* "http://host:port" before the target
                                        (absolute form, to a proxy); NULL = origin form */
     const char *proxy_auth;         /* Proxy-Authorization value, or NULL */
+    int chunked;                    /* 1 = write Transfer-Encoding: chunked instead */
+    const char *accept_encoding;    /* written unless a caller header names it; NULL = none */
 } sl_http_req;
 
 /* Appends the request line and headers (ending with the blank line) to
@@ -62,6 +64,7 @@ typedef struct sl_http_resp {
     char *body;                 /* NUL-terminated; never NULL after success */
     size_t body_len;
     size_t wire_bytes;          /* bytes read for this response, also on failure */
+    int decoded;                /* a Content-Encoding was removed (sl_http_sink.decode) */
     void *mem_;                 /* private: header storage */
 } sl_http_resp;
 
@@ -84,6 +87,27 @@ int sl_http1_read_response(const sl_http_io *io, sl_buf *rbuf, int head_request,
                            const sl_http_limits *lim, int64_t deadline,
                            sl_http_resp *out, sluice_error *err);
 void sl_http_resp_free(sl_http_resp *r);
+
+/* Where a body goes when it is not kept as sent.  With on_body set, the
+ * decoded body is handed over piece by piece as it arrives (never more
+ * than the read buffer at once) and the response's body stays empty; a
+ * non-zero return stops the read with SLUICE_ECANCELED.  With decode set,
+ * a gzip or deflate Content-Encoding is removed, and with it the
+ * Content-Encoding and Content-Length fields, which would describe the
+ * encoded form; another coding is left as sent.  max_body_bytes bounds
+ * the decoded body and the encoded one alike. */
+typedef struct sl_http_sink {
+    int decode;
+    int (*on_body)(const void *chunk, size_t len, void *ud);
+    void *ud;
+    int skip_redirect_body;     /* a 3xx with Location: read and drop its body */
+    size_t delivered;           /* out: bytes handed to on_body */
+} sl_http_sink;
+
+/* sl_http1_read_response with a sink (NULL: the same as without). */
+int sl_http1_read_response_to(const sl_http_io *io, sl_buf *rbuf, int head_request,
+                              const sl_http_limits *lim, sl_http_sink *sink, int64_t deadline,
+                              sl_http_resp *out, sluice_error *err);
 
 /* The lower-level pieces, exposed for tests and fuzzing. */
 

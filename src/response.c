@@ -111,6 +111,11 @@ int sluice_response_attempts(const sluice_response *r)
     return r ? r->attempts : 0;
 }
 
+int sluice_response_decoded(const sluice_response *r)
+{
+    return r ? r->d->http.decoded : 0;
+}
+
 /* Cache-Control no-store or private keeps a response out of the window. */
 int sl_response_cacheable(const sluice_response *r)
 {

@@ -1,12 +1,18 @@
 /* Content-Encoding decoding: gzip, zlib and raw deflate, whole and split,
- * the decoded-size bound, corrupt and truncated streams.  The encoded
+ * the decoded-size bound, corrupt and truncated streams, and the response
+ * reader's sink (sl_http1_read_response_to) over every framing, fed a
+ * few bytes at a time.  The encoded
  * inputs are made by zlib's own encoder in each test. */
+#include <brotli/encode.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <zlib.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "decode.h"
+#include "http1.h"
 #include "testutil.h"
 
 enum { FMT_GZIP, FMT_ZLIB, FMT_RAW };
@@ -78,7 +84,8 @@ static void test_decode_coding_names(void)
         {NULL, 0, SL_CODING_IDENTITY},      {"", 0, SL_CODING_IDENTITY},
         {"identity", 0, SL_CODING_IDENTITY}, {" gzip ", 0, SL_CODING_GZIP},
         {"GZip", 0, SL_CODING_GZIP},        {"x-gzip", 0, SL_CODING_GZIP},
-        {"deflate", 0, SL_CODING_DEFLATE},  {"br", -1, SL_CODING_IDENTITY},
+        {"deflate", 0, SL_CODING_DEFLATE},  {"br", 0, SL_CODING_BR},
+        {"zstd", -1, SL_CODING_IDENTITY},
         {"gzip, gzip", -1, SL_CODING_IDENTITY}, {"gzipx", -1, SL_CODING_IDENTITY},
         {"compress", -1, SL_CODING_IDENTITY},
     };
@@ -254,6 +261,228 @@ static void test_decode_sink_stops_it(void)
     free(plain);
 }
 
+/* --- through the response reader ---------------------------------------------- */
+
+typedef struct trickle {
+    const char *data;
+    size_t len, pos, step;
+} trickle;
+
+static ssize_t trickle_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_error *err)
+{
+    trickle *t = ctx;
+    size_t n = t->len - t->pos;
+
+    (void)deadline, (void)err;
+    if (n > t->step)
+        n = t->step;
+    if (n > cap)
+        n = cap;
+    memcpy(buf, t->data + t->pos, n);
+    t->pos += n;
+    return (ssize_t)n;
+}
+
+/* A response with `fields` and `enc` as its body, framed by length,
+ * chunks of 1000 or the close, followed by "NEXT" when framed. */
+static char *wire(const char *fields, int framing, const unsigned char *enc, size_t n,
+                  size_t *len)
+{
+    sl_buf b = SL_BUF_INIT;
+    size_t off;
+
+    sl_buf_printf(&b, "HTTP/1.1 200 OK\r\n%s", fields);
+    if (framing == 0)
+        sl_buf_printf(&b, "Content-Length: %zu\r\n\r\n", n);
+    else if (framing == 1)
+        sl_buf_puts(&b, "Transfer-Encoding: chunked\r\n\r\n");
+    else
+        sl_buf_puts(&b, "Connection: close\r\n\r\n");
+    for (off = 0; framing == 1 && off < n; off += 1000) {
+        size_t k = n - off < 1000 ? n - off : 1000;
+        sl_buf_printf(&b, "%zx\r\n", k);
+        sl_buf_append(&b, enc + off, k);
+        sl_buf_puts(&b, "\r\n");
+    }
+    if (framing == 1)
+        sl_buf_puts(&b, "0\r\n\r\n");
+    else
+        sl_buf_append(&b, enc, n);
+    if (framing != 2)
+        sl_buf_puts(&b, "NEXT");
+    CU_ASSERT_FATAL(!b.failed);
+    return sl_buf_detach(&b, len);
+}
+
+static int read_through(const char *w, size_t wlen, size_t step, sl_http_sink *sink, size_t max,
+                        sl_http_resp *r, sl_buf *rbuf, sluice_error *err)
+{
+    trickle t = {w, wlen, 0, step};
+    sl_http_io io = {trickle_read, &t};
+    sl_http_limits lim = {0, 0, max};
+
+    return sl_http1_read_response_to(&io, rbuf, 0, &lim, sink, SL_NO_DEADLINE, r, err);
+}
+
+static const char *field(const sl_http_resp *r, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
+static void test_decode_reader_every_framing_and_split(void)
+{
+    static const size_t split[] = {1, 3, 1000, 100000};
+    static const char *const fields[] = {"Content-Encoding: gzip\r\n",
+                                         "Content-Encoding: deflate\r\n",
+                                         "Content-Encoding: deflate\r\n"};
+    size_t n = 20000, elen, wlen, i;
+    char *plain = sample(n);
+    int fmt, framing;
+
+    for (fmt = FMT_GZIP; fmt <= FMT_RAW; fmt++) {
+        unsigned char *enc = encode(fmt, plain, n, &elen);
+        for (framing = 0; framing < 3; framing++) {
+            char *w = wire(fields[fmt], framing, enc, elen, &wlen);
+            for (i = 0; i < sizeof split / sizeof split[0]; i++) {
+                sl_http_sink sink = {1, NULL, NULL, 0, 0};
+                sl_buf rbuf = SL_BUF_INIT;
+                sl_http_resp r;
+                sluice_error err;
+                CU_ASSERT_EQUAL_FATAL(read_through(w, wlen, split[i], &sink, 0, &r, &rbuf, &err), 0);
+                CU_ASSERT_EQUAL(r.body_len, n);
+                CU_ASSERT(r.body_len == n && memcmp(r.body, plain, n) == 0);
+                CU_ASSERT_EQUAL(r.decoded, 1);
+                CU_ASSERT_PTR_NULL(field(&r, "Content-Encoding"));
+                CU_ASSERT_PTR_NULL(field(&r, "Content-Length"));
+                /* What follows a framed body stays for the next response. */
+                if (framing != 2 && split[i] == 100000)
+                    CU_ASSERT(rbuf.len == 4 && memcmp(rbuf.data, "NEXT", 4) == 0);
+                CU_ASSERT_EQUAL(r.keep_alive, framing != 2);
+                sl_http_resp_free(&r);
+                sl_buf_free(&rbuf);
+            }
+            free(w);
+        }
+        free(enc);
+    }
+    free(plain);
+}
+
+static int collect(const void *p, size_t n, void *ud)
+{
+    return sl_buf_append(ud, p, n);
+}
+
+static void test_decode_reader_streams_and_passes_unknown(void)
+{
+    size_t n = 50000, elen, wlen;
+    char *plain = sample(n), *w;
+    unsigned char *enc = encode(FMT_GZIP, plain, n, &elen);
+    sl_buf got = SL_BUF_INIT, rbuf = SL_BUF_INIT;
+    sl_http_sink sink = {1, collect, &got, 0, 0};
+    sl_http_resp r;
+    sluice_error err;
+
+    /* Streamed and decoded: the pieces make the body; the response has none. */
+    w = wire("Content-Encoding: gzip\r\n", 1, enc, elen, &wlen);
+    CU_ASSERT_EQUAL_FATAL(read_through(w, wlen, 777, &sink, 0, &r, &rbuf, &err), 0);
+    CU_ASSERT_EQUAL(r.body_len, 0);
+    CU_ASSERT_EQUAL(sink.delivered, n);
+    CU_ASSERT(got.len == n && memcmp(got.data, plain, n) == 0);
+    sl_http_resp_free(&r);
+    sl_buf_reset(&rbuf);
+    free(w);
+    /* A coding sluice does not undo, or two of them, is handed over as sent. */
+    w = wire("Content-Encoding: zstd\r\n", 0, enc, elen, &wlen);
+    sink.on_body = NULL;
+    CU_ASSERT_EQUAL_FATAL(read_through(w, wlen, 100, &sink, 0, &r, &rbuf, &err), 0);
+    CU_ASSERT(r.body_len == elen && memcmp(r.body, enc, elen) == 0);
+    CU_ASSERT_EQUAL(r.decoded, 0);
+    CU_ASSERT_STRING_EQUAL(field(&r, "Content-Encoding"), "zstd");
+    sl_http_resp_free(&r);
+    sl_buf_reset(&rbuf);
+    free(w);
+    w = wire("Content-Encoding: gzip\r\nContent-Encoding: gzip\r\n", 0, enc, elen, &wlen);
+    CU_ASSERT_EQUAL_FATAL(read_through(w, wlen, 100, &sink, 0, &r, &rbuf, &err), 0);
+    CU_ASSERT_EQUAL(r.body_len, elen);
+    CU_ASSERT_EQUAL(r.decoded, 0);
+    sl_http_resp_free(&r);
+    sl_buf_reset(&rbuf);
+    free(w);
+    /* The bound is the decoded size, also when the encoded one is far under it. */
+    w = wire("Content-Encoding: gzip\r\n", 0, enc, elen, &wlen);
+    CU_ASSERT_EQUAL(read_through(w, wlen, 100, &sink, n - 1, &r, &rbuf, &err), SLUICE_ETOOBIG);
+    sl_buf_reset(&rbuf);
+    /* A connection that ends before the framing does is EIO; an encoded
+     * stream that ends before its own end, under framing that is
+     * complete (here the close), is corrupt. */
+    CU_ASSERT_EQUAL(read_through(w, wlen - 4 - 10, 100, &sink, 0, &r, &rbuf, &err),
+                    SLUICE_EIO);
+    free(w);
+    w = wire("Content-Encoding: gzip\r\n", 2, enc, elen - 10, &wlen);
+    sl_buf_reset(&rbuf);
+    CU_ASSERT_EQUAL(read_through(w, wlen, 100, &sink, 0, &r, &rbuf, &err), SLUICE_EPROTO);
+    free(w);
+    sl_buf_free(&rbuf);
+    sl_buf_free(&got);
+    free(enc);
+    free(plain);
+}
+
+static unsigned char *encode_br(const void *in, size_t n, size_t *out_len)
+{
+    size_t cap = BrotliEncoderMaxCompressedSize(n) + 64;
+    unsigned char *out = malloc(cap);
+
+    CU_ASSERT_FATAL(out != NULL);
+    *out_len = cap;
+    CU_ASSERT_FATAL(BrotliEncoderCompress(5, 22, BROTLI_MODE_TEXT, n, in, out_len, out));
+    return out;
+}
+
+/* br: whole and split, the bound, corruption, a cut and trailing bytes. */
+static void test_decode_br(void)
+{
+    static const size_t steps[] = {0, 1, 7, 4096};
+    size_t n = 100000, elen, s;
+    char *plain = sample(n);
+    unsigned char *enc = encode_br(plain, n, &elen);
+    sl_buf out = SL_BUF_INIT;
+    sluice_error err = {0};
+    sl_coding c;
+
+    CU_ASSERT_EQUAL(sl_coding_parse(" BR ", &c), 0);
+    CU_ASSERT_EQUAL(c, SL_CODING_BR);
+    for (s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        sl_buf_reset(&out);
+        CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen, steps[s], 0, &out, &err), 0);
+        CU_ASSERT(out.len == n && memcmp(out.data, plain, n) == 0);
+    }
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen, 100, n - 1, &out, &err), SLUICE_ETOOBIG);
+    CU_ASSERT(out.len <= n - 1);
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen - 2, 0, 0, &out, &err), SLUICE_EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "ends early"));
+    enc = realloc(enc, elen + 4);
+    memcpy(enc + elen, "junk", 4);
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen + 4, 0, 0, &out, &err), SLUICE_EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "after the end of the br body"));
+    enc[elen / 2] ^= 0x55;
+    enc[elen / 2 + 1] ^= 0xff;
+    sl_buf_reset(&out);
+    CU_ASSERT_EQUAL(decode(SL_CODING_BR, enc, elen, 0, 0, &out, &err), SLUICE_EPROTO);
+    sl_buf_free(&out);
+    free(enc);
+    free(plain);
+}
+
 static CU_TestInfo tests[] = {
     {"test_decode_coding_names", test_decode_coding_names},
     {"test_decode_round_trips_split_anywhere", test_decode_round_trips_split_anywhere},
@@ -261,6 +490,9 @@ static CU_TestInfo tests[] = {
     {"test_decode_bomb_stops_at_bound", test_decode_bomb_stops_at_bound},
     {"test_decode_corrupt_and_truncated", test_decode_corrupt_and_truncated},
     {"test_decode_sink_stops_it", test_decode_sink_stops_it},
+    {"test_decode_br", test_decode_br},
+    {"test_decode_reader_every_framing_and_split", test_decode_reader_every_framing_and_split},
+    {"test_decode_reader_streams_and_passes_unknown", test_decode_reader_streams_and_passes_unknown},
     CU_TEST_INFO_NULL,
 };
 

@@ -84,7 +84,7 @@ static const char *header(const sl_http_resp *r, const char *name)
 static void test_write_get_byte_exact(void)
 {
     static const sluice_header h1[] = {{"Accept", "*/*"}, {"X-Trace", "a\tb"}};
-    sl_http_req r = {"GET", "/x?y=1", "h:8080", "sluice/0.1", h1, 2, NULL, 0, 0, 0, NULL, NULL};
+    sl_http_req r = {"GET", "/x?y=1", "h:8080", "sluice/0.1", h1, 2, NULL, 0, 0, 0, NULL, NULL, 0, NULL};
     sl_buf b = SL_BUF_INIT;
     sluice_error err = {0};
 
@@ -101,7 +101,7 @@ static void test_write_get_byte_exact(void)
 
 static void test_write_post_content_length(void)
 {
-    sl_http_req r = {"POST", "/p", "h", NULL, NULL, 0, NULL, 0, 12345, 1, NULL, NULL};
+    sl_http_req r = {"POST", "/p", "h", NULL, NULL, 0, NULL, 0, 12345, 1, NULL, NULL, 0, NULL};
     sl_buf b = SL_BUF_INIT;
     sluice_error err = {0};
 
@@ -126,7 +126,7 @@ static void test_write_header_override(void)
     static const sluice_header h1[] = {
         {"Accept", "a/1"}, {"X-Keep", "k"}, {"user-agent", "defaults-ua"}, {"X-Dup", "d1"}};
     static const sluice_header h2[] = {{"accept", "b/2"}, {"HOST", "other:1"}, {"x-dup", "d2"}};
-    sl_http_req r = {"PUT", "/", "h", "sluice/0.1", h1, 4, h2, 3, 0, 0, NULL, NULL};
+    sl_http_req r = {"PUT", "/", "h", "sluice/0.1", h1, 4, h2, 3, 0, 0, NULL, NULL, 0, NULL};
     sl_buf b = SL_BUF_INIT;
     sluice_error err = {0};
 
@@ -184,7 +184,7 @@ static void test_write_refuses_and_appends_nothing(void)
         for (which = 0; which < 2; which++) {
             const bad_req *c = &bad_reqs[i];
             sluice_header h[2] = {{"Accept", "*/*"}, {c->name, c->value}};
-            sl_http_req r = {c->method, c->target, "h", "ua", NULL, 0, NULL, 0, 3, 1, NULL, NULL};
+            sl_http_req r = {c->method, c->target, "h", "ua", NULL, 0, NULL, 0, 3, 1, NULL, NULL, 0, NULL};
             sl_buf b = SL_BUF_INIT;
             sluice_error err = {0};
 
@@ -209,7 +209,7 @@ static void test_write_refuses_and_appends_nothing(void)
 
 static void test_write_refuses_bad_host_and_agent(void)
 {
-    sl_http_req r = {"GET", "/", "h\r\nX: 1", NULL, NULL, 0, NULL, 0, 0, 0, NULL, NULL};
+    sl_http_req r = {"GET", "/", "h\r\nX: 1", NULL, NULL, 0, NULL, 0, 0, 0, NULL, NULL, 0, NULL};
     sl_buf b = SL_BUF_INIT;
     sluice_error err = {0};
 
@@ -233,7 +233,7 @@ static void test_write_alloc_failure_rolls_back(void)
 {
     static const sluice_header h1[] = {{"Accept", "*/*"}, {"X-Long", "0123456789abcdef"}};
     sl_http_req r = {"GET", "/a/fairly/long/target/to/force/growth", "h", "ua", h1, 2,
-                     NULL, 0, 7, 1, NULL, NULL};
+                     NULL, 0, 7, 1, NULL, NULL, 0, NULL};
     long n;
     int rc = -1;
 

@@ -8,7 +8,7 @@
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -eu
 
-pkgs="build-essential pkg-config libwolfssl-dev libhiredis-dev libc-ares-dev zlib1g-dev libcunit1-dev redis-server openssl prometheus groff-base tinyproxy"
+pkgs="build-essential pkg-config libwolfssl-dev libhiredis-dev libc-ares-dev zlib1g-dev libbrotli-dev libcunit1-dev redis-server openssl prometheus groff-base tinyproxy"
 check_only=0 quiet=0
 for arg in "$@"; do
     case "$arg" in

@@ -23,6 +23,8 @@ static int coalesce;          /* --coalesce */
 static int burst;             /* --burst N */
 static int idle;              /* --idle N */
 static const char *hits_path; /* --hits-path P */
+static int stream;            /* --stream: the body to an on_body callback */
+static uint64_t body_bytes;   /* atomic: body bytes the measured requests got */
 static sluice_client *client;
 static sluice_request base_req;
 
@@ -37,7 +39,9 @@ static void usage(void)
             "                     (coalescing on); prints the slowest one's wall time\n"
             "  --hits-path P      with --burst: GET P before and after and print the\n"
             "                     difference of the numbers it returns (upstream calls)\n"
-            "  --idle N           open N idle pooled connections; print RSS per connection\n");
+            "  --idle N           open N idle pooled connections; print RSS per connection\n"
+            "  --stream           hand each body to an on_body callback, never held whole\n"
+            "  --gzip             the default (Accept-Encoding: gzip, deflate, decoded), stated\n");
 }
 
 static int extra_opt(int argc, char **argv, int i)
@@ -54,6 +58,10 @@ static int extra_opt(int argc, char **argv, int i)
         return idle = (int)bench_num(v, a, 1, 100000), 2;
     if (strcmp(a, "--hits-path") == 0 && v)
         return hits_path = v, 2;
+    if (strcmp(a, "--stream") == 0)
+        return stream = 1, 1;
+    if (strcmp(a, "--gzip") == 0)
+        return 1;
     return 0;
 }
 
@@ -81,6 +89,8 @@ static sluice_factory *make_client(int conns, int keep_ms)
         fo.keepalive_expiry_ms = keep_ms;
     fo.ca_file = opts.ca;
     fo.proxy_url = opts.proxy ? opts.proxy : "";
+    if (stream)
+        fo.max_response_bytes = (size_t)1 << 40;
     if (!(f = sluice_factory_new(&fo, &e)))
         fail("factory", &e);
     sluice_client_opts_init(&co);
@@ -95,6 +105,15 @@ static sluice_factory *make_client(int conns, int keep_ms)
     return f;
 }
 
+/* --stream: the bytes are counted and dropped, as a download to a file or
+ * a socket would hand them on. */
+static int count_body(const void *chunk, size_t len, void *ud)
+{
+    (void)chunk;
+    *(size_t *)ud += len;
+    return 0;
+}
+
 /* One GET; counts it on `t` (NULL = not counted).  Returns the status or a
  * negative code. */
 static __attribute__((noinline)) int one_get(bench_thread *t, const char *path)
@@ -102,12 +121,21 @@ static __attribute__((noinline)) int one_get(bench_thread *t, const char *path)
     sluice_request req = base_req;
     sluice_response *resp;
     sluice_error e;
+    size_t got = 0;
     int rc, status;
     char name[32];
 
     req.path = path;
+    if (stream) {
+        req.on_body = count_body;
+        req.body_ud = &got;
+    }
     rc = sluice_client_do(client, &req, &resp, &e);
     status = rc ? rc : sluice_response_status(resp);
+    if (rc == 0 && !stream)
+        sluice_response_body(resp, &got);
+    if (t)
+        __atomic_add_fetch(&body_bytes, got, __ATOMIC_RELAXED);
     sluice_response_free(resp);
     if (!t)
         return status;
@@ -146,18 +174,22 @@ static int run_load(void)
 {
     sluice_factory *f = make_client(opts.connections, 0);
     struct sluice_factory_stats st;
-    char mode[64], extra[128];
+    char mode[64], extra[256];
+    struct rusage ru;
 
     bench_alloc_threads(&run, &opts);
     bench_run_threads(&run, load_worker);
     sluice_factory_stats(f, &st);
-    snprintf(mode, sizeof mode, "%s%s%s", opts.close ? "close" : "keep-alive",
-             coalesce ? ",coalesce" : "", opts.distinct ? ",distinct" : "");
+    snprintf(mode, sizeof mode, "%s%s%s%s", opts.close ? "close" : "keep-alive",
+             coalesce ? ",coalesce" : "", opts.distinct ? ",distinct" : "", stream ? ",stream" : "");
     snprintf(extra, sizeof extra,
              "\"tls_full\":%" PRIu64 ",\"tls_resumed\":%" PRIu64 ",\"waited\":%" PRIu64
              ",\"wait_p50_us\":%" PRIu64 ",\"wait_p99_us\":%" PRIu64 ",\"wait_max_us\":%" PRIu64,
              st.pool.handshakes_full, st.pool.handshakes_resumed, st.pool.waited,
              st.pool.wait_p50_us, st.pool.wait_p99_us, st.pool.wait_max_us);
+    getrusage(RUSAGE_SELF, &ru);
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+             ",\"body_bytes\":%" PRIu64 ",\"maxrss_kib\":%ld", body_bytes, ru.ru_maxrss);
     bench_report(&run, mode, (long long)st.pool.created, (long long)st.pool.reused, extra);
     if (!opts.json && st.pool.handshakes_full + st.pool.handshakes_resumed > 0)
         printf("  tls       full handshakes %" PRIu64 ", resumed %" PRIu64 "\n",

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bodies.h"
 #include "mockapi.h"
 
 #define MAX_STREAM_BYTES  (1ull << 34)    /* /bytes and /chunked */
@@ -565,6 +566,7 @@ static const struct route {
     {"/raw/", 1, h_raw, "/raw/NAME              a canned, often malformed, response (see below)"},
     {"/stats", 0, h_stats, "/stats                 server counters and per-path hits as JSON"},
     {"/reset-stats", 0, h_reset_stats, "/reset-stats           POST: zeroes the counters"},
+    MOCK_BODY_ROUTES
 };
 
 void mock_routes_usage(FILE *out)
