@@ -17,6 +17,7 @@
 #   BENCH_PIN      1 (default): servers on CPU 0, load generators on CPU 1
 #   BENCH_OUT      the report (default bench/results.md; "-" = none)
 #   BENCH_ONLY     the scenarios to run, by letter (e.g. "a i"; default all)
+#   BENCH_OVERLOAD_SECONDS  one timed run of row n (default 6)
 set -eu
 
 BUILD=${BUILD:-build}
@@ -524,6 +525,8 @@ rps_row "r. plain GET through tinyproxy (it closes each connection after the res
 sed -i '$ s/| \(yes\|no\) |$/| - |/' "$table"
 kill "$tp_pid" 2>/dev/null || true; wait "$tp_pid" 2>/dev/null || true
 tp_pid=""
+fi
+
 # --- p. a 100 MiB download streamed to a callback ------------------------------------
 # One thread, one connection: sluice hands the body to on_body, libcurl to
 # a write callback; both count and drop it.  MB/s from requests per second.
@@ -553,6 +556,57 @@ pair gz "-t 8 -c 8 --gzip --path /files/data.json $http" \
     "$bc -t 8 -c 8 --gzip --path /files/data.json $http"
 rps_row "q. ~100 KB JSON served gzip (~$(( $(wc -c <"$tmp/www/files/data.json.gz") / 1024 )) KiB on the wire), decoded, keep-alive, 8 threads" \
     gz ">= 1.0x" 1.0
+fi
+
+# --- n, o. the adaptive concurrency limit ------------------------------------------
+
+ba="$bin/bench/bench_adaptive"
+# gput NAME WHO: "round goodput" (2xx answers per second) for every round.
+gput() {
+    sed -n 's/^{"round":\([0-9]*\),.*"ok":\([0-9]*\),.*"seconds":\([0-9.]*\),.*/\1 \2 \3/p' \
+        "$tmp/$1.$2" | awk '{ printf "%s %.1f\n", $1, ($3 > 0 ? $2 / $3 : 0) }' | sort -k1,1
+}
+
+# Overload: a server of capacity 8 (the mock API's /capacity: 10 ms, growing
+# with the square of the overload), 64 threads, 2 s deadlines.  Without the
+# limit all 64 calls sit in the server at once (640 ms each); with it the
+# client keeps about what the server can take and the rest wait at home.
+if want n; then
+say "bench: n. overload against /capacity, adaptive concurrency on vs off"
+S_all=$S sb_all=$sb
+S=${BENCH_OVERLOAD_SECONDS:-6} sb=$ba
+cap_path="/capacity?cap=8&ms=10"
+pair cap "-t 64 -c 64 --adaptive --timeout 2000 --path $cap_path $mock" \
+    "$ba -t 64 -c 64 --timeout 2000 --path $cap_path $mock"
+S=$S_all sb=$sb_all
+gput cap sluice >"$tmp/g.on"; gput cap peer >"$tmp/g.off"
+g_on=$(cut -d' ' -f2 "$tmp/g.on" | med) g_off=$(cut -d' ' -f2 "$tmp/g.off" | med)
+g_rr=$(join "$tmp/g.on" "$tmp/g.off" | awk '$3 > 0 { print $2 / $3 }' | med)
+row "n. overload, /capacity cap 8 x 10 ms, 64 threads, 2 s deadlines: goodput (2xx/s), adaptive on vs off" \
+    "$(fmt0 "$g_on") 2xx/s" "$(fmt0 "$g_off") 2xx/s" "$(fx "$g_rr")" ">= 4x" "$(yesno "$g_rr >= 4")"
+p_on=$(medv cap sluice p99_us) p_off=$(medv cap peer p99_us)
+row "n. overload: p99 of successful calls (median over rounds)" "$(calc "$p_on / 1000") ms" \
+    "$(calc "$p_off / 1000") ms" "-" "< 2 s with the limit" "$(yesno "$p_on < 2000000")"
+row "n. overload: errors per run (median), and the limit at the end" \
+    "$(fmt0 "$(medv cap sluice errors)"), limit $(medv cap sluice limit)" \
+    "$(fmt0 "$(medv cap peer errors)")" "-" "(reported)" "-"
+fi
+
+# What the limit costs when the upstream is healthy: nginx, 8 threads.
+if want o; then
+say "bench: o. healthy upstream, adaptive concurrency on vs off"
+sb_all=$sb sb=$ba
+pair heal "-t 8 -c 8 --adaptive $http" "$ba -t 8 -c 8 $http"
+sb=$sb_all
+rr=$(ratio heal rps)
+row "o. healthy nginx, 8 threads: throughput, adaptive on vs off" \
+    "$(fmt0 "$(medv heal sluice rps)") req/s on (limit $(medv heal sluice limit))" \
+    "$(fmt0 "$(medv heal peer rps)") req/s off" "$(fx "$rr" 3)" "cost <= 5% (>= 0.95x)" \
+    "$(yesno "$rr >= 0.95")"
+ad_on=$(instr "$ba" --adaptive "$http")
+ad_off=$(instr "$ba" "$http")
+row "o. healthy nginx: instructions per GET, adaptive on vs off" "$ad_on" "$ad_off" \
+    "$(fx "$ad_on / $ad_off" 3)" "cost <= 2% (<= 1.02x)" "$(yesno "$ad_on <= 1.02 * $ad_off")"
 fi
 
 # --- the report -----------------------------------------------------------------------

@@ -347,6 +347,17 @@ typedef struct sluice_factory_opts {
      * in messages or logs.  Copied (parsed) at creation; a malformed URL
      * fails sluice_factory_new with SLUICE_EINVAL. */
     const char *proxy_url;
+    /* Since 0.3.  Idle connections kept open per origin (HikariCP's
+     * minimumIdle; default 0).  For every origin that has been used or
+     * warmed up, the pool's housekeeping thread checks about every 100 ms
+     * that idle connections are still open and reconnects what is missing
+     * (after expiry, lifetime recycling or a close by the server), within
+     * max_connections_per_host and max_connections, off every caller's
+     * path and never under the pool lock.  A failing reconnect backs off
+     * from 100 ms to 30 s and logs one warning.  Capped at
+     * max_idle_per_host.  Its connects and closes make pool events
+     * (CONNECT; CLOSE with STALE for one found closed) on that thread. */
+    int min_idle_per_host;
 } sluice_factory_opts;
 
 /* Fills `o` with the preset's defaults.  Thread-safe. */
@@ -491,6 +502,19 @@ typedef struct sluice_client_opts {
      * caller's own named Accept-Encoding also turns decoding off for that
      * call.  max_response_bytes bounds the decoded size. */
     int decompress;
+    /* Since 0.3.  1 = an adaptive concurrency limit on the calls this
+     * client has upstream: the limit follows measured latency (a gradient
+     * of the baseline RTT against the recent one, after Netflix's
+     * Gradient2; README "Sizing"), starting at 4.  A call over the limit
+     * waits in arrival order up to its deadline, holding no connection,
+     * then fails with SLUICE_EQUEUEFULL.  Only calls that go upstream take
+     * a place: a coalesced follower or a micro-cache hit takes none.
+     * max_in_flight then bounds the limit from above (0 = no bound) in
+     * place of the static bulkhead.  Default 0: off. */
+    int adaptive_concurrency;
+    /* Since 0.3.  The adaptive limit's floor (default 1; 0 = default,
+     * negative is SLUICE_EINVAL). */
+    int min_in_flight;
 } sluice_client_opts;
 
 /* Fills every field of `o` with its default, retry and breaker included
@@ -714,6 +738,14 @@ typedef struct sluice_pool_opts {
     int max_idle;          /* idle kept; more are destroyed (default max_size) */
     int idle_timeout_ms;   /* idle longer and it is destroyed; 0 = never */
     int max_lifetime_ms;   /* recycled after this age; 0 = never */
+    /* Since 0.3.  Idle resources a housekeeping thread keeps ready from
+     * sluice_pool_new on (HikariCP's minimumIdle): it creates what is
+     * missing within about 100 ms, never on a caller's thread, up to
+     * max_size; a failing create is retried with a backoff from 100 ms to
+     * 30 s and logs one warning.  With ops->alive it also drops idle ones
+     * that are no longer usable.  0 = none; more than max_idle is
+     * SLUICE_EINVAL. */
+    int min_idle;
 } sluice_pool_opts;
 
 /* Use as `struct sluice_pool_stats` (the function has the same name). */
@@ -754,6 +786,29 @@ SLUICE_API void sluice_pool_put(sluice_pool *p, void *res, int reusable);
 SLUICE_API void sluice_pool_stats(sluice_pool *p, struct sluice_pool_stats *out);
 /* Destroys idle resources; every resource must have been returned. */
 SLUICE_API void sluice_pool_free(sluice_pool *p);
+
+/* Since 0.3.  Creates up to n resources now, on the calling thread, and
+ * leaves them idle (seed "initialize()"): fewer when max_size leaves no
+ * room; it never waits for capacity.  Each create gets up to 30 s (as
+ * timeout_ms for create_timed).  Returns how many it created, or the
+ * first create's error (with `err`, which may be NULL) when it created
+ * none.  Thread-safe. */
+SLUICE_API int sluice_pool_prefill(sluice_pool *p, int n, sluice_error *err);
+
+/* Since 0.3.  One resource's usage (use as `struct sluice_pool_usage`). */
+struct sluice_pool_usage {
+    const void *res;        /* the resource, for identity: do not use it unless checked out */
+    uint64_t checkouts;     /* times it was checked out */
+    int64_t age_ms;         /* since it was created */
+    int64_t idle_ms;        /* since it was last returned (or created, if never checked out); 0 while checked out */
+    int in_use;             /* checked out now */
+};
+
+/* Since 0.3.  Fills out[0..cap) with the usage of every resource the pool
+ * holds, oldest first, and returns how many it holds (more than cap when
+ * out was too small; out may be NULL when cap is 0).  A consistent
+ * snapshot; allocates nothing.  Thread-safe. */
+SLUICE_API size_t sluice_pool_usage(sluice_pool *p, struct sluice_pool_usage *out, size_t cap);
 
 /* ------------------------------------------------------------------------ */
 /* Generic coalescer (singleflight)                                         */
@@ -887,6 +942,12 @@ struct sluice_client_stats {
     int endpoints;                  /* base URL and fallbacks */
     int breakers_open;              /* endpoints whose breaker is not closed */
     uint64_t breaker_transitions;
+    /* Since 0.3.  The limit on calls in flight now: the adaptive limit
+     * with adaptive_concurrency, else max_in_flight (0 = none). */
+    int concurrency_limit;
+    /* Since 0.3.  Calls that waited for a place under that limit, or
+     * were refused one (SLUICE_EQUEUEFULL). */
+    uint64_t limited;
 };
 
 /* A snapshot of one client's counters into *out (zeroed first).  Returns
@@ -932,6 +993,10 @@ struct sluice_factory_stats {
     uint64_t coalesce_cache_entries;   /* micro-cache entries held now */
     uint64_t coalesce_cache_bytes;     /* their memory with their responses, about */
     uint64_t coalesce_cache_evictions; /* entries dropped before expiry for the bound */
+    /* Since 0.3.  Requests served per open connection: the least, the
+     * median (exact up to 7, within 25% past) and the most; 0 when none is
+     * open. */
+    uint64_t conn_requests_min, conn_requests_median, conn_requests_max;
 };
 
 /* A snapshot of the factory's counters into *out (zeroed first; a NULL

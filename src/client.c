@@ -80,6 +80,8 @@ static void normalise(sluice_client_opts *o, const sluice_factory *f)
         o->rate_limit.burst = default_burst(o->rate_limit.rate);
     if (o->coalesce_window_ms < 0)
         o->coalesce_window_ms = 0;
+    if (o->min_in_flight == 0)
+        o->min_in_flight = 1;
 }
 
 /* Every option that changes behaviour, written out, so two option sets
@@ -103,6 +105,7 @@ static int fingerprint(sluice_client *c, const sluice_client_opts *o, sl_buf *b)
     if (c->unix_path)
         sl_buf_printf(b, "unix=%s\n", c->unix_path);
     sl_buf_printf(b, "dec=%d\n", o->decompress == SLUICE_OFF ? 0 : 1);
+    sl_buf_printf(b, "ad=%d/%d\n", o->adaptive_concurrency, o->min_in_flight);
     sl_buf_printf(b, "rl=%.17g/%d/%d/%d/%d\n", rl->rate, rl->period_ms, rl->burst, rl->scope,
                   rl->fail_fast);
     sl_buf_printf(b, "br=%d/%d/%d/%d/%d/%d/%d/%p/%p\n", br->disabled, br->failure_threshold,
@@ -232,6 +235,14 @@ static int copy_unix_path(sluice_client *c, const sluice_client_opts *o, sluice_
     return 0;
 }
 
+static int check_in_flight(const sluice_client *c, sluice_error *err)
+{
+    if (c->opts.min_in_flight < 0)
+        return sl_err(err, SLUICE_EINVAL, "client '%s': min_in_flight %d is negative",
+                      c->service, c->opts.min_in_flight);
+    return 0;
+}
+
 sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluice_client_opts *o,
                              sluice_error *err)
 {
@@ -258,7 +269,8 @@ sluice_client *sl_client_new(sluice_factory *f, const char *service, const sluic
         goto fail;
     }
     sl_waitq_init(&c->bulk_q, SL_WAITQ_BOUND_NS);
-    if ((rc = sl_mutex_init(&c->bulk_lock, c->service, err)) ||
+    sl_adaptive_init(&c->adapt, c->opts.min_in_flight, c->opts.max_in_flight, sl_now_ns());
+    if ((rc = check_in_flight(c, err)) || (rc = sl_mutex_init(&c->bulk_lock, c->service, err)) ||
         (rc = check_rate_limit(c, err)) || (rc = copy_endpoints(c, o, err)) ||
         (rc = copy_headers(c, o, err)) || (rc = check_headers(c, err)) ||
         (rc = copy_unix_path(c, o, err)) ||
@@ -337,6 +349,7 @@ typedef struct call {
     int follower;             /* another caller's flight served this one */
     size_t sent;              /* bytes the last attempt wrote */
     int64_t started;          /* when the call began */
+    int64_t gate_t0;          /* holds an adaptive place (gate_t0 > 0) since then */
     sl_call_record rec;       /* for the metrics */
     sluice_error *err;
     /* streamed and encoded bodies */
@@ -1255,6 +1268,8 @@ static int run(call *k, sluice_response **out)
 /* Coalescing                                                               */
 /* ------------------------------------------------------------------------ */
 
+static int run_gated(call *k, sluice_response **out);   /* the adaptive limit, below */
+
 static int coalescible(const call *k)
 {
     unsigned fl = k->req->flags;
@@ -1314,7 +1329,7 @@ static int run_coalesced(call *k, sluice_response **out)
             sl_err_clear(&own_err);
             k->err = &own_err;
         }
-        rc = run(k, out);
+        rc = run_gated(k, out);
         sl_http_flight_end(k->f->co, &lead, rc, *out, k->err,
                            o.window_ms > 0 && rc == 0 && sl_response_cacheable(*out), o.window_ms);
         return rc;
@@ -1330,11 +1345,46 @@ static int run_coalesced(call *k, sluice_response **out)
 
 /* The bulkhead: at most max_in_flight calls at once per client, waiting
  * in the pool's kind of queue (waitq.h): in arrival order, a returning
- * thread barging only while nobody has waited the bound.  bulk_lock held. */
+ * thread barging only while nobody has waited the bound.  With
+ * adaptive_concurrency the bound is the adaptive limit (adaptive.h) and
+ * only a flight's leader takes a place, around its upstream work, so that
+ * a coalesced follower holds none; else max_in_flight, around the whole
+ * call.
+ *
+ * While nobody is queued a place is taken and given back with atomics
+ * alone; bulk_lock guards the queue.  A call that queues counts itself in
+ * bulk_waiting before it looks for a place, and a call that leaves gives
+ * its place back before it looks at bulk_waiting (both sequentially
+ * consistent), so one of the two always sees the other: a freed place is
+ * never missed by a waiter. */
+static int gate_limit(sluice_client *c)
+{
+    return c->opts.adaptive_concurrency ? sl_adaptive_limit(&c->adapt) : c->opts.max_in_flight;
+}
+
+/* The gate applies here: around the whole call (leader 0) or around a
+ * leader's upstream work (leader 1). */
+static int gated(const sluice_client *c, int leader)
+{
+    return c->opts.adaptive_concurrency ? leader : !leader && c->opts.max_in_flight > 0;
+}
+
+/* A place if one is free now; 1 when taken. */
+static int take_place(sluice_client *c)
+{
+    int used = atomic_load(&c->bulk_used), limit = gate_limit(c);
+
+    while (used < limit)
+        if (atomic_compare_exchange_weak(&c->bulk_used, &used, used + 1))
+            return 1;
+    return 0;
+}
+
+/* Hands free places to waiters, oldest first.  bulk_lock held. */
 static void bulkhead_dispatch(sluice_client *c)
 {
-    while (c->bulk_q.head && c->bulk_used < c->opts.max_in_flight) {
-        c->bulk_used++;
+    while (c->bulk_q.head && take_place(c)) {
+        atomic_fetch_sub(&c->bulk_waiting, 1);
         sl_waitq_finish(&c->bulk_q, c->bulk_q.head, 1);
     }
 }
@@ -1346,6 +1396,7 @@ static int bulkhead_wait(sluice_client *c, int64_t deadline)
     int due_seen = 0;
 
     sl_waitq_push(&c->bulk_q, &w, sl_now_ns());
+    atomic_fetch_add(&c->bulk_waiting, 1);
     bulkhead_dispatch(c);
     for (;;) {
         int done = sl_waiter_done(&w), why;
@@ -1359,7 +1410,8 @@ static int bulkhead_wait(sluice_client *c, int64_t deadline)
             continue;
         if (sl_now_ns() >= deadline) {
             sl_waitq_remove(&c->bulk_q, &w);
-            if (c->bulk_used < c->opts.max_in_flight)
+            atomic_fetch_sub(&c->bulk_waiting, 1);
+            if (atomic_load(&c->bulk_used) < gate_limit(c))
                 sl_waitq_watch(&c->bulk_q);
             pthread_mutex_unlock(&c->bulk_lock);
             return SLUICE_EQUEUEFULL;
@@ -1369,37 +1421,68 @@ static int bulkhead_wait(sluice_client *c, int64_t deadline)
     }
 }
 
-static int bulkhead_enter(call *k)
+/* Takes a place, waiting for one up to the call's deadline; *waited says
+ * whether it had to.  Only where gated(). */
+static int bulkhead_enter(call *k, int leader, int *waited)
 {
     sluice_client *c = k->c;
     int rc;
 
-    if (c->opts.max_in_flight <= 0)
+    *waited = 0;
+    if (atomic_load(&c->bulk_waiting) == 0 && take_place(c))
         return 0;
     pthread_mutex_lock(&c->bulk_lock);
-    if (c->bulk_used < c->opts.max_in_flight &&
-        (!c->bulk_q.head || !sl_waitq_due(&c->bulk_q, sl_now_ns()))) {
-        c->bulk_used++;
+    if ((!c->bulk_q.head || !sl_waitq_due(&c->bulk_q, sl_now_ns())) && take_place(c)) {
         pthread_mutex_unlock(&c->bulk_lock);
         return 0;
     }
+    *waited = 1;
+    atomic_fetch_add_explicit(&c->limited, 1, memory_order_relaxed);
     if ((rc = bulkhead_wait(c, k->deadline)) != 0)
-        sl_err(k->err, rc, "client '%s': %d calls in flight, none finished before the deadline",
-               c->service, c->opts.max_in_flight);
+        sl_err(k->err, rc, "client '%s': %d calls in flight (%s limit), none finished before "
+               "the deadline", c->service, gate_limit(c), leader ? "adaptive" : "max_in_flight");
     return rc;
 }
 
-static void bulkhead_leave(sluice_client *c)
+/* Gives the place back at `now` (0: read the clock if need be).  Only
+ * where gated().  A leader's call that went upstream (and made one
+ * attempt: retries' backoff says nothing of the upstream's queue) is a
+ * sample for the adaptive limit, `rtt_ns` long. */
+static void bulkhead_leave(call *k, int leader, int64_t rtt_ns, int64_t now)
 {
-    if (c->opts.max_in_flight <= 0)
-        return;
-    pthread_mutex_lock(&c->bulk_lock);
-    c->bulk_used--;
-    if (c->bulk_q.head && sl_waitq_due(&c->bulk_q, sl_now_ns()))
-        bulkhead_dispatch(c);
-    else
-        sl_waitq_watch(&c->bulk_q);
-    pthread_mutex_unlock(&c->bulk_lock);
+    sluice_client *c = k->c;
+    int used, moved = 0, from = 0, to = 0;
+
+    used = atomic_fetch_sub(&c->bulk_used, 1);
+    if (leader && k->attempts == 1)
+        moved = sl_adaptive_note(&c->adapt, rtt_ns, used, now, &from, &to);
+    if (atomic_load(&c->bulk_waiting) > 0) {
+        pthread_mutex_lock(&c->bulk_lock);
+        if (c->bulk_q.head && (moved || sl_waitq_due(&c->bulk_q, now ? now : sl_now_ns())))
+            bulkhead_dispatch(c);
+        else
+            sl_waitq_watch(&c->bulk_q);
+        pthread_mutex_unlock(&c->bulk_lock);
+    }
+    if (moved == 2)
+        SL_INFO("%s: adaptive concurrency limit %d -> %d", c->service, from, to);
+}
+
+/* A leader's upstream work under the adaptive limit (run() itself when
+ * the limit is off).  The place is given back once the call is counted
+ * (sluice_client_do), so the time in flight ends at the metrics' clock
+ * read; it starts at the call's start when a place was free at once, else
+ * when one was given. */
+static int run_gated(call *k, sluice_response **out)
+{
+    int rc, waited;
+
+    if (!gated(k->c, 1))
+        return run(k, out);
+    if ((rc = bulkhead_enter(k, 1, &waited)) != 0)
+        return rc;
+    k->gate_t0 = waited ? sl_now_ns() : k->started;
+    return run(k, out);
 }
 
 /* The call's outcome into the metrics; its exchanges were tallied as its
@@ -1417,7 +1500,7 @@ int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_respons
                      sluice_error *err)
 {
     call k;
-    int rc;
+    int rc, waited;
 
     sl_err_clear(err);
     if (out)
@@ -1429,13 +1512,16 @@ int sluice_client_do(sluice_client *c, const sluice_request *req, sluice_respons
         return rc;
     sl_metrics_enter(&c->metrics);
     rc = call_init(&k, c, req, err);
-    if (rc == 0 && (rc = bulkhead_enter(&k)) == 0) {
-        rc = coalescible(&k) ? run_coalesced(&k, out) : run(&k, out);
-        bulkhead_leave(c);
+    if (rc == 0 && (!gated(c, 0) || (rc = bulkhead_enter(&k, 0, &waited)) == 0)) {
+        rc = coalescible(&k) ? run_coalesced(&k, out) : run_gated(&k, out);
+        if (gated(c, 0))
+            bulkhead_leave(&k, 0, 0, 0);
     }
     if (err)
         err->code = rc;
     count(&k, rc, *out);
+    if (k.gate_t0)
+        bulkhead_leave(&k, 1, k.rec.end_ns - k.gate_t0, k.rec.end_ns);
     call_done(&k);
     sl_factory_leave(c->f);
     return rc;

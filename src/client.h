@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "adaptive.h"
 #include "breaker.h"
 #include "conn.h"
 #include "dns.h"
@@ -66,9 +67,13 @@ struct sluice_client {
     sl_retry_policy retry;
     sl_retry_budget *budget;
 
-    pthread_mutex_t bulk_lock;    /* max_in_flight: guards the two below */
+    pthread_mutex_t bulk_lock;    /* max_in_flight: guards the queue */
     sl_waitq bulk_q;              /* the pool's kind of queue (waitq.h) */
-    int bulk_used;
+    _Atomic int bulk_used;        /* places taken; changed without the lock only
+                                     while nobody is queued (client.c) */
+    _Atomic int bulk_waiting;     /* calls in bulk_q */
+    sl_adaptive adapt;            /* adaptive_concurrency: the limit (adaptive.h) */
+    _Atomic uint64_t limited;     /* calls that waited for a place or were refused one */
 
     sl_metrics metrics;
 };

@@ -67,6 +67,8 @@ static void normalise(sluice_factory_opts *o)
         o->max_connections = 0;   /* SLUICE_OFF: unlimited */
     if (o->max_idle_per_host < 0)
         o->max_idle_per_host = 0;
+    if (o->min_idle_per_host < 0)
+        o->min_idle_per_host = 0;
 }
 
 /* --- factory ----------------------------------------------------------- */
@@ -115,6 +117,35 @@ static int make_limiter(sluice_factory *f, sluice_error *err)
     return f->limiter ? 0 : (err ? err->code : SLUICE_ELIMITER);
 }
 
+/* The warm minimum's refills connect from the pool's housekeeping thread,
+ * with a copy of the first checkout's target (its strings in the same
+ * block). */
+static void *target_keep(void *ctx, const void *arg)
+{
+    const sl_conn_target *t = arg;
+    size_t hl = strlen(t->host) + 1, ol = strlen(t->origin) + 1;
+    size_t ul = t->unix_path ? strlen(t->unix_path) + 1 : 0;
+    sl_conn_target *k = sl_malloc(sizeof *k + hl + ol + ul);
+    char *p;
+
+    (void)ctx;
+    if (!k)
+        return NULL;
+    *k = *t;      /* the proxy belongs to the factory, which outlives the pool */
+    p = (char *)(k + 1);
+    k->host = memcpy(p, t->host, hl);
+    k->origin = memcpy(p + hl, t->origin, ol);
+    if (ul)
+        k->unix_path = memcpy(p + hl + ol, t->unix_path, ul);
+    return k;
+}
+
+static void target_drop(void *ctx, void *kept)
+{
+    (void)ctx;
+    sl_free(kept);
+}
+
 sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *err)
 {
     sluice_factory *f = sl_calloc(1, sizeof *f);
@@ -153,6 +184,10 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     if (sl_proxy_conf_init(&f->net.proxy, f->opts.proxy_url, err))
         goto fail;
     f->opts.proxy_url = NULL;
+    pc.min_idle_per_key = f->opts.min_idle_per_host;
+    pc.refill_timeout_ms = f->opts.connect_timeout_ms;
+    pc.arg_keep = target_keep;
+    pc.arg_drop = target_drop;
     if (!(f->net.dns = sl_dns_new(f->opts.dns_ttl_ms, f->opts.dns_servers, err)))
         goto fail;
     if (!(f->pool = sl_pool_new(&pc, &sl_conn_pool_ops, &f->net, err)))

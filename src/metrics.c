@@ -351,6 +351,9 @@ int sluice_client_stats(sluice_client *c, struct sluice_client_stats *out)
     out->peak_in_flight = (int)LOAD(&c->metrics.peak_in_flight);
     sl_metrics_latency(&c->metrics.latency, &out->latency);
     out->endpoints = (int)c->neps;
+    out->concurrency_limit = c->opts.adaptive_concurrency ? sl_adaptive_limit(&c->adapt)
+                                                          : c->opts.max_in_flight;
+    out->limited = atomic_load_explicit(&c->limited, memory_order_relaxed);
     for (i = 0; i < c->neps; i++) {
         sl_breaker *b = c->eps[i].breaker;
         if (!b)
@@ -385,6 +388,8 @@ void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out)
     if (!f)
         return;
     sl_pool_stats(f->pool, NULL, &out->pool);
+    sl_pool_uses_spread(f->pool, &out->conn_requests_min, &out->conn_requests_median,
+                        &out->conn_requests_max);
     tls_counts(f, &out->pool);
     memset(&sum, 0, sizeof sum);
     for (c = sl_metrics_first_client(f, &out->clients); c; c = c->next) {

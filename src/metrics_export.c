@@ -541,12 +541,38 @@ static void prom_factory_scalars(out *o, const view *v)
     }
 }
 
+/* The concurrency limit (adaptive or max_in_flight, 0 = none) and the
+ * calls it held back, per client. */
+static int concurrency_limit(sluice_client *c)
+{
+    return c->opts.adaptive_concurrency ? sl_adaptive_limit(&c->adapt) : c->opts.max_in_flight;
+}
+
+static void prom_concurrency(out *o, sluice_client *head)
+{
+    sluice_client *c;
+
+    family(o, "sluice_concurrency_limit", "gauge",
+           "Calls allowed in flight now: the adaptive limit, else max_in_flight (0 = none).");
+    for (c = head; c; c = c->next) {
+        client_sample(o, "sluice_concurrency_limit", c);
+        putf(o, "} %d\n", concurrency_limit(c));
+    }
+    family(o, "sluice_limited_total", "counter",
+           "Calls that waited for a place under the concurrency limit or were refused one.");
+    for (c = head; c; c = c->next) {
+        client_sample(o, "sluice_limited_total", c);
+        putf(o, "} %llu\n", (unsigned long long)LOAD(&c->limited));
+    }
+}
+
 static void prometheus(out *o, sluice_factory *f, const view *v)
 {
     sluice_client *head = sl_metrics_first_client(f, NULL);
 
     prom_outcomes(o, head);
     prom_client_scalars(o, head);
+    prom_concurrency(o, head);
     prom_latency(o, head);
     prom_breakers(o, head);
     prom_factory_scalars(o, v);
@@ -677,6 +703,8 @@ static void json_client(out *o, sluice_client *c)
     jstr(o, &n, "service", c->service);
     jstr(o, &n, "api_version", c->api_version);
     json_counts(o, &n, &s);
+    ju64(o, &n, "concurrency_limit", (uint64_t)concurrency_limit(c));
+    ju64(o, &n, "limited", LOAD(&c->limited));
     json_latency(o, &n, &c->metrics.latency);
     json_breakers(o, &n, c);
     puts_(o, "}");

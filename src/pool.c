@@ -62,6 +62,13 @@ typedef struct entry {
     int idle, in_use, waiting, peak_in_use;
     counters c;
     sl_wait_hist waits;        /* checkouts that queued: time to a grant or timeout */
+    /* the warm minimum (min_idle_per_key) */
+    void *kept;                /* ops->arg_keep's copy of a checkout's arg */
+    int refilling;             /* slots reserved by a refill, not yet idle */
+    int probing;               /* idle ones off the lists for ops->alive (stats count them idle) */
+    int refill_fails;          /* failed refills in a row */
+    int64_t refill_at;         /* no refill before this (backoff) */
+    unsigned refill_pass;      /* the housekeeping pass that last tried it */
 } entry;
 
 struct item {
@@ -74,6 +81,8 @@ struct item {
     item *newer, *older;       /* pool-wide idle list */
     item *next;                /* a list of items to destroy */
     unsigned gen;              /* the pool's generation it was made in */
+    item *anewer, *aolder;     /* every live item, for sl_pool_usage */
+    int probing;               /* off the idle lists for ops->alive (housekeeping) */
 };
 
 /* What a checkout was granted: an idle resource to reuse, or (it == NULL) a
@@ -113,6 +122,8 @@ struct sl_pool {
     counters retired;              /* the counters of freed entries */
     sl_wait_hist retired_waits;
     item *idle_new, *idle_old;     /* pool-wide idle list, for LRU eviction */
+    item *all_new, *all_old;       /* every live item (idle, in use, probed) */
+    unsigned pass;                 /* housekeeping passes, for entry->refill_pass */
     sl_waitq wq;                   /* checkouts waiting, oldest first */
     int slots, idle, in_use, waiting, peak_in_use;
     int closed;
@@ -259,6 +270,8 @@ static void entry_free(sl_pool *p, entry *e)
         p->last = NULL;
     add_counters(&p->retired, &e->c);
     sl_wait_hist_merge(&p->retired_waits, &e->waits);
+    if (e->kept)
+        p->cfg.arg_drop(p->ctx, e->kept);
     p->nkeys--;
     sl_free(e->key);
     sl_free(e);
@@ -324,6 +337,25 @@ static void idle_push(sl_pool *p, item *it)
     p->idle++;
 }
 
+/* Like idle_push, but as the least recently used: for a resource that has
+ * been idle longer than every other (one the housekeeping thread probed). */
+static void idle_append(sl_pool *p, item *it)
+{
+    entry *e = it->ent;
+
+    it->down = NULL;
+    it->up = e->bottom;
+    *(e->bottom ? &e->bottom->down : &e->top) = it;
+    e->bottom = it;
+    it->newer = p->idle_old;
+    it->older = NULL;
+    *(p->idle_old ? &p->idle_old->older : &p->idle_new) = it;
+    p->idle_old = it;
+    it->is_idle = 1;
+    e->idle++;
+    p->idle++;
+}
+
 static void idle_remove(sl_pool *p, item *it)
 {
     entry *e = it->ent;
@@ -336,6 +368,22 @@ static void idle_remove(sl_pool *p, item *it)
     it->is_idle = 0;
     e->idle--;
     p->idle--;
+}
+
+/* The list of every live item (lock held). */
+static void all_link(sl_pool *p, item *it)
+{
+    it->aolder = p->all_new;
+    it->anewer = NULL;
+    *(p->all_new ? &p->all_new->anewer : &p->all_old) = it;
+    p->all_new = it;
+}
+
+static void all_unlink(sl_pool *p, item *it)
+{
+    *(it->anewer ? &it->anewer->aolder : &p->all_new) = it->aolder;
+    *(it->aolder ? &it->aolder->anewer : &p->all_old) = it->anewer;
+    it->anewer = it->aolder = NULL;
 }
 
 /* ---- capacity and grants (lock held) ------------------------------------- */
@@ -353,6 +401,7 @@ static void take_idle(sl_pool *p, item *it, grant *g)
     idle_remove(p, it);
     mark_in_use(p, it->ent);
     it->ent->c.reused++;
+    it->pub.uses++;
     g->it = it;
     g->victim = NULL;
 }
@@ -505,8 +554,10 @@ static void destroy_list(sl_pool *p, item *list)
     for (it = list; it; it = it->next)
         destroy_res(p, it);
     pthread_mutex_lock(&p->lock);
-    for (it = list; it; it = it->next)
+    for (it = list; it; it = it->next) {
+        all_unlink(p, it);
         release_slots(p, it->ent, 1);
+    }
     pthread_mutex_unlock(&p->lock);
     for (it = list; it; it = next) {
         next = it->next;
@@ -748,6 +799,7 @@ static int after_reject(sl_pool *p, entry *e, unsigned flags, const item *dead, 
     p->in_use--;
     e->c.reused--;
     e->c.closed[dead->reason]++;
+    all_unlink(p, (item *)dead);
     g->it = g->victim = NULL;
     if (p->closed) {
         sl_err(err, SLUICE_ECLOSED, "pool closed while checking out '%s'", e->key);
@@ -777,6 +829,12 @@ static int create_in_slot(sl_pool *p, entry *e, void *arg, int64_t deadline, int
         if (err && err->code == 0)
             sl_err(err, rc, "creating a pooled resource for '%s' failed", e->key);
     }
+    if (rc == 0) {
+        it->ent = e;
+        it->pub.created_ns = sl_now_ns();
+        it->pub.uses = 1;
+        it->pub.wait_ns = wait_ns;
+    }
     pthread_mutex_lock(&p->lock);
     if (rc != 0)
         release_slots(p, e, 1);
@@ -784,16 +842,13 @@ static int create_in_slot(sl_pool *p, entry *e, void *arg, int64_t deadline, int
         mark_in_use(p, e);
         e->c.created++;
         it->gen = p->gen;
+        all_link(p, it);
     }
     pthread_mutex_unlock(&p->lock);
     if (rc != 0) {
         sl_free(it);
         return rc;
     }
-    it->ent = e;
-    it->pub.created_ns = sl_now_ns();
-    it->pub.uses = 1;
-    it->pub.wait_ns = wait_ns;
     emit(p, SLUICE_POOL_CONNECT, e, -1, 0);
     emit(p, SLUICE_POOL_CHECKOUT, e, -1, wait_ns);
     *out = &it->pub;
@@ -813,6 +868,7 @@ static int checkout(sl_pool *p, entry *e, void *arg, unsigned flags, int64_t dea
             /* Its slot is already ours: destroy before creating. */
             destroy_res(p, g.victim);
             pthread_mutex_lock(&p->lock);
+            all_unlink(p, g.victim);
             entry_unpin(p, g.victim->ent);
             pthread_mutex_unlock(&p->lock);
             sl_free(g.victim);
@@ -822,7 +878,6 @@ static int checkout(sl_pool *p, entry *e, void *arg, unsigned flags, int64_t dea
             return create_in_slot(p, e, arg, deadline, wait_ns, out, err);
         it->reason = check_reuse(p, it);
         if (it->reason < 0) {
-            it->pub.uses++;
             it->pub.reused = 1;
             it->pub.wait_ns = wait_ns;
             emit(p, SLUICE_POOL_CHECKOUT, e, -1, wait_ns);
@@ -839,6 +894,21 @@ static int checkout(sl_pool *p, entry *e, void *arg, unsigned flags, int64_t dea
     }
 }
 
+/* The first checkout of a key keeps a copy of its arg for refills. */
+static void keep_arg(sl_pool *p, entry *e, const void *arg)
+{
+    void *kept = p->cfg.arg_keep(p->ctx, arg);
+
+    pthread_mutex_lock(&p->lock);
+    if (!e->kept) {
+        e->kept = kept;
+        kept = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (kept)
+        p->cfg.arg_drop(p->ctx, kept);
+}
+
 int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t deadline,
                 sl_pool_item **out, sluice_error *err)
 {
@@ -846,7 +916,7 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
     grant g = {NULL, NULL};
     item *inherited = NULL;
     int64_t wait_ns = 0;
-    int rc = 0;
+    int rc = 0, keep = 0;
 
     if (out)
         *out = NULL;
@@ -866,6 +936,7 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
         rc = SLUICE_ENOMEM;
     else {
         entry_busy(p, e);
+        keep = p->cfg.min_idle_per_key && p->cfg.arg_keep && arg && !e->kept;
         if (!may_barge(p) || serve(p, e, flags, &g) != 0) {
             rc = wait_turn(p, e, flags, deadline, &g, &wait_ns, err);   /* unlocks */
             goto waited;
@@ -875,6 +946,8 @@ int sl_pool_get(sl_pool *p, const char *key, void *arg, unsigned flags, int64_t 
 waited:
     if (rc != 0)
         return rc;
+    if (keep)
+        keep_arg(p, e, arg);     /* e holds our slot: it stays */
     return checkout(p, e, arg, flags, deadline, g, wait_ns, out, err);
 }
 
@@ -972,12 +1045,213 @@ void sl_pool_sweep(sl_pool *p)
     destroy_list(p, list);
 }
 
+/* ---- the warm minimum ------------------------------------------------------ */
+
+/* Creates n resources for `e` in slots reserved for them (e->refilling
+ * counts them) and leaves them idle.  Lock not held.  Returns how many it
+ * made; a failed create gives back the slots left and stops there. */
+static int fill(sl_pool *p, entry *e, void *arg, int n, int64_t deadline, sluice_error *err)
+{
+    int made = 0;
+
+    for (; made < n; made++) {
+        item *it = sl_calloc(1, sizeof *it);
+        int rc = it ? p->ops.create(p->ctx, e->key, arg, deadline, &it->pub.res, err)
+                    : sl_err(err, SLUICE_ENOMEM, "no memory for a pooled resource for '%s'",
+                             e->key);
+        int64_t now = sl_now_ns();
+
+        pthread_mutex_lock(&p->lock);
+        if (rc != 0) {
+            e->refilling -= n - made;
+            release_slots(p, e, n - made);
+            pthread_mutex_unlock(&p->lock);
+            sl_free(it);
+            return made;
+        }
+        it->ent = e;
+        it->gen = p->gen;
+        it->pub.created_ns = it->idle_since = now;
+        e->c.created++;
+        e->refilling--;
+        all_link(p, it);
+        if (p->closed) {
+            /* Closed meanwhile: nobody would ever destroy it. */
+            it->reason = SLUICE_CLOSE_SHUTDOWN;
+            e->c.closed[SLUICE_CLOSE_SHUTDOWN]++;
+            e->refilling -= n - made - 1;
+            release_slots(p, e, n - made - 1);
+            pthread_mutex_unlock(&p->lock);
+            emit(p, SLUICE_POOL_CONNECT, e, -1, 0);
+            destroy_one(p, it);
+            return made;
+        }
+        idle_push(p, it);
+        if (p->wq.head) {
+            if (sl_waitq_due(&p->wq, now))
+                dispatch(p);
+            else
+                sl_waitq_watch(&p->wq);
+        }
+        pthread_mutex_unlock(&p->lock);
+        emit(p, SLUICE_POOL_CONNECT, e, -1, 0);
+    }
+    return made;
+}
+
+/* Slots `e` may take now for `want` more resources.  Lock held. */
+static int room_for(const sl_pool *p, const entry *e, int want)
+{
+    if (p->per_key && p->per_key - e->slots < want)
+        want = p->per_key - e->slots;
+    if (p->cfg.max_total && p->cfg.max_total - p->slots < want)
+        want = p->cfg.max_total - p->slots;
+    return want;
+}
+
+/* Reserves room for up to n resources of `e`; the count.  Lock held. */
+static int reserve(sl_pool *p, entry *e, int n)
+{
+    n = room_for(p, e, n);
+    if (n <= 0)
+        return 0;
+    entry_busy(p, e);
+    e->slots += n;
+    p->slots += n;
+    e->refilling += n;
+    return n;
+}
+
+int sl_pool_prefill(sl_pool *p, const char *key, void *arg, int n, int64_t deadline,
+                    sluice_error *err)
+{
+    entry *e = NULL;
+    int rc = 0, made;
+
+    if (!p || !key || n < 0)
+        return sl_err(err, SLUICE_EINVAL, "pool prefill needs a pool, a key and a count >= 0");
+    pthread_mutex_lock(&p->lock);
+    if (p->closed)
+        rc = sl_err(err, SLUICE_ECLOSED, "pool is closed (prefill for '%s')", key);
+    else if (!(e = entry_get(p, key, err)))
+        rc = SLUICE_ENOMEM;
+    else if ((n = reserve(p, e, n)) == 0)
+        entry_settle(p, e);
+    pthread_mutex_unlock(&p->lock);
+    if (rc != 0 || n == 0)
+        return rc;
+    sl_err_clear(err);
+    made = fill(p, e, arg, n, deadline, err);
+    if (made == 0 && (!err || err->code == 0))
+        return SLUICE_EIO;
+    return made ? made : err->code;
+}
+
+/* How many resources `e` lacks for the warm minimum and may get now. */
+static int refill_need(const sl_pool *p, const entry *e, int64_t now)
+{
+    if (e->refill_pass == p->pass || now < e->refill_at || (p->cfg.arg_keep && !e->kept))
+        return 0;
+    return p->cfg.min_idle_per_key - e->idle - e->refilling;
+}
+
+/* Tops every key up to the warm minimum, one key at a time, creating
+ * outside the lock.  Lock held on entry and on return. */
+static void refill(sl_pool *p)
+{
+    entry *e;
+
+    p->pass++;
+    for (e = p->entries; e && !p->closed;) {
+        int n = refill_need(p, e, sl_now_ns()), made, failed;
+        sluice_error err;
+
+        if (n <= 0 || (n = reserve(p, e, n)) == 0) {
+            e = e->next;
+            continue;
+        }
+        e->refill_pass = p->pass;
+        e->pins++;
+        pthread_mutex_unlock(&p->lock);
+        sl_err_clear(&err);
+        made = fill(p, e, e->kept, n, sl_deadline_in_ms(p->cfg.refill_timeout_ms ? p->cfg.refill_timeout_ms : 5000), &err);
+        pthread_mutex_lock(&p->lock);
+        failed = made < n;
+        if (!failed)
+            e->refill_fails = 0;
+        else if (e->refill_fails++ < 9)    /* 100 ms doubling, up to 30 s */
+            e->refill_at = sl_now_ns() + (100 * 1000000LL << (e->refill_fails - 1));
+        else
+            e->refill_at = sl_now_ns() + 30000 * 1000000LL;
+        if (failed && e->refill_fails == 1) {
+            pthread_mutex_unlock(&p->lock);
+            SL_WARN("pool: keeping %d idle for '%s' failed: %s; retrying with backoff",
+                    p->cfg.min_idle_per_key, e->key, err.msg[0] ? err.msg : "create failed");
+            pthread_mutex_lock(&p->lock);
+        }
+        entry_unpin(p, e);
+        e = p->entries;     /* the list may have changed; tried keys are skipped */
+    }
+}
+
+/* Takes the resources idle for a refill period or more off the idle
+ * lists to ask ops->alive about them outside the lock (ones used since
+ * are left alone: they stay in use for checkouts); the usable ones go
+ * back as the least recently used, the others are destroyed (STALE).
+ * Lock held on entry and on return. */
+static void probe_idle(sl_pool *p)
+{
+    item *it, *newer, *list = NULL, *dead = NULL, *next;
+    int64_t now = sl_now_ns();
+
+    for (it = p->idle_old; it; it = newer) {
+        newer = it->newer;
+        if (now - it->idle_since < SL_POOL_REFILL_NS)
+            continue;
+        idle_remove(p, it);
+        it->probing = 1;
+        it->ent->probing++;
+        it->next = list;
+        list = it;          /* newest first */
+    }
+    if (!list)
+        return;
+    pthread_mutex_unlock(&p->lock);
+    for (it = list; it; it = it->next)
+        it->reason = p->ops.alive(p->ctx, it->pub.res) ? -1 : SLUICE_CLOSE_STALE;
+    pthread_mutex_lock(&p->lock);
+    for (it = list; it; it = next) {
+        next = it->next;
+        it->probing = 0;
+        it->ent->probing--;
+        if (it->reason < 0 && !p->closed) {
+            idle_append(p, it);     /* newest first: the oldest ends at the bottom */
+            continue;
+        }
+        if (it->reason < 0)
+            it->reason = SLUICE_CLOSE_SHUTDOWN;
+        it->ent->c.closed[it->reason]++;
+        it->next = dead;
+        dead = it;
+    }
+    if (p->idle && p->wq.head)
+        sl_waitq_watch(&p->wq);
+    if (dead) {
+        pthread_mutex_unlock(&p->lock);
+        destroy_list(p, dead);
+        pthread_mutex_lock(&p->lock);
+    }
+}
+
 /* How often the sweeper looks: a quarter of the shortest expiry, between
- * 250 ms and 1 s, so an idle resource goes within idle_timeout + 1 s. */
+ * 250 ms and 1 s, so an idle resource goes within idle_timeout + 1 s; with
+ * a warm minimum, every SL_POOL_REFILL_NS. */
 static int64_t sweep_period_ns(const sl_pool_cfg *c)
 {
     int ms = c->idle_timeout_ms;
 
+    if (c->min_idle_per_key)
+        return SL_POOL_REFILL_NS;
     if (c->max_lifetime_ms && (!ms || c->max_lifetime_ms < ms))
         ms = c->max_lifetime_ms;
     ms /= 4;
@@ -1003,6 +1277,11 @@ static void *sweeper_main(void *arg)
             destroy_list(p, list);
             pthread_mutex_lock(&p->lock);
         }
+        if (p->cfg.min_idle_per_key && !p->closed) {
+            if (p->ops.alive)
+                probe_idle(p);
+            refill(p);
+        }
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -1015,7 +1294,7 @@ static int check_cfg(const sl_pool_cfg *c, const sl_pool_ops *ops, sluice_error 
     if (!ops || !ops->create || !ops->destroy)
         return sl_err(err, SLUICE_EINVAL, "pool ops need create and destroy");
     if (c->max_total < 0 || c->max_per_key < 0 || c->idle_timeout_ms < 0 ||
-        c->max_lifetime_ms < 0)
+        c->max_lifetime_ms < 0 || c->min_idle_per_key < 0 || c->refill_timeout_ms < 0)
         return sl_err(err, SLUICE_EINVAL,
                       "pool limits must not be negative (max_total %d, max_per_key %d, "
                       "idle_timeout_ms %d, max_lifetime_ms %d)",
@@ -1050,7 +1329,8 @@ static void fini_sync(sl_pool *p)
 static int start_sweeper(sl_pool *p, sluice_error *err)
 {
     /* Nothing ever expires without a timeout or a lifetime. */
-    if (!p->cfg.housekeeping || (!p->cfg.idle_timeout_ms && !p->cfg.max_lifetime_ms))
+    if (!p->cfg.housekeeping ||
+        (!p->cfg.idle_timeout_ms && !p->cfg.max_lifetime_ms && !p->cfg.min_idle_per_key))
         return 0;
     if (pthread_create(&p->sweeper, NULL, sweeper_main, p) != 0)
         return sl_err(err, SLUICE_ENOMEM, "cannot start the pool housekeeping thread");
@@ -1077,6 +1357,11 @@ sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, 
     p->seed = sl_rand64();
     p->cfg = *cfg;
     p->per_key = cfg->max_per_key ? cfg->max_per_key : cfg->max_total;
+    /* Never more kept warm than may stay idle. */
+    if (cfg->max_idle_per_key < 0)
+        p->cfg.min_idle_per_key = 0;
+    else if (cfg->max_idle_per_key && p->cfg.min_idle_per_key > cfg->max_idle_per_key)
+        p->cfg.min_idle_per_key = cfg->max_idle_per_key;
     sl_waitq_init(&p->wq, cfg->barge_ns == 0 ? SL_WAITQ_BOUND_NS : cfg->barge_ns);
     p->ops = *ops;
     p->ctx = ctx;
@@ -1159,6 +1444,8 @@ void sl_pool_free(sl_pool *p)
     fork_unregister(p);
     for (e = p->entries; e; e = next) {
         next = e->next;
+        if (e->kept)
+            p->cfg.arg_drop(p->ctx, e->kept);
         sl_free(e->key);
         sl_free(e);
     }
@@ -1183,8 +1470,8 @@ static void add_counts(const counters *c, struct sluice_pool_stats *s)
 
 static void add_stats(const entry *e, struct sluice_pool_stats *s)
 {
-    s->open += e->idle + e->in_use;
-    s->idle += e->idle;
+    s->open += e->idle + e->probing + e->in_use;
+    s->idle += e->idle + e->probing;
     s->in_use += e->in_use;
     s->waiting += e->waiting;
     add_counts(&e->c, s);
@@ -1274,4 +1561,58 @@ size_t sl_pool_keys(sl_pool *p)
     n = p->nkeys;
     pthread_mutex_unlock(&p->lock);
     return n;
+}
+
+size_t sl_pool_usage(sl_pool *p, const char *key, struct sluice_pool_usage *out, size_t cap)
+{
+    const item *it;
+    int64_t now = sl_now_ns();
+    size_t n = 0;
+
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    for (it = p->all_old; it; it = it->anewer) {
+        struct sluice_pool_usage *u = n < cap ? &out[n] : NULL;
+        if (key && strcmp(it->ent->key, key) != 0)
+            continue;
+        n++;
+        if (!u)
+            continue;
+        u->res = it->pub.res;
+        u->checkouts = it->pub.uses;
+        u->age_ms = (now - it->pub.created_ns) / 1000000;
+        /* Off the idle lists and not idle: checked out (or being probed). */
+        u->in_use = !it->is_idle && !it->probing;
+        u->idle_ms = u->in_use ? 0 : (now - it->idle_since) / 1000000;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void sl_pool_uses_spread(sl_pool *p, uint64_t *min, uint64_t *median, uint64_t *max)
+{
+    sl_wait_hist hist, *h = &hist;    /* on the stack: stats must not allocate */
+    const item *it;
+    uint64_t lo = UINT64_MAX, hi = 0;
+
+    *min = *median = *max = 0;
+    if (!p)
+        return;
+    memset(h, 0, sizeof *h);
+    pthread_mutex_lock(&p->lock);
+    for (it = p->all_old; it; it = it->anewer) {
+        uint64_t u = it->pub.uses;
+        lo = u < lo ? u : lo;
+        hi = u > hi ? u : hi;
+        sl_wait_hist_add(h, u);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (hi == 0 && lo == UINT64_MAX)
+        return;
+    *min = lo;
+    *max = hi;
+    *median = sl_wait_hist_quantile(h, 0.5);
+    if (*median < lo)
+        *median = lo;
 }

@@ -25,6 +25,15 @@
  *    pool call at the fork (the pool's own sweeper is taken care of).
  *  - A housekeeping thread (when cfg.housekeeping) closes idle resources
  *    past idle_timeout_ms within one second, also when no call comes.
+ *  - Warm minimum (cfg.min_idle_per_key): every SL_POOL_REFILL_NS the
+ *    housekeeping thread asks ops->alive about the idle resources (taking
+ *    them off the idle lists meanwhile, never under the lock) and, for
+ *    every key that has been checked out (or prefilled), creates what is
+ *    missing for min_idle_per_key idle, within max_per_key and max_total:
+ *    the slots are reserved under the lock, the creates run outside it.  A
+ *    key whose refill fails waits 100 ms, doubling up to 30 s, before the
+ *    next try, and the first failure of a run logs one warning.  Refilled
+ *    resources make SLUICE_POOL_CONNECT events on that thread.
  *  - A key with no resource and no waiter is kept (with its statistics)
  *    only among the SL_POOL_UNUSED_KEYS most recently used such keys; an
  *    older one is freed and its counters stay in the pool's totals.  So the
@@ -73,12 +82,23 @@ typedef struct sl_pool_cfg {
     int max_lifetime_ms;    /* 0 = never */
     int housekeeping;       /* 1 = run the sweeper thread */
     int64_t barge_ns;       /* the barging bound: 0 = SL_WAITQ_BOUND_NS, < 0 = none */
+    int min_idle_per_key;   /* kept idle by the housekeeping thread (needs housekeeping); 0 = none */
+    int refill_timeout_ms;  /* a refill's create gets this long (0 = 5000) */
+    /* Optional, for min_idle_per_key: a copy of a checkout's `arg` that
+     * lives until arg_drop, for the housekeeping thread's creates (called
+     * with the ops' ctx).  Without arg_keep, refills pass a NULL arg.
+     * arg_drop may run with the pool lock held: it must only free memory. */
+    void *(*arg_keep)(void *ctx, const void *arg);
+    void (*arg_drop)(void *ctx, void *kept);
 } sl_pool_cfg;
 
 #define SL_POOL_FRESH 0x1   /* never reuse: create a new resource */
 
 /* Unused keys kept with their statistics; see the contract above. */
 #define SL_POOL_UNUSED_KEYS 64
+
+/* How often the warm minimum is checked and refilled. */
+#define SL_POOL_REFILL_NS (100 * 1000000LL)
 
 sl_pool *sl_pool_new(const sl_pool_cfg *cfg, const sl_pool_ops *ops, void *ctx, sluice_error *err);
 
@@ -96,6 +116,21 @@ void sl_pool_put(sl_pool *p, sl_pool_item *it, int reusable);
 
 /* Closes idle resources past their idle timeout or lifetime now. */
 void sl_pool_sweep(sl_pool *p);
+
+/* Creates up to n resources for `key` (made known to the pool, for
+ * min_idle_per_key, when n is 0) and leaves them idle, within the limits
+ * and without waiting for capacity.  Returns how many it made, or the
+ * first create's error when it made none. */
+int sl_pool_prefill(sl_pool *p, const char *key, void *arg, int n, int64_t deadline,
+                    sluice_error *err);
+
+/* Fills out[0..cap) with the usage of the resources that exist for `key`
+ * (all keys when NULL), oldest first, and returns how many there are. */
+size_t sl_pool_usage(sl_pool *p, const char *key, struct sluice_pool_usage *out, size_t cap);
+
+/* Checkouts per open resource over all keys: the least, the median
+ * (within 25% past 7) and the most; zeros when none is open. */
+void sl_pool_uses_spread(sl_pool *p, uint64_t *min, uint64_t *median, uint64_t *max);
 
 /* Stats for one key, or for all keys when key is NULL. */
 void sl_pool_stats(sl_pool *p, const char *key, struct sluice_pool_stats *out);

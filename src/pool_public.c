@@ -153,7 +153,13 @@ static int map_opts(const sluice_pool_opts *o, sl_pool_cfg *c, sluice_error *err
                       o->max_size, o->max_idle, o->idle_timeout_ms, o->max_lifetime_ms);
     if (c->max_idle_per_key == 0)
         c->max_idle_per_key = c->max_total;
-    c->housekeeping = c->idle_timeout_ms || c->max_lifetime_ms;
+    if (o->min_idle < 0 ||
+        (c->max_idle_per_key && o->min_idle > (c->max_idle_per_key < 0 ? 0 : c->max_idle_per_key)))
+        return sl_err(err, SLUICE_EINVAL,
+                      "sluice_pool_opts: min_idle %d must be between 0 and max_idle (%d)",
+                      o->min_idle, c->max_idle_per_key < 0 ? 0 : c->max_idle_per_key);
+    c->min_idle_per_key = o->min_idle;
+    c->housekeeping = c->idle_timeout_ms || c->max_lifetime_ms || c->min_idle_per_key;
     return 0;
 }
 
@@ -194,6 +200,11 @@ sluice_pool *sluice_pool_new(const sluice_pool_opts *o, const sluice_pool_ops *o
         return NULL;
     }
     sp->core = sl_pool_new(&cfg, &core_ops, sp, err);
+    /* The one key made known now, so that min_idle fills it from the start. */
+    if (sp->core && cfg.min_idle_per_key && sl_pool_prefill(sp->core, "", NULL, 0, 0, err) < 0) {
+        sl_pool_free(sp->core);
+        sp->core = NULL;
+    }
     if (!sp->core) {
         pthread_mutex_destroy(&sp->lock);
         sl_free(sp->map);
@@ -270,4 +281,20 @@ void sluice_pool_free(sluice_pool *sp)
     pthread_mutex_destroy(&sp->lock);
     sl_free(sp->map);
     sl_free(sp);
+}
+
+int sluice_pool_prefill(sluice_pool *sp, int n, sluice_error *err)
+{
+    sl_err_clear(err);
+    if (!sp || n < 0)
+        return sl_err(err, SLUICE_EINVAL, "sluice_pool_prefill: %s",
+                      sp ? "negative count" : "NULL pool");
+    return sl_pool_prefill(sp->core, "", NULL, n, sl_deadline_in_ms(30000), err);
+}
+
+size_t sluice_pool_usage(sluice_pool *sp, struct sluice_pool_usage *out, size_t cap)
+{
+    if (!sp || (!out && cap))
+        return 0;
+    return sl_pool_usage(sp->core, NULL, out, cap);
 }

@@ -770,6 +770,35 @@ static void test_examples_stats_prints_and_serves_metrics(void)
     CU_ASSERT_EQUAL(proc_wait(&p, tu_now_ms() + 10000), 0);
 }
 
+/* session_pool: 3 sessions for 5 borrowers a round, each round served in
+ * full, sessions past their TTL replaced, the usage of the live ones. */
+static void test_examples_session_pool_rounds(void)
+{
+    static proc p;
+    const char *base = tu_http_base();
+    const char *args[] = {base, "3", "5", "3", "1000", "1000", "100", NULL};
+    const char *at;
+    long used = 0, lines = 0;
+    int round;
+
+    TU_REQUIRE(base);
+    CU_ASSERT_EQUAL_FATAL(run_example(&p, "session_pool", args, 30000), 0);
+    for (round = 1; round <= 3; round++) {
+        char want[48];
+        snprintf(want, sizeof want, "round %d: ok=5 failed=0 elapsed=", round);
+        CU_ASSERT_PTR_NOT_NULL(strstr(p.buf, want));
+    }
+    for (at = strstr(p.buf, ": used "); at; at = strstr(at + 1, ": used ")) {
+        used += strtol(at + 7, NULL, 10);
+        lines++;
+    }
+    CU_ASSERT_EQUAL(lines, 3);
+    CU_ASSERT_EQUAL(used, 5);                           /* the last round's, on fresh sessions */
+    CU_ASSERT(number_after(p.buf, "created=") >= 6);    /* made again after expiry */
+    CU_ASSERT(number_after(p.buf, "expired=") >= 3);
+    CU_ASSERT(number_after(p.buf, "waited=") >= 2);     /* 5 borrowers, 3 sessions */
+}
+
 static CU_TestInfo tests[] = {
     {"worker_threads reports calls/s", test_examples_worker_threads_reports},
     {"coalescing: 64 threads, one upstream call", test_examples_coalescing_one_upstream_call},
@@ -791,6 +820,7 @@ static CU_TestInfo tests[] = {
     {"redis_limiter: calls paced through Redis", test_examples_redis_limiter_paces_calls},
     {"batch: results in input order", test_examples_batch_in_input_order},
     {"stats: printed and served metrics", test_examples_stats_prints_and_serves_metrics},
+    {"session_pool: rounds served, expired sessions replaced", test_examples_session_pool_rounds},
     CU_TEST_INFO_NULL,
 };
 

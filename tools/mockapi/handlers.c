@@ -564,6 +564,8 @@ static const struct route {
     {"/headers/", 1, h_headers, "/headers/N             N extra header fields X-H-1 .. X-H-N"},
     {"/bigheader/", 1, h_bigheader, "/bigheader/N           one header field X-Big of N bytes"},
     {"/raw/", 1, h_raw, "/raw/NAME              a canned, often malformed, response (see below)"},
+    {"/capacity", 1, mock_h_capacity, "/capacity              answers after ms * max(1, n/cap)^2 with n in flight; ?cap=N (8) ?ms=MS (10)"},
+    {"/sessions", 1, mock_h_sessions, "/sessions              POST: a session id for ?ttl_ms=T (1000); /sessions/ID: 200 while it lives, else 401"},
     {"/stats", 0, h_stats, "/stats                 server counters and per-path hits as JSON"},
     {"/reset-stats", 0, h_reset_stats, "/reset-stats           POST: zeroes the counters"},
     MOCK_BODY_ROUTES

@@ -146,6 +146,10 @@ void mock_routes_usage(FILE *out);
 /* Writes the canned response `name` verbatim and marks the connection
  * last.  Returns 0, or -1 when there is no such response. */
 int mock_raw_respond(mock_conn *c, const char *name, size_t len);
+/* /capacity and /sessions (load.c): an upstream past its capacity, and
+ * short-lived sessions. */
+void mock_h_capacity(mock_conn *c, const mock_request *r, const char *arg, size_t len);
+void mock_h_sessions(mock_conn *c, const mock_request *r, const char *arg, size_t len);
 /* The canned responses' names, comma-separated (for the 404 body). */
 const char *mock_raw_names(void);
 
