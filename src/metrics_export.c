@@ -5,6 +5,7 @@
  * without the registry lock: clients are only ever added, at the head of
  * the list, and freed with the factory. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -562,7 +563,8 @@ static void prom_concurrency(out *o, sluice_client *head)
            "Calls that waited for a place under the concurrency limit or were refused one.");
     for (c = head; c; c = c->next) {
         client_sample(o, "sluice_limited_total", c);
-        putf(o, "} %llu\n", (unsigned long long)LOAD(&c->limited));
+        putf(o, "} %llu\n",
+             (unsigned long long)atomic_load_explicit(&c->limited, memory_order_relaxed));
     }
 }
 
@@ -704,7 +706,7 @@ static void json_client(out *o, sluice_client *c)
     jstr(o, &n, "api_version", c->api_version);
     json_counts(o, &n, &s);
     ju64(o, &n, "concurrency_limit", (uint64_t)concurrency_limit(c));
-    ju64(o, &n, "limited", LOAD(&c->limited));
+    ju64(o, &n, "limited", atomic_load_explicit(&c->limited, memory_order_relaxed));
     json_latency(o, &n, &c->metrics.latency);
     json_breakers(o, &n, c);
     puts_(o, "}");
