@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "ascii.h"
@@ -17,6 +19,10 @@
 #include "sync.h"
 
 #define HOST_MAX 256
+/* The watcher asks the sentinels this often whether the master moved, and
+ * gives one question this long. */
+#define WATCH_PERIOD_MS 1000
+#define WATCH_TIMEOUT_MS 500
 
 struct sl_sentinel {
     sl_redis_url *sentinels;      /* immutable after sl_sentinel_new */
@@ -33,7 +39,14 @@ struct sl_sentinel {
     uint64_t rounds;              /* discoveries ended */
     sluice_error why;             /* why the last one failed */
     _Atomic uint64_t rediscoveries;
+
+    pthread_cond_t wake;          /* the watcher's sleep; signalled to stop it */
+    pthread_t watcher;
+    pid_t owner;                  /* the process the watcher runs in */
+    int watching, stopping;
 };
+
+static void *watch_main(void *arg);
 
 sl_sentinel *sl_sentinel_new(sl_redis_sentinel_url *u, sluice_error *err)
 {
@@ -44,7 +57,8 @@ sl_sentinel *sl_sentinel_new(sl_redis_sentinel_url *u, sluice_error *err)
         return NULL;
     }
     if (sl_mutex_init(&s->mu, "redis sentinel", err) ||
-        sl_cond_init(&s->done, "redis sentinel", err)) {
+        sl_cond_init(&s->done, "redis sentinel", err) ||
+        sl_cond_init(&s->wake, "redis sentinel", err)) {
         sl_sentinel_free(s);
         return NULL;
     }
@@ -54,6 +68,13 @@ sl_sentinel *sl_sentinel_new(sl_redis_sentinel_url *u, sluice_error *err)
     u->sentinels = NULL;
     u->n = 0;
     u->master = NULL;
+    if (pthread_create(&s->watcher, NULL, watch_main, s) != 0) {
+        sl_err(err, SLUICE_ENOMEM, "redis sentinel: cannot start the watcher thread");
+        sl_sentinel_free(s);
+        return NULL;
+    }
+    s->watching = 1;
+    s->owner = getpid();
     return s;
 }
 
@@ -61,9 +82,18 @@ void sl_sentinel_free(sl_sentinel *s)
 {
     if (!s)
         return;
+    /* A fork() child has no watcher to stop (threads are not copied). */
+    if (s->watching && s->owner == getpid()) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->watcher, NULL);
+    }
     sl_redis_cluster_url_free(s->sentinels, s->n);
     sl_free(s->master);
     pthread_cond_destroy(&s->done);
+    pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->mu);
     sl_free(s);
 }
@@ -301,4 +331,60 @@ int sl_sentinel_open(sl_sentinel *s, const sl_redis_url *auth, int64_t deadline,
     pthread_mutex_unlock(&s->mu);
     *gen = g;
     return discover_and_publish(s, auth, deadline, out, refused, err);
+}
+
+/* --- the watcher ---------------------------------------------------------------
+ *
+ * A master demoted by a failover may keep accepting writes until the
+ * sentinels reconfigure it, seconds after they named its successor (and a
+ * network partition may never tell its clients).  So once a second a
+ * thread of the sentinel's own asks the sentinels, in turn until one
+ * answers, where the master is; an answer other than the known address
+ * marks it stale.  It never connects to the master and never holds the
+ * mutex while it talks. */
+
+static void check_moved(sl_sentinel *s, const char *host, int port, uint64_t gen)
+{
+    char now_host[HOST_MAX];
+    int now_port = 0;
+    size_t i;
+
+    for (i = 0; i < s->n; i++) {
+        sluice_error e;
+
+        if (ask_sentinel(s, i, sl_deadline_in_ms(WATCH_TIMEOUT_MS), now_host, &now_port, &e) != 0)
+            continue;
+        if (strcmp(now_host, host) != 0 || now_port != port) {
+            SL_INFO("redis master '%s': sentinel %s names %s:%d, not %s:%d", s->master,
+                    s->sentinels[i].where, now_host, now_port, host, port);
+            sl_sentinel_stale(s, gen);
+        }
+        return;
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    sl_sentinel *s = arg;
+    char host[HOST_MAX];
+    int port;
+    uint64_t gen;
+
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        struct timespec ts = sl_deadline_timespec(sl_deadline_in_ms(WATCH_PERIOD_MS));
+
+        while (!s->stopping && pthread_cond_timedwait(&s->wake, &s->mu, &ts) != ETIMEDOUT)
+            ;
+        if (s->stopping || !s->known)
+            continue;   /* nothing known: the next connection asks anyway */
+        memcpy(host, s->host, sizeof host);
+        port = s->port;
+        gen = atomic_load_explicit(&s->gen, memory_order_relaxed);
+        pthread_mutex_unlock(&s->mu);
+        check_moved(s, host, port, gen);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
 }

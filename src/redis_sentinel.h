@@ -16,6 +16,11 @@
  * owner closes it (the limiter's pool drops such connections at checkout
  * and when they are put back).
  *
+ * A watcher thread (one per sl_sentinel) asks the sentinels once a second
+ * where the master is and marks the address stale when they name another:
+ * a master demoted by a failover can keep accepting writes for seconds
+ * before the sentinels reconfigure it and close its clients.
+ *
  * Locking: one mutex guards the address, its generation and the
  * discovery flag; it is never held across a connect, a command or a
  * close.  At most one thread asks the sentinels at a time; others wait
@@ -35,10 +40,12 @@ struct redisContext;
 typedef struct sl_sentinel sl_sentinel;
 
 /* Takes the sentinel list and the master's name out of *u (they are
- * zeroed there; u->auth stays the caller's).  NULL with err set
- * (SLUICE_ENOMEM). */
+ * zeroed there; u->auth stays the caller's) and starts the watcher.  NULL
+ * with err set (SLUICE_ENOMEM, also when no thread can be started). */
 sl_sentinel *sl_sentinel_new(sl_redis_sentinel_url *u, sluice_error *err);
-void sl_sentinel_free(sl_sentinel *s);   /* NULL is a no-op */
+/* Stops the watcher (within its current question, at most half a second)
+ * and frees.  NULL is a no-op. */
+void sl_sentinel_free(sl_sentinel *s);
 
 /* Connects to the current master before `deadline`, asking the sentinels
  * first when no address is known or it was marked stale, then AUTH and
