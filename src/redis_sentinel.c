@@ -43,7 +43,8 @@ struct sl_sentinel {
     pthread_cond_t wake;          /* the watcher's sleep; signalled to stop it */
     pthread_t watcher;
     pid_t owner;                  /* the process the watcher runs in */
-    int watching, stopping;
+    int watching;
+    _Atomic int stopping;         /* written under mu, read by the watcher without it */
 };
 
 static void *watch_main(void *arg);
@@ -349,7 +350,7 @@ static void check_moved(sl_sentinel *s, const char *host, int port, uint64_t gen
     int now_port = 0;
     size_t i;
 
-    for (i = 0; i < s->n; i++) {
+    for (i = 0; i < s->n && !atomic_load(&s->stopping); i++) {
         sluice_error e;
 
         if (ask_sentinel(s, i, sl_deadline_in_ms(WATCH_TIMEOUT_MS), now_host, &now_port, &e) != 0)
