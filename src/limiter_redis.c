@@ -301,11 +301,11 @@ static int io_error(sl_redis *rd, rconn *cn, int errnum, sluice_error *err)
 {
     const redisContext *c = cn->c;
 
-    if (c->err == REDIS_ERR_EOF)
+    if (c->err == REDIS_ERR_EOF) {
         conn_stale(rd, cn);   /* a failover closes its clients' connections */
-    if (c->err == REDIS_ERR_EOF)
         return sl_err(err, SLUICE_ELIMITER, "redis %s: connection closed by the server",
                       rd->url.where);
+    }
     if (c->err == REDIS_ERR_IO && (errnum == EAGAIN || errnum == EWOULDBLOCK))
         return sl_err(err, SLUICE_ELIMITER, "redis %s: no reply within %d ms", rd->url.where,
                       cn->timeout_ms);
