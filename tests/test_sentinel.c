@@ -177,12 +177,13 @@ static int timed_check(sluice_limiter *l, const char *key, sluice_limit_result *
 /* ------------------------------------------------------------------------ */
 
 /* Answers every SENTINEL get-master-addr-by-name with 127.0.0.1 and the
- * port the test set (0: the master is unknown), one connection at a time. */
+ * port the test set (0: the master is unknown), after delay_ms, one
+ * connection at a time. */
 typedef struct fake_sentinel {
     int fd, port;
     char addr[32];
     pthread_t th;
-    _Atomic int stop, answer, queries;
+    _Atomic int stop, answer, queries, delay_ms;
 } fake_sentinel;
 
 /* Reads one 3-argument command (7 CRLF-ended lines). */
@@ -211,18 +212,18 @@ static void *fake_main(void *arg)
 
     while (!atomic_load(&f->stop)) {
         struct pollfd p = {f->fd, POLLIN, 0};
-        char reply[96];
-        int c, port;
+        char reply[96], port[16];
+        int c;
 
         if (poll(&p, 1, 20) <= 0 || (c = accept(f->fd, NULL, NULL)) < 0)
             continue;
         if (read_command(c) == 0) {
             atomic_fetch_add(&f->queries, 1);
-            port = atomic_load(&f->answer);
-            if (port)
-                snprintf(reply, sizeof reply, "*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n",
-                         port >= 10000 ? 5 : port >= 1000 ? 4 : port >= 100 ? 3 : port >= 10 ? 2 : 1,
-                         port);
+            usleep((useconds_t)atomic_load(&f->delay_ms) * 1000);
+            snprintf(port, sizeof port, "%d", atomic_load(&f->answer));
+            if (strcmp(port, "0") != 0)
+                snprintf(reply, sizeof reply, "*2\r\n$9\r\n127.0.0.1\r\n$%zu\r\n%s\r\n",
+                         strlen(port), port);
             else
                 snprintf(reply, sizeof reply, "*-1\r\n");
             tu_write_all(c, reply, strlen(reply));
@@ -417,6 +418,7 @@ static void test_sentinel_stale_replica_address_skipped(void)
     sluice_limit_result r;
     sluice_limiter *l;
     sluice_error e;
+    char only[96];
     int master = sentinel_master_port(), replica;
 
     CU_ASSERT_FATAL(master > 0);
@@ -437,11 +439,8 @@ static void test_sentinel_stale_replica_address_skipped(void)
 
     /* Only the stale sentinel: no usable address. */
     snprintf(want, sizeof want, "127.0.0.1:%d", replica);
-    {
-        char only[96];
-        snprintf(only, sizeof only, "redis+sentinel://%s/%s", f.addr, MASTER);
-        l = limiter(only, prefix, SLUICE_FAIL_CLOSED, 500, &e);
-    }
+    snprintf(only, sizeof only, "redis+sentinel://%s/%s", f.addr, MASTER);
+    l = limiter(only, prefix, SLUICE_FAIL_CLOSED, 500, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sl_limiter_check(l, "{r}:k", &lim, 1, &r, &e), SLUICE_ELIMITER);
     CU_ASSERT_EQUAL(r.allowed, 0);
@@ -535,7 +534,8 @@ static void test_sentinel_none_reachable_bounded(void)
 typedef struct hammer {
     sluice_limiter *l;
     _Atomic int *stop;
-    int other;
+    int bound_ms;         /* the limiter's redis_timeout_ms */
+    int other, slow;
 } hammer;
 
 static void *hammer_main(void *arg)
@@ -546,9 +546,12 @@ static void *hammer_main(void *arg)
     sluice_error e;
 
     while (!atomic_load(h->stop)) {
+        int64_t t0 = sl_now_ns();
         int rc = sl_limiter_check(h->l, "{h}:k", &lim, 1, &r, &e);
         if (rc != 0 && rc != SLUICE_ELIMITER)
             h->other++;
+        if (ms_since(t0) > h->bound_ms + SLACK_MS)
+            h->slow++;
         usleep(1000);
     }
     return NULL;
@@ -630,7 +633,7 @@ static void test_sentinel_readonly_and_dead_master_rediscover(void)
     CU_ASSERT_EQUAL(sl_limiter_rediscoveries(l), 0);
 
     for (i = 0; i < 8; i++) {
-        h[i] = (hammer){l, &stop, 0};
+        h[i] = (hammer){l, &stop, 200, 0, 0};
         CU_ASSERT_FATAL(pthread_create(&th[i], NULL, hammer_main, &h[i]) == 0);
     }
     usleep(50000);
@@ -653,6 +656,7 @@ static void test_sentinel_readonly_and_dead_master_rediscover(void)
     for (i = 0; i < 8; i++) {
         pthread_join(th[i], NULL);
         CU_ASSERT_EQUAL(h[i].other, 0);
+        CU_ASSERT_EQUAL(h[i].slow, 0);
     }
     CU_ASSERT_EQUAL(sl_limiter_rediscoveries(l), 1);
 
@@ -692,6 +696,56 @@ static void test_sentinel_readonly_and_dead_master_rediscover(void)
     sluice_factory_free(fac);
     fake_stop(&f);
     tu_server_stop(&a);
+}
+
+/* The sentinels name a new master but answer slowly: the watcher marks
+ * the address stale, one thread asks while the others wait for it, and no
+ * decision waits past its deadline; once answers are quick, decisions go
+ * to the new master. */
+static void test_sentinel_slow_rediscovery_bounded(void)
+{
+    tu_server a, b;
+    fake_sentinel f;
+    sluice_limiter *l;
+    _Atomic int stop = 0;
+    hammer h[8];
+    pthread_t th[8];
+    char url[128];
+    int i;
+
+    if (tu_redis_start(&a, 0) != 0)
+        return;
+    if (tu_redis_start(&b, 0) != 0) {
+        tu_server_stop(&a);
+        return;
+    }
+    fake_start(&f, a.port);
+    snprintf(url, sizeof url, "redis+sentinel://%s/%s", f.addr, MASTER);
+    l = limiter(url, "sl", SLUICE_FAIL_CLOSED, 100, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_TRUE(follows(l, "sl", a.port, 2000));
+    for (i = 0; i < 8; i++) {
+        h[i] = (hammer){l, &stop, 100, 0, 0};
+        CU_ASSERT_FATAL(pthread_create(&th[i], NULL, hammer_main, &h[i]) == 0);
+    }
+    /* 300 ms per answer: longer than a decision may wait, shorter than
+     * the watcher's question. */
+    atomic_store(&f.delay_ms, 300);
+    atomic_store(&f.answer, b.port);
+    usleep(2500000);
+    CU_ASSERT(sl_limiter_rediscoveries(l) >= 1);
+    atomic_store(&f.delay_ms, 0);
+    CU_ASSERT_TRUE(follows(l, "sl", b.port, 5000));
+    atomic_store(&stop, 1);
+    for (i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(h[i].other, 0);
+        CU_ASSERT_EQUAL(h[i].slow, 0);
+    }
+    sluice_limiter_free(l);
+    fake_stop(&f);
+    tu_server_stop(&a);
+    tu_server_stop(&b);
 }
 
 /* SENTINEL FAILOVER: within a few seconds decisions come from the new
@@ -796,6 +850,7 @@ static CU_TestInfo tests[] = {
     {"test_sentinel_none_reachable_bounded", test_sentinel_none_reachable_bounded},
     {"test_sentinel_readonly_and_dead_master_rediscover",
      test_sentinel_readonly_and_dead_master_rediscover},
+    {"test_sentinel_slow_rediscovery_bounded", test_sentinel_slow_rediscovery_bounded},
     {"test_sentinel_failover_followed", test_sentinel_failover_followed},
     CU_TEST_INFO_NULL,
 };
