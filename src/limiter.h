@@ -45,9 +45,11 @@
  *    Sentinel (redis_sentinel.h); a master the sentinels do not know or
  *    none of them reachable is a Redis failure like a dead server: the
  *    fail mode applies, with SLUICE_ELIMITER naming the master.  After a
- *    failover the first decisions on the old master's connections fail
- *    (closed, or -READONLY) and go to the fail mode; the next probe asks
- *    the sentinels again.
+ *    failover the decisions that meet the old master's connections closed
+ *    or answering -READONLY go to the fail mode, and the next probe asks
+ *    the sentinels again; the sentinel's watcher moves decisions within
+ *    about a second of the sentinels naming the new master even while the
+ *    old one still accepts writes.
  *    The first connection gets max(redis_timeout_ms, 1 s); a server that
  *    refuses the credentials or the db fails creation (SLUICE_ELIMITER),
  *    an unreachable one does not: the limiter starts in its fail mode.

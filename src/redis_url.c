@@ -208,7 +208,9 @@ int sl_redis_url_parse(const char *s, sl_redis_url *u, sluice_error *err)
     else if (strncasecmp(s, "rediss://", 9) == 0)
         rc = sl_err(err, SLUICE_EINVAL, "redis URL: rediss:// (TLS) is not supported by hiredis 0.14");
     else
-        rc = sl_err(err, SLUICE_EINVAL, "redis URL: the scheme must be redis:// or unix://");
+        rc = sl_err(err, SLUICE_EINVAL,
+                    "redis URL: the scheme must be redis://, unix:// or (for the limiter) "
+                    "redis+sentinel://");
     if (rc == 0 && describe(u) != 0)
         rc = url_nomem(err);
     if (rc)

@@ -3,8 +3,9 @@
  * primary, one replica, three sentinels); a sentinel naming a replica
  * passed over; a failover followed; an unknown master and unreachable
  * sentinels as Redis failures in bounded time; rediscovery after a
- * -READONLY reply and a dead master (a sentinel of the test's own, whose
- * answer it sets); the rediscovery count in the metrics exports. */
+ * -READONLY reply, a dead master and a slow sentinel (a sentinel of the
+ * test's own, whose answer it sets); the rediscovery count in the metrics
+ * exports. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
@@ -349,6 +350,11 @@ static void test_sentinel_url_errors_name_the_part(void)
     CU_ASSERT_EQUAL(e.code, SLUICE_EINVAL);
     CU_ASSERT_PTR_NULL(strstr(e.msg, SECRET));
     sluice_limiter_free(l);
+    /* An unknown scheme: the message lists the sentinel one too. */
+    l = limiter("memcache://127.0.0.1:1", "p", SLUICE_FAIL_CLOSED, 50, &e);
+    CU_ASSERT_PTR_NULL(l);
+    CU_ASSERT_EQUAL(e.code, SLUICE_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "redis+sentinel://"));
 }
 
 /* The seed-list parser the cluster URL shares still gives it the same. */
