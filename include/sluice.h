@@ -676,8 +676,11 @@ struct sluice_limiter_stats {
 
 SLUICE_API void sluice_limiter_opts_init(sluice_limiter_opts *o);
 
-/* Creates a limiter.  `redis_url` is "redis://[[user]:password@]host[:port][/db]"
- * or "unix:///path[?db=N]"; NULL means $SLUICE_REDIS_URL (read here, at
+/* Creates a limiter.  `redis_url` is "redis://[[user]:password@]host[:port][/db]",
+ * "unix:///path[?db=N]" or
+ * "redis+sentinel://[[user]:password@]host[:port][,...]/master[/db]" (the
+ * master found through Redis Sentinel, followed across failovers; the
+ * credentials are the master's); NULL means $SLUICE_REDIS_URL (read here, at
  * creation, and never on a decision), and with that
  * unset (or "") the in-process limiter.  A malformed URL gives SLUICE_EINVAL;
  * a password Redis refuses, SLUICE_ELIMITER; an unreachable Redis does not

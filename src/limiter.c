@@ -5,12 +5,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "clock.h"
 #include "error.h"
 #include "limiter.h"
 #include "log.h"
+#include "redis_sentinel.h"
 #include "sync.h"
 
 #define DEFAULT_PREFIX "sluice"
@@ -376,15 +378,38 @@ static int normalise(const sluice_limiter_opts *o, sluice_limiter_opts *out, slu
     return 0;
 }
 
+/* The server's URL into *u, or for redis+sentinel:// the master's
+ * credentials and db into *u and the sentinels into *sentinel. */
+static int parse_redis_url(const char *url, sl_redis_url *u, sl_sentinel **sentinel,
+                           sluice_error *err)
+{
+    sl_redis_sentinel_url su;
+    int rc;
+
+    *sentinel = NULL;
+    if (strncasecmp(url, "redis+sentinel://", 17) != 0)
+        return sl_redis_url_parse(url, u, err);
+    if ((rc = sl_redis_sentinel_url_parse(url, &su, err)))
+        return rc;
+    *sentinel = sl_sentinel_new(&su, err);
+    if (*sentinel) {
+        *u = su.auth;
+        memset(&su.auth, 0, sizeof su.auth);
+    }
+    sl_redis_sentinel_url_free(&su);
+    return *sentinel ? 0 : SLUICE_ENOMEM;
+}
+
 static int attach_redis(sluice_limiter *l, const char *url, const sluice_limiter_opts *o,
                         sluice_error *err)
 {
     sl_redis_url u;
+    sl_sentinel *sentinel;
     sl_redis_cfg cfg;
     sluice_error e;
     int reachable, rc;
 
-    if ((rc = sl_redis_url_parse(url, &u, err)))
+    if ((rc = parse_redis_url(url, &u, &sentinel, err)))
         return rc;
     cfg.timeout_ms = o->redis_timeout_ms;
     cfg.pool_size = o->pool_size;
@@ -392,7 +417,7 @@ static int attach_redis(sluice_limiter *l, const char *url, const sluice_limiter
     cfg.create_timeout_ms =
         o->redis_timeout_ms > CREATE_TIMEOUT_MS ? o->redis_timeout_ms : CREATE_TIMEOUT_MS;
     sl_err_clear(&e);
-    l->redis = sl_redis_new(&u, &cfg, &reachable, &e);
+    l->redis = sl_redis_new(&u, sentinel, &cfg, &reachable, &e);
     if (!l->redis) {
         sl_err_copy(err, &e);
         return e.code ? e.code : SLUICE_ENOMEM;
@@ -488,6 +513,11 @@ void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out)
         out->round_trips = sl_redis_round_trips(l->redis);
         out->decisions = sl_redis_decisions(l->redis);
     }
+}
+
+uint64_t sl_limiter_rediscoveries(sluice_limiter *l)
+{
+    return l && l->redis ? sl_redis_rediscoveries(l->redis) : 0;
 }
 
 int sluice_limiter_is_shared(const sluice_limiter *l)

@@ -41,6 +41,15 @@
  * The front's behaviour (limiter.c), beyond sluice.h:
  *  - sluice_limiter_new(NULL, ...) reads $SLUICE_REDIS_URL; "" (or an unset
  *    or empty variable) means in-process.  A malformed URL is SLUICE_EINVAL.
+ *    A redis+sentinel:// URL (redis_conn.h) finds the master through Redis
+ *    Sentinel (redis_sentinel.h); a master the sentinels do not know or
+ *    none of them reachable is a Redis failure like a dead server: the
+ *    fail mode applies, with SLUICE_ELIMITER naming the master.  After a
+ *    failover the decisions that meet the old master's connections closed
+ *    or answering -READONLY go to the fail mode, and the next probe asks
+ *    the sentinels again; the sentinel's watcher moves decisions within
+ *    about a second of the sentinels naming the new master even while the
+ *    old one still accepts writes.
  *    The first connection gets max(redis_timeout_ms, 1 s); a server that
  *    refuses the credentials or the db fails creation (SLUICE_ELIMITER),
  *    an unreachable one does not: the limiter starts in its fail mode.
@@ -166,13 +175,17 @@ typedef struct sl_redis_cfg {
     int create_timeout_ms; /* the first connection, made by sl_redis_new */
 } sl_redis_cfg;
 
-/* Takes ownership of *url (zeroed on return).  Connects once, within
- * cfg->create_timeout_ms: SLUICE_ELIMITER ("AUTH failed for <display>" or
- * "SELECT n failed ...") and NULL when Redis answers but refuses the
- * credentials or the db.  An unreachable server is not an error here:
- * *reachable is set to 0 and decisions will say why. */
-sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachable,
-                       sluice_error *err);
+/* Takes ownership of *url (zeroed on return) and of `sentinel` (NULL: url
+ * names the server; else url holds the master's credentials and db and
+ * every connection goes to the master the sentinel finds, see
+ * redis_sentinel.h).  Connects once, within cfg->create_timeout_ms:
+ * SLUICE_ELIMITER ("AUTH failed for <display>" or "SELECT n failed ...")
+ * and NULL when Redis answers but refuses the credentials or the db.  An
+ * unreachable server (or no sentinel that names a reachable master) is
+ * not an error here: *reachable is set to 0 and decisions will say why. */
+struct sl_sentinel;
+sl_redis *sl_redis_new(sl_redis_url *url, struct sl_sentinel *sentinel, const sl_redis_cfg *cfg,
+                       int *reachable, sluice_error *err);
 void sl_redis_free(sl_redis *rd);
 
 /* Decides rq in Redis through the batcher (limiter_batch.h says how
@@ -188,7 +201,10 @@ int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
 uint64_t sl_redis_round_trips(sl_redis *rd);
 uint64_t sl_redis_decisions(sl_redis *rd);
 uint64_t sl_redis_errors(sl_redis *rd);
-/* "host:port" or the socket path. */
+/* Times the sentinel's master address was marked stale and looked up
+ * again (0 without a sentinel). */
+uint64_t sl_redis_rediscoveries(sl_redis *rd);
+/* "host:port", the socket path, or "master '<name>'" with a sentinel. */
 const char *sl_redis_where(const sl_redis *rd);
 
 /* (limiter_script.c) Turns the script's reply into n results: an array of 4*n integers
@@ -230,6 +246,11 @@ int sl_limiter_cooldown(sluice_limiter *l, const char *key, const sluice_limit *
 int sl_limiter_decide_at(sluice_limiter *l, sl_lim_op op, const char *key,
                          const sluice_limit *lim, int arg, int64_t now_us,
                          sluice_limit_result *r, sluice_error *err);
+
+/* Times the limiter's Redis Sentinel marked the master's address stale
+ * and asked again (0 without a sentinel).  For the metrics exports: the
+ * public stats struct does not grow for it. */
+uint64_t sl_limiter_rediscoveries(sluice_limiter *l);
 
 /* The in-process table (the limiter itself, or the Redis limiter's
  * SLUICE_FAIL_LOCAL fallback).  For tests. */

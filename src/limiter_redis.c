@@ -1,7 +1,9 @@
 /* The Redis backend: pooled hiredis connections that carry the GCRA
  * script (limiter_script.c), and the round trip that the batcher
  * (limiter_batch.c) makes for each batch of decisions.  URLs and opening
- * connections are redis_url.c and redis_conn.c. */
+ * connections are redis_url.c and redis_conn.c; with Redis Sentinel the
+ * master's address comes from redis_sentinel.c, and a connection to an
+ * address since marked stale is closed instead of reused. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -17,6 +19,7 @@
 #include "limiter.h"
 #include "limiter_batch.h"
 #include "redis_conn.h"
+#include "redis_sentinel.h"
 #include "sock.h"
 #include "sync.h"
 
@@ -32,6 +35,7 @@ _Static_assert(4 * SL_BATCH_MAX <= SL_REDIS_MAX_REPLY_ELEMENTS,
  * connection is used by one leader at a time, so the scratch is too). */
 typedef struct rconn {
     redisContext *c;
+    uint64_t gen;                /* the sentinel's generation it was made under */
     int timeout_ms;              /* the socket timeouts currently set */
     const char **argv;
     size_t *argvlen;
@@ -41,7 +45,8 @@ typedef struct rconn {
 } rconn;
 
 struct sl_redis {
-    sl_redis_url url;
+    sl_redis_url url;             /* with a sentinel: the master's credentials and db */
+    sl_sentinel *sentinel;        /* NULL: url is the server */
     sl_redis_cfg cfg;
     sluice_pool *pool;
     sl_batcher *batcher;
@@ -66,6 +71,19 @@ static int set_timeout(rconn *cn, int64_t deadline)
         return -1;
     cn->timeout_ms = ms;
     return 0;
+}
+
+/* 0 when cn goes to an address the sentinel has since marked stale. */
+static int conn_current(sl_redis *rd, const rconn *cn)
+{
+    return !rd->sentinel || cn->gen == sl_sentinel_gen(rd->sentinel);
+}
+
+/* The server cn goes to is no longer the master (or no longer there). */
+static void conn_stale(sl_redis *rd, const rconn *cn)
+{
+    if (rd->sentinel)
+        sl_sentinel_stale(rd->sentinel, cn->gen);
 }
 
 static void rconn_free(rconn *cn)
@@ -111,7 +129,9 @@ static int connect_redis(sl_redis *rd, int64_t deadline, rconn **out, int *refus
 
     if (!cn)
         return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory", rd->url.where);
-    rc = sl_redis_open(&rd->url, deadline, &cn->c, refused, err);
+    rc = rd->sentinel
+             ? sl_sentinel_open(rd->sentinel, &rd->url, deadline, &cn->c, &cn->gen, refused, err)
+             : sl_redis_open(&rd->url, deadline, &cn->c, refused, err);
     if (rc == 0 && set_timeout(cn, deadline) != 0)
         rc = sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts", rd->url.where);
     pthread_mutex_lock(&rd->mu);
@@ -152,13 +172,15 @@ static void pool_destroy(void *ctx, void *res)
 }
 
 /* The same test as for HTTP connections (sl_sock_idle_alive): readable
- * means the server closed it or sent something unasked. */
+ * means the server closed it or sent something unasked.  A connection to
+ * a stale master address is dropped here, so the first checkout after a
+ * rediscovery closes every idle one (the pool calls this outside its
+ * lock). */
 static int pool_alive(void *ctx, void *res)
 {
     rconn *cn = res;
 
-    (void)ctx;
-    return sl_sock_idle_alive(cn->c->fd);
+    return conn_current(ctx, cn) && sl_sock_idle_alive(cn->c->fd);
 }
 
 static const sluice_pool_ops pool_ops = {
@@ -279,13 +301,22 @@ static int io_error(sl_redis *rd, rconn *cn, int errnum, sluice_error *err)
 {
     const redisContext *c = cn->c;
 
-    if (c->err == REDIS_ERR_EOF)
+    if (c->err == REDIS_ERR_EOF) {
+        conn_stale(rd, cn);   /* a failover closes its clients' connections */
         return sl_err(err, SLUICE_ELIMITER, "redis %s: connection closed by the server",
                       rd->url.where);
+    }
     if (c->err == REDIS_ERR_IO && (errnum == EAGAIN || errnum == EWOULDBLOCK))
         return sl_err(err, SLUICE_ELIMITER, "redis %s: no reply within %d ms", rd->url.where,
                       cn->timeout_ms);
     return sl_err(err, SLUICE_ELIMITER, "redis %s: %s", rd->url.where, c->errstr);
+}
+
+/* A demoted master (a failover) refuses the script's writes. */
+static int is_readonly(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && r->str && r->len >= 8 &&
+           memcmp(r->str, "READONLY", 8) == 0;
 }
 
 static int is_noscript(const redisReply *r)
@@ -342,6 +373,8 @@ static int recv_evalsha(sl_redis *rd, rconn *cn, sl_batch_call *const *batch, si
                 return rc;
             continue;
         }
+        if (is_readonly(reply))
+            conn_stale(rd, cn);
         rc = sl_redis_decode_reply(reply, n, cn->res, rd->url.where, err);
         freeReplyObject(reply);
         return rc;
@@ -364,6 +397,11 @@ static int round_trip(void *ctx, void **conn, sl_batch_call *const *calls, size_
     int rc = 0, broken;
     size_t i;
 
+    if (cn && !conn_current(rd, cn)) {
+        /* Made before the master's address went stale. */
+        sluice_pool_put(rd->pool, cn, 0);
+        *conn = cn = NULL;
+    }
     if (!cn && (rc = get_conn(rd, deadline, &cn, NULL, e)) == 0)
         *conn = cn;
     if (rc == 0) {
@@ -381,7 +419,7 @@ static int round_trip(void *ctx, void **conn, sl_batch_call *const *calls, size_
         else
             calls[i]->r = cn->res[i];
     }
-    broken = rc == SLUICE_ELIMITER && (!cn || cn->c->err != 0);
+    broken = rc == SLUICE_ELIMITER && (!cn || cn->c->err != 0 || !conn_current(rd, cn));
     if (broken && cn) {
         sluice_pool_put(rd->pool, cn, 0);
         *conn = NULL;
@@ -393,7 +431,7 @@ static void release(void *ctx, void *conn)
 {
     sl_redis *rd = ctx;
 
-    sluice_pool_put(rd->pool, conn, 1);
+    sluice_pool_put(rd->pool, conn, conn_current(rd, conn));
 }
 
 static const sl_batch_ops batch_ops = {.round_trip = round_trip, .release = release};
@@ -417,8 +455,8 @@ int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
 /* Life cycle                                                               */
 /* ------------------------------------------------------------------------ */
 
-sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachable,
-                       sluice_error *err)
+sl_redis *sl_redis_new(sl_redis_url *url, sl_sentinel *sentinel, const sl_redis_cfg *cfg,
+                       int *reachable, sluice_error *err)
 {
     sl_redis *rd = sl_calloc(1, sizeof *rd);
     sluice_pool_opts po = {0};
@@ -429,9 +467,11 @@ sl_redis *sl_redis_new(sl_redis_url *url, const sl_redis_cfg *cfg, int *reachabl
     *reachable = 0;
     if (!rd) {
         sl_redis_url_free(url);
+        sl_sentinel_free(sentinel);
         sl_err(err, SLUICE_ENOMEM, "redis: out of memory");
         return NULL;
     }
+    rd->sentinel = sentinel;
     rd->url = *url;
     memset(url, 0, sizeof *url);
     rd->cfg = *cfg;
@@ -464,6 +504,7 @@ void sl_redis_free(sl_redis *rd)
         return;
     sluice_pool_free(rd->pool);
     sl_batcher_free(rd->batcher);
+    sl_sentinel_free(rd->sentinel);
     pthread_mutex_destroy(&rd->mu);
     sl_redis_url_free(&rd->url);
     sl_free(rd);
@@ -483,6 +524,11 @@ uint64_t sl_redis_errors(sl_redis *rd)
 {
     return atomic_load_explicit(&rd->errors, memory_order_relaxed) +
            sl_batcher_queue_timeouts(rd->batcher);
+}
+
+uint64_t sl_redis_rediscoveries(sl_redis *rd)
+{
+    return rd->sentinel ? sl_sentinel_rediscoveries(rd->sentinel) : 0;
 }
 
 const char *sl_redis_where(const sl_redis *rd)

@@ -13,6 +13,7 @@
 #include "client.h"
 #include "clock.h"
 #include "coalesce.h"
+#include "limiter.h"
 #include "metrics.h"
 
 #define RELAXED __ATOMIC_RELAXED
@@ -182,6 +183,7 @@ typedef struct view {
     uint64_t followers;           /* flights' followers alone, without cache hits */
     double mean_hold_s;
     double decisions_per_round_trip;
+    uint64_t rediscoveries;       /* not in the public stats struct, which keeps its size */
 } view;
 
 static void read_view(sluice_factory *f, view *v)
@@ -191,6 +193,7 @@ static void read_view(sluice_factory *f, view *v)
     sl_coalesce_stats(f->co, &v->co);
     v->followers = v->co.followers;
     v->mean_hold_s = v->st.health.mean_latency_us / 1e6;
+    v->rediscoveries = sl_limiter_rediscoveries(f->limiter);
     if (v->st.limiter.round_trips)
         v->decisions_per_round_trip =
             (double)v->st.limiter.decisions / (double)v->st.limiter.round_trips;
@@ -247,6 +250,9 @@ static const struct scalar {
     {"sluice_limiter_decisions_per_round_trip", "gauge",
      "Decisions batched into one Redis round trip, on average.",
      VOFF(decisions_per_round_trip), K_DBL},
+    {"sluice_limiter_sentinel_rediscoveries_total", "counter",
+     "Times the Redis master's address went stale and the sentinels were asked again.",
+     VOFF(rediscoveries), K_U64},
     {"sluice_coalesce_flights_total", "counter", "Coalesced calls that went upstream (leaders).",
      VOFF(co.flights), K_U64},
     {"sluice_coalesce_followers_total", "counter", "Calls that waited for another's flight.",

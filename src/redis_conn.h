@@ -51,6 +51,30 @@ void sl_redis_url_free(sl_redis_url *u);
 int sl_redis_cluster_url_parse(const char *s, sl_redis_url **out, size_t *n, sluice_error *err);
 void sl_redis_cluster_url_free(sl_redis_url *seeds, size_t n);
 
+/* Parses "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master>[/db]":
+ * the sentinels (port 26379 by default; no credentials: those are the
+ * master's), the master's name (1..128 letters, digits, '-', '.', '_') and
+ * in `auth` the master's user, password and db, with auth.display the
+ * whole URL masked and auth.where "master '<name>'" (auth.host is NULL: the
+ * sentinels tell the address).  SLUICE_EINVAL naming the part: no master
+ * name, a bad name, an empty or bad sentinel, a bad db, a query or
+ * fragment, more than SL_REDIS_MAX_SEEDS sentinels; the message never
+ * contains the password.  Free with sl_redis_sentinel_url_free. */
+typedef struct sl_redis_sentinel_url {
+    sl_redis_url *sentinels;
+    size_t n;
+    char *master;
+    sl_redis_url auth;
+} sl_redis_sentinel_url;
+int sl_redis_sentinel_url_parse(const char *s, sl_redis_sentinel_url *out, sluice_error *err);
+void sl_redis_sentinel_url_free(sl_redis_sentinel_url *u);
+
+/* A URL for host:port (a host name, an IPv4 or an unbracketed IPv6
+ * literal, as a sentinel names a master) with cred's user, password and
+ * db.  SLUICE_EINVAL for a host or port that is not one; SLUICE_ENOMEM. */
+int sl_redis_url_at(const sl_redis_url *cred, const char *host, int port, sl_redis_url *out,
+                    sluice_error *err);
+
 /* Connects to u before `deadline` (which also bounds every later reply
  * until the caller sets another timeout), then AUTH and SELECT as u asks.
  * 0 with *out set; SLUICE_ELIMITER with *refused set (when refused is not

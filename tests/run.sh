@@ -9,10 +9,11 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 runner="$top/$BUILD/tests/sluice-tests"
 mockapi="$top/$BUILD/sluice-mockapi"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-check.XXXXXX")
-mock_pid="" redis_pid="" cluster_dir=""
+mock_pid="" redis_pid="" cluster_dir="" sentinel_dir=""
 
 cleanup() {
     [ -z "$cluster_dir" ] || "$top/tests/cluster.sh" stop "$cluster_dir" || true
+    [ -z "$sentinel_dir" ] || "$top/tests/sentinel.sh" stop "$sentinel_dir" || true
     [ -z "$mock_pid" ] || kill "$mock_pid" 2>/dev/null || true
     [ -z "$redis_pid" ] || kill "$redis_pid" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -81,6 +82,19 @@ if [ "$want_cluster" = 1 ]; then
         fail "the test Redis Cluster did not start"
     export SLUICE_TEST_CLUSTER
     echo "run.sh: redis cluster on $SLUICE_TEST_CLUSTER"
+fi
+
+# The sentinel suite gets a private primary, replica and three sentinels,
+# started only when it runs (several seconds: the sentinels must find each
+# other).
+want_sentinel=$([ $# -eq 0 ] && echo 1 || echo 0)
+for s in "$@"; do [ "$s" != sentinel ] || want_sentinel=1; done
+if [ "$want_sentinel" = 1 ]; then
+    sentinel_dir="$tmp/sentinel"
+    SLUICE_TEST_SENTINEL=$("$top/tests/sentinel.sh" start "$sentinel_dir") ||
+        fail "the test Redis Sentinel deployment did not start"
+    export SLUICE_TEST_SENTINEL
+    echo "run.sh: redis sentinel on $SLUICE_TEST_SENTINEL"
 fi
 
 # A hard cap so a hung test can never hold CI.
