@@ -672,12 +672,25 @@ typedef struct sluice_limit_result {
 struct sluice_limiter_stats {
     uint64_t allowed, throttled, waits, fallbacks, redis_errors;
     uint64_t round_trips, decisions;
+    /* Redis Cluster only (0 otherwise).  round_trips then counts one
+     * pipeline to one primary (one EVALSHA per slot group in it). */
+    uint64_t cluster_nodes;          /* primaries in the current slot map */
+    uint64_t cluster_moved;          /* MOVED redirects followed */
+    uint64_t cluster_ask;            /* ASK redirects followed */
+    uint64_t cluster_tryagain;       /* TRYAGAIN answers sent again */
+    uint64_t cluster_refreshes;      /* slot maps fetched (CLUSTER SLOTS) */
+    uint64_t cluster_node_fallbacks; /* decisions sent to the fail mode because
+                                        their node failed, had no primary or
+                                        the cluster was down (in fallbacks too) */
 };
 
 SLUICE_API void sluice_limiter_opts_init(sluice_limiter_opts *o);
 
 /* Creates a limiter.  `redis_url` is "redis://[[user]:password@]host[:port][/db]"
- * or "unix:///path[?db=N]"; NULL means $SLUICE_REDIS_URL (read here, at
+ * or "unix:///path[?db=N]", or for a Redis Cluster
+ * "redis+cluster://[[user]:password@]host:port[,host:port...]" (seed
+ * nodes; no db but 0, no '{' or '}' in the prefix, and a seed without
+ * cluster support are SLUICE_EINVAL); NULL means $SLUICE_REDIS_URL (read here, at
  * creation, and never on a decision), and with that
  * unset (or "") the in-process limiter.  A malformed URL gives SLUICE_EINVAL;
  * a password Redis refuses, SLUICE_ELIMITER; an unreachable Redis does not

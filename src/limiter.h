@@ -164,6 +164,8 @@ typedef struct sl_redis_cfg {
     int pool_size;         /* connections at most */
     int max_inflight;      /* round trips at once (pool_size) */
     int create_timeout_ms; /* the first connection, made by sl_redis_new */
+    int cluster;           /* a Redis Cluster primary: group batches by slot */
+    int lazy;              /* no first connection: the first decision makes it */
 } sl_redis_cfg;
 
 /* Takes ownership of *url (zeroed on return).  Connects once, within
@@ -183,11 +185,32 @@ void sl_redis_free(sl_redis *rd);
 int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
                     sluice_error *err);
 
+/* Redis Cluster (limiter_cluster.c routes; the round trip is here).  A
+ * node's round trip sends one EVALSHA per slot group of its batch (an
+ * ASKING decision or one marked `single` alone, ASKING before it), all
+ * pipelined in one round trip, and after NOSCRIPT loads the script and
+ * sends the groups that had it again.  A group answered with MOVED, ASK,
+ * TRYAGAIN or CLUSTERDOWN gives SL_LIM_REDIRECT with err->msg the
+ * server's text: routing is the caller's business. */
+#define SL_LIM_REDIRECT 1
+typedef struct sl_redis_route {
+    unsigned slot;         /* the key's slot */
+    int asking;            /* send ASKING first (an ASK redirect) */
+    int single;            /* one key in its EVALSHA (after TRYAGAIN) */
+    int64_t deadline;      /* the decision's own deadline */
+} sl_redis_route;
+int sl_redis_decide_routed(sl_redis *rd, const sl_lim_req *rq, const sl_redis_route *rt,
+                           sluice_limit_result *r, sluice_error *err);
+
 /* Round trips made, decisions they carried, and failures (connects, I/O,
- * timeouts, error replies). */
+ * timeouts, error replies).  In cluster mode a round trip is one pipeline
+ * of EVALSHAs (one per slot group). */
 uint64_t sl_redis_round_trips(sl_redis *rd);
 uint64_t sl_redis_decisions(sl_redis *rd);
 uint64_t sl_redis_errors(sl_redis *rd);
+/* When a connect last failed or a connection last broke (monotonic ns;
+ * 0: never). */
+int64_t sl_redis_failed_at(sl_redis *rd);
 /* "host:port" or the socket path. */
 const char *sl_redis_where(const sl_redis *rd);
 
