@@ -1,5 +1,6 @@
-/* The rate limiter: the public front (limiter.c) and its two backends, the
- * in-process table (limiter_local.c) and Redis (limiter_redis.c).
+/* The rate limiter: the public front (limiter.c) and its backends, the
+ * in-process table (limiter_local.c), Redis (limiter_redis.c) and Redis
+ * Cluster (limiter_cluster.c, one Redis backend per primary).
  *
  * The algorithm is GCRA as in go-redis/redis_rate.  All times are in
  * microseconds held in doubles (exact integers up to 2^53).  For a limit of
@@ -34,13 +35,16 @@
  * "<prefix>:{<service>}:<endpoint>": the braces are a Redis Cluster hash
  * tag, so every key of one service lives in one slot.  Every key a script
  * touches is passed in KEYS.  A batch (below) may carry keys of several
- * services, which is only valid on a non-cluster deployment (hiredis 0.14
- * has no cluster support anyway).  A key expires in Redis when its bucket
+ * services; on a Redis Cluster (limiter_cluster.h) a node's round trip
+ * sends one EVALSHA per slot instead, pipelined.  A key expires in Redis when its bucket
  * is full again, and the in-process table drops it then too.
  *
  * The front's behaviour (limiter.c), beyond sluice.h:
  *  - sluice_limiter_new(NULL, ...) reads $SLUICE_REDIS_URL; "" (or an unset
  *    or empty variable) means in-process.  A malformed URL is SLUICE_EINVAL.
+ *    "redis+cluster://" selects the cluster backend, which has no global
+ *    down state: each decision whose node fails goes to the fail mode
+ *    alone (limiter_cluster.h).
  *    The first connection gets max(redis_timeout_ms, 1 s); a server that
  *    refuses the credentials or the db fails creation (SLUICE_ELIMITER),
  *    an unreachable one does not: the limiter starts in its fail mode.

@@ -200,7 +200,7 @@ static int get_conn(sl_redis *rd, int64_t deadline, rconn **out, int *refused, s
         sl_err(err, SLUICE_ELIMITER, "redis %s: cannot connect (%s)", rd->url.where,
                sluice_strerror(rc));
     atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
-    if (rc != SLUICE_EINVAL && rc != SLUICE_ENOMEM)
+    if (e.code == SLUICE_ELIMITER && rc != SLUICE_EINVAL)   /* a connect failed, not a wait */
         atomic_store_explicit(&rd->failed_at, sl_now_ns(), memory_order_relaxed);
     return rc == SLUICE_ENOMEM ? rc : SLUICE_ELIMITER;
 }
