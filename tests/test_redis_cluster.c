@@ -864,6 +864,107 @@ static void test_cluster_limiter_ask_noscript(void)
     live_close(&lv);
 }
 
+/* --- a multi-key EVALSHA during a migration: TRYAGAIN ------------------------- */
+
+#define TRY_THREADS 6
+#define TRY_ROUNDS 30
+#define TRY_BURST 40
+
+typedef struct tryrun {
+    sluice_limiter *l;
+    pthread_barrier_t *go;
+    int allowed[2], errors;
+} tryrun;
+
+static void *try_worker(void *arg)
+{
+    static const char *const keys[2] = {"{try}:/old", "{try}:/new"};
+    tryrun *t = arg;
+    sluice_limit lim = {1, 600000, TRY_BURST};
+    sluice_limit_result r;
+    int i;
+
+    pthread_barrier_wait(t->go);
+    for (i = 0; i < 2 * TRY_ROUNDS; i++) {
+        if (sluice_limiter_check(t->l, keys[i % 2], &lim, 1, &r) != 0)
+            t->errors++;
+        else if (r.allowed)
+            t->allowed[i % 2]++;
+    }
+    return NULL;
+}
+
+/* While a slot migrates, an EVALSHA holding a key still on the source and
+ * one that is not gets TRYAGAIN; each decision goes again alone (the first
+ * decided on the source, the second asked of the target).  One connection
+ * makes concurrent decisions share EVALSHAs, so batches hold both keys;
+ * every decision still counts exactly once. */
+static void test_cluster_limiter_tryagain(void)
+{
+    sluice_limit lim = {1, 600000, TRY_BURST};
+    struct sluice_limiter_stats st;
+    tryrun t[TRY_THREADS];
+    pthread_t th[TRY_THREADS];
+    pthread_barrier_t go;
+    sluice_limiter_opts o;
+    sluice_limit_result r;
+    char prefix[64], url[512], full[128];
+    int i, allowed[2] = {0, 0}, errors = 0;
+    sluice_error err;
+    size_t src, dst;
+    unsigned slot;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "t");
+    src = live_owner(&lv, prefix, "{try}:/old");
+    dst = (src + 2) % 3;
+    slot = key_slot(prefix, "{try}:/old");
+    snprintf(url, sizeof url, "redis+cluster://%s", getenv("SLUICE_TEST_CLUSTER"));
+    sluice_limiter_opts_init(&o);
+    o.prefix = prefix;
+    o.fail_mode = SLUICE_FAIL_CLOSED;
+    o.redis_timeout_ms = 3000;
+    o.pool_size = 1;
+    t[0].l = sluice_limiter_new(url, &o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t[0].l);
+    CU_ASSERT_EQUAL(sluice_limiter_check(t[0].l, "{try}:/old", &lim, 1, &r), 0);
+    must(lv.node[dst], "IMPORTING",
+         redisCommand(lv.node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv.id[src]));
+    must(lv.node[src], "MIGRATING",
+         redisCommand(lv.node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv.id[dst]));
+    pthread_barrier_init(&go, NULL, TRY_THREADS);
+    for (i = 0; i < TRY_THREADS; i++) {
+        t[i].l = t[0].l;
+        t[i].go = &go;
+        t[i].allowed[0] = t[i].allowed[1] = t[i].errors = 0;
+        pthread_create(&th[i], NULL, try_worker, &t[i]);
+    }
+    for (i = 0; i < TRY_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        allowed[0] += t[i].allowed[0];
+        allowed[1] += t[i].allowed[1];
+        errors += t[i].errors;
+    }
+    pthread_barrier_destroy(&go);
+    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT_EQUAL(allowed[0], TRY_BURST - 1);
+    CU_ASSERT_EQUAL(allowed[1], TRY_BURST);
+    sluice_limiter_stats(t[0].l, &st);
+    CU_ASSERT(st.cluster_tryagain > 0);
+    CU_ASSERT(st.cluster_ask > 0);
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    sluice_limiter_free(t[0].l);
+
+    snprintf(full, sizeof full, "%s:{try}:/new", prefix);
+    must(lv.node[dst], "ASKING", redisCommand(lv.node[dst], "ASKING"));
+    must(lv.node[dst], "DEL", redisCommand(lv.node[dst], "DEL %s", full));
+    must(lv.node[dst], "STABLE", redisCommand(lv.node[dst], "CLUSTER SETSLOT %u STABLE", slot));
+    must(lv.node[src], "STABLE", redisCommand(lv.node[src], "CLUSTER SETSLOT %u STABLE", slot));
+    live_close(&lv);
+}
+
 /* --- (d) a primary killed ------------------------------------------------------ */
 
 #define KILL_KEYS 3
@@ -1096,6 +1197,7 @@ static CU_TestInfo tests[] = {
     {"test_cluster_limiter_cross_slot_burst", test_cluster_limiter_cross_slot_burst},
     {"test_cluster_limiter_moved_slot", test_cluster_limiter_moved_slot},
     {"test_cluster_limiter_ask_noscript", test_cluster_limiter_ask_noscript},
+    {"test_cluster_limiter_tryagain", test_cluster_limiter_tryagain},
     /* Last: it kills a primary (and restarts it as a replica). */
     {"test_cluster_limiter_primary_killed", test_cluster_limiter_primary_killed},
     CU_TEST_INFO_NULL,
