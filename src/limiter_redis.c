@@ -576,8 +576,11 @@ static int round_trip_cluster(sl_redis *rd, rconn **conn, sl_batch_call *const *
     if (rc == SLUICE_ELIMITER)
         atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
     broken = rc == SLUICE_ELIMITER && (!cn || cn->c->err != 0);
-    if (broken && cn) {
+    if (broken && cn)
         atomic_store_explicit(&rd->failed_at, sl_now_ns(), memory_order_relaxed);
+    /* Out of memory half-way through a pipeline leaves commands in the
+     * output buffer: that connection is not used again either. */
+    if ((broken || rc == SLUICE_ENOMEM) && *conn) {
         sluice_pool_put(rd->pool, cn, 0);
         *conn = NULL;
     }
