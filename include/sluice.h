@@ -719,6 +719,24 @@ SLUICE_API int sluice_limiter_cooldown(sluice_limiter *l, const char *key, const
                                        int ms);
 /* Counters since creation.  Thread-safe. */
 SLUICE_API void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out);
+
+/* One Redis Cluster node the limiter has known, as
+ * sluice_limiter_cluster_nodes reports it. */
+struct sluice_limiter_node_stats {
+    char addr[272];           /* "host:port" ("[v6]:port" for IPv6) */
+    int primary;              /* 1 when the current slot map names it for a slot */
+    uint64_t round_trips;     /* pipelines sent to it */
+    uint64_t decisions;       /* decisions they carried */
+    uint64_t redis_errors;    /* failed connects, round trips and queue timeouts */
+    uint64_t fallbacks;       /* decisions the fail mode made because it failed */
+};
+/* Fills out[0..cap) with the nodes of the limiter's Redis Cluster (every
+ * primary it has routed to or seen in a slot map, in the order it met
+ * them) and returns how many there are, which may be more than cap; 0 for
+ * a limiter not on a cluster.  `out` may be NULL when cap is 0.
+ * Thread-safe. */
+SLUICE_API size_t sluice_limiter_cluster_nodes(sluice_limiter *l,
+                                               struct sluice_limiter_node_stats *out, size_t cap);
 /* 1 when backed by Redis, 0 when in-process. */
 SLUICE_API int sluice_limiter_is_shared(const sluice_limiter *l);
 SLUICE_API void sluice_limiter_free(sluice_limiter *l);

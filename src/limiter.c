@@ -565,6 +565,19 @@ void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out)
     }
 }
 
+size_t sluice_limiter_cluster_nodes(sluice_limiter *l, struct sluice_limiter_node_stats *out,
+                                    size_t cap)
+{
+    if (!l || !l->cluster)
+        return 0;
+    return sl_cluster_node_stats(l->cluster, out, out ? cap : 0);
+}
+
+int sl_limiter_cluster_node(sluice_limiter *l, size_t i, struct sluice_limiter_node_stats *out)
+{
+    return l && l->cluster ? sl_cluster_node_at(l->cluster, i, out) : 0;
+}
+
 int sluice_limiter_is_shared(const sluice_limiter *l)
 {
     return l && (l->redis != NULL || l->cluster != NULL);

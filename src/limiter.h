@@ -258,6 +258,10 @@ int sl_limiter_decide_at(sluice_limiter *l, sl_lim_op op, const char *key,
                          const sluice_limit *lim, int arg, int64_t now_us,
                          sluice_limit_result *r, sluice_error *err);
 
+/* A Redis Cluster limiter's node i into *out: 1, or 0 past the last node
+ * or when not on a cluster.  Allocates nothing. */
+int sl_limiter_cluster_node(sluice_limiter *l, size_t i, struct sluice_limiter_node_stats *out);
+
 /* The in-process table (the limiter itself, or the Redis limiter's
  * SLUICE_FAIL_LOCAL fallback).  For tests. */
 sl_local *sl_limiter_local(sluice_limiter *l);

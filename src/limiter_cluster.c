@@ -22,6 +22,7 @@
 typedef struct cnode {
     sl_cluster_addr addr;
     sl_redis *rd;
+    _Atomic uint64_t fallbacks;     /* decisions its failures sent to the fail mode */
 } cnode;
 
 struct sl_cluster {
@@ -34,6 +35,7 @@ struct sl_cluster {
     pthread_cond_t cv;              /* wakes the refresher */
     uint16_t owner[SL_CLUSTER_SLOTS];
     cnode *nodes[SL_CLUSTER_MAX_NODES];
+    unsigned char in_map[SL_CLUSTER_MAX_NODES];   /* owns a slot in the map */
     size_t nnodes;                  /* append-only: a node lives until free */
     int64_t map_at;                 /* when the map was fetched (0: never) */
     int64_t tried_at;               /* when the refresher last fetched */
@@ -213,6 +215,9 @@ static int apply_map(sl_cluster *cl, const sl_slot_map *map, sluice_error *err)
                                                          : SL_CLUSTER_NO_NODE;
     pthread_mutex_lock(&cl->mu);
     memcpy(cl->owner, cl->next_owner, sizeof cl->owner);
+    memset(cl->in_map, 0, sizeof cl->in_map);
+    for (i = 0; i < map->nnodes; i++)
+        cl->in_map[idx[i]] = 1;
     cl->map_at = sl_now_ns();
     pthread_mutex_unlock(&cl->mu);
     atomic_store_explicit(&cl->nodes_known, map->nnodes, memory_order_relaxed);
@@ -289,9 +294,12 @@ static void *refresher_main(void *arg)
 /* Decisions                                                                */
 /* ------------------------------------------------------------------------ */
 
-static int node_failed(sl_cluster *cl, const sluice_error *why, sluice_error *err)
+/* nd: the node that failed, or NULL when the map names none. */
+static int node_failed(sl_cluster *cl, cnode *nd, const sluice_error *why, sluice_error *err)
 {
     count(&cl->node_fallbacks);
+    if (nd)
+        count(&nd->fallbacks);
     request_refresh(cl);
     if (err && why != err)
         sl_err_copy(err, why);
@@ -301,7 +309,7 @@ static int node_failed(sl_cluster *cl, const sluice_error *why, sluice_error *er
 /* Where a redirect answer (err->msg, from node nd) sends the decision:
  * sets *target (a node index, or -1 for the map's owner) and rt's flags.
  * SLUICE_ELIMITER for CLUSTERDOWN and anything not understood. */
-static int follow(sl_cluster *cl, const cnode *nd, sl_redis_route *rt, int *target,
+static int follow(sl_cluster *cl, cnode *nd, sl_redis_route *rt, int *target,
                   sluice_error *err)
 {
     sl_redirect_kind kind;
@@ -326,7 +334,7 @@ static int follow(sl_cluster *cl, const cnode *nd, sl_redis_route *rt, int *targ
         memcpy(text, err->msg, sizeof text);
         text[sizeof text - 1] = '\0';
         sl_err(err, SLUICE_ELIMITER, "redis %s: %s", sl_redis_where(nd->rd), text);
-        return node_failed(cl, err, err);
+        return node_failed(cl, nd, err, err);
     }
     if (!to.host[0])   /* Redis 7's ":port": the node that answered */
         memcpy(to.host, nd->addr.host, sizeof to.host);
@@ -339,6 +347,7 @@ static int follow(sl_cluster *cl, const cnode *nd, sl_redis_route *rt, int *targ
         count(&cl->moved);
         pthread_mutex_lock(&cl->mu);
         cl->owner[slot % SL_CLUSTER_SLOTS] = (uint16_t)i;
+        cl->in_map[i] = 1;
         pthread_mutex_unlock(&cl->mu);
         request_refresh(cl);
     } else {
@@ -362,19 +371,19 @@ int sl_cluster_decide(sl_cluster *cl, const sl_lim_req *rq, sluice_limit_result 
         if (!nd) {
             sl_err(&e, SLUICE_ELIMITER, "redis cluster %s: no primary known for slot %u",
                    cl->seeds[0].where, rt.slot);
-            return node_failed(cl, &e, err);
+            return node_failed(cl, NULL, &e, err);
         }
         failed = sl_redis_failed_at(nd->rd);
         if (failed && sl_now_ns() - failed < NODE_DOWN_NS) {
             sl_err(&e, SLUICE_ELIMITER, "redis %s: failed less than %lld ms ago",
                    sl_redis_where(nd->rd), NODE_DOWN_NS / 1000000);
-            return node_failed(cl, &e, err);
+            return node_failed(cl, nd, &e, err);
         }
         rc = sl_redis_decide_routed(nd->rd, rq, &rt, r, &e);
         if (rc == 0)
             return 0;
         if (rc == SLUICE_ELIMITER)
-            return node_failed(cl, &e, err);
+            return node_failed(cl, nd, &e, err);
         if (rc != SL_LIM_REDIRECT) {
             sl_err_copy(err, &e);
             return rc;
@@ -382,7 +391,7 @@ int sl_cluster_decide(sl_cluster *cl, const sl_lim_req *rq, sluice_limit_result 
         if (redirects == SL_CLUSTER_MAX_REDIRECTS) {
             sl_err(err, SLUICE_ELIMITER, "redis cluster: slot %u still redirected after %d "
                    "redirects (last: %.120s)", rt.slot, redirects, e.msg);
-            return node_failed(cl, err, err);
+            return node_failed(cl, nd, err, err);
         }
         if ((rc = follow(cl, nd, &rt, &target, &e))) {
             sl_err_copy(err, &e);
@@ -391,7 +400,7 @@ int sl_cluster_decide(sl_cluster *cl, const sl_lim_req *rq, sluice_limit_result 
         if (sl_now_ns() >= rt.deadline) {
             sl_err(&e, SLUICE_ELIMITER, "redis cluster: slot %u redirected past the deadline",
                    rt.slot);
-            return node_failed(cl, &e, err);
+            return node_failed(cl, nd, &e, err);
         }
     }
 }
@@ -497,6 +506,41 @@ void sl_cluster_get_stats(sl_cluster *cl, sl_cluster_stats *out)
     out->tryagain = atomic_load_explicit(&cl->tryagain, memory_order_relaxed);
     out->refreshes = atomic_load_explicit(&cl->refreshes, memory_order_relaxed);
     out->node_fallbacks = atomic_load_explicit(&cl->node_fallbacks, memory_order_relaxed);
+}
+
+int sl_cluster_node_at(sl_cluster *cl, size_t i, struct sluice_limiter_node_stats *out)
+{
+    cnode *nd = NULL;
+    int primary = 0;
+
+    pthread_mutex_lock(&cl->mu);
+    if (i < cl->nnodes) {
+        nd = cl->nodes[i];
+        primary = cl->in_map[i];
+    }
+    pthread_mutex_unlock(&cl->mu);
+    if (!nd)
+        return 0;
+    memset(out, 0, sizeof *out);
+    snprintf(out->addr, sizeof out->addr, "%s", sl_redis_where(nd->rd));
+    out->primary = primary;
+    out->round_trips = sl_redis_round_trips(nd->rd);
+    out->decisions = sl_redis_decisions(nd->rd);
+    out->redis_errors = sl_redis_errors(nd->rd);
+    out->fallbacks = atomic_load_explicit(&nd->fallbacks, memory_order_relaxed);
+    return 1;
+}
+
+size_t sl_cluster_node_stats(sl_cluster *cl, struct sluice_limiter_node_stats *out, size_t cap)
+{
+    size_t n;
+
+    pthread_mutex_lock(&cl->mu);
+    n = cl->nnodes;
+    pthread_mutex_unlock(&cl->mu);
+    for (size_t i = 0; i < n && i < cap; i++)
+        sl_cluster_node_at(cl, i, &out[i]);
+    return n;
 }
 
 const char *sl_cluster_where(const sl_cluster *cl)

@@ -68,6 +68,12 @@ typedef struct sl_cluster_stats {
 } sl_cluster_stats;
 void sl_cluster_get_stats(sl_cluster *cl, sl_cluster_stats *out);
 
+/* sluice_limiter_cluster_nodes: the nodes known, at most cap copied. */
+size_t sl_cluster_node_stats(sl_cluster *cl, struct sluice_limiter_node_stats *out, size_t cap);
+/* Node i's figures into *out: 1, or 0 past the last node.  Allocates
+ * nothing (the metrics export calls it). */
+int sl_cluster_node_at(sl_cluster *cl, size_t i, struct sluice_limiter_node_stats *out);
+
 /* The first seed's "host:port", for messages. */
 const char *sl_cluster_where(const sl_cluster *cl);
 

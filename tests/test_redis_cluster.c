@@ -616,6 +616,44 @@ static void test_cluster_limiter_config_errors(void)
     sluice_limiter_free(l);
 }
 
+/* A factory whose limiter runs on the cluster exports the cluster counters
+ * and one sample per node, in Prometheus and JSON. */
+static void test_cluster_limiter_metrics_export(void)
+{
+    const char *seeds = getenv("SLUICE_TEST_CLUSTER");
+    sluice_factory_opts fo;
+    sluice_factory *f;
+    sluice_error err;
+    char url[512], sample[128], first[64];
+    size_t cap = 1 << 20, n;
+    char *buf = malloc(cap);
+
+    TU_REQUIRE(seeds && buf);
+    snprintf(url, sizeof url, "redis+cluster://%s", seeds);
+    snprintf(first, sizeof first, "%.*s", (int)strcspn(seeds, ","), seeds);
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.redis_url = url;
+    f = sluice_factory_new(&fo, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    n = sluice_factory_metrics(f, SLUICE_METRICS_PROMETHEUS, buf, cap);
+    CU_ASSERT(n > 0 && n < cap);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nsluice_limiter_cluster_nodes 3\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nsluice_limiter_cluster_refreshes_total 1\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nsluice_limiter_cluster_moved_total 0\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "# TYPE sluice_limiter_node_fallbacks_total counter\n"));
+    snprintf(sample, sizeof sample, "\nsluice_limiter_node_primary{node=\"%s\"} ", first);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, sample));
+    n = sluice_factory_metrics(f, SLUICE_METRICS_JSON, buf, cap);
+    CU_ASSERT(n > 0 && n < cap);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"cluster_nodes\":3"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"cluster_node_fallbacks\":0"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"nodes\":[{\"node\":\"127.0.0.1:"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"primary\":1,\"round_trips\":0,\"decisions\":0,"
+                                       "\"redis_errors\":0,\"fallbacks\":0}"));
+    sluice_factory_free(f);
+    free(buf);
+}
+
 /* --- (a) a cross-slot burst ----------------------------------------------------- */
 
 #define BURST_KEYS 24
@@ -655,6 +693,9 @@ static void test_cluster_limiter_cross_slot_burst(void)
 {
     char prefix[64], keys[BURST_KEYS][32];
     struct sluice_limiter_stats st;
+    struct sluice_limiter_node_stats ns[8];
+    uint64_t rt = 0, dec = 0;
+    size_t nn, j;
     burst b[BURST_THREADS];
     pthread_t th[BURST_THREADS];
     pthread_barrier_t go;
@@ -700,6 +741,18 @@ static void test_cluster_limiter_cross_slot_burst(void)
     CU_ASSERT(st.round_trips > 0 && st.round_trips <= st.decisions);
     CU_ASSERT_EQUAL(st.cluster_moved + st.cluster_ask + st.cluster_tryagain, 0);
     CU_ASSERT(st.cluster_refreshes >= 1);
+    nn = sluice_limiter_cluster_nodes(l, ns, 8);
+    CU_ASSERT_EQUAL(nn, 3);
+    CU_ASSERT_EQUAL(sluice_limiter_cluster_nodes(l, NULL, 0), 3);
+    for (j = 0; j < nn && j < 8; j++) {
+        CU_ASSERT_EQUAL(ns[j].primary, 1);
+        CU_ASSERT(ns[j].decisions > 0);
+        CU_ASSERT_EQUAL(ns[j].fallbacks, 0);
+        rt += ns[j].round_trips;
+        dec += ns[j].decisions;
+    }
+    CU_ASSERT_EQUAL(rt, st.round_trips);
+    CU_ASSERT_EQUAL(dec, st.decisions);
     sluice_limiter_free(l);
     live_close(&lv);
 }
@@ -1162,6 +1215,20 @@ static void test_cluster_limiter_primary_killed(void)
     for (i = 0; i < KILL_KEYS; i++)
         CU_ASSERT(k->redis_after[i] > 0);       /* Redis decides again */
     CU_ASSERT(st.cluster_refreshes >= 2);
+    {   /* the dead primary's own fallbacks; the new map names it no more */
+        struct sluice_limiter_node_stats ns[8];
+        size_t nn = sluice_limiter_cluster_nodes(k->l, ns, 8), j, seen = 0;
+        char addr[32];
+
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", victim_port);
+        for (j = 0; j < nn && j < 8; j++)
+            if (strcmp(ns[j].addr, addr) == 0) {
+                seen = 1;
+                CU_ASSERT(ns[j].fallbacks > 0);
+                CU_ASSERT_EQUAL(ns[j].primary, 0);
+            }
+        CU_ASSERT(seen);
+    }
     if (k->max_ms > KILL_TIMEOUT_MS + KILL_SLACK_MS || k->last_fb_ms > ok_ms + 3000)
         fprintf(stderr, "max %lld ms, last fallback %lld ms after cluster_state:ok\n",
                 (long long)k->max_ms, (long long)(k->last_fb_ms - ok_ms));
@@ -1194,6 +1261,7 @@ static CU_TestInfo tests[] = {
     {"test_cluster_url_parsing", test_cluster_url_parsing},
     {"test_cluster_live_map_routes_every_key", test_cluster_live_map_routes_every_key},
     {"test_cluster_limiter_config_errors", test_cluster_limiter_config_errors},
+    {"test_cluster_limiter_metrics_export", test_cluster_limiter_metrics_export},
     {"test_cluster_limiter_cross_slot_burst", test_cluster_limiter_cross_slot_burst},
     {"test_cluster_limiter_moved_slot", test_cluster_limiter_moved_slot},
     {"test_cluster_limiter_ask_noscript", test_cluster_limiter_ask_noscript},
