@@ -672,15 +672,28 @@ typedef struct sluice_limit_result {
 struct sluice_limiter_stats {
     uint64_t allowed, throttled, waits, fallbacks, redis_errors;
     uint64_t round_trips, decisions;
+    /* Redis Cluster only (0 otherwise).  round_trips then counts one
+     * pipeline to one primary (one EVALSHA per slot group in it). */
+    uint64_t cluster_nodes;          /* primaries in the current slot map */
+    uint64_t cluster_moved;          /* MOVED redirects followed */
+    uint64_t cluster_ask;            /* ASK redirects followed */
+    uint64_t cluster_tryagain;       /* TRYAGAIN answers sent again */
+    uint64_t cluster_refreshes;      /* slot maps fetched (CLUSTER SLOTS) */
+    uint64_t cluster_node_fallbacks; /* decisions sent to the fail mode because
+                                        their node failed, had no primary or
+                                        the cluster was down (in fallbacks too) */
 };
 
 SLUICE_API void sluice_limiter_opts_init(sluice_limiter_opts *o);
 
 /* Creates a limiter.  `redis_url` is "redis://[[user]:password@]host[:port][/db]",
- * "unix:///path[?db=N]" or
+ * "unix:///path[?db=N]",
  * "redis+sentinel://[[user]:password@]host[:port][,...]/master[/db]" (the
  * master found through Redis Sentinel, followed across failovers; the
- * credentials are the master's); NULL means $SLUICE_REDIS_URL (read here, at
+ * credentials are the master's) or, for a Redis Cluster,
+ * "redis+cluster://[[user]:password@]host:port[,host:port...]" (seed
+ * nodes; no db but 0, no '{' or '}' in the prefix, and a seed without
+ * cluster support are SLUICE_EINVAL); NULL means $SLUICE_REDIS_URL (read here, at
  * creation, and never on a decision), and with that
  * unset (or "") the in-process limiter.  A malformed URL gives SLUICE_EINVAL;
  * a password Redis refuses, SLUICE_ELIMITER; an unreachable Redis does not
@@ -709,6 +722,24 @@ SLUICE_API int sluice_limiter_cooldown(sluice_limiter *l, const char *key, const
                                        int ms);
 /* Counters since creation.  Thread-safe. */
 SLUICE_API void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out);
+
+/* One Redis Cluster node the limiter has known, as
+ * sluice_limiter_cluster_nodes reports it. */
+struct sluice_limiter_node_stats {
+    char addr[272];           /* "host:port" ("[v6]:port" for IPv6) */
+    int primary;              /* 1 when the current slot map names it for a slot */
+    uint64_t round_trips;     /* pipelines sent to it */
+    uint64_t decisions;       /* decisions they carried */
+    uint64_t redis_errors;    /* failed connects, round trips and queue timeouts */
+    uint64_t fallbacks;       /* decisions the fail mode made because it failed */
+};
+/* Fills out[0..cap) with the nodes of the limiter's Redis Cluster (every
+ * primary it has routed to or seen in a slot map, in the order it met
+ * them) and returns how many there are, which may be more than cap; 0 for
+ * a limiter not on a cluster.  `out` may be NULL when cap is 0.
+ * Thread-safe. */
+SLUICE_API size_t sluice_limiter_cluster_nodes(sluice_limiter *l,
+                                               struct sluice_limiter_node_stats *out, size_t cap);
 /* 1 when backed by Redis, 0 when in-process. */
 SLUICE_API int sluice_limiter_is_shared(const sluice_limiter *l);
 SLUICE_API void sluice_limiter_free(sluice_limiter *l);

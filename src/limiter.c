@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "error.h"
 #include "limiter.h"
+#include "limiter_cluster.h"
 #include "log.h"
 #include "redis_sentinel.h"
 #include "sync.h"
@@ -36,7 +37,8 @@ struct sluice_limiter {
     sluice_fail_mode fail_mode;
     int expected_instances;
     sl_local *local;        /* the limiter (in-process), or the FAIL_LOCAL fallback */
-    sl_redis *redis;        /* NULL when in-process */
+    sl_redis *redis;        /* one Redis server, or NULL */
+    sl_cluster *cluster;    /* a Redis Cluster, or NULL */
 
     /* Redis health.  `down` is read without the lock on every call. */
     _Atomic int down;
@@ -210,12 +212,30 @@ static int decide_redis(sluice_limiter *l, const sl_lim_req *rq, sluice_limit_re
     return fail_mode(l, rq, r, &e, err);
 }
 
+/* A cluster fails per node: a decision whose node cannot decide goes to the
+ * fail mode alone, and the next one for that node tries it again (the
+ * cluster skips a node that failed in the last 100 ms). */
+static int decide_cluster(sluice_limiter *l, const sl_lim_req *rq, sluice_limit_result *r,
+                          sluice_error *err)
+{
+    sluice_error e;
+    int rc = sl_cluster_decide(l->cluster, rq, r, &e);
+
+    if (rc == SLUICE_ELIMITER)
+        return fail_mode(l, rq, r, &e, err);
+    if (rc)
+        sl_err_copy(err, &e);
+    return rc;
+}
+
 static int decide(sluice_limiter *l, const sl_lim_req *rq, sluice_limit_result *r,
                   sluice_error *err)
 {
     int rc;
 
-    if (l->redis) {
+    if (l->cluster) {
+        rc = decide_cluster(l, rq, r, err);
+    } else if (l->redis) {
         rc = decide_redis(l, rq, r, err);
     } else {
         rc = sl_local_decide(l->local, rq, r, err);
@@ -378,6 +398,48 @@ static int normalise(const sluice_limiter_opts *o, sluice_limiter_opts *out, slu
     return 0;
 }
 
+static void redis_cfg(const sluice_limiter_opts *o, sl_redis_cfg *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->timeout_ms = o->redis_timeout_ms;
+    cfg->pool_size = o->pool_size;
+    cfg->max_inflight = o->pool_size;
+    cfg->create_timeout_ms =
+        o->redis_timeout_ms > CREATE_TIMEOUT_MS ? o->redis_timeout_ms : CREATE_TIMEOUT_MS;
+}
+
+#define CLUSTER_SCHEME "redis+cluster://"
+
+/* A cluster's keys must keep the hash tag the caller's key carries: a
+ * brace in the prefix would become the tag of every key. */
+static int attach_cluster(sluice_limiter *l, const char *url, const sluice_limiter_opts *o,
+                          sluice_error *err)
+{
+    sl_redis_url *seeds;
+    sl_redis_cfg cfg;
+    sluice_error e;
+    size_t n;
+    int reachable, rc;
+
+    if (strpbrk(o->prefix, "{}"))
+        return sl_err(err, SLUICE_EINVAL, "rate limiter: a Redis Cluster prefix may not contain "
+                      "'{' or '}' (got \"%s\"): keys take their hash tag from the caller's key",
+                      o->prefix);
+    if ((rc = sl_redis_cluster_url_parse(url, &seeds, &n, err)))
+        return rc;
+    redis_cfg(o, &cfg);
+    sl_err_clear(&e);
+    l->cluster = sl_cluster_new(&seeds, n, &cfg, &reachable, &e);
+    if (!l->cluster) {
+        sl_err_copy(err, &e);
+        return e.code ? e.code : SLUICE_ENOMEM;
+    }
+    if (!reachable)
+        SL_WARN("redis cluster %s: no seed reachable, failing %s until one is: %s",
+                sl_cluster_where(l->cluster), mode_name(l->fail_mode), e.msg);
+    return 0;
+}
+
 /* The server's URL into *u, or for redis+sentinel:// the master's
  * credentials and db into *u and the sentinels into *sentinel. */
 static int parse_redis_url(const char *url, sl_redis_url *u, sl_sentinel **sentinel,
@@ -409,13 +471,11 @@ static int attach_redis(sluice_limiter *l, const char *url, const sluice_limiter
     sluice_error e;
     int reachable, rc;
 
+    if (strncasecmp(url, CLUSTER_SCHEME, strlen(CLUSTER_SCHEME)) == 0)
+        return attach_cluster(l, url, o, err);
     if ((rc = parse_redis_url(url, &u, &sentinel, err)))
         return rc;
-    cfg.timeout_ms = o->redis_timeout_ms;
-    cfg.pool_size = o->pool_size;
-    cfg.max_inflight = o->pool_size;
-    cfg.create_timeout_ms =
-        o->redis_timeout_ms > CREATE_TIMEOUT_MS ? o->redis_timeout_ms : CREATE_TIMEOUT_MS;
+    redis_cfg(o, &cfg);
     sl_err_clear(&e);
     l->redis = sl_redis_new(&u, sentinel, &cfg, &reachable, &e);
     if (!l->redis) {
@@ -451,7 +511,7 @@ sluice_limiter *sluice_limiter_new(const char *redis_url, const sluice_limiter_o
     rc = sl_mutex_init(&l->health_mu, "rate limiter health", err);
     if (rc == 0 && url && *url)
         rc = attach_redis(l, url, &opts, err);
-    if (rc == 0 && (!l->redis || l->fail_mode == SLUICE_FAIL_LOCAL)) {
+    if (rc == 0 && ((!l->redis && !l->cluster) || l->fail_mode == SLUICE_FAIL_LOCAL)) {
         l->local = sl_local_new(err);
         if (!l->local)
             rc = SLUICE_ENOMEM;
@@ -468,6 +528,7 @@ void sluice_limiter_free(sluice_limiter *l)
     if (!l)
         return;
     sl_redis_free(l->redis);
+    sl_cluster_free(l->cluster);
     sl_local_free(l->local);
     pthread_mutex_destroy(&l->health_mu);
     sl_free(l);
@@ -513,6 +574,33 @@ void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out)
         out->round_trips = sl_redis_round_trips(l->redis);
         out->decisions = sl_redis_decisions(l->redis);
     }
+    if (l->cluster) {
+        sl_cluster_stats cs;
+
+        sl_cluster_get_stats(l->cluster, &cs);
+        out->redis_errors = cs.errors;
+        out->round_trips = cs.round_trips;
+        out->decisions = cs.decisions;
+        out->cluster_nodes = cs.nodes;
+        out->cluster_moved = cs.moved;
+        out->cluster_ask = cs.ask;
+        out->cluster_tryagain = cs.tryagain;
+        out->cluster_refreshes = cs.refreshes;
+        out->cluster_node_fallbacks = cs.node_fallbacks;
+    }
+}
+
+size_t sluice_limiter_cluster_nodes(sluice_limiter *l, struct sluice_limiter_node_stats *out,
+                                    size_t cap)
+{
+    if (!l || !l->cluster)
+        return 0;
+    return sl_cluster_node_stats(l->cluster, out, out ? cap : 0);
+}
+
+int sl_limiter_cluster_node(sluice_limiter *l, size_t i, struct sluice_limiter_node_stats *out)
+{
+    return l && l->cluster ? sl_cluster_node_at(l->cluster, i, out) : 0;
 }
 
 uint64_t sl_limiter_rediscoveries(sluice_limiter *l)
@@ -522,7 +610,7 @@ uint64_t sl_limiter_rediscoveries(sluice_limiter *l)
 
 int sluice_limiter_is_shared(const sluice_limiter *l)
 {
-    return l && l->redis != NULL;
+    return l && (l->redis != NULL || l->cluster != NULL);
 }
 
 sl_local *sl_limiter_local(sluice_limiter *l)

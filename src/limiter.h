@@ -1,5 +1,6 @@
-/* The rate limiter: the public front (limiter.c) and its two backends, the
- * in-process table (limiter_local.c) and Redis (limiter_redis.c).
+/* The rate limiter: the public front (limiter.c) and its backends, the
+ * in-process table (limiter_local.c), Redis (limiter_redis.c) and Redis
+ * Cluster (limiter_cluster.c, one Redis backend per primary).
  *
  * The algorithm is GCRA as in go-redis/redis_rate.  All times are in
  * microseconds held in doubles (exact integers up to 2^53).  For a limit of
@@ -34,8 +35,8 @@
  * "<prefix>:{<service>}:<endpoint>": the braces are a Redis Cluster hash
  * tag, so every key of one service lives in one slot.  Every key a script
  * touches is passed in KEYS.  A batch (below) may carry keys of several
- * services, which is only valid on a non-cluster deployment (hiredis 0.14
- * has no cluster support anyway).  A key expires in Redis when its bucket
+ * services; on a Redis Cluster (limiter_cluster.h) a node's round trip
+ * sends one EVALSHA per slot instead, pipelined.  A key expires in Redis when its bucket
  * is full again, and the in-process table drops it then too.
  *
  * The front's behaviour (limiter.c), beyond sluice.h:
@@ -50,6 +51,9 @@
  *    the sentinels again; the sentinel's watcher moves decisions within
  *    about a second of the sentinels naming the new master even while the
  *    old one still accepts writes.
+ *    "redis+cluster://" selects the cluster backend, which has no global
+ *    down state: each decision whose node fails goes to the fail mode
+ *    alone (limiter_cluster.h).
  *    The first connection gets max(redis_timeout_ms, 1 s); a server that
  *    refuses the credentials or the db fails creation (SLUICE_ELIMITER),
  *    an unreachable one does not: the limiter starts in its fail mode.
@@ -173,6 +177,8 @@ typedef struct sl_redis_cfg {
     int pool_size;         /* connections at most */
     int max_inflight;      /* round trips at once (pool_size) */
     int create_timeout_ms; /* the first connection, made by sl_redis_new */
+    int cluster;           /* a Redis Cluster primary: group batches by slot */
+    int lazy;              /* no first connection: the first decision makes it */
 } sl_redis_cfg;
 
 /* Takes ownership of *url (zeroed on return) and of `sentinel` (NULL: url
@@ -196,8 +202,26 @@ void sl_redis_free(sl_redis *rd);
 int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
                     sluice_error *err);
 
+/* Redis Cluster (limiter_cluster.c routes; the round trip is here).  A
+ * node's round trip sends one EVALSHA per slot group of its batch (an
+ * ASKING decision or one marked `single` alone, ASKING before it), all
+ * pipelined in one round trip, and after NOSCRIPT loads the script and
+ * sends the groups that had it again.  A group answered with MOVED, ASK,
+ * TRYAGAIN or CLUSTERDOWN gives SL_LIM_REDIRECT with err->msg the
+ * server's text: routing is the caller's business. */
+#define SL_LIM_REDIRECT 1
+typedef struct sl_redis_route {
+    unsigned slot;         /* the key's slot */
+    int asking;            /* send ASKING first (an ASK redirect) */
+    int single;            /* one key in its EVALSHA (after TRYAGAIN) */
+    int64_t deadline;      /* the decision's own deadline */
+} sl_redis_route;
+int sl_redis_decide_routed(sl_redis *rd, const sl_lim_req *rq, const sl_redis_route *rt,
+                           sluice_limit_result *r, sluice_error *err);
+
 /* Round trips made, decisions they carried, and failures (connects, I/O,
- * timeouts, error replies). */
+ * timeouts, error replies).  In cluster mode a round trip is one pipeline
+ * of EVALSHAs (one per slot group). */
 uint64_t sl_redis_round_trips(sl_redis *rd);
 uint64_t sl_redis_decisions(sl_redis *rd);
 uint64_t sl_redis_errors(sl_redis *rd);
@@ -205,6 +229,10 @@ uint64_t sl_redis_errors(sl_redis *rd);
  * again (0 without a sentinel). */
 uint64_t sl_redis_rediscoveries(sl_redis *rd);
 /* "host:port", the socket path, or "master '<name>'" with a sentinel. */
+/* When a connect last failed or a connection last broke (monotonic ns;
+ * 0: never). */
+int64_t sl_redis_failed_at(sl_redis *rd);
+/* "host:port" or the socket path. */
 const char *sl_redis_where(const sl_redis *rd);
 
 /* (limiter_script.c) Turns the script's reply into n results: an array of 4*n integers
@@ -251,6 +279,9 @@ int sl_limiter_decide_at(sluice_limiter *l, sl_lim_op op, const char *key,
  * and asked again (0 without a sentinel).  For the metrics exports: the
  * public stats struct does not grow for it. */
 uint64_t sl_limiter_rediscoveries(sluice_limiter *l);
+/* A Redis Cluster limiter's node i into *out: 1, or 0 past the last node
+ * or when not on a cluster.  Allocates nothing. */
+int sl_limiter_cluster_node(sluice_limiter *l, size_t i, struct sluice_limiter_node_stats *out);
 
 /* The in-process table (the limiter itself, or the Redis limiter's
  * SLUICE_FAIL_LOCAL fallback).  For tests. */

@@ -393,11 +393,16 @@ static void await_outcome(sl_batcher *b, waiter *w, unsigned word, uint32_t seen
 
 void sl_batcher_decide(sl_batcher *b, sl_batch_call *call)
 {
+    sl_batcher_decide_by(b, call, SL_NO_DEADLINE);
+}
+
+void sl_batcher_decide_by(sl_batcher *b, sl_batch_call *call, int64_t deadline)
+{
     waiter w;
 
     w.next = NULL;
     w.call = call;
-    w.deadline = sl_deadline_in_ms(b->cfg.timeout_ms);
+    w.deadline = sl_deadline_min(sl_deadline_in_ms(b->cfg.timeout_ms), deadline);
     call->code = 0;
     atomic_init(&w.state, W_QUEUED);
 

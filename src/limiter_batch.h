@@ -47,6 +47,11 @@ typedef struct sl_batch_call {
     int code;               /* 0: r holds the result; else e says why */
     sluice_limit_result r;
     sluice_error e;
+    /* Redis Cluster routing (limiter_cluster.c; ignored by a single
+     * server): the key's slot, ASKING before the command (an ASK
+     * redirect), and alone in its command (after TRYAGAIN). */
+    unsigned slot;
+    unsigned char asking, single;
 } sl_batch_call;
 
 typedef struct sl_batch_ops {
@@ -80,6 +85,9 @@ void sl_batcher_free(sl_batcher *b);
  * error with call->e set (SLUICE_ELIMITER naming `where` for a decision
  * still queued at its deadline). */
 void sl_batcher_decide(sl_batcher *b, sl_batch_call *call);
+/* The same with the decision's own deadline, when it is earlier than
+ * now + timeout_ms (a redirected decision keeps its first deadline). */
+void sl_batcher_decide_by(sl_batcher *b, sl_batch_call *call, int64_t deadline);
 
 /* Decisions that gave up while still queued. */
 uint64_t sl_batcher_queue_timeouts(sl_batcher *b);

@@ -42,6 +42,12 @@ typedef struct rconn {
     size_t argcap;
     char numkeys[24];
     sluice_limit_result *res;    /* decoded results, one per decision */
+    /* cluster mode: the batch sorted by slot, where each group starts,
+     * and which groups still need sending */
+    sl_batch_call **order;
+    size_t *gstart;
+    unsigned char *redo;
+    size_t gcap;
 } rconn;
 
 struct sl_redis {
@@ -55,6 +61,7 @@ struct sl_redis {
     char sha[41];                 /* the script's SHA1 once loaded, else "" */
 
     _Atomic uint64_t round_trips, decisions, errors;
+    _Atomic int64_t failed_at;    /* monotonic ns of the last failed connect or broken connection */
 };
 
 static int set_timeout(rconn *cn, int64_t deadline)
@@ -95,6 +102,9 @@ static void rconn_free(rconn *cn)
     sl_free(cn->argv);
     sl_free(cn->argvlen);
     sl_free(cn->res);
+    sl_free(cn->order);
+    sl_free(cn->gstart);
+    sl_free(cn->redo);
     sl_free(cn);
 }
 
@@ -212,6 +222,8 @@ static int get_conn(sl_redis *rd, int64_t deadline, rconn **out, int *refused, s
         sl_err(err, SLUICE_ELIMITER, "redis %s: cannot connect (%s)", rd->url.where,
                sluice_strerror(rc));
     atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
+    if (e.code == SLUICE_ELIMITER && rc != SLUICE_EINVAL)   /* a connect failed, not a wait */
+        atomic_store_explicit(&rd->failed_at, sl_now_ns(), memory_order_relaxed);
     return rc == SLUICE_ENOMEM ? rc : SLUICE_ELIMITER;
 }
 
@@ -384,6 +396,231 @@ static int recv_evalsha(sl_redis *rd, rconn *cn, sl_batch_call *const *batch, si
 }
 
 /* ------------------------------------------------------------------------ */
+/* Cluster mode: one EVALSHA per slot group, pipelined                      */
+/* ------------------------------------------------------------------------ */
+
+#define PENDING 2   /* a call's code while its group has no answer yet */
+
+static int reserve_groups(rconn *cn, size_t n)
+{
+    sl_batch_call **order;
+    size_t *gstart;
+    unsigned char *redo;
+
+    if (n <= cn->gcap)
+        return 0;
+    if (!(order = sl_realloc(cn->order, n * sizeof *order)))
+        return SLUICE_ENOMEM;
+    cn->order = order;
+    if (!(gstart = sl_realloc(cn->gstart, (n + 1) * sizeof *gstart)))
+        return SLUICE_ENOMEM;
+    cn->gstart = gstart;
+    if (!(redo = sl_realloc(cn->redo, n)))
+        return SLUICE_ENOMEM;
+    cn->redo = redo;
+    cn->gcap = n;
+    return 0;
+}
+
+static int alone(const sl_batch_call *c)
+{
+    return c->asking || c->single;
+}
+
+/* Sorts the batch by slot (stably: a key's decisions keep their order) and
+ * cuts it into groups one EVALSHA may carry.  Returns the group count. */
+static size_t group_calls(rconn *cn, sl_batch_call *const *calls, size_t n)
+{
+    size_t i, j, ng = 0;
+
+    for (i = 0; i < n; i++) {
+        sl_batch_call *c = calls[i];
+
+        for (j = i; j > 0 && cn->order[j - 1]->slot > c->slot; j--)
+            cn->order[j] = cn->order[j - 1];
+        cn->order[j] = c;
+    }
+    for (i = 0; i < n; i++)
+        if (i == 0 || cn->order[i]->slot != cn->order[i - 1]->slot || alone(cn->order[i]) ||
+            alone(cn->order[i - 1]))
+            cn->gstart[ng++] = i;
+    cn->gstart[ng] = n;
+    return ng;
+}
+
+static int append_group(sl_redis *rd, rconn *cn, const char *sha, size_t g)
+{
+    sl_batch_call *const *gc = cn->order + cn->gstart[g];
+    size_t cnt = cn->gstart[g + 1] - cn->gstart[g];
+    int argc;
+
+    if (gc[0]->asking && redisAppendCommand(cn->c, "ASKING") != REDIS_OK)
+        return SLUICE_ENOMEM;
+    argc = build_evalsha(cn, sha, gc, cnt);
+    if (argc < 0 || redisAppendCommandArgv(cn->c, argc, cn->argv, cn->argvlen) != REDIS_OK)
+        return SLUICE_ENOMEM;
+    return 0;
+}
+
+/* The answers Redis Cluster gives instead of running a command. */
+static int is_cluster_error(const redisReply *r)
+{
+    static const char *const kinds[] = {"MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"};
+    size_t i, k;
+
+    if (r->type != REDIS_REPLY_ERROR || !r->str)
+        return 0;
+    for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        k = strlen(kinds[i]);
+        if ((size_t)r->len >= k && memcmp(r->str, kinds[i], k) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Reads group g's answer (after ASKING's) and settles its calls, or sets
+ * *noscript to send the group again.  Nonzero only for an I/O error. */
+static int recv_group(sl_redis *rd, rconn *cn, size_t g, unsigned char *noscript,
+                      sluice_error *err)
+{
+    sl_batch_call *const *gc = cn->order + cn->gstart[g];
+    size_t cnt = cn->gstart[g + 1] - cn->gstart[g], i;
+    redisReply *reply = NULL;
+    sluice_error ge;
+    int rc;
+
+    if (gc[0]->asking) {
+        if (redisGetReply(cn->c, (void **)&reply) != REDIS_OK || !reply)
+            return io_error(rd, cn, errno, err);
+        freeReplyObject(reply);
+        reply = NULL;
+    }
+    if (redisGetReply(cn->c, (void **)&reply) != REDIS_OK || !reply)
+        return io_error(rd, cn, errno, err);
+    if (is_noscript(reply)) {
+        *noscript = 1;
+        freeReplyObject(reply);
+        return 0;
+    }
+    sl_err_clear(&ge);
+    if (is_cluster_error(reply)) {
+        ge.code = rc = SL_LIM_REDIRECT;
+        sl_redis_reply_text(reply, ge.msg, sizeof ge.msg);
+    } else {
+        rc = sl_redis_decode_reply(reply, cnt, cn->res + cn->gstart[g], rd->url.where, &ge);
+    }
+    freeReplyObject(reply);
+    for (i = 0; i < cnt; i++) {
+        gc[i]->code = rc;
+        if (rc)
+            sl_err_copy(&gc[i]->e, &ge);
+        else
+            gc[i]->r = cn->res[cn->gstart[g] + i];
+    }
+    return 0;
+}
+
+static int current_sha(sl_redis *rd, rconn *cn, char sha[41], sluice_error *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&rd->mu);
+    memcpy(sha, rd->sha, 41);
+    pthread_mutex_unlock(&rd->mu);
+    if (sha[0])
+        return 0;
+    if ((rc = load_script(rd, cn, NULL, err)))
+        return rc;
+    return current_sha(rd, cn, sha, err);
+}
+
+/* Sends every group's EVALSHA in one write and reads the answers; groups
+ * answered NOSCRIPT go again, once, after SCRIPT LOAD.  Nonzero when the
+ * connection failed (calls still PENDING then have no answer). */
+static int cluster_exchange(sl_redis *rd, rconn *cn, sl_batch_call *const *calls, size_t n,
+                            int64_t deadline, sluice_error *err)
+{
+    char sha[41];
+    size_t g, ng;
+    int pass, rc, again = 1;
+
+    if (reserve_scratch(cn, n) || reserve_groups(cn, n))
+        return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory for a batch of %zu",
+                      rd->url.where, n);
+    ng = group_calls(cn, calls, n);
+    memset(cn->redo, 1, ng);
+    if (set_timeout(cn, deadline) != 0)
+        return sl_err(err, SLUICE_ELIMITER, "redis %s: cannot set socket timeouts",
+                      rd->url.where);
+    for (pass = 0; pass < 2 && again; pass++) {
+        if ((rc = pass ? load_script(rd, cn, NULL, err) : 0) ||
+            (rc = current_sha(rd, cn, sha, err)))
+            return rc;
+        for (g = 0; g < ng; g++)
+            if (cn->redo[g] && append_group(rd, cn, sha, g))
+                return sl_err(err, SLUICE_ENOMEM, "redis %s: out of memory for a batch of %zu",
+                              rd->url.where, n);
+        atomic_fetch_add_explicit(&rd->round_trips, 1, memory_order_relaxed);
+        if (sl_redis_flush(cn->c) != 0)
+            return io_error(rd, cn, errno, err);
+        again = 0;
+        for (g = 0; g < ng; g++) {
+            if (!cn->redo[g])
+                continue;
+            cn->redo[g] = 0;
+            if ((rc = recv_group(rd, cn, g, &cn->redo[g], err)))
+                return rc;
+            again |= cn->redo[g];
+        }
+    }
+    if (again)
+        sl_err(err, SLUICE_ELIMITER, "redis %s: the script is missing after SCRIPT LOAD",
+               rd->url.where);
+    return 0;
+}
+
+/* sl_batch_ops.round_trip in cluster mode.  Calls a broken connection
+ * left without an answer fail with it: never sent again, as the script
+ * may have run. */
+static int round_trip_cluster(sl_redis *rd, rconn **conn, sl_batch_call *const *calls, size_t n,
+                              int64_t deadline, sluice_error *e)
+{
+    rconn *cn = *conn;
+    int rc = 0, broken;
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        calls[i]->code = PENDING;
+    sl_err_clear(e);
+    if (!cn && (rc = get_conn(rd, deadline, &cn, NULL, e)) == 0)
+        *conn = cn;
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&rd->decisions, n, memory_order_relaxed);
+        rc = cluster_exchange(rd, cn, calls, n, deadline, e);
+    }
+    for (i = 0; i < n; i++) {
+        if (calls[i]->code != PENDING)
+            continue;
+        calls[i]->code = rc ? rc : (e->code ? e->code : SLUICE_ELIMITER);
+        if (!e->code)
+            sl_err(e, SLUICE_ELIMITER, "redis %s: no answer for a decision", rd->url.where);
+        sl_err_copy(&calls[i]->e, e);
+    }
+    if (rc == SLUICE_ELIMITER)
+        atomic_fetch_add_explicit(&rd->errors, 1, memory_order_relaxed);
+    broken = rc == SLUICE_ELIMITER && (!cn || cn->c->err != 0);
+    if (broken && cn)
+        atomic_store_explicit(&rd->failed_at, sl_now_ns(), memory_order_relaxed);
+    /* Out of memory half-way through a pipeline leaves commands in the
+     * output buffer: that connection is not used again either. */
+    if ((broken || rc == SLUICE_ENOMEM) && *conn) {
+        sluice_pool_put(rd->pool, cn, 0);
+        *conn = NULL;
+    }
+    return broken ? rc : 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The round trip the batcher makes                                         */
 /* ------------------------------------------------------------------------ */
 
@@ -397,6 +634,8 @@ static int round_trip(void *ctx, void **conn, sl_batch_call *const *calls, size_
     int rc = 0, broken;
     size_t i;
 
+    if (rd->cfg.cluster)
+        return round_trip_cluster(rd, (rconn **)conn, calls, n, deadline, e);
     if (cn && !conn_current(rd, cn)) {
         /* Made before the master's address went stale. */
         sluice_pool_put(rd->pool, cn, 0);
@@ -442,8 +681,28 @@ int sl_redis_decide(sl_redis *rd, const sl_lim_req *rq, sluice_limit_result *r,
     sl_batch_call call;
 
     call.rq = rq;
+    call.slot = 0;
+    call.asking = call.single = 0;
     format_args(&call);
     sl_batcher_decide(rd->batcher, &call);
+    if (call.code)
+        sl_err_copy(err, &call.e);
+    else
+        *r = call.r;
+    return call.code;
+}
+
+int sl_redis_decide_routed(sl_redis *rd, const sl_lim_req *rq, const sl_redis_route *rt,
+                           sluice_limit_result *r, sluice_error *err)
+{
+    sl_batch_call call;
+
+    call.rq = rq;
+    call.slot = rt->slot;
+    call.asking = rt->asking != 0;
+    call.single = rt->single != 0;
+    format_args(&call);
+    sl_batcher_decide_by(rd->batcher, &call, rt->deadline);
     if (call.code)
         sl_err_copy(err, &call.e);
     else
@@ -485,6 +744,10 @@ sl_redis *sl_redis_new(sl_redis_url *url, sl_sentinel *sentinel, const sl_redis_
         !(rd->batcher = sl_batcher_new(&bc, &batch_ops, rd, err))) {
         sl_redis_free(rd);
         return NULL;
+    }
+    if (cfg->lazy) {
+        *reachable = 1;
+        return rd;
     }
     rc = get_conn(rd, sl_deadline_in_ms(cfg->create_timeout_ms), &cn, &refused, err);
     if (rc == 0) {
@@ -529,6 +792,11 @@ uint64_t sl_redis_errors(sl_redis *rd)
 uint64_t sl_redis_rediscoveries(sl_redis *rd)
 {
     return rd->sentinel ? sl_sentinel_rediscoveries(rd->sentinel) : 0;
+}
+
+int64_t sl_redis_failed_at(sl_redis *rd)
+{
+    return atomic_load_explicit(&rd->failed_at, memory_order_relaxed);
 }
 
 const char *sl_redis_where(const sl_redis *rd)

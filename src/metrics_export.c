@@ -253,6 +253,21 @@ static const struct scalar {
     {"sluice_limiter_sentinel_rediscoveries_total", "counter",
      "Times the Redis master's address went stale and the sentinels were asked again.",
      VOFF(rediscoveries), K_U64},
+    {"sluice_limiter_cluster_nodes", "gauge",
+     "Redis Cluster primaries in the limiter's slot map (0: not a cluster).",
+     VOFF(st.limiter.cluster_nodes), K_U64},
+    {"sluice_limiter_cluster_moved_total", "counter", "Redis Cluster MOVED redirects followed.",
+     VOFF(st.limiter.cluster_moved), K_U64},
+    {"sluice_limiter_cluster_ask_total", "counter", "Redis Cluster ASK redirects followed.",
+     VOFF(st.limiter.cluster_ask), K_U64},
+    {"sluice_limiter_cluster_tryagain_total", "counter",
+     "Redis Cluster TRYAGAIN answers sent again.", VOFF(st.limiter.cluster_tryagain), K_U64},
+    {"sluice_limiter_cluster_refreshes_total", "counter",
+     "Redis Cluster slot maps fetched (CLUSTER SLOTS).", VOFF(st.limiter.cluster_refreshes),
+     K_U64},
+    {"sluice_limiter_cluster_node_fallbacks_total", "counter",
+     "Decisions the fail mode made because their cluster node failed or the cluster was down.",
+     VOFF(st.limiter.cluster_node_fallbacks), K_U64},
     {"sluice_coalesce_flights_total", "counter", "Coalesced calls that went upstream (leaders).",
      VOFF(co.flights), K_U64},
     {"sluice_coalesce_followers_total", "counter", "Calls that waited for another's flight.",
@@ -548,6 +563,54 @@ static void prom_factory_scalars(out *o, const view *v)
     }
 }
 
+static const struct node_family {
+    const char *name, *type, *help;
+    size_t off;
+} node_families[] = {
+    {"sluice_limiter_node_primary", "gauge",
+     "1 when the limiter's Redis Cluster slot map names the node for a slot.",
+     offsetof(struct sluice_limiter_node_stats, primary)},
+    {"sluice_limiter_node_round_trips_total", "counter",
+     "Round trips (pipelines of EVALSHAs) to one Redis Cluster node.",
+     offsetof(struct sluice_limiter_node_stats, round_trips)},
+    {"sluice_limiter_node_decisions_total", "counter",
+     "Decisions sent to one Redis Cluster node.",
+     offsetof(struct sluice_limiter_node_stats, decisions)},
+    {"sluice_limiter_node_redis_errors_total", "counter",
+     "Failed connects, round trips and queue timeouts of one Redis Cluster node.",
+     offsetof(struct sluice_limiter_node_stats, redis_errors)},
+    {"sluice_limiter_node_fallbacks_total", "counter",
+     "Decisions the fail mode made because one Redis Cluster node failed.",
+     offsetof(struct sluice_limiter_node_stats, fallbacks)},
+};
+
+static unsigned long long node_value(const struct sluice_limiter_node_stats *ns, size_t off)
+{
+    const char *p = (const char *)ns + off;
+
+    if (off == offsetof(struct sluice_limiter_node_stats, primary))
+        return (unsigned long long)*(const int *)p;
+    return (unsigned long long)*(const uint64_t *)p;
+}
+
+/* Per node of a Redis Cluster limiter; nothing otherwise. */
+static void prom_limiter_nodes(out *o, sluice_factory *f)
+{
+    struct sluice_limiter_node_stats ns;
+    size_t i, k;
+
+    if (!sl_limiter_cluster_node(f->limiter, 0, &ns))
+        return;
+    for (k = 0; k < sizeof node_families / sizeof node_families[0]; k++) {
+        family(o, node_families[k].name, node_families[k].type, node_families[k].help);
+        for (i = 0; sl_limiter_cluster_node(f->limiter, i, &ns); i++) {
+            putf(o, "%s{node=\"", node_families[k].name);
+            put_str(o, ns.addr, PROM);
+            putf(o, "\"} %llu\n", node_value(&ns, node_families[k].off));
+        }
+    }
+}
+
 /* The concurrency limit (adaptive or max_in_flight, 0 = none) and the
  * calls it held back, per client. */
 static int concurrency_limit(sluice_client *c)
@@ -584,6 +647,7 @@ static void prometheus(out *o, sluice_factory *f, const view *v)
     prom_latency(o, head);
     prom_breakers(o, head);
     prom_factory_scalars(o, v);
+    prom_limiter_nodes(o, f);
     prom_pool(o, f, v);
 }
 
@@ -805,6 +869,36 @@ static void json_pool(out *o, int *n, sluice_factory *f, const view *v)
     puts_(o, "]}");
 }
 
+/* "nodes": [{"node": "host:port", "primary": 1, "round_trips": ...}, ...]
+ * on a Redis Cluster; nothing otherwise. */
+static void json_limiter_nodes(out *o, int *n, sluice_factory *f)
+{
+    struct sluice_limiter_node_stats ns;
+    size_t i, k;
+
+    if (!sl_limiter_cluster_node(f->limiter, 0, &ns))
+        return;
+    jkey(o, n, "nodes");
+    puts_(o, "[");
+    for (i = 0; sl_limiter_cluster_node(f->limiter, i, &ns); i++) {
+        int m = 0;
+
+        puts_(o, i ? ",{" : "{");
+        jstr(o, &m, "node", ns.addr);
+        for (k = 0; k < sizeof node_families / sizeof node_families[0]; k++) {
+            /* the Prometheus name less "sluice_limiter_node_" and "_total" */
+            const char *name = node_families[k].name + strlen("sluice_limiter_node_");
+            size_t len = strlen(name);
+
+            if (len > 6 && strcmp(name + len - 6, "_total") == 0)
+                len -= 6;
+            putf(o, ",\"%.*s\":%llu", (int)len, name, node_value(&ns, node_families[k].off));
+        }
+        puts_(o, "}");
+    }
+    puts_(o, "]");
+}
+
 static void json(out *o, sluice_factory *f, const view *v)
 {
     struct sluice_client_stats sum;
@@ -837,6 +931,7 @@ static void json(out *o, sluice_factory *f, const view *v)
     jkey(o, &n, "limiter");
     puts_(o, "{");
     json_scalars(o, &m, v, "sluice_limiter_");
+    json_limiter_nodes(o, &m, f);
     puts_(o, "}");
     m = 0;
     jkey(o, &n, "coalescer");

@@ -5,7 +5,9 @@
 #   tests/cluster.sh start DIR   prints the seed list "127.0.0.1:P1,..."
 #   tests/cluster.sh stop DIR    stops every node started in DIR
 # tests/run.sh starts it only when a cluster suite runs, and stops it on
-# any exit.
+# any exit.  It is ready once every node says cluster_state:ok and every
+# replica has synced (so a killed primary can fail over).  cluster.pids
+# may hold more pids than nodes: a test that restarts a node appends its.
 set -eu
 
 cmd=${1:-} dir=${2:-}
@@ -41,6 +43,7 @@ for _ in 1 2 3 4 5; do
         rm -f "$dir/node-$p/nodes.conf"
         timeout 3600 redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
             --dir "$dir/node-$p" --cluster-enabled yes --cluster-node-timeout 1000 \
+            --repl-diskless-sync-delay 0 \
             --cluster-config-file nodes.conf --daemonize no >"$dir/node-$p/log" 2>&1 &
         echo $! >>"$dir/cluster.pids"
         addrs="$addrs 127.0.0.1:$p"
@@ -61,6 +64,12 @@ for _ in 1 2 3 4 5; do
             ok=1
             for a in $addrs; do
                 redis-cli -p "${a##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || ok=0
+                # A replica that has not synced yet could not take over
+                # (a test kills a primary).
+                info=$(redis-cli -p "${a##*:}" info replication 2>/dev/null | tr -d '\r')
+                case $info in
+                *role:slave*) echo "$info" | grep -q '^master_link_status:up' || ok=0 ;;
+                esac
             done
             [ $ok = 1 ] && break
             i=$((i + 1)); sleep 0.05

@@ -1,11 +1,16 @@
 /* Redis Cluster addressing: key slots against a real cluster-enabled
  * redis-server's CLUSTER KEYSLOT, its CLUSTER SLOTS reply parsed into a
  * slot map, malformed CLUSTER SLOTS replies (RESP bytes through hiredis'
- * own reader), MOVED / ASK redirect texts, redis+cluster:// URLs, and the
- * map and redirects of a live 3-primary cluster (tests/cluster.sh). */
+ * own reader), MOVED / ASK redirect texts, redis+cluster:// URLs, the
+ * map and redirects of a live 3-primary cluster (tests/cluster.sh), and
+ * the rate limiter on that cluster: a cross-slot burst, a slot moved
+ * (MOVED), a slot half migrated (ASK, NOSCRIPT on the target), settings
+ * refused, and a primary killed (run last: it changes the cluster). */
 #include <hiredis/hiredis.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +19,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "limiter.h"
 #include "redis_cluster.h"
 #include "redis_conn.h"
 #include "testutil.h"
@@ -436,6 +442,816 @@ static void test_cluster_live_map_routes_every_key(void)
     free(map);
 }
 
+/* --- the rate limiter on the live cluster -------------------------------------- */
+
+/* The test cluster's primaries as the map names them, a connection to each
+ * and its node id. */
+typedef struct live {
+    sl_slot_map *map;
+    redisContext *node[8];
+    char id[8][48];
+} live;
+
+static void live_close(live *lv)
+{
+    size_t i;
+
+    for (i = 0; i < 8; i++)
+        if (lv->node[i])
+            redisFree(lv->node[i]);
+    free(lv->map);
+    memset(lv, 0, sizeof *lv);
+}
+
+/* 0, or -1 after failing the test. */
+static int live_open(live *lv)
+{
+    char url[128];
+    sluice_error err;
+    redisContext *c;
+    redisReply *r;
+    size_t i;
+
+    memset(lv, 0, sizeof *lv);
+    if (!cluster_seed_url(url, sizeof url) || !(lv->map = calloc(1, sizeof *lv->map)))
+        return -1;
+    if (!(c = sl_redis_connect_url(url, 2000, &err))) {
+        CU_FAIL("cannot reach the test cluster");
+        live_close(lv);
+        return -1;
+    }
+    r = redisCommand(c, "CLUSTER SLOTS");
+    CU_ASSERT_EQUAL(sl_cluster_parse_slots(r, "127.0.0.1", lv->map, &err), 0);
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    if (lv->map->nnodes != 3) {
+        CU_FAIL("the test cluster does not have 3 primaries");
+        live_close(lv);
+        return -1;
+    }
+    for (i = 0; i < lv->map->nnodes; i++) {
+        snprintf(url, sizeof url, "redis://%s:%d", lv->map->nodes[i].host, lv->map->nodes[i].port);
+        if (!(lv->node[i] = sl_redis_connect_url(url, 2000, &err)) ||
+            !(r = redisCommand(lv->node[i], "CLUSTER MYID")) || r->type != REDIS_REPLY_STRING) {
+            CU_FAIL("cannot reach a primary of the test cluster");
+            live_close(lv);
+            return -1;
+        }
+        snprintf(lv->id[i], sizeof lv->id[i], "%s", r->str);
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+/* The index of the primary serving the limiter key prefix:key. */
+static size_t live_owner(const live *lv, const char *prefix, const char *key)
+{
+    char full[256];
+    int n = snprintf(full, sizeof full, "%s:%s", prefix, key);
+
+    return lv->map->owner[sl_cluster_keyslot(full, (size_t)n)];
+}
+
+static unsigned key_slot(const char *prefix, const char *key)
+{
+    char full[256];
+    int n = snprintf(full, sizeof full, "%s:%s", prefix, key);
+
+    return sl_cluster_keyslot(full, (size_t)n);
+}
+
+/* Runs a command and checks the reply is not an error. */
+static void must(redisContext *c, const char *what, redisReply *r)
+{
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fprintf(stderr, "%s: %s\n", what, r ? r->str : c->errstr);
+    CU_ASSERT(r && r->type != REDIS_REPLY_ERROR);
+    if (r)
+        freeReplyObject(r);
+}
+
+/* A prefix no earlier run used. */
+static void fresh_prefix(char *buf, size_t cap, const char *what)
+{
+    static int n;
+
+    snprintf(buf, cap, "t%s-%d-%lld-%d", what, (int)getpid(), (long long)tu_now_ms(), n++);
+}
+
+static sluice_limiter *cluster_limiter(const char *prefix, sluice_fail_mode mode, int timeout_ms,
+                                       sluice_error *err)
+{
+    const char *seeds = getenv("SLUICE_TEST_CLUSTER");
+    sluice_limiter_opts o;
+    char url[512];
+
+    if (!seeds || !*seeds) {
+        CU_FAIL("SLUICE_TEST_CLUSTER is not set (tests/run.sh starts the test cluster)");
+        return NULL;
+    }
+    snprintf(url, sizeof url, "redis+cluster://%s", seeds);
+    sluice_limiter_opts_init(&o);
+    o.prefix = prefix;
+    o.fail_mode = mode;
+    o.redis_timeout_ms = timeout_ms;
+    return sluice_limiter_new(url, &o, err);
+}
+
+static void test_cluster_limiter_config_errors(void)
+{
+    static const char *const bad[] = {
+        "redis+cluster://", "redis+cluster://127.0.0.1:1/1", "redis+cluster://127.0.0.1:1,,x:2",
+        "redis+cluster://127.0.0.1:0", "redis+cluster://127.0.0.1:1?db=0",
+    };
+    const char *redis = tu_redis_url(), *seeds = getenv("SLUICE_TEST_CLUSTER");
+    struct sluice_limiter_stats st;
+    sluice_limit lim = {1, 60000, 2};
+    sluice_limit_result r;
+    sluice_limiter_opts o;
+    sluice_limiter *l;
+    sluice_error err;
+    char url[512];
+    size_t i;
+
+    TU_REQUIRE(redis && seeds);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        l = sluice_limiter_new(bad[i], NULL, &err);
+        CU_ASSERT_PTR_NULL(l);
+        CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+        sluice_limiter_free(l);
+    }
+    l = sluice_limiter_new("redis+cluster://127.0.0.1:1/1", NULL, &err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "db"));
+    /* A brace in the prefix would become every key's hash tag. */
+    snprintf(url, sizeof url, "redis+cluster://%s", seeds);
+    sluice_limiter_opts_init(&o);
+    o.prefix = "app{x}";
+    l = sluice_limiter_new(url, &o, &err);
+    CU_ASSERT_PTR_NULL(l);
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "prefix"));
+    sluice_limiter_free(l);
+    o.prefix = "app}";
+    CU_ASSERT_PTR_NULL(sluice_limiter_new(url, &o, &err));
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+    /* A plain Redis given as a seed. */
+    snprintf(url, sizeof url, "redis+cluster://%s", redis + strlen("redis://"));
+    l = sluice_limiter_new(url, NULL, &err);
+    CU_ASSERT_PTR_NULL(l);
+    CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "cluster support disabled"));
+    sluice_limiter_free(l);
+    /* No seed reachable: created, decisions in the fail mode. */
+    o.prefix = "sluice";
+    o.fail_mode = SLUICE_FAIL_CLOSED;
+    l = sluice_limiter_new("redis+cluster://127.0.0.1:1", &o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(sluice_limiter_check(l, "{a}:b", &lim, 1, &r), SLUICE_ELIMITER);
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(st.fallbacks, 1);
+    CU_ASSERT_EQUAL(st.cluster_node_fallbacks, 1);
+    CU_ASSERT_EQUAL(st.cluster_nodes, 0);
+    CU_ASSERT_EQUAL(sluice_limiter_is_shared(l), 1);
+    sluice_limiter_free(l);
+}
+
+/* A factory whose limiter runs on the cluster exports the cluster counters
+ * and one sample per node, in Prometheus and JSON. */
+static void test_cluster_limiter_metrics_export(void)
+{
+    const char *seeds = getenv("SLUICE_TEST_CLUSTER");
+    sluice_factory_opts fo;
+    sluice_factory *f;
+    sluice_error err;
+    char url[512], sample[128], first[64];
+    size_t cap = 1 << 20, n;
+    char *buf = malloc(cap);
+
+    TU_REQUIRE(seeds && buf);
+    snprintf(url, sizeof url, "redis+cluster://%s", seeds);
+    snprintf(first, sizeof first, "%.*s", (int)strcspn(seeds, ","), seeds);
+    sluice_factory_opts_init(&fo, SLUICE_PRESET_DEFAULT);
+    fo.redis_url = url;
+    f = sluice_factory_new(&fo, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    n = sluice_factory_metrics(f, SLUICE_METRICS_PROMETHEUS, buf, cap);
+    CU_ASSERT(n > 0 && n < cap);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nsluice_limiter_cluster_nodes 3\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nsluice_limiter_cluster_refreshes_total 1\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nsluice_limiter_cluster_moved_total 0\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "# TYPE sluice_limiter_node_fallbacks_total counter\n"));
+    snprintf(sample, sizeof sample, "\nsluice_limiter_node_primary{node=\"%s\"} ", first);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, sample));
+    n = sluice_factory_metrics(f, SLUICE_METRICS_JSON, buf, cap);
+    CU_ASSERT(n > 0 && n < cap);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"cluster_nodes\":3"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"cluster_node_fallbacks\":0"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"nodes\":[{\"node\":\"127.0.0.1:"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"primary\":1,\"round_trips\":0,\"decisions\":0,"
+                                       "\"redis_errors\":0,\"fallbacks\":0}"));
+    sluice_factory_free(f);
+    free(buf);
+}
+
+/* --- (a) a cross-slot burst ----------------------------------------------------- */
+
+#define BURST_KEYS 24
+#define BURST_THREADS 6
+#define BURST_TRIES 2
+
+typedef struct burst {
+    sluice_limiter *l;
+    pthread_barrier_t *go;
+    char (*keys)[32];
+    int allowed[BURST_KEYS];
+    int errors;
+} burst;
+
+static void *burst_worker(void *arg)
+{
+    burst *b = arg;
+    sluice_limit lim = {1, 600000, 5};
+    sluice_limit_result r;
+    int t, k;
+
+    pthread_barrier_wait(b->go);
+    for (t = 0; t < BURST_TRIES; t++)
+        for (k = 0; k < BURST_KEYS; k++) {
+            if (sluice_limiter_check(b->l, b->keys[k], &lim, 1, &r) != 0)
+                b->errors++;
+            else if (r.allowed)
+                b->allowed[k]++;
+        }
+    return NULL;
+}
+
+/* Concurrent decisions for services on all three shards, batched per node:
+ * each key admits exactly its burst, as one Redis would, with no error
+ * and no fallback (one EVALSHA for keys of several slots is CROSSSLOT). */
+static void test_cluster_limiter_cross_slot_burst(void)
+{
+    char prefix[64], keys[BURST_KEYS][32];
+    struct sluice_limiter_stats st;
+    struct sluice_limiter_node_stats ns[8];
+    uint64_t rt = 0, dec = 0;
+    size_t nn, j;
+    burst b[BURST_THREADS];
+    pthread_t th[BURST_THREADS];
+    pthread_barrier_t go;
+    int shard[3] = {0}, total, i, k;
+    sluice_limiter *l;
+    sluice_error err;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "a");
+    for (k = 0; k < BURST_KEYS; k++) {
+        snprintf(keys[k], sizeof keys[k], "{svc%d}:/v1/x", k);
+        shard[live_owner(&lv, prefix, keys[k])]++;
+    }
+    CU_ASSERT(shard[0] && shard[1] && shard[2]);
+    l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 3000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    pthread_barrier_init(&go, NULL, BURST_THREADS);
+    for (i = 0; i < BURST_THREADS; i++) {
+        memset(&b[i], 0, sizeof b[i]);
+        b[i].l = l;
+        b[i].go = &go;
+        b[i].keys = keys;
+        pthread_create(&th[i], NULL, burst_worker, &b[i]);
+    }
+    for (i = 0; i < BURST_THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (k = 0; k < BURST_KEYS; k++) {
+        for (total = 0, i = 0; i < BURST_THREADS; i++)
+            total += b[i].allowed[k];
+        CU_ASSERT_EQUAL(total, 5);
+    }
+    for (i = 0; i < BURST_THREADS; i++)
+        CU_ASSERT_EQUAL(b[i].errors, 0);
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    CU_ASSERT_EQUAL(st.cluster_node_fallbacks, 0);
+    CU_ASSERT_EQUAL(st.cluster_nodes, 3);
+    CU_ASSERT_EQUAL(st.allowed, 5 * BURST_KEYS);
+    CU_ASSERT_EQUAL(st.decisions, BURST_KEYS * BURST_THREADS * BURST_TRIES);
+    CU_ASSERT(st.round_trips > 0 && st.round_trips <= st.decisions);
+    CU_ASSERT_EQUAL(st.cluster_moved + st.cluster_ask + st.cluster_tryagain, 0);
+    CU_ASSERT(st.cluster_refreshes >= 1);
+    nn = sluice_limiter_cluster_nodes(l, ns, 8);
+    CU_ASSERT_EQUAL(nn, 3);
+    CU_ASSERT_EQUAL(sluice_limiter_cluster_nodes(l, NULL, 0), 3);
+    for (j = 0; j < nn && j < 8; j++) {
+        CU_ASSERT_EQUAL(ns[j].primary, 1);
+        CU_ASSERT(ns[j].decisions > 0);
+        CU_ASSERT_EQUAL(ns[j].fallbacks, 0);
+        rt += ns[j].round_trips;
+        dec += ns[j].decisions;
+    }
+    CU_ASSERT_EQUAL(rt, st.round_trips);
+    CU_ASSERT_EQUAL(dec, st.decisions);
+    sluice_limiter_free(l);
+    live_close(&lv);
+}
+
+/* --- (b) a slot moved by hand: MOVED -------------------------------------------- */
+
+/* Moves `slot` from primary src to dst the way redis-cli --cluster reshard
+ * does: IMPORTING / MIGRATING, MIGRATE every key, then the new owner on
+ * every primary. */
+static void move_slot(live *lv, unsigned slot, size_t src, size_t dst)
+{
+    redisReply *keys;
+    size_t i;
+
+    must(lv->node[dst], "IMPORTING",
+         redisCommand(lv->node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv->id[src]));
+    must(lv->node[src], "MIGRATING",
+         redisCommand(lv->node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv->id[dst]));
+    keys = redisCommand(lv->node[src], "CLUSTER GETKEYSINSLOT %u 100", slot);
+    CU_ASSERT_FATAL(keys && keys->type == REDIS_REPLY_ARRAY);
+    for (i = 0; i < keys->elements; i++)
+        must(lv->node[src], "MIGRATE",
+             redisCommand(lv->node[src], "MIGRATE 127.0.0.1 %d %b 0 5000",
+                          lv->map->nodes[dst].port, keys->element[i]->str,
+                          (size_t)keys->element[i]->len));
+    freeReplyObject(keys);
+    must(lv->node[dst], "NODE dst",
+         redisCommand(lv->node[dst], "CLUSTER SETSLOT %u NODE %s", slot, lv->id[dst]));
+    must(lv->node[src], "NODE src",
+         redisCommand(lv->node[src], "CLUSTER SETSLOT %u NODE %s", slot, lv->id[dst]));
+    for (i = 0; i < 3; i++)
+        if (i != src && i != dst)
+            must(lv->node[i], "NODE other",
+                 redisCommand(lv->node[i], "CLUSTER SETSLOT %u NODE %s", slot, lv->id[dst]));
+}
+
+/* Burst 5: three decisions before the slot moves, two after it are
+ * admitted (the key's TAT moved with it), the sixth is denied, and the
+ * stale map cost exactly one MOVED. */
+static void test_cluster_limiter_moved_slot(void)
+{
+    const char *key = "{moved}:/v1/x";
+    sluice_limit lim = {1, 600000, 5};
+    struct sluice_limiter_stats st;
+    sluice_limit_result r;
+    char prefix[64];
+    sluice_limiter *l;
+    sluice_error err;
+    size_t src;
+    int i;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "b");
+    l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 3000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    src = live_owner(&lv, prefix, key);
+    move_slot(&lv, key_slot(prefix, key), src, (src + 1) % 3);
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+    CU_ASSERT_EQUAL(r.allowed, 0);
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(st.cluster_moved, 1);
+    CU_ASSERT_EQUAL(st.cluster_ask, 0);
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    sluice_limiter_free(l);
+    live_close(&lv);
+}
+
+/* --- (c) a slot half migrated: ASK, NOSCRIPT on the target ---------------------- */
+
+static long script_exists(redisContext *c, const char *sha)
+{
+    redisReply *r = redisCommand(c, "SCRIPT EXISTS %s", sha);
+    long v = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 ? r->element[0]->integer : -1;
+
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+/* While a slot migrates, a key still on the source is decided there and a
+ * key not there is asked of the target (ASKING), whose script cache was
+ * flushed after the limiter had loaded it: NOSCRIPT, SCRIPT LOAD, sent
+ * again.  Each decision of that key is one ASK; the map is unchanged. */
+static void test_cluster_limiter_ask_noscript(void)
+{
+    const char *old_key = "{ask}:/old", *new_key = "{ask}:/new";
+    sluice_limit lim = {1, 600000, 5};
+    struct sluice_limiter_stats st;
+    sluice_limit_result r;
+    char prefix[64], dst_key[32], sha[48], full[128];
+    sluice_limiter *l;
+    sluice_error err;
+    redisReply *rep;
+    size_t src, dst;
+    unsigned slot;
+    int i;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "c");
+    src = live_owner(&lv, prefix, old_key);
+    dst = (src + 1) % 3;
+    slot = key_slot(prefix, old_key);
+    for (i = 0; i < 1000; i++) {   /* a key the target owns, to connect to it */
+        snprintf(dst_key, sizeof dst_key, "{dst%d}:/x", i);
+        if (live_owner(&lv, prefix, dst_key) == dst)
+            break;
+    }
+    l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 3000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(sluice_limiter_check(l, dst_key, &lim, 1, &r), 0);
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, old_key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    rep = redisCommand(lv.node[src], "SCRIPT LOAD %s", sl_redis_script);
+    CU_ASSERT_FATAL(rep && rep->type == REDIS_REPLY_STRING);
+    snprintf(sha, sizeof sha, "%s", rep->str);
+    freeReplyObject(rep);
+    CU_ASSERT_EQUAL(script_exists(lv.node[dst], sha), 1);
+    must(lv.node[dst], "IMPORTING",
+         redisCommand(lv.node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv.id[src]));
+    must(lv.node[src], "MIGRATING",
+         redisCommand(lv.node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv.id[dst]));
+    must(lv.node[dst], "SCRIPT FLUSH", redisCommand(lv.node[dst], "SCRIPT FLUSH"));
+    CU_ASSERT_EQUAL(script_exists(lv.node[dst], sha), 0);
+
+    for (i = 0; i < 6; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, new_key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, i < 5);
+    }
+    for (i = 0; i < 3; i++) {   /* still on the source: 2 of 5 used */
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, old_key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    CU_ASSERT_EQUAL(sluice_limiter_check(l, old_key, &lim, 1, &r), 0);
+    CU_ASSERT_EQUAL(r.allowed, 0);
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(st.cluster_ask, 6);
+    CU_ASSERT_EQUAL(st.cluster_moved, 0);
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    CU_ASSERT_EQUAL(script_exists(lv.node[dst], sha), 1);
+    sluice_limiter_free(l);
+
+    /* Back to stable, without the key the target took. */
+    snprintf(full, sizeof full, "%s:%s", prefix, new_key);
+    must(lv.node[dst], "ASKING", redisCommand(lv.node[dst], "ASKING"));
+    must(lv.node[dst], "DEL", redisCommand(lv.node[dst], "DEL %s", full));
+    must(lv.node[dst], "STABLE", redisCommand(lv.node[dst], "CLUSTER SETSLOT %u STABLE", slot));
+    must(lv.node[src], "STABLE", redisCommand(lv.node[src], "CLUSTER SETSLOT %u STABLE", slot));
+    live_close(&lv);
+}
+
+/* --- a multi-key EVALSHA during a migration: TRYAGAIN ------------------------- */
+
+#define TRY_THREADS 6
+#define TRY_ROUNDS 30
+#define TRY_BURST 40
+
+typedef struct tryrun {
+    sluice_limiter *l;
+    pthread_barrier_t *go;
+    int allowed[2], errors;
+} tryrun;
+
+static void *try_worker(void *arg)
+{
+    static const char *const keys[2] = {"{try}:/old", "{try}:/new"};
+    tryrun *t = arg;
+    sluice_limit lim = {1, 600000, TRY_BURST};
+    sluice_limit_result r;
+    int i;
+
+    pthread_barrier_wait(t->go);
+    for (i = 0; i < 2 * TRY_ROUNDS; i++) {
+        if (sluice_limiter_check(t->l, keys[i % 2], &lim, 1, &r) != 0)
+            t->errors++;
+        else if (r.allowed)
+            t->allowed[i % 2]++;
+    }
+    return NULL;
+}
+
+/* While a slot migrates, an EVALSHA holding a key still on the source and
+ * one that is not gets TRYAGAIN; each decision goes again alone (the first
+ * decided on the source, the second asked of the target).  One connection
+ * makes concurrent decisions share EVALSHAs, so batches hold both keys;
+ * every decision still counts exactly once. */
+static void test_cluster_limiter_tryagain(void)
+{
+    sluice_limit lim = {1, 600000, TRY_BURST};
+    struct sluice_limiter_stats st;
+    tryrun t[TRY_THREADS];
+    pthread_t th[TRY_THREADS];
+    pthread_barrier_t go;
+    sluice_limiter_opts o;
+    sluice_limit_result r;
+    char prefix[64], url[512], full[128];
+    int i, allowed[2] = {0, 0}, errors = 0;
+    sluice_error err;
+    size_t src, dst;
+    unsigned slot;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "t");
+    src = live_owner(&lv, prefix, "{try}:/old");
+    dst = (src + 2) % 3;
+    slot = key_slot(prefix, "{try}:/old");
+    snprintf(url, sizeof url, "redis+cluster://%s", getenv("SLUICE_TEST_CLUSTER"));
+    sluice_limiter_opts_init(&o);
+    o.prefix = prefix;
+    o.fail_mode = SLUICE_FAIL_CLOSED;
+    o.redis_timeout_ms = 3000;
+    o.pool_size = 1;
+    t[0].l = sluice_limiter_new(url, &o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t[0].l);
+    CU_ASSERT_EQUAL(sluice_limiter_check(t[0].l, "{try}:/old", &lim, 1, &r), 0);
+    must(lv.node[dst], "IMPORTING",
+         redisCommand(lv.node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv.id[src]));
+    must(lv.node[src], "MIGRATING",
+         redisCommand(lv.node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv.id[dst]));
+    pthread_barrier_init(&go, NULL, TRY_THREADS);
+    for (i = 0; i < TRY_THREADS; i++) {
+        t[i].l = t[0].l;
+        t[i].go = &go;
+        t[i].allowed[0] = t[i].allowed[1] = t[i].errors = 0;
+        pthread_create(&th[i], NULL, try_worker, &t[i]);
+    }
+    for (i = 0; i < TRY_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        allowed[0] += t[i].allowed[0];
+        allowed[1] += t[i].allowed[1];
+        errors += t[i].errors;
+    }
+    pthread_barrier_destroy(&go);
+    CU_ASSERT_EQUAL(errors, 0);
+    CU_ASSERT_EQUAL(allowed[0], TRY_BURST - 1);
+    CU_ASSERT_EQUAL(allowed[1], TRY_BURST);
+    sluice_limiter_stats(t[0].l, &st);
+    CU_ASSERT(st.cluster_tryagain > 0);
+    CU_ASSERT(st.cluster_ask > 0);
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    sluice_limiter_free(t[0].l);
+
+    snprintf(full, sizeof full, "%s:{try}:/new", prefix);
+    must(lv.node[dst], "ASKING", redisCommand(lv.node[dst], "ASKING"));
+    must(lv.node[dst], "DEL", redisCommand(lv.node[dst], "DEL %s", full));
+    must(lv.node[dst], "STABLE", redisCommand(lv.node[dst], "CLUSTER SETSLOT %u STABLE", slot));
+    must(lv.node[src], "STABLE", redisCommand(lv.node[src], "CLUSTER SETSLOT %u STABLE", slot));
+    live_close(&lv);
+}
+
+/* --- (d) a primary killed ------------------------------------------------------ */
+
+#define KILL_KEYS 3
+#define KILL_TIMEOUT_MS 100
+#define KILL_SLACK_MS 400
+
+typedef struct killrun {
+    sluice_limiter *l;
+    char keys[KILL_KEYS][32];
+    _Atomic int stop;
+    _Atomic int64_t killed_ms;        /* 0 until the kill */
+    /* the worker's: */
+    int64_t max_ms, first_fb_ms, last_fb_ms;
+    long fallbacks_before_kill, redis_after[KILL_KEYS];
+    long errors;
+} killrun;
+
+static void *kill_worker(void *arg)
+{
+    killrun *k = arg;
+    sluice_limit lim = {100000, 1000, 100000};
+    sluice_limit_result r;
+    int i;
+
+    while (!atomic_load(&k->stop)) {
+        for (i = 0; i < KILL_KEYS; i++) {
+            int64_t t0 = tu_now_ms(), dt;
+            int rc = sluice_limiter_check(k->l, k->keys[i], &lim, 1, &r);
+
+            dt = tu_now_ms() - t0;
+            if (dt > k->max_ms)
+                k->max_ms = dt;
+            if (rc) {
+                k->errors++;
+            } else if (r.remaining < 0) {   /* FAIL_OPEN answered */
+                if (!atomic_load(&k->killed_ms))
+                    k->fallbacks_before_kill++;
+                if (!k->first_fb_ms)
+                    k->first_fb_ms = t0;
+                k->last_fb_ms = t0 + dt;
+                memset(k->redis_after, 0, sizeof k->redis_after);
+            } else {
+                k->redis_after[i]++;
+            }
+        }
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* "field:value" of INFO or CLUSTER INFO text into buf. */
+static int info_field(redisContext *c, const char *cmd, const char *field, char *buf, size_t cap)
+{
+    redisReply *r = redisCommand(c, cmd);
+    const char *p;
+    size_t n;
+    int ok = 0;
+
+    if (r && r->type == REDIS_REPLY_STRING &&
+        (p = strstr(r->str, field))) {
+        p += strlen(field);
+        n = strcspn(p, "\r\n");
+        snprintf(buf, cap, "%.*s", (int)n, p);
+        ok = 1;
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* Restarts the killed node in its tests/cluster.sh directory (it rejoins as
+ * a replica) and records its pid for tests/cluster.sh stop. */
+static void restart_node(int port)
+{
+    const char *tmp = getenv("SLUICE_TEST_TMP");
+    char dir[256], portarg[16], pids[256], log[300];
+    pid_t pid;
+    FILE *f;
+
+    if (!tmp)
+        return;
+    snprintf(dir, sizeof dir, "%s/cluster/node-%d", tmp, port);
+    snprintf(pids, sizeof pids, "%s/cluster/cluster.pids", tmp);
+    snprintf(log, sizeof log, "%s/log.restarted", dir);
+    snprintf(portarg, sizeof portarg, "%d", port);
+    pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+        if (fd >= 0)
+            dup2(fd, 1), dup2(fd, 2);
+        setpgid(0, 0);
+        execlp("timeout", "timeout", "3600", "redis-server", "--port", portarg, "--bind",
+               "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir,
+               "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+               "--repl-diskless-sync-delay", "0", "--cluster-config-file", "nodes.conf",
+               "--daemonize", "no", (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0 && (f = fopen(pids, "a"))) {
+        fprintf(f, "%d\n", (int)pid);
+        fclose(f);
+    }
+}
+
+static int cluster_ok(redisContext *c)
+{
+    char v[32];
+
+    return info_field(c, "CLUSTER INFO", "cluster_state:", v, sizeof v) && strcmp(v, "ok") == 0;
+}
+
+/* kill -9 of a primary with a replica: no decision waits past
+ * redis_timeout_ms (plus slack), fail-mode answers only between the kill
+ * and a few seconds after the replica took over (cluster_state:ok), and
+ * Redis decides every key again after that. */
+static void test_cluster_limiter_primary_killed(void)
+{
+    char prefix[64], pidtxt[32], url[128];
+    struct sluice_limiter_stats st;
+    killrun *k = calloc(1, sizeof *k);
+    size_t victim, survivor, i, found = 0;
+    int64_t ok_ms = 0, end;
+    sluice_error err;
+    pthread_t th;
+    int victim_port;
+    live lv;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+    if (live_open(&lv)) {
+        free(k);
+        return;
+    }
+    fresh_prefix(prefix, sizeof prefix, "d");
+    for (i = 0; i < 1000 && found < 7; i++) {   /* one key per shard */
+        char key[32];
+        size_t own;
+
+        snprintf(key, sizeof key, "{kill%zu}:/x", i);
+        own = live_owner(&lv, prefix, key);
+        if (!(found & (1u << own))) {
+            found |= 1u << own;
+            snprintf(k->keys[own], sizeof k->keys[own], "%s", key);
+        }
+    }
+    CU_ASSERT_EQUAL_FATAL(found, 7);
+    victim = 0;
+    survivor = 1;
+    victim_port = lv.map->nodes[victim].port;
+    /* Its replica must have synced, or it could not take over. */
+    end = tu_now_ms() + 10000;
+    while (!info_field(lv.node[victim], "INFO replication", "state=online", pidtxt, 1) &&
+           tu_now_ms() < end)
+        usleep(50000);
+    CU_ASSERT_FATAL(info_field(lv.node[victim], "INFO server", "process_id:", pidtxt,
+                               sizeof pidtxt));
+    k->l = cluster_limiter(prefix, SLUICE_FAIL_OPEN, KILL_TIMEOUT_MS, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(k->l);
+    pthread_create(&th, NULL, kill_worker, k);
+    usleep(300000);
+    atomic_store(&k->killed_ms, tu_now_ms());
+    CU_ASSERT_EQUAL(kill((pid_t)atol(pidtxt), SIGKILL), 0);
+    redisFree(lv.node[victim]);
+    lv.node[victim] = NULL;
+
+    /* The replica takes over: the slot map names another primary. */
+    end = tu_now_ms() + 20000;
+    while (!ok_ms && tu_now_ms() < end) {
+        sl_slot_map *m = calloc(1, sizeof *m);
+        redisReply *r = redisCommand(lv.node[survivor], "CLUSTER SLOTS");
+        unsigned slot = key_slot(prefix, k->keys[victim]);
+
+        if (m && r && sl_cluster_parse_slots(r, "127.0.0.1", m, &err) == 0 &&
+            m->owner[slot] < m->nnodes && m->nodes[m->owner[slot]].port != victim_port &&
+            cluster_ok(lv.node[survivor]))
+            ok_ms = tu_now_ms();
+        if (r)
+            freeReplyObject(r);
+        free(m);
+        usleep(50000);
+    }
+    CU_ASSERT(ok_ms != 0);
+    usleep(4000000);
+    atomic_store(&k->stop, 1);
+    pthread_join(th, NULL);
+    sluice_limiter_stats(k->l, &st);
+
+    CU_ASSERT(k->max_ms <= KILL_TIMEOUT_MS + KILL_SLACK_MS);
+    CU_ASSERT_EQUAL(k->errors, 0);
+    CU_ASSERT_EQUAL(k->fallbacks_before_kill, 0);
+    CU_ASSERT(k->first_fb_ms >= atomic_load(&k->killed_ms));   /* the kill was noticed */
+    CU_ASSERT(st.cluster_node_fallbacks > 0);
+    CU_ASSERT(st.fallbacks == st.cluster_node_fallbacks);
+    CU_ASSERT(ok_ms && k->last_fb_ms <= ok_ms + 3000);
+    for (i = 0; i < KILL_KEYS; i++)
+        CU_ASSERT(k->redis_after[i] > 0);       /* Redis decides again */
+    CU_ASSERT(st.cluster_refreshes >= 2);
+    {   /* the dead primary's own fallbacks; the new map names it no more */
+        struct sluice_limiter_node_stats ns[8];
+        size_t nn = sluice_limiter_cluster_nodes(k->l, ns, 8), j, seen = 0;
+        char addr[32];
+
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", victim_port);
+        for (j = 0; j < nn && j < 8; j++)
+            if (strcmp(ns[j].addr, addr) == 0) {
+                seen = 1;
+                CU_ASSERT(ns[j].fallbacks > 0);
+                CU_ASSERT_EQUAL(ns[j].primary, 0);
+            }
+        CU_ASSERT(seen);
+    }
+    if (k->max_ms > KILL_TIMEOUT_MS + KILL_SLACK_MS || k->last_fb_ms > ok_ms + 3000)
+        fprintf(stderr, "max %lld ms, last fallback %lld ms after cluster_state:ok\n",
+                (long long)k->max_ms, (long long)(k->last_fb_ms - ok_ms));
+    sluice_limiter_free(k->l);
+
+    /* Leave a whole cluster behind: the old primary rejoins as a replica. */
+    restart_node(victim_port);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", victim_port);
+    end = tu_now_ms() + 15000;
+    while (tu_now_ms() < end) {
+        redisContext *c = sl_redis_connect_url(url, 500, NULL);
+        int ok = c && cluster_ok(c);
+
+        if (c)
+            redisFree(c);
+        if (ok)
+            break;
+        usleep(100000);
+    }
+    live_close(&lv);
+    free(k);
+}
+
 static CU_TestInfo tests[] = {
     {"test_cluster_crc16_reference", test_cluster_crc16_reference},
     {"test_cluster_keyslot_matches_redis", test_cluster_keyslot_matches_redis},
@@ -444,6 +1260,14 @@ static CU_TestInfo tests[] = {
     {"test_cluster_redirect_parsing", test_cluster_redirect_parsing},
     {"test_cluster_url_parsing", test_cluster_url_parsing},
     {"test_cluster_live_map_routes_every_key", test_cluster_live_map_routes_every_key},
+    {"test_cluster_limiter_config_errors", test_cluster_limiter_config_errors},
+    {"test_cluster_limiter_metrics_export", test_cluster_limiter_metrics_export},
+    {"test_cluster_limiter_cross_slot_burst", test_cluster_limiter_cross_slot_burst},
+    {"test_cluster_limiter_moved_slot", test_cluster_limiter_moved_slot},
+    {"test_cluster_limiter_ask_noscript", test_cluster_limiter_ask_noscript},
+    {"test_cluster_limiter_tryagain", test_cluster_limiter_tryagain},
+    /* Last: it kills a primary (and restarts it as a replica). */
+    {"test_cluster_limiter_primary_killed", test_cluster_limiter_primary_killed},
     CU_TEST_INFO_NULL,
 };
 
