@@ -253,7 +253,7 @@ static int discover(sl_sentinel *s, const sl_redis_url *auth, int64_t deadline, 
 static int discover_and_publish(sl_sentinel *s, const sl_redis_url *auth, int64_t deadline,
                                 redisContext **out, int *refused, sluice_error *err)
 {
-    char host[HOST_MAX], before[HOST_MAX + 8] = "";
+    char host[HOST_MAX], before[HOST_MAX + 24] = "";   /* " (was host:port)" */
     sluice_error e;
     int port = 0, changed = 0;
     int rc = discover(s, auth, deadline, out, host, &port, refused, &e);
