@@ -11,6 +11,10 @@
  *
  * `keys` (default 16) is how many keys the threads spread over: 1 is one
  * hot endpoint, the common case for a fleet calling one API.
+ * With a redis+cluster:// URL the keys carry no hash tag, so they spread
+ * over the shards; the plain loop then keeps a connection to every
+ * primary and sends each decision to the one that owns its key's slot,
+ * and Redis CPU is summed over the primaries.
  * Without a URL (or $SLUICE_REDIS_URL) it starts a private redis-server on
  * a free 127.0.0.1 port.  Exit status 1 when a bound is broken or a phase
  * fails; the 3x target is reported, not enforced (it is a benchmark). */
@@ -30,6 +34,8 @@
 
 #include "clock.h"
 #include "limiter.h"
+#include "redis_cluster.h"
+#include "redis_conn.h"
 #include "sluice.h"
 
 #define MAX_THREADS 64
@@ -38,6 +44,12 @@
 
 static int nkeys = 16;
 static int nthreads = 8;
+
+/* A Redis Cluster's primaries (cluster mode), else the one server. */
+#define MAX_NODES 16
+static sl_slot_map *cmap;          /* NULL: one server */
+static char node_url[MAX_NODES][SL_CLUSTER_HOST_MAX + 32];
+static size_t nnodes;
 
 static const sluice_limit bench_limit = {20000, 1000, 100};
 
@@ -53,7 +65,7 @@ typedef struct worker {
 
 static const char *key_name(int k, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "{bench}:k%d", k);
+    snprintf(buf, cap, cmap ? "k%d" : "{bench}:k%d", k);
     return buf;
 }
 
@@ -62,13 +74,15 @@ static const char *key_name(int k, char *buf, size_t cap)
 static void *plain_worker(void *arg)
 {
     worker *w = arg;
-    redisContext *c = sl_redis_connect_url(w->url, 2000, NULL);
+    redisContext *conns[MAX_NODES] = {NULL}, *c;
     char key[64], prefixed[96], interval[32], burst[16];
+    size_t i, n = cmap ? nnodes : 1;
 
-    if (!c) {
-        w->errors++;
-        return NULL;
-    }
+    for (i = 0; i < n; i++)
+        if (!(conns[i] = sl_redis_connect_url(cmap ? node_url[i] : w->url, 2000, NULL))) {
+            w->errors++;
+            goto out;
+        }
     snprintf(interval, sizeof interval, "%.17g", sl_gcra_interval_us(&bench_limit));
     snprintf(burst, sizeof burst, "%d", bench_limit.burst);
     while (sl_now_ns() < w->stop_ns) {
@@ -77,6 +91,7 @@ static void *plain_worker(void *arg)
 
         snprintf(prefixed, sizeof prefixed, "plain:%s",
                  key_name((int)(rand_r(&w->seed) % (unsigned)nkeys), key, sizeof key));
+        c = cmap ? conns[cmap->owner[sl_cluster_keyslot(prefixed, strlen(prefixed))]] : conns[0];
         argv[0] = "EVALSHA", argv[1] = w->sha, argv[2] = "1", argv[3] = prefixed;
         argv[4] = "c", argv[5] = interval, argv[6] = burst, argv[7] = "1", argv[8] = "-1";
         r = redisCommandArgv(c, 9, argv, NULL);
@@ -89,7 +104,10 @@ static void *plain_worker(void *arg)
         if (!r)
             break;
     }
-    redisFree(c);
+out:
+    for (i = 0; i < n; i++)
+        if (conns[i])
+            redisFree(conns[i]);
     return NULL;
 }
 
@@ -122,7 +140,6 @@ typedef struct phase_result {
     double client_cpu_us, redis_cpu_us;   /* per decision */
 } phase_result;
 
-static const char *redis_url_for_cpu;
 
 /* CPU seconds this process has used. */
 static double own_cpu(void)
@@ -134,11 +151,10 @@ static double own_cpu(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
-/* CPU seconds the Redis server has used (INFO cpu), or 0. */
-static double redis_cpu(void)
+/* CPU seconds one Redis server has used (INFO cpu), or 0. */
+static double server_cpu(const char *url)
 {
-    redisContext *c = redis_url_for_cpu ? sl_redis_connect_url(redis_url_for_cpu, 2000, NULL)
-                                        : NULL;
+    redisContext *c = sl_redis_connect_url(url, 2000, NULL);
     redisReply *r = c ? redisCommand(c, "INFO cpu") : NULL;
     double v = 0;
     const char *p;
@@ -153,6 +169,17 @@ static double redis_cpu(void)
         freeReplyObject(r);
     if (c)
         redisFree(c);
+    return v;
+}
+
+/* ... summed over the server or the cluster's primaries. */
+static double redis_cpu(void)
+{
+    double v = 0;
+    size_t i;
+
+    for (i = 0; i < nnodes; i++)
+        v += server_cpu(node_url[i]);
     return v;
 }
 
@@ -248,6 +275,47 @@ static pid_t start_redis(char *url, size_t cap)
     }
     kill(pid, SIGTERM);
     return -1;
+}
+
+/* Cluster mode: the primaries from CLUSTER SLOTS of the first seed into
+ * cmap and node_url[]. */
+static int cluster_nodes(const char *url)
+{
+    sl_redis_url *seeds;
+    redisContext *c;
+    redisReply *r;
+    sluice_error err;
+    size_t n, i;
+    int rc = -1;
+
+    if (sl_redis_cluster_url_parse(url, &seeds, &n, &err)) {
+        fprintf(stderr, "bench_limiter: %s\n", err.msg);
+        return -1;
+    }
+    if (!(cmap = calloc(1, sizeof *cmap)) || sl_redis_open(&seeds[0], sl_deadline_in_ms(2000), &c,
+                                                          NULL, &err) != 0) {
+        sl_redis_cluster_url_free(seeds, n);
+        return -1;
+    }
+    r = redisCommand(c, "CLUSTER SLOTS");
+    if (r && sl_cluster_parse_slots(r, seeds[0].host, cmap, &err) == 0 && cmap->nnodes > 0 &&
+        cmap->nnodes <= MAX_NODES) {
+        nnodes = cmap->nnodes;
+        for (i = 0; i < nnodes; i++)
+            snprintf(node_url[i], sizeof node_url[i], "redis://%s:%d", cmap->nodes[i].host,
+                     cmap->nodes[i].port);
+        rc = 0;
+    } else {
+        fprintf(stderr, "bench_limiter: no usable CLUSTER SLOTS from %s\n", seeds[0].where);
+    }
+    for (i = 0; i < SL_CLUSTER_SLOTS; i++)
+        if (rc == 0 && cmap->owner[i] >= nnodes)
+            rc = -1;   /* a slot nobody serves: the cluster is not ready */
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    sl_redis_cluster_url_free(seeds, n);
+    return rc;
 }
 
 static int load_script(const char *url, char *sha)
@@ -371,15 +439,24 @@ int main(int argc, char **argv)
         }
         url = url_buf;
     }
-    if (load_script(url, sha) != 0) {
-        fprintf(stderr, "bench_limiter: cannot load the script into %s\n", url);
-        status = 1;
-        goto out;
+    if (strncmp(url, "redis+cluster://", 16) == 0) {
+        if (cluster_nodes(url) != 0) {
+            status = 1;
+            goto out;
+        }
+    } else {
+        snprintf(node_url[0], sizeof node_url[0], "%s", url);
+        nnodes = 1;
     }
-    printf("limiter: %d threads, %d keys, %.0f per %d ms burst %d, %d rounds of %.1f s\n",
+    for (size_t i = 0; i < nnodes; i++)
+        if (load_script(node_url[i], sha) != 0) {
+            fprintf(stderr, "bench_limiter: cannot load the script into %s\n", node_url[i]);
+            status = 1;
+            goto out;
+        }
+    printf("limiter: %d threads, %d keys, %.0f per %d ms burst %d, %d rounds of %.1f s%s\n",
            nthreads, nkeys, bench_limit.rate, bench_limit.period_ms, bench_limit.burst, ROUNDS,
-           seconds);
-    redis_url_for_cpu = url;
+           seconds, cmap ? ", Redis Cluster" : "");
     status = compare(url, sha, seconds);
 
     l = sluice_limiter_new("", NULL, &err);
@@ -398,5 +475,6 @@ out:
         kill(redis_pid, SIGTERM);
         waitpid(redis_pid, NULL, 0);
     }
+    free(cmap);
     return status;
 }
