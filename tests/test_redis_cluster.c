@@ -539,6 +539,33 @@ static void fresh_prefix(char *buf, size_t cap, const char *what)
     snprintf(buf, cap, "t%s-%d-%lld-%d", what, (int)getpid(), (long long)tu_now_ms(), n++);
 }
 
+/* "field:value" of INFO or CLUSTER INFO text into buf. */
+static int info_field(redisContext *c, const char *cmd, const char *field, char *buf, size_t cap)
+{
+    redisReply *r = redisCommand(c, cmd);
+    const char *p;
+    size_t n;
+    int ok = 0;
+
+    if (r && r->type == REDIS_REPLY_STRING &&
+        (p = strstr(r->str, field))) {
+        p += strlen(field);
+        n = strcspn(p, "\r\n");
+        snprintf(buf, cap, "%.*s", (int)n, p);
+        ok = 1;
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+static int cluster_ok(redisContext *c)
+{
+    char v[32];
+
+    return info_field(c, "CLUSTER INFO", "cluster_state:", v, sizeof v) && strcmp(v, "ok") == 0;
+}
+
 static sluice_limiter *cluster_limiter(const char *prefix, sluice_fail_mode mode, int timeout_ms,
                                        sluice_error *err)
 {
@@ -1068,26 +1095,6 @@ static void *kill_worker(void *arg)
     return NULL;
 }
 
-/* "field:value" of INFO or CLUSTER INFO text into buf. */
-static int info_field(redisContext *c, const char *cmd, const char *field, char *buf, size_t cap)
-{
-    redisReply *r = redisCommand(c, cmd);
-    const char *p;
-    size_t n;
-    int ok = 0;
-
-    if (r && r->type == REDIS_REPLY_STRING &&
-        (p = strstr(r->str, field))) {
-        p += strlen(field);
-        n = strcspn(p, "\r\n");
-        snprintf(buf, cap, "%.*s", (int)n, p);
-        ok = 1;
-    }
-    if (r)
-        freeReplyObject(r);
-    return ok;
-}
-
 /* Restarts the killed node in its tests/cluster.sh directory (it rejoins as
  * a replica) and records its pid for tests/cluster.sh stop. */
 static void restart_node(int port)
@@ -1121,13 +1128,6 @@ static void restart_node(int port)
         fprintf(f, "%d\n", (int)pid);
         fclose(f);
     }
-}
-
-static int cluster_ok(redisContext *c)
-{
-    char v[32];
-
-    return info_field(c, "CLUSTER INFO", "cluster_state:", v, sizeof v) && strcmp(v, "ok") == 0;
 }
 
 /* kill -9 of a primary with a replica: no decision waits past
