@@ -5,7 +5,8 @@
  * map and redirects of a live 3-primary cluster (tests/cluster.sh), and
  * the rate limiter on that cluster: a cross-slot burst, a slot moved
  * (MOVED), a slot half migrated (ASK, NOSCRIPT on the target), settings
- * refused, and a primary killed (run last: it changes the cluster). */
+ * refused, a reshard by redis-cli under load, and a primary killed (run
+ * last: it changes the cluster). */
 #include <hiredis/hiredis.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -1045,6 +1046,201 @@ static void test_cluster_limiter_tryagain(void)
     live_close(&lv);
 }
 
+/* --- (e) a reshard under load: redis-cli --cluster reshard ------------------- */
+
+#define RESHARD_THREADS 16
+#define RESHARD_KEYS 48
+#define RESHARD_RATE 20            /* per second */
+#define RESHARD_BURST 10
+#define RESHARD_SLOTS 2000
+/* Keys that share the slot of two of the test keys: redis-cli migrates
+ * them 10 per MIGRATE, which keeps that slot half migrated (ASK, and
+ * TRYAGAIN for a batch holding both keys) for a while. */
+#define RESHARD_FILL 5000
+
+typedef struct reshard {
+    sluice_limiter *l;
+    char keys[RESHARD_KEYS][48];
+    _Atomic int stop;
+    _Atomic long allowed[RESHARD_KEYS];
+    _Atomic long errors;
+} reshard;
+
+typedef struct reshard_worker_arg {
+    reshard *rs;
+    int first;
+} reshard_worker_arg;
+
+static void *reshard_worker(void *arg)
+{
+    reshard_worker_arg *a = arg;
+    reshard *rs = a->rs;
+    sluice_limit lim = {RESHARD_RATE, 1000, RESHARD_BURST};
+    sluice_limit_result r;
+    int i;
+
+    for (i = a->first; !atomic_load(&rs->stop); i++) {
+        int k = i % RESHARD_KEYS;
+
+        if (sluice_limiter_check(rs->l, rs->keys[k], &lim, 1, &r) != 0)
+            atomic_fetch_add(&rs->errors, 1);
+        else if (r.allowed)
+            atomic_fetch_add(&rs->allowed[k], 1);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* Runs a shell command line; 0 when it exited 0. */
+static int run_cmd(const char *cmd)
+{
+    int st = system(cmd);
+
+    return st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* The port CLUSTER SLOTS on c names for `slot`, or 0. */
+static int slot_owner_port(redisContext *c, unsigned slot)
+{
+    sl_slot_map *m = calloc(1, sizeof *m);
+    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    sluice_error err;
+    int port = 0;
+
+    if (m && r && sl_cluster_parse_slots(r, "127.0.0.1", m, &err) == 0 && m->owner[slot] < m->nnodes)
+        port = m->nodes[m->owner[slot]].port;
+    if (r)
+        freeReplyObject(r);
+    free(m);
+    return port;
+}
+
+/* 16 threads decide keys on every shard, RESHARD_RATE per second with a
+ * burst of RESHARD_BURST, while redis-cli moves 2000 slots from one primary
+ * to another.  Each key's TAT moves with its slot (MIGRATE), every
+ * decision is Redis's, so no key admits more than burst + rate * T over
+ * the T seconds of the run, whichever node decided each time.  MOVED (the
+ * map gone stale) and ASK (a slot half migrated) were both followed. */
+static void test_cluster_limiter_reshard_under_load(void)
+{
+    reshard *rs = calloc(1, sizeof *rs);
+    reshard_worker_arg wa[RESHARD_THREADS];
+    pthread_t th[RESHARD_THREADS];
+    struct sluice_limiter_stats st;
+    char prefix[64], tag[16], cmd[1200], log[256];
+    const char *tmp = getenv("SLUICE_TEST_TMP");
+    int shard[3] = {0}, i, k, rc, rank;
+    long total = 0;
+    int64_t t0, t1, end;
+    double bound;
+    sluice_error err;
+    size_t src = 0, dst = 1;
+    unsigned slot = 0, s;
+    live lv;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rs);
+    if (live_open(&lv)) {
+        free(rs);
+        return;
+    }
+    fresh_prefix(prefix, sizeof prefix, "e");
+    /* A hash tag in one of the first 1000 slots of the source: redis-cli
+     * moves a node's slots in ascending order. */
+    for (i = 0; i < 100000; i++) {
+        snprintf(tag, sizeof tag, "rs%d", i);
+        snprintf(rs->keys[0], sizeof rs->keys[0], "{%s}:/a", tag);
+        slot = key_slot(prefix, rs->keys[0]);
+        if (lv.map->owner[slot] != src)
+            continue;
+        for (rank = 0, s = 0; s < slot; s++)
+            rank += lv.map->owner[s] == src;
+        if (rank < 1000)
+            break;
+    }
+    snprintf(rs->keys[1], sizeof rs->keys[1], "{%s}:/b", tag);
+    for (k = 2; k < RESHARD_KEYS; k++)
+        snprintf(rs->keys[k], sizeof rs->keys[k], "{rsk%d}:/v1/x", k);
+    for (k = 0; k < RESHARD_KEYS; k++)
+        shard[live_owner(&lv, prefix, rs->keys[k])]++;
+    CU_ASSERT(shard[0] && shard[1] && shard[2]);
+    for (i = 0; i < RESHARD_FILL; i++)
+        redisAppendCommand(lv.node[src], "SET %s:{%s}:fill%d x EX 300", prefix, tag, i);
+    for (i = 0; i < RESHARD_FILL; i++) {
+        redisReply *r = NULL;
+
+        if (redisGetReply(lv.node[src], (void **)&r) != REDIS_OK || !r ||
+            r->type == REDIS_REPLY_ERROR) {
+            CU_FAIL("could not fill the slot");
+            break;
+        }
+        freeReplyObject(r);
+    }
+    /* redis-cli refuses to reshard until every node agrees on the slots
+     * (earlier tests moved one by hand). */
+    snprintf(cmd, sizeof cmd, "redis-cli --cluster check 127.0.0.1:%d >/dev/null 2>&1",
+             lv.map->nodes[src].port);
+    end = tu_now_ms() + 10000;
+    while (run_cmd(cmd) != 0 && tu_now_ms() < end)
+        usleep(200000);
+
+    rs->l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 2000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rs->l);
+    t0 = tu_now_ms();
+    for (i = 0; i < RESHARD_THREADS; i++) {
+        wa[i].rs = rs;
+        wa[i].first = i * RESHARD_KEYS / RESHARD_THREADS;
+        pthread_create(&th[i], NULL, reshard_worker, &wa[i]);
+    }
+    usleep(300000);
+    snprintf(log, sizeof log, "%.200s/reshard.log", tmp ? tmp : "/tmp");
+    snprintf(cmd, sizeof cmd,
+             "timeout 60 redis-cli --cluster reshard 127.0.0.1:%d --cluster-from %s "
+             "--cluster-to %s --cluster-slots %d --cluster-yes >%.300s 2>&1",
+             lv.map->nodes[src].port, lv.id[src], lv.id[dst], RESHARD_SLOTS, log);
+    rc = run_cmd(cmd);
+    if (rc)
+        fprintf(stderr, "redis-cli --cluster reshard failed: see %s\n", log);
+    CU_ASSERT_EQUAL(rc, 0);
+    usleep(500000);   /* decisions on the stale map: MOVED */
+    atomic_store(&rs->stop, 1);
+    for (i = 0; i < RESHARD_THREADS; i++)
+        pthread_join(th[i], NULL);
+    t1 = tu_now_ms();
+    sluice_limiter_stats(rs->l, &st);
+
+    CU_ASSERT_EQUAL(slot_owner_port(lv.node[dst], slot), lv.map->nodes[dst].port);
+    CU_ASSERT_EQUAL(atomic_load(&rs->errors), 0);
+    /* No fallback at all: every state a slot passes through in a reshard
+     * answers with MOVED, ASK or TRYAGAIN, which a decision follows within
+     * SL_CLUSTER_MAX_REDIRECTS (TRYAGAIN, then ASK at most), and no node
+     * fails; only a decision past its 2 s deadline could fall back, and
+     * none waits that long on loopback. */
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    CU_ASSERT_EQUAL(st.cluster_node_fallbacks, 0);
+    CU_ASSERT(st.cluster_moved > 0);
+    CU_ASSERT(st.cluster_ask > 0);
+    bound = RESHARD_BURST + RESHARD_RATE * (double)(t1 - t0) / 1000;
+    for (k = 0; k < RESHARD_KEYS; k++) {
+        long a = atomic_load(&rs->allowed[k]);
+
+        total += a;
+        if (a > bound || a < RESHARD_BURST + RESHARD_RATE * (double)(t1 - t0) / 2000)
+            fprintf(stderr, "key %s: %ld admitted in %lld ms (bound %.1f)\n", rs->keys[k], a,
+                    (long long)(t1 - t0), bound);
+        CU_ASSERT(a <= bound);
+        /* Redis kept deciding all along (FAIL_CLOSED admits nothing). */
+        CU_ASSERT(a >= RESHARD_BURST + RESHARD_RATE * (double)(t1 - t0) / 2000);
+    }
+    CU_ASSERT_EQUAL((long)st.allowed, total);
+    fprintf(stderr, "[reshard %lld ms, moved %llu ask %llu tryagain %llu refreshes %llu "
+            "decisions %llu]\n", (long long)(t1 - t0), (unsigned long long)st.cluster_moved,
+            (unsigned long long)st.cluster_ask, (unsigned long long)st.cluster_tryagain,
+            (unsigned long long)st.cluster_refreshes, (unsigned long long)st.decisions);
+    sluice_limiter_free(rs->l);
+    live_close(&lv);
+    free(rs);
+}
+
 /* --- (d) a primary killed ------------------------------------------------------ */
 
 #define KILL_KEYS 3
@@ -1266,6 +1462,7 @@ static CU_TestInfo tests[] = {
     {"test_cluster_limiter_moved_slot", test_cluster_limiter_moved_slot},
     {"test_cluster_limiter_ask_noscript", test_cluster_limiter_ask_noscript},
     {"test_cluster_limiter_tryagain", test_cluster_limiter_tryagain},
+    {"test_cluster_limiter_reshard_under_load", test_cluster_limiter_reshard_under_load},
     /* Last: it kills a primary (and restarts it as a replica). */
     {"test_cluster_limiter_primary_killed", test_cluster_limiter_primary_killed},
     CU_TEST_INFO_NULL,
