@@ -5,16 +5,18 @@
  * map and redirects of a live 3-primary cluster (tests/cluster.sh), and
  * the rate limiter on that cluster: a cross-slot burst, a slot moved
  * (MOVED), a slot half migrated (ASK, NOSCRIPT on the target), settings
- * refused, a reshard by redis-cli under load, and a primary killed (run
- * last: it changes the cluster). */
+ * refused, a reshard by redis-cli under load, a refresh stuck on a silent
+ * node, and a primary killed (run last: it changes the cluster). */
 #include <hiredis/hiredis.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1241,6 +1243,218 @@ static void test_cluster_limiter_reshard_under_load(void)
     free(rs);
 }
 
+/* --- (h) no decision waits for the slot map --------------------------------- */
+
+#define NOWAIT_THREADS 4
+#define NOWAIT_KEYS 6
+#define NOWAIT_FETCH_MS 2000     /* redis_timeout_ms: a background fetch's bound too */
+#define NOWAIT_MAX_MS 500
+
+/* A seed of the tests' own: answers each connection's CLUSTER SLOTS with
+ * `reply` and closes it. */
+typedef struct fake_seed {
+    int fd;
+    char reply[8192];
+    size_t len;
+    _Atomic int stop;
+} fake_seed;
+
+static void *fake_seed_main(void *arg)
+{
+    fake_seed *fs = arg;
+
+    while (!atomic_load(&fs->stop)) {
+        struct pollfd pl = {fs->fd, POLLIN, 0};
+        char buf[512];
+        int c;
+
+        if (poll(&pl, 1, 50) != 1 || (c = accept(fs->fd, NULL, NULL)) < 0)
+            continue;
+        pl.fd = c;
+        if (poll(&pl, 1, 2000) == 1 && read(c, buf, sizeof buf) > 0)
+            tu_write_all(c, fs->reply, fs->len);
+        close(c);
+    }
+    return NULL;
+}
+
+/* CLUSTER SLOTS as RESP for owner_port[slot] (0: no owner). */
+static size_t slots_resp(const int *owner_port, char *out, size_t cap)
+{
+    size_t ranges = 0, pass, len = 0;
+    unsigned s, start;
+
+    for (pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            len = (size_t)snprintf(out, cap, "*%zu\r\n", ranges);
+        for (s = 0; s < SL_CLUSTER_SLOTS; s = start) {
+            for (start = s + 1; start < SL_CLUSTER_SLOTS && owner_port[start] == owner_port[s];)
+                start++;
+            if (!owner_port[s])
+                continue;
+            if (pass == 0)
+                ranges++;
+            else if (len < cap)
+                len += (size_t)snprintf(out + len, cap - len,
+                                        "*3\r\n:%u\r\n:%u\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n",
+                                        s, start - 1, owner_port[s]);
+        }
+    }
+    return len < cap ? len : 0;
+}
+
+typedef struct nowait {
+    sluice_limiter *l;
+    char keys[NOWAIT_KEYS][32];
+    _Atomic int stop;
+    _Atomic long decisions, errors;
+    _Atomic int64_t max_ms;
+} nowait;
+
+static void *nowait_worker(void *arg)
+{
+    nowait *nw = arg;
+    sluice_limit lim = {1000000, 1000, 1000000};
+    sluice_limit_result r;
+    int i;
+
+    for (i = 0; !atomic_load(&nw->stop); i++) {
+        int64_t t0 = tu_now_ms(), dt;
+
+        if (sluice_limiter_check(nw->l, nw->keys[i % NOWAIT_KEYS], &lim, 1, &r) != 0 ||
+            !r.allowed || r.remaining < 0)
+            atomic_fetch_add(&nw->errors, 1);
+        dt = tu_now_ms() - t0;
+        if (dt > atomic_load(&nw->max_ms))
+            atomic_store(&nw->max_ms, dt);
+        atomic_fetch_add(&nw->decisions, 1);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* The refresher stuck for NOWAIT_FETCH_MS on a node that accepts and never
+ * answers (first in its list: a seed of the tests' own put it in the map)
+ * holds up no decision: keys on the healthy primaries are decided by Redis
+ * in far less, a key whose slot has no owner goes to the fail mode at
+ * once, and a MOVED is followed at once, all while the refresh it asked
+ * for has not come back.  Once the stuck fetch gives up, the next node
+ * gives the real map. */
+static void test_cluster_limiter_refresh_never_waited_for(void)
+{
+    sluice_limit lim = {1000000, 1000, 1000000};
+    struct sluice_limiter_stats st;
+    fake_seed *fs = calloc(1, sizeof *fs);
+    nowait *nw = calloc(1, sizeof *nw);
+    int *claim = calloc(SL_CLUSTER_SLOTS, sizeof *claim);
+    pthread_t th[NOWAIT_THREADS], seed_th;
+    char prefix[64], ukey[32], wkey[32], url[64];
+    int hang_fd, hang_port, seed_port, i, k, rc;
+    unsigned s, uslot = 0, wslot = 0;
+    int64_t t0, dt, end;
+    sluice_limit_result r;
+    sluice_limiter_opts o;
+    sluice_error err;
+    live lv;
+
+    CU_ASSERT_FATAL(fs && nw && claim);
+    if (live_open(&lv)) {
+        free(fs), free(nw), free(claim);
+        return;
+    }
+    fresh_prefix(prefix, sizeof prefix, "h");
+    /* A key whose slot the fake map leaves without an owner, one it gives
+     * the wrong primary, and healthy keys; none in slots 0..99, which it
+     * gives the node that never answers. */
+    for (i = 0; !wslot; i++) {
+        snprintf(wkey, sizeof wkey, "{nw%d}:/x", i);
+        s = key_slot(prefix, wkey);
+        if (s < 100)
+            continue;
+        if (!uslot) {
+            uslot = s;
+            snprintf(ukey, sizeof ukey, "%s", wkey);
+        } else if (s != uslot) {
+            wslot = s;
+        }
+    }
+    for (k = 0; k < NOWAIT_KEYS; i++) {
+        snprintf(nw->keys[k], sizeof nw->keys[k], "{nw%d}:/x", i);
+        s = key_slot(prefix, nw->keys[k]);
+        if (s >= 100 && s != uslot && s != wslot)
+            k++;
+    }
+    hang_fd = tu_listen(16, &hang_port);
+    fs->fd = tu_listen(16, &seed_port);
+    CU_ASSERT_FATAL(hang_fd >= 0 && fs->fd >= 0);
+    for (s = 0; s < SL_CLUSTER_SLOTS; s++)
+        claim[s] = s < 100 ? hang_port : lv.map->nodes[lv.map->owner[s]].port;
+    claim[uslot] = 0;
+    claim[wslot] = lv.map->nodes[(lv.map->owner[wslot] + 1) % 3].port;
+    fs->len = slots_resp(claim, fs->reply, sizeof fs->reply);
+    CU_ASSERT_FATAL(fs->len > 0);
+    pthread_create(&seed_th, NULL, fake_seed_main, fs);
+
+    snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d", seed_port);
+    sluice_limiter_opts_init(&o);
+    o.prefix = prefix;
+    o.fail_mode = SLUICE_FAIL_CLOSED;
+    o.redis_timeout_ms = NOWAIT_FETCH_MS;
+    nw->l = sluice_limiter_new(url, &o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nw->l);
+    sluice_limiter_stats(nw->l, &st);
+    CU_ASSERT_EQUAL(st.cluster_nodes, 4);
+    for (k = 0; k < NOWAIT_KEYS; k++)   /* connected to every healthy primary */
+        CU_ASSERT_EQUAL(sluice_limiter_check(nw->l, nw->keys[k], &lim, 1, &r), 0);
+    for (i = 0; i < NOWAIT_THREADS; i++)
+        pthread_create(&th[i], NULL, nowait_worker, nw);
+    usleep(100000);
+
+    t0 = tu_now_ms();   /* no owner: the fail mode, and a refresh asked for */
+    CU_ASSERT_EQUAL(sluice_limiter_check(nw->l, ukey, &lim, 1, &r), SLUICE_ELIMITER);
+    dt = tu_now_ms() - t0;
+    CU_ASSERT(dt < NOWAIT_MAX_MS);
+    usleep(100000);     /* the refresher is on the silent node now */
+    t0 = tu_now_ms();   /* the wrong primary: MOVED, followed at once */
+    CU_ASSERT_EQUAL(sluice_limiter_check(nw->l, wkey, &lim, 1, &r), 0);
+    CU_ASSERT_EQUAL(r.allowed, 1);
+    dt = tu_now_ms() - t0;
+    CU_ASSERT(dt < NOWAIT_MAX_MS);
+    usleep(800000);
+    atomic_store(&nw->stop, 1);
+    for (i = 0; i < NOWAIT_THREADS; i++)
+        pthread_join(th[i], NULL);
+    sluice_limiter_stats(nw->l, &st);
+    CU_ASSERT_EQUAL(st.cluster_refreshes, 1);   /* the refresh asked for is still stuck */
+    CU_ASSERT_EQUAL(st.cluster_moved, 1);
+    CU_ASSERT_EQUAL(st.fallbacks, 1);
+    CU_ASSERT_EQUAL(atomic_load(&nw->errors), 0);
+    CU_ASSERT(atomic_load(&nw->decisions) > 100);
+    /* A decision that waited for the refresh would have taken until it
+     * gave up, NOWAIT_FETCH_MS after it began. */
+    CU_ASSERT(atomic_load(&nw->max_ms) < NOWAIT_MAX_MS);
+    if (atomic_load(&nw->max_ms) >= NOWAIT_MAX_MS)
+        fprintf(stderr, "slowest decision %lld ms\n", (long long)atomic_load(&nw->max_ms));
+
+    end = tu_now_ms() + 3 * NOWAIT_FETCH_MS;
+    do {
+        usleep(50000);
+        sluice_limiter_stats(nw->l, &st);
+    } while (st.cluster_refreshes < 2 && tu_now_ms() < end);
+    CU_ASSERT_EQUAL(st.cluster_refreshes, 2);
+    CU_ASSERT_EQUAL(st.cluster_nodes, 3);   /* the real map */
+    rc = sluice_limiter_check(nw->l, ukey, &lim, 1, &r);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_EQUAL(r.allowed, 1);
+    sluice_limiter_free(nw->l);
+    atomic_store(&fs->stop, 1);
+    pthread_join(seed_th, NULL);
+    close(fs->fd);
+    close(hang_fd);
+    live_close(&lv);
+    free(fs), free(nw), free(claim);
+}
+
 /* --- (d) a primary killed ------------------------------------------------------ */
 
 #define KILL_KEYS 3
@@ -1463,6 +1677,8 @@ static CU_TestInfo tests[] = {
     {"test_cluster_limiter_ask_noscript", test_cluster_limiter_ask_noscript},
     {"test_cluster_limiter_tryagain", test_cluster_limiter_tryagain},
     {"test_cluster_limiter_reshard_under_load", test_cluster_limiter_reshard_under_load},
+    {"test_cluster_limiter_refresh_never_waited_for",
+     test_cluster_limiter_refresh_never_waited_for},
     /* Last: it kills a primary (and restarts it as a replica). */
     {"test_cluster_limiter_primary_killed", test_cluster_limiter_primary_killed},
     CU_TEST_INFO_NULL,
