@@ -6,7 +6,8 @@
  * the rate limiter on that cluster: a cross-slot burst, a slot moved
  * (MOVED), a slot half migrated (ASK, NOSCRIPT on the target), settings
  * refused, a reshard by redis-cli under load, a refresh stuck on a silent
- * node, and a primary killed (run last: it changes the cluster). */
+ * node, a replica's clean failover, and a primary killed (run last: it
+ * changes the cluster). */
 #include <hiredis/hiredis.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -1455,6 +1456,132 @@ static void test_cluster_limiter_refresh_never_waited_for(void)
     free(fs), free(nw), free(claim);
 }
 
+/* --- (f) CLUSTER FAILOVER on a replica ------------------------------------------ */
+
+static redisContext *connect_port(int port)
+{
+    char url[64];
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    return sl_redis_connect_url(url, 2000, NULL);
+}
+
+/* The port of a replica of primary i that is not failed, or 0. */
+static int live_replica(const live *lv, size_t i)
+{
+    redisReply *r = redisCommand(lv->node[i], "CLUSTER REPLICAS %s", lv->id[i]);
+    char addr[128], flags[128];
+    int port = 0;
+    size_t j;
+
+    for (j = 0; r && r->type == REDIS_REPLY_ARRAY && j < r->elements && !port; j++) {
+        const char *colon;
+
+        if (r->element[j]->type != REDIS_REPLY_STRING ||
+            sscanf(r->element[j]->str, "%*s %127s %127s", addr, flags) != 2 ||
+            strstr(flags, "fail") || !(colon = strchr(addr, ':')))
+            continue;
+        port = (int)strtol(colon + 1, NULL, 10);
+    }
+    if (r)
+        freeReplyObject(r);
+    return port;
+}
+
+/* INFO's role:master or role:slave of c is `role`. */
+static int has_role(redisContext *c, const char *role)
+{
+    char v[32];
+
+    return info_field(c, "INFO replication", "role:", v, sizeof v) && strcmp(v, role) == 0;
+}
+
+/* A clean failover (CLUSTER FAILOVER on a replica): burst 5, three admitted
+ * on the old primary, two on the new one (the key's TAT was replicated),
+ * the sixth denied.  The stale map costs exactly one MOVED (from the
+ * demoted primary); the new primary's script cache, flushed, costs a
+ * NOSCRIPT and a SCRIPT LOAD there; and nothing goes to the fail mode. */
+static void test_cluster_limiter_replica_failover(void)
+{
+    const char *key = "{failover}:/v1/x";
+    sluice_limit lim = {1, 600000, 5};
+    struct sluice_limiter_stats st;
+    struct sluice_limiter_node_stats ns[8];
+    sluice_limit_result r;
+    char prefix[64], sha[48], v[32], addr[32];
+    redisContext *rc = NULL;
+    sluice_limiter *l;
+    sluice_error err;
+    redisReply *rep;
+    size_t p, j, nn;
+    int rport, done = 0, i, seen = 0;
+    unsigned slot;
+    int64_t end;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "f");
+    p = live_owner(&lv, prefix, key);
+    slot = key_slot(prefix, key);
+    rport = live_replica(&lv, p);
+    CU_ASSERT_FATAL(rport > 0);
+    rc = connect_port(rport);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rc);
+    end = tu_now_ms() + 10000;   /* a replica that has not synced cannot take over */
+    while (!(info_field(rc, "INFO replication", "master_link_status:", v, sizeof v) &&
+             strcmp(v, "up") == 0) && tu_now_ms() < end)
+        usleep(50000);
+
+    l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 3000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    rep = redisCommand(lv.node[p], "SCRIPT LOAD %s", sl_redis_script);
+    CU_ASSERT_FATAL(rep && rep->type == REDIS_REPLY_STRING);
+    snprintf(sha, sizeof sha, "%s", rep->str);
+    freeReplyObject(rep);
+
+    must(rc, "CLUSTER FAILOVER", redisCommand(rc, "CLUSTER FAILOVER"));
+    end = tu_now_ms() + 15000;
+    while (!done && tu_now_ms() < end) {
+        done = has_role(rc, "master") && has_role(lv.node[p], "slave") &&
+               slot_owner_port(lv.node[p], slot) == rport && cluster_ok(rc);
+        if (!done)
+            usleep(50000);
+    }
+    CU_ASSERT_FATAL(done);
+    must(rc, "SCRIPT FLUSH", redisCommand(rc, "SCRIPT FLUSH"));
+    CU_ASSERT_EQUAL(script_exists(rc, sha), 0);
+
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+    CU_ASSERT_EQUAL(r.allowed, 0);
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(st.cluster_moved, 1);
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    CU_ASSERT_EQUAL(st.redis_errors, 0);
+    CU_ASSERT_EQUAL(script_exists(rc, sha), 1);
+    /* The new primary decided the last three. */
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", rport);
+    nn = sluice_limiter_cluster_nodes(l, ns, 8);
+    for (j = 0; j < nn && j < 8; j++)
+        if (strcmp(ns[j].addr, addr) == 0) {
+            seen = 1;
+            CU_ASSERT_EQUAL(ns[j].decisions, 3);
+            CU_ASSERT_EQUAL(ns[j].fallbacks, 0);
+        }
+    CU_ASSERT(seen);
+    sluice_limiter_free(l);
+    redisFree(rc);
+    live_close(&lv);
+}
+
 /* --- (d) a primary killed ------------------------------------------------------ */
 
 #define KILL_KEYS 3
@@ -1679,6 +1806,7 @@ static CU_TestInfo tests[] = {
     {"test_cluster_limiter_reshard_under_load", test_cluster_limiter_reshard_under_load},
     {"test_cluster_limiter_refresh_never_waited_for",
      test_cluster_limiter_refresh_never_waited_for},
+    {"test_cluster_limiter_replica_failover", test_cluster_limiter_replica_failover},
     /* Last: it kills a primary (and restarts it as a replica). */
     {"test_cluster_limiter_primary_killed", test_cluster_limiter_primary_killed},
     CU_TEST_INFO_NULL,
