@@ -6,8 +6,8 @@
  * the rate limiter on that cluster: a cross-slot burst, a slot moved
  * (MOVED), a slot half migrated (ASK, NOSCRIPT on the target), settings
  * refused, a reshard by redis-cli under load, a refresh stuck on a silent
- * node, a replica's clean failover, and a primary killed (run last: it
- * changes the cluster). */
+ * node, a replica's clean failover, a primary killed, and last a shard
+ * lost without a replica (the last three change the cluster). */
 #include <hiredis/hiredis.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -1789,6 +1789,198 @@ static void test_cluster_limiter_primary_killed(void)
     free(k);
 }
 
+/* --- (g) a shard lost without a replica: partial coverage -------------------- */
+
+#define OUTAGE_KEYS 6
+
+/* Kills the redis-server answering on c (kill -9) and waits until its port
+ * refuses connections.  0, or -1 after failing the test. */
+static int kill_node(redisContext *c, int port)
+{
+    char pidtxt[32];
+    int64_t end = tu_now_ms() + 5000;
+
+    if (!info_field(c, "INFO server", "process_id:", pidtxt, sizeof pidtxt) ||
+        kill((pid_t)strtol(pidtxt, NULL, 10), SIGKILL) != 0) {
+        CU_FAIL("cannot kill a cluster node");
+        return -1;
+    }
+    while (tu_now_ms() < end) {
+        redisContext *t = connect_port(port);
+
+        if (!t)
+            return 0;
+        redisFree(t);
+        usleep(20000);
+    }
+    CU_FAIL("a killed cluster node still answers");
+    return -1;
+}
+
+/* CONFIG SET on every node CLUSTER NODES on c names and is not failed. */
+static void config_set_all(redisContext *c, const char *name, const char *value)
+{
+    redisReply *r = redisCommand(c, "CLUSTER NODES");
+    char *line, *save = NULL, addr[128], flags[128];
+
+    CU_ASSERT_FATAL(r && r->type == REDIS_REPLY_STRING);
+    for (line = strtok_r(r->str, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        const char *colon;
+        redisContext *n;
+
+        if (sscanf(line, "%*s %127s %127s", addr, flags) != 2 || strstr(flags, "fail") ||
+            !(colon = strchr(addr, ':')))
+            continue;
+        n = connect_port((int)strtol(colon + 1, NULL, 10));
+        CU_ASSERT_PTR_NOT_NULL(n);
+        if (n) {
+            must(n, "CONFIG SET", redisCommand(n, "CONFIG SET %s %s", name, value));
+            redisFree(n);
+        }
+    }
+    freeReplyObject(r);
+}
+
+/* Node `id` is flagged fail (or fail?) in c's CLUSTER NODES. */
+static int node_flagged_fail(redisContext *c, const char *id)
+{
+    redisReply *r = redisCommand(c, "CLUSTER NODES");
+    char *line, *save = NULL, nid[64], flags[128];
+    int failed = 0;
+
+    for (line = r && r->type == REDIS_REPLY_STRING ? strtok_r(r->str, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save))
+        if (sscanf(line, "%63s %*s %127s", nid, flags) == 2 && strcmp(nid, id) == 0)
+            failed = strstr(flags, "fail") != NULL;
+    if (!r || r->type != REDIS_REPLY_STRING)
+        fprintf(stderr, "CLUSTER NODES: %s\n", r ? r->str : c->errstr);
+    if (r)
+        freeReplyObject(r);
+    return failed;
+}
+
+/* A primary without a replica killed while the cluster runs with
+ * cluster-require-full-coverage no: the other shards keep serving, so
+ * keys there are decided by Redis throughout (burst 5 of many tries, no
+ * fallback), while each decision for the dead shard's key goes to the fail
+ * mode and is counted on that node alone.  Last: it leaves a shard down. */
+static void test_cluster_limiter_partial_outage(void)
+{
+    sluice_limit lim = {1, 600000, 5};
+    struct sluice_limiter_stats st;
+    struct sluice_limiter_node_stats ns[8];
+    sluice_limit_result r;
+    char prefix[64], keys[OUTAGE_KEYS][32], addr[32];
+    long allowed[OUTAGE_KEYS] = {0}, healthy_errors = 0, dead_tries = 0, dead_errors = 0;
+    size_t victim = 2, owner[OUTAGE_KEYS], found = 0, nn, j;
+    int victim_port, rport, i, k, seen = 0;
+    int64_t flagged = 0, end;
+    sluice_limiter *l;
+    sluice_error err;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "g");
+    for (i = 0, k = 0; k < OUTAGE_KEYS && i < 1000; i++) {   /* two keys per shard */
+        char key[32];
+        size_t own;
+
+        snprintf(key, sizeof key, "{out%d}:/x", i);
+        own = live_owner(&lv, prefix, key);
+        for (j = 0, found = 0; j < (size_t)k; j++)
+            found += owner[j] == own;
+        if (found < 2) {
+            owner[k] = own;
+            snprintf(keys[k], sizeof keys[k], "%s", key);
+            k++;
+        }
+    }
+    CU_ASSERT_EQUAL_FATAL(k, OUTAGE_KEYS);
+    victim_port = lv.map->nodes[victim].port;
+    config_set_all(lv.node[0], "cluster-require-full-coverage", "no");
+    /* The shard loses its replicas first, so nothing can take over. */
+    while ((rport = live_replica(&lv, victim)) > 0) {
+        redisContext *rc = connect_port(rport);
+
+        CU_ASSERT_PTR_NOT_NULL_FATAL(rc);
+        i = kill_node(rc, rport);
+        redisFree(rc);
+        if (i)
+            break;
+        /* It must not be named again: wait until the primary sees it fail. */
+        end = tu_now_ms() + 10000;
+        while (live_replica(&lv, victim) == rport && tu_now_ms() < end)
+            usleep(50000);
+    }
+
+    l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 1000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (k = 0; k < OUTAGE_KEYS; k++) {   /* every shard answers, 1 of 5 used */
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, keys[k], &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    if (kill_node(lv.node[victim], victim_port)) {
+        sluice_limiter_free(l);
+        live_close(&lv);
+        return;
+    }
+    redisFree(lv.node[victim]);
+    lv.node[victim] = NULL;
+    /* From the kill until a second after the others flagged it failed. */
+    end = tu_now_ms() + 15000;
+    while (tu_now_ms() < end && (!flagged || tu_now_ms() < flagged + 1000)) {
+        for (k = 0; k < OUTAGE_KEYS; k++) {
+            int rc = sluice_limiter_check(l, keys[k], &lim, 1, &r);
+
+            if (owner[k] == victim) {
+                dead_tries++;
+                dead_errors += rc == SLUICE_ELIMITER;
+            } else if (rc) {
+                healthy_errors++;
+            } else {
+                allowed[k] += r.allowed;
+            }
+        }
+        if (!flagged && node_flagged_fail(lv.node[(victim + 1) % 3], lv.id[victim]) &&
+            node_flagged_fail(lv.node[(victim + 2) % 3], lv.id[victim]))
+            flagged = tu_now_ms();
+        usleep(20000);
+    }
+    CU_ASSERT(flagged != 0);
+    if (!flagged) {
+        redisReply *cn = redisCommand(lv.node[(victim + 1) % 3], "CLUSTER NODES");
+
+        fprintf(stderr, "victim %s never flagged failed:\n%s\n", lv.id[victim],
+                cn && cn->type == REDIS_REPLY_STRING ? cn->str : "(no answer)");
+        if (cn)
+            freeReplyObject(cn);
+    }
+    CU_ASSERT(cluster_ok(lv.node[(victim + 1) % 3]));
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(healthy_errors, 0);
+    for (k = 0; k < OUTAGE_KEYS; k++)
+        if (owner[k] != victim)
+            CU_ASSERT_EQUAL(allowed[k], 4);   /* 5 in all: Redis decided every one */
+    CU_ASSERT(dead_tries > 0);
+    CU_ASSERT_EQUAL(dead_errors, dead_tries);
+    CU_ASSERT_EQUAL(st.fallbacks, (uint64_t)dead_tries);
+    CU_ASSERT_EQUAL(st.cluster_node_fallbacks, (uint64_t)dead_tries);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", victim_port);
+    nn = sluice_limiter_cluster_nodes(l, ns, 8);
+    for (j = 0; j < nn && j < 8; j++) {
+        if (strcmp(ns[j].addr, addr) == 0) {
+            seen = 1;
+            CU_ASSERT_EQUAL(ns[j].fallbacks, (uint64_t)dead_tries);
+        } else {
+            CU_ASSERT_EQUAL(ns[j].fallbacks, 0);
+        }
+    }
+    CU_ASSERT(seen);
+    sluice_limiter_free(l);
+    live_close(&lv);
+}
+
 static CU_TestInfo tests[] = {
     {"test_cluster_crc16_reference", test_cluster_crc16_reference},
     {"test_cluster_keyslot_matches_redis", test_cluster_keyslot_matches_redis},
@@ -1809,6 +2001,8 @@ static CU_TestInfo tests[] = {
     {"test_cluster_limiter_replica_failover", test_cluster_limiter_replica_failover},
     /* Last: it kills a primary (and restarts it as a replica). */
     {"test_cluster_limiter_primary_killed", test_cluster_limiter_primary_killed},
+    /* After it: it leaves a shard down. */
+    {"test_cluster_limiter_partial_outage", test_cluster_limiter_partial_outage},
     CU_TEST_INFO_NULL,
 };
 
