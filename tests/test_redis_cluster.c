@@ -1443,16 +1443,30 @@ static void test_cluster_limiter_refresh_never_waited_for(void)
         usleep(50000);
         sluice_limiter_stats(nw->l, &st);
     } while (st.cluster_refreshes < 2 && tu_now_ms() < end);
-    CU_ASSERT_EQUAL(st.cluster_refreshes, 2);
+    CU_ASSERT(st.cluster_refreshes >= 2);
     CU_ASSERT_EQUAL(st.cluster_nodes, 3);   /* the real map */
     rc = sluice_limiter_check(nw->l, ukey, &lim, 1, &r);
     CU_ASSERT_EQUAL(rc, 0);
     CU_ASSERT_EQUAL(r.allowed, 1);
+    /* The MOVED asked for another refresh while that one was stuck.  The
+     * silent node is in the map no more: asked after the primaries that
+     * are, it delays that refresh no longer. */
+    t0 = tu_now_ms();
+    end = t0 + 3 * NOWAIT_FETCH_MS;
+    while (st.cluster_refreshes < 3 && tu_now_ms() < end) {
+        usleep(10000);
+        sluice_limiter_stats(nw->l, &st);
+    }
+    dt = tu_now_ms() - t0;
+    CU_ASSERT_EQUAL(st.cluster_refreshes, 3);
+    CU_ASSERT(dt < NOWAIT_FETCH_MS / 2);
+    if (dt >= NOWAIT_FETCH_MS / 2)
+        fprintf(stderr, "the next refresh took %lld ms\n", (long long)dt);
+    close(hang_fd);   /* a fetch stuck on it would hold up sluice_limiter_free */
     sluice_limiter_free(nw->l);
     atomic_store(&fs->stop, 1);
     pthread_join(seed_th, NULL);
     close(fs->fd);
-    close(hang_fd);
     live_close(&lv);
     free(fs), free(nw), free(claim);
 }
