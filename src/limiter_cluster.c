@@ -225,9 +225,25 @@ static int apply_map(sl_cluster *cl, const sl_slot_map *map, sluice_error *err)
     return 0;
 }
 
-/* Asks the known primaries, then the seeds, until one gives a map.  A
- * node that is not a cluster node or refuses the credentials ends the
- * search (*fatal set): the settings are wrong. */
+/* Lock held.  Up to `cap` known nodes into out: the primaries of the
+ * current map first, then nodes it names no more (a node that left it,
+ * dead or silent, would cost every refresh a fetch timeout before a live
+ * primary is asked). */
+static size_t known_nodes(const sl_cluster *cl, sl_cluster_addr *out, size_t cap)
+{
+    size_t n = 0, i;
+    int pass;
+
+    for (pass = 1; pass >= 0; pass--)
+        for (i = 0; i < cl->nnodes && n < cap; i++)
+            if (cl->in_map[i] == pass)
+                out[n++] = cl->nodes[i]->addr;
+    return n;
+}
+
+/* Asks the known nodes (known_nodes), then the seeds, until one gives a
+ * map.  A node that is not a cluster node or refuses the credentials ends
+ * the search (*fatal set): the settings are wrong. */
 static int refresh(sl_cluster *cl, int *fatal, sluice_error *err)
 {
     sl_cluster_addr known[8];
@@ -238,8 +254,7 @@ static int refresh(sl_cluster *cl, int *fatal, sluice_error *err)
     *fatal = 0;
     sl_err(err, SLUICE_ELIMITER, "redis cluster %s: no node reachable", cl->seeds[0].where);
     pthread_mutex_lock(&cl->mu);
-    for (nknown = 0; nknown < cl->nnodes && nknown < 8; nknown++)
-        known[nknown] = cl->nodes[nknown]->addr;
+    nknown = known_nodes(cl, known, sizeof known / sizeof known[0]);
     pthread_mutex_unlock(&cl->mu);
     for (i = 0; i < nknown + cl->nseeds && !stop; i++) {
         if (i < nknown && node_url(cl, &known[i], &u))

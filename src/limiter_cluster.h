@@ -18,11 +18,12 @@
  * node that failed to connect or broke is skipped (SLUICE_ELIMITER) for
  * NODE_DOWN_MS, so a dead primary costs one connect attempt per window.
  *
- * The map: fetched with CLUSTER SLOTS from any known primary or seed by a
- * refresher thread, when a decision asks (MOVED, CLUSTERDOWN, a node
- * failure, no owner for a slot) and when it is older than 60 s; one
- * refresh at a time, at most every 200 ms.  The new map is built without
- * the lock and copied in under it.  No caller ever waits for a refresh.
+ * The map: fetched with CLUSTER SLOTS from a known node (the current
+ * map's primaries first) or a seed by a refresher thread, when a decision
+ * asks (MOVED, CLUSTERDOWN, a node failure, no owner for a slot) and when
+ * it is older than 60 s; one refresh at a time, at most every 200 ms.
+ * The new map is built without the lock and copied in under it.  No
+ * caller ever waits for a refresh.
  *
  * Locking: `mu` guards the slot table, the node table and the refresher's
  * schedule; it is held for look-ups and copies only, never across I/O,

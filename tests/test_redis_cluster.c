@@ -5,15 +5,19 @@
  * map and redirects of a live 3-primary cluster (tests/cluster.sh), and
  * the rate limiter on that cluster: a cross-slot burst, a slot moved
  * (MOVED), a slot half migrated (ASK, NOSCRIPT on the target), settings
- * refused, and a primary killed (run last: it changes the cluster). */
+ * refused, a reshard by redis-cli under load, a refresh stuck on a silent
+ * node, a replica's clean failover, a primary killed, and last a shard
+ * lost without a replica (the last three change the cluster). */
 #include <hiredis/hiredis.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -539,6 +543,33 @@ static void fresh_prefix(char *buf, size_t cap, const char *what)
     snprintf(buf, cap, "t%s-%d-%lld-%d", what, (int)getpid(), (long long)tu_now_ms(), n++);
 }
 
+/* "field:value" of INFO or CLUSTER INFO text into buf. */
+static int info_field(redisContext *c, const char *cmd, const char *field, char *buf, size_t cap)
+{
+    redisReply *r = redisCommand(c, cmd);
+    const char *p;
+    size_t n;
+    int ok = 0;
+
+    if (r && r->type == REDIS_REPLY_STRING &&
+        (p = strstr(r->str, field))) {
+        p += strlen(field);
+        n = strcspn(p, "\r\n");
+        snprintf(buf, cap, "%.*s", (int)n, p);
+        ok = 1;
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+static int cluster_ok(redisContext *c)
+{
+    char v[32];
+
+    return info_field(c, "CLUSTER INFO", "cluster_state:", v, sizeof v) && strcmp(v, "ok") == 0;
+}
+
 static sluice_limiter *cluster_limiter(const char *prefix, sluice_fail_mode mode, int timeout_ms,
                                        sluice_error *err)
 {
@@ -1018,6 +1049,619 @@ static void test_cluster_limiter_tryagain(void)
     live_close(&lv);
 }
 
+/* --- (e) a reshard under load: redis-cli --cluster reshard ------------------- */
+
+#define RESHARD_THREADS 16
+#define RESHARD_KEYS 48
+#define RESHARD_RATE 20            /* per second */
+#define RESHARD_BURST 10
+#define RESHARD_SLOTS 2000
+/* Keys that share the slot of two of the test keys: redis-cli migrates
+ * them 10 per MIGRATE, which keeps that slot half migrated (ASK, and
+ * TRYAGAIN for a batch holding both keys) for a while. */
+#define RESHARD_FILL 5000
+
+typedef struct reshard {
+    sluice_limiter *l;
+    char keys[RESHARD_KEYS][48];
+    _Atomic int stop;
+    _Atomic long allowed[RESHARD_KEYS];
+    _Atomic long errors;
+} reshard;
+
+typedef struct reshard_worker_arg {
+    reshard *rs;
+    int first;
+} reshard_worker_arg;
+
+static void *reshard_worker(void *arg)
+{
+    reshard_worker_arg *a = arg;
+    reshard *rs = a->rs;
+    sluice_limit lim = {RESHARD_RATE, 1000, RESHARD_BURST};
+    sluice_limit_result r;
+    int i;
+
+    for (i = a->first; !atomic_load(&rs->stop); i++) {
+        int k = i % RESHARD_KEYS;
+
+        if (sluice_limiter_check(rs->l, rs->keys[k], &lim, 1, &r) != 0)
+            atomic_fetch_add(&rs->errors, 1);
+        else if (r.allowed)
+            atomic_fetch_add(&rs->allowed[k], 1);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* Runs a shell command line; 0 when it exited 0. */
+static int run_cmd(const char *cmd)
+{
+    int st = system(cmd);
+
+    return st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* The port CLUSTER SLOTS on c names for `slot`, or 0. */
+static int slot_owner_port(redisContext *c, unsigned slot)
+{
+    sl_slot_map *m = calloc(1, sizeof *m);
+    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    sluice_error err;
+    int port = 0;
+
+    if (m && r && sl_cluster_parse_slots(r, "127.0.0.1", m, &err) == 0 && m->owner[slot] < m->nnodes)
+        port = m->nodes[m->owner[slot]].port;
+    if (r)
+        freeReplyObject(r);
+    free(m);
+    return port;
+}
+
+/* 16 threads decide keys on every shard, RESHARD_RATE per second with a
+ * burst of RESHARD_BURST, while redis-cli moves 2000 slots from one primary
+ * to another.  Each key's TAT moves with its slot (MIGRATE), every
+ * decision is Redis's, so no key admits more than burst + rate * T over
+ * the T seconds of the run, whichever node decided each time.  MOVED (the
+ * map gone stale) and ASK (a slot half migrated) were both followed. */
+static void test_cluster_limiter_reshard_under_load(void)
+{
+    reshard *rs = calloc(1, sizeof *rs);
+    reshard_worker_arg wa[RESHARD_THREADS];
+    pthread_t th[RESHARD_THREADS];
+    struct sluice_limiter_stats st;
+    char prefix[64], tag[16], cmd[1200], log[256];
+    const char *tmp = getenv("SLUICE_TEST_TMP");
+    int shard[3] = {0}, i, k, rc, rank;
+    long total = 0;
+    int64_t t0, t1, end;
+    double bound;
+    sluice_error err;
+    size_t src = 0, dst = 1;
+    unsigned slot = 0, s;
+    live lv;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rs);
+    if (live_open(&lv)) {
+        free(rs);
+        return;
+    }
+    fresh_prefix(prefix, sizeof prefix, "e");
+    /* A hash tag in one of the first 1000 slots of the source: redis-cli
+     * moves a node's slots in ascending order. */
+    for (i = 0; i < 100000; i++) {
+        snprintf(tag, sizeof tag, "rs%d", i);
+        snprintf(rs->keys[0], sizeof rs->keys[0], "{%s}:/a", tag);
+        slot = key_slot(prefix, rs->keys[0]);
+        if (lv.map->owner[slot] != src)
+            continue;
+        for (rank = 0, s = 0; s < slot; s++)
+            rank += lv.map->owner[s] == src;
+        if (rank < 1000)
+            break;
+    }
+    snprintf(rs->keys[1], sizeof rs->keys[1], "{%s}:/b", tag);
+    for (k = 2; k < RESHARD_KEYS; k++)
+        snprintf(rs->keys[k], sizeof rs->keys[k], "{rsk%d}:/v1/x", k);
+    for (k = 0; k < RESHARD_KEYS; k++)
+        shard[live_owner(&lv, prefix, rs->keys[k])]++;
+    CU_ASSERT(shard[0] && shard[1] && shard[2]);
+    for (i = 0; i < RESHARD_FILL; i++)
+        redisAppendCommand(lv.node[src], "SET %s:{%s}:fill%d x EX 300", prefix, tag, i);
+    for (i = 0; i < RESHARD_FILL; i++) {
+        redisReply *r = NULL;
+
+        if (redisGetReply(lv.node[src], (void **)&r) != REDIS_OK || !r ||
+            r->type == REDIS_REPLY_ERROR) {
+            CU_FAIL("could not fill the slot");
+            break;
+        }
+        freeReplyObject(r);
+    }
+    /* redis-cli refuses to reshard until every node agrees on the slots
+     * (earlier tests moved one by hand). */
+    snprintf(cmd, sizeof cmd, "redis-cli --cluster check 127.0.0.1:%d >/dev/null 2>&1",
+             lv.map->nodes[src].port);
+    end = tu_now_ms() + 10000;
+    while (run_cmd(cmd) != 0 && tu_now_ms() < end)
+        usleep(200000);
+
+    rs->l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 2000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rs->l);
+    t0 = tu_now_ms();
+    for (i = 0; i < RESHARD_THREADS; i++) {
+        wa[i].rs = rs;
+        wa[i].first = i * RESHARD_KEYS / RESHARD_THREADS;
+        pthread_create(&th[i], NULL, reshard_worker, &wa[i]);
+    }
+    usleep(300000);
+    snprintf(log, sizeof log, "%.200s/reshard.log", tmp ? tmp : "/tmp");
+    snprintf(cmd, sizeof cmd,
+             "timeout 60 redis-cli --cluster reshard 127.0.0.1:%d --cluster-from %s "
+             "--cluster-to %s --cluster-slots %d --cluster-yes >%.300s 2>&1",
+             lv.map->nodes[src].port, lv.id[src], lv.id[dst], RESHARD_SLOTS, log);
+    rc = run_cmd(cmd);
+    if (rc)
+        fprintf(stderr, "redis-cli --cluster reshard failed: see %s\n", log);
+    CU_ASSERT_EQUAL(rc, 0);
+    usleep(500000);   /* decisions on the stale map: MOVED */
+    atomic_store(&rs->stop, 1);
+    for (i = 0; i < RESHARD_THREADS; i++)
+        pthread_join(th[i], NULL);
+    t1 = tu_now_ms();
+    sluice_limiter_stats(rs->l, &st);
+
+    CU_ASSERT_EQUAL(slot_owner_port(lv.node[dst], slot), lv.map->nodes[dst].port);
+    CU_ASSERT_EQUAL(atomic_load(&rs->errors), 0);
+    /* No fallback at all: every state a slot passes through in a reshard
+     * answers with MOVED, ASK or TRYAGAIN, which a decision follows within
+     * SL_CLUSTER_MAX_REDIRECTS (TRYAGAIN, then ASK at most), and no node
+     * fails; only a decision past its 2 s deadline could fall back, and
+     * none waits that long on loopback. */
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    CU_ASSERT_EQUAL(st.cluster_node_fallbacks, 0);
+    CU_ASSERT(st.cluster_moved > 0);
+    CU_ASSERT(st.cluster_ask > 0);
+    bound = RESHARD_BURST + RESHARD_RATE * (double)(t1 - t0) / 1000;
+    for (k = 0; k < RESHARD_KEYS; k++) {
+        long a = atomic_load(&rs->allowed[k]);
+
+        total += a;
+        if (a > bound || a < RESHARD_BURST + RESHARD_RATE * (double)(t1 - t0) / 2000)
+            fprintf(stderr, "key %s: %ld admitted in %lld ms (bound %.1f)\n", rs->keys[k], a,
+                    (long long)(t1 - t0), bound);
+        CU_ASSERT(a <= bound);
+        /* Redis kept deciding all along (FAIL_CLOSED admits nothing). */
+        CU_ASSERT(a >= RESHARD_BURST + RESHARD_RATE * (double)(t1 - t0) / 2000);
+    }
+    CU_ASSERT_EQUAL((long)st.allowed, total);
+    if (st.fallbacks || !st.cluster_moved || !st.cluster_ask)
+        fprintf(stderr, "reshard: %lld ms, fallbacks %llu, moved %llu, ask %llu, tryagain %llu\n",
+                (long long)(t1 - t0), (unsigned long long)st.fallbacks,
+                (unsigned long long)st.cluster_moved, (unsigned long long)st.cluster_ask,
+                (unsigned long long)st.cluster_tryagain);
+    sluice_limiter_free(rs->l);
+    live_close(&lv);
+    free(rs);
+}
+
+/* --- (h) no decision waits for the slot map --------------------------------- */
+
+#define NOWAIT_THREADS 4
+#define NOWAIT_KEYS 6
+#define NOWAIT_FETCH_MS 2000     /* redis_timeout_ms: a background fetch's bound too */
+#define NOWAIT_MAX_MS 500
+
+/* A seed of the tests' own: answers each connection's CLUSTER SLOTS with
+ * `reply` and closes it. */
+typedef struct fake_seed {
+    int fd;
+    char reply[8192];
+    size_t len;
+    _Atomic int stop;
+} fake_seed;
+
+static void *fake_seed_main(void *arg)
+{
+    fake_seed *fs = arg;
+
+    while (!atomic_load(&fs->stop)) {
+        struct pollfd pl = {fs->fd, POLLIN, 0};
+        char buf[512];
+        int c;
+
+        if (poll(&pl, 1, 50) != 1 || (c = accept(fs->fd, NULL, NULL)) < 0)
+            continue;
+        pl.fd = c;
+        if (poll(&pl, 1, 2000) == 1 && read(c, buf, sizeof buf) > 0)
+            tu_write_all(c, fs->reply, fs->len);
+        close(c);
+    }
+    return NULL;
+}
+
+/* CLUSTER SLOTS as RESP for owner_port[slot] (0: no owner). */
+static size_t slots_resp(const int *owner_port, char *out, size_t cap)
+{
+    size_t ranges = 0, pass, len = 0;
+    unsigned s, start;
+
+    for (pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            len = (size_t)snprintf(out, cap, "*%zu\r\n", ranges);
+        for (s = 0; s < SL_CLUSTER_SLOTS; s = start) {
+            for (start = s + 1; start < SL_CLUSTER_SLOTS && owner_port[start] == owner_port[s];)
+                start++;
+            if (!owner_port[s])
+                continue;
+            if (pass == 0)
+                ranges++;
+            else if (len < cap)
+                len += (size_t)snprintf(out + len, cap - len,
+                                        "*3\r\n:%u\r\n:%u\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n",
+                                        s, start - 1, owner_port[s]);
+        }
+    }
+    return len < cap ? len : 0;
+}
+
+typedef struct nowait {
+    sluice_limiter *l;
+    char keys[NOWAIT_KEYS][32];
+    _Atomic int stop;
+    _Atomic long decisions, errors;
+    _Atomic int64_t max_ms;
+} nowait;
+
+static void *nowait_worker(void *arg)
+{
+    nowait *nw = arg;
+    sluice_limit lim = {1000000, 1000, 1000000};
+    sluice_limit_result r;
+    int i;
+
+    for (i = 0; !atomic_load(&nw->stop); i++) {
+        int64_t t0 = tu_now_ms(), dt;
+
+        if (sluice_limiter_check(nw->l, nw->keys[i % NOWAIT_KEYS], &lim, 1, &r) != 0 ||
+            !r.allowed || r.remaining < 0)
+            atomic_fetch_add(&nw->errors, 1);
+        dt = tu_now_ms() - t0;
+        if (dt > atomic_load(&nw->max_ms))
+            atomic_store(&nw->max_ms, dt);
+        atomic_fetch_add(&nw->decisions, 1);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* The refresher stuck for NOWAIT_FETCH_MS on a node that accepts and never
+ * answers (first in its list: a seed of the tests' own put it in the map)
+ * holds up no decision: keys on the healthy primaries are decided by Redis
+ * in far less, a key whose slot has no owner goes to the fail mode at
+ * once, and a MOVED is followed at once, all while the refresh it asked
+ * for has not come back.  Once the stuck fetch gives up, the next node
+ * gives the real map. */
+static void test_cluster_limiter_refresh_never_waited_for(void)
+{
+    sluice_limit lim = {1000000, 1000, 1000000};
+    struct sluice_limiter_stats st;
+    fake_seed *fs = calloc(1, sizeof *fs);
+    nowait *nw = calloc(1, sizeof *nw);
+    int *claim = calloc(SL_CLUSTER_SLOTS, sizeof *claim);
+    pthread_t th[NOWAIT_THREADS], seed_th;
+    char prefix[64], ukey[32], wkey[32], url[64];
+    int hang_fd, hang_port, seed_port, i, k, rc;
+    unsigned s, uslot = 0, wslot = 0;
+    int64_t t0, dt, end;
+    sluice_limit_result r;
+    sluice_limiter_opts o;
+    sluice_error err;
+    live lv;
+
+    CU_ASSERT_FATAL(fs && nw && claim);
+    if (live_open(&lv)) {
+        free(fs), free(nw), free(claim);
+        return;
+    }
+    fresh_prefix(prefix, sizeof prefix, "h");
+    /* A key whose slot the fake map leaves without an owner, one it gives
+     * the wrong primary, and healthy keys; none in slots 0..99, which it
+     * gives the node that never answers. */
+    for (i = 0; !wslot; i++) {
+        snprintf(wkey, sizeof wkey, "{nw%d}:/x", i);
+        s = key_slot(prefix, wkey);
+        if (s < 100)
+            continue;
+        if (!uslot) {
+            uslot = s;
+            snprintf(ukey, sizeof ukey, "%s", wkey);
+        } else if (s != uslot) {
+            wslot = s;
+        }
+    }
+    for (k = 0; k < NOWAIT_KEYS; i++) {
+        snprintf(nw->keys[k], sizeof nw->keys[k], "{nw%d}:/x", i);
+        s = key_slot(prefix, nw->keys[k]);
+        if (s >= 100 && s != uslot && s != wslot)
+            k++;
+    }
+    hang_fd = tu_listen(16, &hang_port);
+    fs->fd = tu_listen(16, &seed_port);
+    CU_ASSERT_FATAL(hang_fd >= 0 && fs->fd >= 0);
+    for (s = 0; s < SL_CLUSTER_SLOTS; s++)
+        claim[s] = s < 100 ? hang_port : lv.map->nodes[lv.map->owner[s]].port;
+    claim[uslot] = 0;
+    claim[wslot] = lv.map->nodes[(lv.map->owner[wslot] + 1) % 3].port;
+    fs->len = slots_resp(claim, fs->reply, sizeof fs->reply);
+    CU_ASSERT_FATAL(fs->len > 0);
+    pthread_create(&seed_th, NULL, fake_seed_main, fs);
+
+    snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d", seed_port);
+    sluice_limiter_opts_init(&o);
+    o.prefix = prefix;
+    o.fail_mode = SLUICE_FAIL_CLOSED;
+    o.redis_timeout_ms = NOWAIT_FETCH_MS;
+    nw->l = sluice_limiter_new(url, &o, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nw->l);
+    sluice_limiter_stats(nw->l, &st);
+    CU_ASSERT_EQUAL(st.cluster_nodes, 4);
+    for (k = 0; k < NOWAIT_KEYS; k++)   /* connected to every healthy primary */
+        CU_ASSERT_EQUAL(sluice_limiter_check(nw->l, nw->keys[k], &lim, 1, &r), 0);
+    for (i = 0; i < NOWAIT_THREADS; i++)
+        pthread_create(&th[i], NULL, nowait_worker, nw);
+    usleep(100000);
+
+    t0 = tu_now_ms();   /* no owner: the fail mode, and a refresh asked for */
+    CU_ASSERT_EQUAL(sluice_limiter_check(nw->l, ukey, &lim, 1, &r), SLUICE_ELIMITER);
+    dt = tu_now_ms() - t0;
+    CU_ASSERT(dt < NOWAIT_MAX_MS);
+    usleep(100000);     /* the refresher is on the silent node now */
+    t0 = tu_now_ms();   /* the wrong primary: MOVED, followed at once */
+    CU_ASSERT_EQUAL(sluice_limiter_check(nw->l, wkey, &lim, 1, &r), 0);
+    CU_ASSERT_EQUAL(r.allowed, 1);
+    dt = tu_now_ms() - t0;
+    CU_ASSERT(dt < NOWAIT_MAX_MS);
+    usleep(800000);
+    atomic_store(&nw->stop, 1);
+    for (i = 0; i < NOWAIT_THREADS; i++)
+        pthread_join(th[i], NULL);
+    sluice_limiter_stats(nw->l, &st);
+    CU_ASSERT_EQUAL(st.cluster_refreshes, 1);   /* the refresh asked for is still stuck */
+    CU_ASSERT_EQUAL(st.cluster_moved, 1);
+    CU_ASSERT_EQUAL(st.fallbacks, 1);
+    CU_ASSERT_EQUAL(atomic_load(&nw->errors), 0);
+    CU_ASSERT(atomic_load(&nw->decisions) > 100);
+    /* A decision that waited for the refresh would have taken until it
+     * gave up, NOWAIT_FETCH_MS after it began. */
+    CU_ASSERT(atomic_load(&nw->max_ms) < NOWAIT_MAX_MS);
+    if (atomic_load(&nw->max_ms) >= NOWAIT_MAX_MS)
+        fprintf(stderr, "slowest decision %lld ms\n", (long long)atomic_load(&nw->max_ms));
+
+    end = tu_now_ms() + 3 * NOWAIT_FETCH_MS;
+    do {
+        usleep(50000);
+        sluice_limiter_stats(nw->l, &st);
+    } while (st.cluster_refreshes < 2 && tu_now_ms() < end);
+    CU_ASSERT(st.cluster_refreshes >= 2);
+    CU_ASSERT_EQUAL(st.cluster_nodes, 3);   /* the real map */
+    rc = sluice_limiter_check(nw->l, ukey, &lim, 1, &r);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_EQUAL(r.allowed, 1);
+    /* The MOVED asked for another refresh while that one was stuck.  The
+     * silent node is in the map no more: asked after the primaries that
+     * are, it delays that refresh no longer. */
+    t0 = tu_now_ms();
+    end = t0 + 3 * NOWAIT_FETCH_MS;
+    while (st.cluster_refreshes < 3 && tu_now_ms() < end) {
+        usleep(10000);
+        sluice_limiter_stats(nw->l, &st);
+    }
+    dt = tu_now_ms() - t0;
+    CU_ASSERT_EQUAL(st.cluster_refreshes, 3);
+    CU_ASSERT(dt < NOWAIT_FETCH_MS / 2);
+    if (dt >= NOWAIT_FETCH_MS / 2)
+        fprintf(stderr, "the next refresh took %lld ms\n", (long long)dt);
+    close(hang_fd);   /* a fetch stuck on it would hold up sluice_limiter_free */
+    sluice_limiter_free(nw->l);
+    atomic_store(&fs->stop, 1);
+    pthread_join(seed_th, NULL);
+    close(fs->fd);
+    live_close(&lv);
+    free(fs), free(nw), free(claim);
+}
+
+/* --- (f) CLUSTER FAILOVER on a replica ------------------------------------------ */
+
+static redisContext *connect_port(int port)
+{
+    char url[64];
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    return sl_redis_connect_url(url, 2000, NULL);
+}
+
+/* The port of a replica of primary i that is not failed, or 0. */
+static int live_replica(const live *lv, size_t i)
+{
+    redisReply *r = redisCommand(lv->node[i], "CLUSTER REPLICAS %s", lv->id[i]);
+    char addr[128], flags[128];
+    int port = 0;
+    size_t j;
+
+    for (j = 0; r && r->type == REDIS_REPLY_ARRAY && j < r->elements && !port; j++) {
+        const char *colon;
+
+        if (r->element[j]->type != REDIS_REPLY_STRING ||
+            sscanf(r->element[j]->str, "%*s %127s %127s", addr, flags) != 2 ||
+            strstr(flags, "fail") || !(colon = strchr(addr, ':')))
+            continue;
+        port = (int)strtol(colon + 1, NULL, 10);
+    }
+    if (r)
+        freeReplyObject(r);
+    return port;
+}
+
+/* INFO's role:master or role:slave of c is `role`. */
+static int has_role(redisContext *c, const char *role)
+{
+    char v[32];
+
+    return info_field(c, "INFO replication", "role:", v, sizeof v) && strcmp(v, role) == 0;
+}
+
+/* The node id of c into id[48]; 0, or -1. */
+static int node_id(redisContext *c, char *id)
+{
+    redisReply *r = redisCommand(c, "CLUSTER MYID");
+    int ok = r && r->type == REDIS_REPLY_STRING;
+
+    if (ok)
+        snprintf(id, 48, "%s", r->str);
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/* CLUSTER NODES on primary p names node r as its replica. */
+static int knows_replica(redisContext *p, redisContext *r)
+{
+    char pid[48], rid[48], nid[64], flags[128], master[64], *line, *save = NULL;
+    redisReply *rep;
+    int known = 0;
+
+    if (node_id(p, pid) || node_id(r, rid) || !(rep = redisCommand(p, "CLUSTER NODES")))
+        return 0;
+    for (line = rep->type == REDIS_REPLY_STRING ? strtok_r(rep->str, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save))
+        if (sscanf(line, "%63s %*s %127s %63s", nid, flags, master) == 3 &&
+            strcmp(nid, rid) == 0)
+            known = strstr(flags, "slave") && !strstr(flags, "fail") && strcmp(master, pid) == 0;
+    freeReplyObject(rep);
+    return known;
+}
+
+/* CLUSTER FAILOVER on the replica `to` (port to_port) of the primary `from`,
+ * and waits until every node the limiter may ask for the map (the nodes
+ * of lv, `to`) names `to` for `slot` and the cluster is ok.  0, or -1. */
+static int failover_to(const live *lv, redisContext *to, int to_port, redisContext *from,
+                       unsigned slot)
+{
+    int64_t end = tu_now_ms() + 10000;
+    char v[32];
+
+    /* A replica that has not synced cannot take over, and its primary
+     * ignores the request of a node it does not know as its replica yet
+     * (the manual failover then times out). */
+    while (!(info_field(to, "INFO replication", "master_link_status:", v, sizeof v) &&
+             strcmp(v, "up") == 0 && knows_replica(from, to)) && tu_now_ms() < end)
+        usleep(50000);
+    must(to, "CLUSTER FAILOVER", redisCommand(to, "CLUSTER FAILOVER"));
+    end = tu_now_ms() + 15000;
+    while (tu_now_ms() < end) {
+        int agreed = slot_owner_port(to, slot) == to_port;
+        size_t i;
+
+        for (i = 0; i < 3 && agreed; i++)
+            agreed = slot_owner_port(lv->node[i], slot) == to_port;
+        if (agreed && has_role(to, "master") && has_role(from, "slave") && cluster_ok(to))
+            return 0;
+        usleep(50000);
+    }
+    fprintf(stderr, "failover to %d: master %d, old one a replica %d, cluster ok %d, owners %d %d "
+            "%d %d\n", to_port, has_role(to, "master"), has_role(from, "slave"), cluster_ok(to),
+            slot_owner_port(to, slot), slot_owner_port(lv->node[0], slot),
+            slot_owner_port(lv->node[1], slot), slot_owner_port(lv->node[2], slot));
+    return -1;
+}
+
+/* The decisions node 127.0.0.1:port carried, or -1 when l never met it. */
+static long node_decisions(sluice_limiter *l, int port)
+{
+    struct sluice_limiter_node_stats ns[8];
+    size_t nn = sluice_limiter_cluster_nodes(l, ns, 8), j;
+    char addr[32];
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    for (j = 0; j < nn && j < 8; j++)
+        if (strcmp(ns[j].addr, addr) == 0)
+            return (long)ns[j].decisions;
+    return -1;
+}
+
+/* Two clean failovers (CLUSTER FAILOVER on a replica), there and back:
+ * burst 5, two admitted on the primary, one on the promoted replica, two
+ * on the old primary promoted again, the sixth denied: the key's TAT
+ * followed each promotion.  Each stale map costs one MOVED from the
+ * demoted node.  The limiter had loaded its script on the old primary; its
+ * cache, flushed right after it is promoted again, costs a NOSCRIPT and a
+ * SCRIPT LOAD there.  Nothing goes to the fail mode. */
+static void test_cluster_limiter_replica_failover(void)
+{
+    const char *key = "{failover}:/v1/x";
+    sluice_limit lim = {1, 600000, 5};
+    struct sluice_limiter_stats st;
+    sluice_limit_result r;
+    char prefix[64], sha[48];
+    redisContext *rc = NULL;
+    sluice_limiter *l;
+    sluice_error err;
+    redisReply *rep;
+    int pport, rport, i;
+    unsigned slot;
+    size_t p;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "f");
+    p = live_owner(&lv, prefix, key);
+    pport = lv.map->nodes[p].port;
+    slot = key_slot(prefix, key);
+    rport = live_replica(&lv, p);
+    CU_ASSERT_FATAL(rport > 0);
+    rc = connect_port(rport);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rc);
+    rep = redisCommand(lv.node[p], "SCRIPT LOAD %s", sl_redis_script);
+    CU_ASSERT_FATAL(rep && rep->type == REDIS_REPLY_STRING);
+    snprintf(sha, sizeof sha, "%s", rep->str);
+    freeReplyObject(rep);
+
+    l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 3000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    CU_ASSERT_FATAL(failover_to(&lv, rc, rport, lv.node[p], slot) == 0);
+    CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+    CU_ASSERT_EQUAL(r.allowed, 1);
+    CU_ASSERT_EQUAL(node_decisions(l, rport), 1);
+
+    CU_ASSERT_FATAL(failover_to(&lv, lv.node[p], pport, rc, slot) == 0);
+    must(lv.node[p], "SCRIPT FLUSH", redisCommand(lv.node[p], "SCRIPT FLUSH"));
+    CU_ASSERT_EQUAL(script_exists(lv.node[p], sha), 0);
+    for (i = 0; i < 2; i++) {
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    CU_ASSERT_EQUAL(sluice_limiter_check(l, key, &lim, 1, &r), 0);
+    CU_ASSERT_EQUAL(r.allowed, 0);
+    /* Two on the first primary, then the MOVED answer the demoted one gave
+     * and the last three. */
+    CU_ASSERT_EQUAL(node_decisions(l, pport), 6);
+    CU_ASSERT_EQUAL(node_decisions(l, rport), 2);   /* and its own MOVED */
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(st.cluster_moved, 2);
+    CU_ASSERT_EQUAL(st.fallbacks, 0);
+    CU_ASSERT_EQUAL(st.redis_errors, 0);
+    CU_ASSERT_EQUAL(script_exists(lv.node[p], sha), 1);
+    sluice_limiter_free(l);
+    redisFree(rc);
+    live_close(&lv);
+}
+
 /* --- (d) a primary killed ------------------------------------------------------ */
 
 #define KILL_KEYS 3
@@ -1068,26 +1712,6 @@ static void *kill_worker(void *arg)
     return NULL;
 }
 
-/* "field:value" of INFO or CLUSTER INFO text into buf. */
-static int info_field(redisContext *c, const char *cmd, const char *field, char *buf, size_t cap)
-{
-    redisReply *r = redisCommand(c, cmd);
-    const char *p;
-    size_t n;
-    int ok = 0;
-
-    if (r && r->type == REDIS_REPLY_STRING &&
-        (p = strstr(r->str, field))) {
-        p += strlen(field);
-        n = strcspn(p, "\r\n");
-        snprintf(buf, cap, "%.*s", (int)n, p);
-        ok = 1;
-    }
-    if (r)
-        freeReplyObject(r);
-    return ok;
-}
-
 /* Restarts the killed node in its tests/cluster.sh directory (it rejoins as
  * a replica) and records its pid for tests/cluster.sh stop. */
 static void restart_node(int port)
@@ -1121,13 +1745,6 @@ static void restart_node(int port)
         fprintf(f, "%d\n", (int)pid);
         fclose(f);
     }
-}
-
-static int cluster_ok(redisContext *c)
-{
-    char v[32];
-
-    return info_field(c, "CLUSTER INFO", "cluster_state:", v, sizeof v) && strcmp(v, "ok") == 0;
 }
 
 /* kill -9 of a primary with a replica: no decision waits past
@@ -1252,6 +1869,198 @@ static void test_cluster_limiter_primary_killed(void)
     free(k);
 }
 
+/* --- (g) a shard lost without a replica: partial coverage -------------------- */
+
+#define OUTAGE_KEYS 6
+
+/* Kills the redis-server answering on c (kill -9) and waits until its port
+ * refuses connections.  0, or -1 after failing the test. */
+static int kill_node(redisContext *c, int port)
+{
+    char pidtxt[32];
+    int64_t end = tu_now_ms() + 5000;
+
+    if (!info_field(c, "INFO server", "process_id:", pidtxt, sizeof pidtxt) ||
+        kill((pid_t)strtol(pidtxt, NULL, 10), SIGKILL) != 0) {
+        CU_FAIL("cannot kill a cluster node");
+        return -1;
+    }
+    while (tu_now_ms() < end) {
+        redisContext *t = connect_port(port);
+
+        if (!t)
+            return 0;
+        redisFree(t);
+        usleep(20000);
+    }
+    CU_FAIL("a killed cluster node still answers");
+    return -1;
+}
+
+/* CONFIG SET on every node CLUSTER NODES on c names and is not failed. */
+static void config_set_all(redisContext *c, const char *name, const char *value)
+{
+    redisReply *r = redisCommand(c, "CLUSTER NODES");
+    char *line, *save = NULL, addr[128], flags[128];
+
+    CU_ASSERT_FATAL(r && r->type == REDIS_REPLY_STRING);
+    for (line = strtok_r(r->str, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        const char *colon;
+        redisContext *n;
+
+        if (sscanf(line, "%*s %127s %127s", addr, flags) != 2 || strstr(flags, "fail") ||
+            !(colon = strchr(addr, ':')))
+            continue;
+        n = connect_port((int)strtol(colon + 1, NULL, 10));
+        CU_ASSERT_PTR_NOT_NULL(n);
+        if (n) {
+            must(n, "CONFIG SET", redisCommand(n, "CONFIG SET %s %s", name, value));
+            redisFree(n);
+        }
+    }
+    freeReplyObject(r);
+}
+
+/* Node `id` is flagged fail (or fail?) in c's CLUSTER NODES. */
+static int node_flagged_fail(redisContext *c, const char *id)
+{
+    redisReply *r = redisCommand(c, "CLUSTER NODES");
+    char *line, *save = NULL, nid[64], flags[128];
+    int failed = 0;
+
+    for (line = r && r->type == REDIS_REPLY_STRING ? strtok_r(r->str, "\n", &save) : NULL; line;
+         line = strtok_r(NULL, "\n", &save))
+        if (sscanf(line, "%63s %*s %127s", nid, flags) == 2 && strcmp(nid, id) == 0)
+            failed = strstr(flags, "fail") != NULL;
+    if (!r || r->type != REDIS_REPLY_STRING)
+        fprintf(stderr, "CLUSTER NODES: %s\n", r ? r->str : c->errstr);
+    if (r)
+        freeReplyObject(r);
+    return failed;
+}
+
+/* A primary without a replica killed while the cluster runs with
+ * cluster-require-full-coverage no: the other shards keep serving, so
+ * keys there are decided by Redis throughout (burst 5 of many tries, no
+ * fallback), while each decision for the dead shard's key goes to the fail
+ * mode and is counted on that node alone.  Last: it leaves a shard down. */
+static void test_cluster_limiter_partial_outage(void)
+{
+    sluice_limit lim = {1, 600000, 5};
+    struct sluice_limiter_stats st;
+    struct sluice_limiter_node_stats ns[8];
+    sluice_limit_result r;
+    char prefix[64], keys[OUTAGE_KEYS][32], addr[32];
+    long allowed[OUTAGE_KEYS] = {0}, healthy_errors = 0, dead_tries = 0, dead_errors = 0;
+    size_t victim = 2, owner[OUTAGE_KEYS], found = 0, nn, j;
+    int victim_port, rport, i, k, seen = 0;
+    int64_t flagged = 0, end;
+    sluice_limiter *l;
+    sluice_error err;
+    live lv;
+
+    if (live_open(&lv))
+        return;
+    fresh_prefix(prefix, sizeof prefix, "g");
+    for (i = 0, k = 0; k < OUTAGE_KEYS && i < 1000; i++) {   /* two keys per shard */
+        char key[32];
+        size_t own;
+
+        snprintf(key, sizeof key, "{out%d}:/x", i);
+        own = live_owner(&lv, prefix, key);
+        for (j = 0, found = 0; j < (size_t)k; j++)
+            found += owner[j] == own;
+        if (found < 2) {
+            owner[k] = own;
+            snprintf(keys[k], sizeof keys[k], "%s", key);
+            k++;
+        }
+    }
+    CU_ASSERT_EQUAL_FATAL(k, OUTAGE_KEYS);
+    victim_port = lv.map->nodes[victim].port;
+    config_set_all(lv.node[0], "cluster-require-full-coverage", "no");
+    /* The shard loses its replicas first, so nothing can take over. */
+    while ((rport = live_replica(&lv, victim)) > 0) {
+        redisContext *rc = connect_port(rport);
+
+        CU_ASSERT_PTR_NOT_NULL_FATAL(rc);
+        i = kill_node(rc, rport);
+        redisFree(rc);
+        if (i)
+            break;
+        /* It must not be named again: wait until the primary sees it fail. */
+        end = tu_now_ms() + 10000;
+        while (live_replica(&lv, victim) == rport && tu_now_ms() < end)
+            usleep(50000);
+    }
+
+    l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 1000, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    for (k = 0; k < OUTAGE_KEYS; k++) {   /* every shard answers, 1 of 5 used */
+        CU_ASSERT_EQUAL(sluice_limiter_check(l, keys[k], &lim, 1, &r), 0);
+        CU_ASSERT_EQUAL(r.allowed, 1);
+    }
+    if (kill_node(lv.node[victim], victim_port)) {
+        sluice_limiter_free(l);
+        live_close(&lv);
+        return;
+    }
+    redisFree(lv.node[victim]);
+    lv.node[victim] = NULL;
+    /* From the kill until a second after the others flagged it failed. */
+    end = tu_now_ms() + 15000;
+    while (tu_now_ms() < end && (!flagged || tu_now_ms() < flagged + 1000)) {
+        for (k = 0; k < OUTAGE_KEYS; k++) {
+            int rc = sluice_limiter_check(l, keys[k], &lim, 1, &r);
+
+            if (owner[k] == victim) {
+                dead_tries++;
+                dead_errors += rc == SLUICE_ELIMITER;
+            } else if (rc) {
+                healthy_errors++;
+            } else {
+                allowed[k] += r.allowed;
+            }
+        }
+        if (!flagged && node_flagged_fail(lv.node[(victim + 1) % 3], lv.id[victim]) &&
+            node_flagged_fail(lv.node[(victim + 2) % 3], lv.id[victim]))
+            flagged = tu_now_ms();
+        usleep(20000);
+    }
+    CU_ASSERT(flagged != 0);
+    if (!flagged) {
+        redisReply *cn = redisCommand(lv.node[(victim + 1) % 3], "CLUSTER NODES");
+
+        fprintf(stderr, "victim %s never flagged failed:\n%s\n", lv.id[victim],
+                cn && cn->type == REDIS_REPLY_STRING ? cn->str : "(no answer)");
+        if (cn)
+            freeReplyObject(cn);
+    }
+    CU_ASSERT(cluster_ok(lv.node[(victim + 1) % 3]));
+    sluice_limiter_stats(l, &st);
+    CU_ASSERT_EQUAL(healthy_errors, 0);
+    for (k = 0; k < OUTAGE_KEYS; k++)
+        if (owner[k] != victim)
+            CU_ASSERT_EQUAL(allowed[k], 4);   /* 5 in all: Redis decided every one */
+    CU_ASSERT(dead_tries > 0);
+    CU_ASSERT_EQUAL(dead_errors, dead_tries);
+    CU_ASSERT_EQUAL(st.fallbacks, (uint64_t)dead_tries);
+    CU_ASSERT_EQUAL(st.cluster_node_fallbacks, (uint64_t)dead_tries);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", victim_port);
+    nn = sluice_limiter_cluster_nodes(l, ns, 8);
+    for (j = 0; j < nn && j < 8; j++) {
+        if (strcmp(ns[j].addr, addr) == 0) {
+            seen = 1;
+            CU_ASSERT_EQUAL(ns[j].fallbacks, (uint64_t)dead_tries);
+        } else {
+            CU_ASSERT_EQUAL(ns[j].fallbacks, 0);
+        }
+    }
+    CU_ASSERT(seen);
+    sluice_limiter_free(l);
+    live_close(&lv);
+}
+
 static CU_TestInfo tests[] = {
     {"test_cluster_crc16_reference", test_cluster_crc16_reference},
     {"test_cluster_keyslot_matches_redis", test_cluster_keyslot_matches_redis},
@@ -1266,8 +2075,14 @@ static CU_TestInfo tests[] = {
     {"test_cluster_limiter_moved_slot", test_cluster_limiter_moved_slot},
     {"test_cluster_limiter_ask_noscript", test_cluster_limiter_ask_noscript},
     {"test_cluster_limiter_tryagain", test_cluster_limiter_tryagain},
+    {"test_cluster_limiter_reshard_under_load", test_cluster_limiter_reshard_under_load},
+    {"test_cluster_limiter_refresh_never_waited_for",
+     test_cluster_limiter_refresh_never_waited_for},
+    {"test_cluster_limiter_replica_failover", test_cluster_limiter_replica_failover},
     /* Last: it kills a primary (and restarts it as a replica). */
     {"test_cluster_limiter_primary_killed", test_cluster_limiter_primary_killed},
+    /* After it: it leaves a shard down. */
+    {"test_cluster_limiter_partial_outage", test_cluster_limiter_partial_outage},
     CU_TEST_INFO_NULL,
 };
 
