@@ -682,6 +682,9 @@ struct sluice_limiter_stats {
     uint64_t cluster_node_fallbacks; /* decisions sent to the fail mode because
                                         their node failed, had no primary or
                                         the cluster was down (in fallbacks too) */
+    /* Redis Sentinel only (0 otherwise): times the master's address went
+     * stale and the sentinels were asked again. */
+    uint64_t sentinel_rediscoveries;
 };
 
 SLUICE_API void sluice_limiter_opts_init(sluice_limiter_opts *o);

@@ -573,6 +573,7 @@ void sluice_limiter_stats(sluice_limiter *l, struct sluice_limiter_stats *out)
         out->redis_errors = sl_redis_errors(l->redis);
         out->round_trips = sl_redis_round_trips(l->redis);
         out->decisions = sl_redis_decisions(l->redis);
+        out->sentinel_rediscoveries = sl_redis_rediscoveries(l->redis);
     }
     if (l->cluster) {
         sl_cluster_stats cs;
@@ -601,11 +602,6 @@ size_t sluice_limiter_cluster_nodes(sluice_limiter *l, struct sluice_limiter_nod
 int sl_limiter_cluster_node(sluice_limiter *l, size_t i, struct sluice_limiter_node_stats *out)
 {
     return l && l->cluster ? sl_cluster_node_at(l->cluster, i, out) : 0;
-}
-
-uint64_t sl_limiter_rediscoveries(sluice_limiter *l)
-{
-    return l && l->redis ? sl_redis_rediscoveries(l->redis) : 0;
 }
 
 int sluice_limiter_is_shared(const sluice_limiter *l)

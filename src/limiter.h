@@ -275,10 +275,6 @@ int sl_limiter_decide_at(sluice_limiter *l, sl_lim_op op, const char *key,
                          const sluice_limit *lim, int arg, int64_t now_us,
                          sluice_limit_result *r, sluice_error *err);
 
-/* Times the limiter's Redis Sentinel marked the master's address stale
- * and asked again (0 without a sentinel).  For the metrics exports: the
- * public stats struct does not grow for it. */
-uint64_t sl_limiter_rediscoveries(sluice_limiter *l);
 /* A Redis Cluster limiter's node i into *out: 1, or 0 past the last node
  * or when not on a cluster.  Allocates nothing. */
 int sl_limiter_cluster_node(sluice_limiter *l, size_t i, struct sluice_limiter_node_stats *out);

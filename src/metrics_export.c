@@ -183,7 +183,6 @@ typedef struct view {
     uint64_t followers;           /* flights' followers alone, without cache hits */
     double mean_hold_s;
     double decisions_per_round_trip;
-    uint64_t rediscoveries;       /* not in the public stats struct, which keeps its size */
 } view;
 
 static void read_view(sluice_factory *f, view *v)
@@ -193,7 +192,6 @@ static void read_view(sluice_factory *f, view *v)
     sl_coalesce_stats(f->co, &v->co);
     v->followers = v->co.followers;
     v->mean_hold_s = v->st.health.mean_latency_us / 1e6;
-    v->rediscoveries = sl_limiter_rediscoveries(f->limiter);
     if (v->st.limiter.round_trips)
         v->decisions_per_round_trip =
             (double)v->st.limiter.decisions / (double)v->st.limiter.round_trips;
@@ -252,7 +250,7 @@ static const struct scalar {
      VOFF(decisions_per_round_trip), K_DBL},
     {"sluice_limiter_sentinel_rediscoveries_total", "counter",
      "Times the Redis master's address went stale and the sentinels were asked again.",
-     VOFF(rediscoveries), K_U64},
+     VOFF(st.limiter.sentinel_rediscoveries), K_U64},
     {"sluice_limiter_cluster_nodes", "gauge",
      "Redis Cluster primaries in the limiter's slot map (0: not a cluster).",
      VOFF(st.limiter.cluster_nodes), K_U64},
