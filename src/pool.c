@@ -511,6 +511,19 @@ static void dispatch(sl_pool *p)
         sl_waitq_watch(&p->wq);
 }
 
+/* A resource became idle at `now`: a waiter that has waited the bound gets
+ * it at once, else the queue is watched so that the one that comes due is
+ * served (waitq.h: bounded barging).  Lock held. */
+static void offer(sl_pool *p, int64_t now)
+{
+    if (!p->wq.head)
+        return;
+    if (sl_waitq_due(&p->wq, now))
+        dispatch(p);
+    else
+        sl_waitq_watch(&p->wq);
+}
+
 /* Gives back `e`'s slots; `e` may be gone after. */
 static void release_slots(sl_pool *p, entry *e, int n)
 {
@@ -991,12 +1004,7 @@ void sl_pool_put(sl_pool *p, sl_pool_item *pub, int reusable)
          * caller, most often this thread coming back (waitq.h). */
         it->idle_since = now;
         idle_push(p, it);
-        if (p->wq.head) {
-            if (sl_waitq_due(&p->wq, now))
-                dispatch(p);
-            else
-                sl_waitq_watch(&p->wq);
-        }
+        offer(p, now);
         if (it->is_idle && p->cfg.max_idle_per_key && e->idle > p->cfg.max_idle_per_key) {
             idle_remove(p, it);
             reason = SLUICE_CLOSE_OVERFLOW;
@@ -1087,12 +1095,7 @@ static int fill(sl_pool *p, entry *e, void *arg, int n, int64_t deadline, sluice
             return made;
         }
         idle_push(p, it);
-        if (p->wq.head) {
-            if (sl_waitq_due(&p->wq, now))
-                dispatch(p);
-            else
-                sl_waitq_watch(&p->wq);
-        }
+        offer(p, now);
         pthread_mutex_unlock(&p->lock);
         emit(p, SLUICE_POOL_CONNECT, e, -1, 0);
     }
