@@ -72,11 +72,13 @@ if [ -x "$top/tests/gen-certs.sh" ]; then
 fi
 echo "run.sh: mock API on $SLUICE_TEST_HTTP, redis on $SLUICE_TEST_REDIS"
 
+# runs SUITE: whether this run includes SUITE (every suite when none is named).
+suites=" $* "
+runs() { [ "$suites" = "  " ] || case $suites in *" $1 "*) true ;; *) false ;; esac; }
+
 # The cluster suite gets a private 3-primary, 3-replica Redis Cluster, started
 # only when it runs (a few seconds).
-want_cluster=$([ $# -eq 0 ] && echo 1 || echo 0)
-for s in "$@"; do [ "$s" != redis_cluster ] || want_cluster=1; done
-if [ "$want_cluster" = 1 ]; then
+if runs redis_cluster; then
     cluster_dir="$tmp/cluster"
     SLUICE_TEST_CLUSTER=$("$top/tests/cluster.sh" start "$cluster_dir") ||
         fail "the test Redis Cluster did not start"
@@ -87,9 +89,7 @@ fi
 # The sentinel suite gets a private primary, replica and three sentinels,
 # started only when it runs (several seconds: the sentinels must find each
 # other).
-want_sentinel=$([ $# -eq 0 ] && echo 1 || echo 0)
-for s in "$@"; do [ "$s" != sentinel ] || want_sentinel=1; done
-if [ "$want_sentinel" = 1 ]; then
+if runs sentinel; then
     sentinel_dir="$tmp/sentinel"
     SLUICE_TEST_SENTINEL=$("$top/tests/sentinel.sh" start "$sentinel_dir") ||
         fail "the test Redis Sentinel deployment did not start"

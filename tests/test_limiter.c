@@ -37,28 +37,6 @@
  * shows. */
 #define TROUBLE_SLACK_MS 400
 
-/* A prefix no other test (or earlier run against the same server) used. */
-static const char *fresh_prefix(char *buf, size_t cap)
-{
-    static _Atomic int n;
-
-    snprintf(buf, cap, "t%d-%lld-%d", (int)getpid(), (long long)(sl_now_ns() / 1000),
-             atomic_fetch_add(&n, 1));
-    return buf;
-}
-
-static sluice_limiter *limiter(const char *url, const char *prefix, sluice_fail_mode mode,
-                               int timeout_ms, sluice_error *err)
-{
-    sluice_limiter_opts o;
-
-    sluice_limiter_opts_init(&o);
-    o.prefix = prefix;
-    o.fail_mode = mode;
-    o.redis_timeout_ms = timeout_ms;
-    return sluice_limiter_new(url, &o, err);
-}
-
 static int64_t ms_since(int64_t start_ns)
 {
     return (sl_now_ns() - start_ns) / 1000000;
@@ -297,7 +275,7 @@ static void run_scenarios(sluice_limiter *l, const char *backend)
 
 static void test_gcra_reference_table_local(void)
 {
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_FALSE(sluice_limiter_is_shared(l));
@@ -313,7 +291,7 @@ static void test_gcra_reference_table_redis(void)
     sluice_error e;
 
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, &e);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_TRUE(sluice_limiter_is_shared(l));
     run_scenarios(l, "redis");
@@ -332,8 +310,8 @@ static void test_gcra_backends_agree_randomized(void)
     unsigned seed = 12345;
 
     TU_REQUIRE(url);
-    loc = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
-    red = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    loc = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    red = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(loc);
     CU_ASSERT_PTR_NOT_NULL_FATAL(red);
     for (i = 0; i < 600; i++) {
@@ -390,13 +368,13 @@ static void test_gcra_no_double_burst_at_window_edge(void)
 {
     const char *url = tu_redis_url();
     char prefix[64];
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_window_edge(l);
     sluice_limiter_free(l);
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_window_edge(l);
     sluice_limiter_free(l);
@@ -446,13 +424,13 @@ static void test_long_key_both_backends(void)
 {
     const char *url = tu_redis_url();
     char prefix[64];
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_long_key(l);
     sluice_limiter_free(l);
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_long_key(l);
     sluice_limiter_free(l);
@@ -462,13 +440,13 @@ static void test_peek_consumes_nothing(void)
 {
     const char *url = tu_redis_url();
     char prefix[64];
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_peek(l);
     sluice_limiter_free(l);
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_peek(l);
     sluice_limiter_free(l);
@@ -490,7 +468,7 @@ static void expect_einval(int rc, const sluice_error *e, const char *word)
 
 static void test_check_invalid_arguments(void)
 {
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
     sluice_limit ok = {10, 1000, 5}, bad;
     sluice_limit_result r;
     sluice_error e;
@@ -627,7 +605,7 @@ static void bound_child(const char *url, const char *prefix, const sluice_limit 
     /* CLOSED so that any Redis failure shows as an error rather than as
      * local admissions; a long timeout so that a machine that stalls this
      * process does not count as one. */
-    sluice_limiter *l = limiter(url, prefix, SLUICE_FAIL_CLOSED, 10000, NULL);
+    sluice_limiter *l = tu_limiter(url, prefix, SLUICE_FAIL_CLOSED, 10000, NULL);
     int i;
 
     if (!l)
@@ -695,7 +673,7 @@ static void test_bound_four_processes_shared_redis(void)
     long starved;
 
     TU_REQUIRE(url);
-    fresh_prefix(prefix, sizeof prefix);
+    tu_fresh_prefix(prefix, sizeof prefix, "t");
     memset(&all, 0, sizeof all);
     all.first_ns = INT64_MAX;
     CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
@@ -798,13 +776,13 @@ static void test_acquire_waits_and_gives_up_at_deadline(void)
 {
     const char *url = tu_redis_url();
     char prefix[64];
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_acquire(l);
     sluice_limiter_free(l);
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     run_acquire(l);
     sluice_limiter_free(l);
@@ -845,7 +823,7 @@ static void *contend(void *arg)
  * lost the race. */
 static void test_acquire_contended_deadline(void)
 {
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
     sluice_limit lim = {20, 1000, 1};
     contender c[4];
     pthread_t th[4];
@@ -884,9 +862,9 @@ static void test_cooldown_holds_off_other_instance(void)
     int64_t t0, el;
 
     TU_REQUIRE(url);
-    fresh_prefix(prefix, sizeof prefix);
-    a = limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
-    b = limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
+    tu_fresh_prefix(prefix, sizeof prefix, "t");
+    a = tu_limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
+    b = tu_limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     CU_ASSERT_EQUAL(sluice_limiter_check(b, "{svc}:/items", &lim, 1, &r), 0);
@@ -924,10 +902,10 @@ static void test_two_instances_share_quota(void)
     int i, got_a = 0, got_b = 0, got_c = 0;
 
     TU_REQUIRE(url);
-    fresh_prefix(prefix, sizeof prefix);
-    a = limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
-    b = limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
-    c = limiter(url, fresh_prefix(other, sizeof other), SLUICE_FAIL_CLOSED, 2000, NULL);
+    tu_fresh_prefix(prefix, sizeof prefix, "t");
+    a = tu_limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
+    b = tu_limiter(url, prefix, SLUICE_FAIL_CLOSED, 2000, NULL);
+    c = tu_limiter(url, tu_fresh_prefix(other, sizeof other, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(a);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
@@ -956,7 +934,7 @@ static void test_key_layout_hash_tag(void)
     sluice_limit_result r;
 
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{billing}:/v1/charges", &lim, 1, &r), 0);
     snprintf(key, sizeof key, "%s:{billing}:/v1/charges", prefix);
@@ -1007,8 +985,8 @@ static void test_redis_killed_fail_modes(void)
         return;
     snprintf(where, sizeof where, "127.0.0.1:%d", s.port);
     log_capture(1);
-    open_l = limiter(s.url, "km", SLUICE_FAIL_OPEN, TROUBLE_TIMEOUT_MS, NULL);
-    closed_l = limiter(s.url, "km", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
+    open_l = tu_limiter(s.url, "km", SLUICE_FAIL_OPEN, TROUBLE_TIMEOUT_MS, NULL);
+    closed_l = tu_limiter(s.url, "km", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
     sluice_limiter_opts_init(&o);
     o.prefix = "km";
     o.redis_timeout_ms = TROUBLE_TIMEOUT_MS;
@@ -1099,7 +1077,7 @@ static void test_redis_paused_decisions_bounded(void)
 
     if (tu_redis_start(&s, 0) != 0)
         return;
-    l = limiter(s.url, "pz", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
+    l = tu_limiter(s.url, "pz", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{p}:k", &lim, 1, &r), 0);
     tu_server_pause(&s, 1);
@@ -1141,7 +1119,7 @@ static void test_redis_paused_is_a_timeout(void)
 
     if (tu_redis_start(&s, 0) != 0)
         return;
-    l = limiter(s.url, "pt", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
+    l = tu_limiter(s.url, "pt", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sl_limiter_check(l, "{t}:k", &lim, 1, &r, &e), 0);
     tu_server_pause(&s, 1);
@@ -1169,7 +1147,7 @@ static void test_redis_restart_resumes(void)
     if (tu_redis_start(&s, 0) != 0)
         return;
     port = s.port;
-    l = limiter(s.url, "rs", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
+    l = tu_limiter(s.url, "rs", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{r}:k", &lim, 1, &r), 0);
     tu_server_stop(&s);
@@ -1203,7 +1181,7 @@ static void test_script_flush_noscript_recovers(void)
     struct sluice_limiter_stats a, b;
 
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{f}:k", &lim, 1, &r), 0);
     CU_ASSERT_EQUAL(redis_do(url, "SCRIPT FLUSH", NULL), 0);
@@ -1250,26 +1228,26 @@ static void test_auth_wrong_password_clear_error(void)
     log_capture(1);
     /* Wrong password: refused at creation, clearly, without the secret. */
     snprintf(url, sizeof url, "redis://:wrong-%s@127.0.0.1:%d", SECRET, s.port);
-    l = limiter(url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
+    l = tu_limiter(url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
     CU_ASSERT_PTR_NULL(l);
     CU_ASSERT_EQUAL(e.code, SLUICE_ELIMITER);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "AUTH failed for redis://:***@"));
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, where));
     assert_no_secret(e.msg, SECRET);
     /* No password where one is required: NOAUTH, also at creation. */
-    l = limiter(s.url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
+    l = tu_limiter(s.url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
     CU_ASSERT_PTR_NULL(l);
     CU_ASSERT_EQUAL(e.code, SLUICE_ELIMITER);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "NOAUTH"));
     /* The right one, plain and in the Redis 6 user:password form. */
     snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", SECRET, s.port);
-    l = limiter(url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
+    l = tu_limiter(url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{a}:k", &lim, 1, &r), 0);
     CU_ASSERT_EQUAL(r.remaining, 2);
     sluice_limiter_free(l);
     snprintf(url, sizeof url, "redis://default:%s@127.0.0.1:%d/3", SECRET, s.port);
-    l = limiter(url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
+    l = tu_limiter(url, "au", SLUICE_FAIL_CLOSED, 1000, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{a}:k", &lim, 1, &r), 0);
     CU_ASSERT_EQUAL(r.remaining, 2);    /* db 3: another key space */
@@ -1301,7 +1279,7 @@ static void test_unreachable_host_clear_error(void)
     snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", SECRET, port);
     snprintf(where, sizeof where, "127.0.0.1:%d", port);
     log_capture(1);
-    l = limiter(url, "un", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, &e);
+    l = tu_limiter(url, "un", SLUICE_FAIL_CLOSED, TROUBLE_TIMEOUT_MS, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_TRUE(sluice_limiter_is_shared(l));
     for (i = 0; i < 50; i++) {
@@ -1339,7 +1317,7 @@ static void test_unix_socket_url(void)
     if (redis_start_args(&s, path, NULL) != 0)
         return;
     snprintf(url, sizeof url, "unix://%s?db=2", path);
-    l = limiter(url, "ux", SLUICE_FAIL_CLOSED, 1000, NULL);
+    l = tu_limiter(url, "ux", SLUICE_FAIL_CLOSED, 1000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sluice_limiter_check(l, "{x}:k", &lim, 1, &r), 0);
     CU_ASSERT_EQUAL(r.remaining, 2);
@@ -1519,7 +1497,7 @@ static void test_batching_shares_round_trips(void)
     struct sluice_limiter_stats st;
 
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(hammer_threads(l, 8, 2000, 0), 0);
     sluice_limiter_stats(l, &st);
@@ -1542,7 +1520,7 @@ static void test_threads_random_keys(void)
 {
     const char *url = tu_redis_url();
     char prefix[64];
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
     struct sluice_limiter_stats st;
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
@@ -1551,7 +1529,7 @@ static void test_threads_random_keys(void)
     CU_ASSERT_EQUAL(st.decisions, 32 * 2000);
     sluice_limiter_free(l);
     TU_REQUIRE(url);
-    l = limiter(url, fresh_prefix(prefix, sizeof prefix), SLUICE_FAIL_CLOSED, 2000, NULL);
+    l = tu_limiter(url, tu_fresh_prefix(prefix, sizeof prefix, "t"), SLUICE_FAIL_CLOSED, 2000, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(hammer_threads(l, 32, 300, 1), 0);
     sluice_limiter_stats(l, &st);
@@ -1568,7 +1546,7 @@ static void test_threads_random_keys(void)
  * times far apart do not all stay. */
 static void test_local_stale_entries_evicted(void)
 {
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
     sluice_limit lim = {1000, 1000, 1};   /* full again 1 ms after a use */
     sluice_limit_result r;
     char key[32];
@@ -1600,7 +1578,7 @@ static void test_local_stale_entries_evicted(void)
  * from 64 entries) however many keys came before. */
 static void test_local_many_keys_stay_bounded(void)
 {
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
     sluice_limit lim = {1000, 1000, 1};
     sluice_limit_result r;
     size_t n, most = 0;
@@ -1623,7 +1601,7 @@ static void test_local_many_keys_stay_bounded(void)
 
 static void test_local_stats_count(void)
 {
-    sluice_limiter *l = limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
+    sluice_limiter *l = tu_limiter("", NULL, SLUICE_FAIL_CLOSED, 0, NULL);
     sluice_limit lim = {1, 60000, 2};
     sluice_limit_result r;
     struct sluice_limiter_stats st;
@@ -1916,7 +1894,7 @@ static void test_hostile_array_count_refused_at_once(void)
     }
     /* The limiter over it: a clear SLUICE_ELIMITER naming the server. */
     log_capture(1);
-    l = limiter(url, "ho", SLUICE_FAIL_CLOSED, 3000, &e);
+    l = tu_limiter(url, "ho", SLUICE_FAIL_CLOSED, 3000, &e);
     CU_ASSERT_PTR_NOT_NULL(l);
     if (l) {
         CU_ASSERT_EQUAL(sl_limiter_check(l, "{h}:k", &lim, 1, &r, &e), SLUICE_ELIMITER);
@@ -1949,7 +1927,7 @@ static void test_redis_blackhole_connect_bounded_by_deadline(void)
     snprintf(where, sizeof where, "127.0.0.1:%d", port);
     log_capture(1);
     t0 = sl_now_ns();
-    l = limiter(url, "bh", SLUICE_FAIL_CLOSED, 200, &e);
+    l = tu_limiter(url, "bh", SLUICE_FAIL_CLOSED, 200, &e);
     took = ms_since(t0);
     CU_ASSERT_PTR_NOT_NULL(l);
     /* The first connect's deadline is 1 s (CREATE_TIMEOUT_MS). */

@@ -535,14 +535,6 @@ static void must(redisContext *c, const char *what, redisReply *r)
         freeReplyObject(r);
 }
 
-/* A prefix no earlier run used. */
-static void fresh_prefix(char *buf, size_t cap, const char *what)
-{
-    static int n;
-
-    snprintf(buf, cap, "t%s-%d-%lld-%d", what, (int)getpid(), (long long)tu_now_ms(), n++);
-}
-
 /* "field:value" of INFO or CLUSTER INFO text into buf. */
 static int info_field(redisContext *c, const char *cmd, const char *field, char *buf, size_t cap)
 {
@@ -574,7 +566,6 @@ static sluice_limiter *cluster_limiter(const char *prefix, sluice_fail_mode mode
                                        sluice_error *err)
 {
     const char *seeds = getenv("SLUICE_TEST_CLUSTER");
-    sluice_limiter_opts o;
     char url[512];
 
     if (!seeds || !*seeds) {
@@ -582,11 +573,7 @@ static sluice_limiter *cluster_limiter(const char *prefix, sluice_fail_mode mode
         return NULL;
     }
     snprintf(url, sizeof url, "redis+cluster://%s", seeds);
-    sluice_limiter_opts_init(&o);
-    o.prefix = prefix;
-    o.fail_mode = mode;
-    o.redis_timeout_ms = timeout_ms;
-    return sluice_limiter_new(url, &o, err);
+    return tu_limiter(url, prefix, mode, timeout_ms, err);
 }
 
 static void test_cluster_limiter_config_errors(void)
@@ -737,7 +724,7 @@ static void test_cluster_limiter_cross_slot_burst(void)
 
     if (live_open(&lv))
         return;
-    fresh_prefix(prefix, sizeof prefix, "a");
+    tu_fresh_prefix(prefix, sizeof prefix, "ta");
     for (k = 0; k < BURST_KEYS; k++) {
         snprintf(keys[k], sizeof keys[k], "{svc%d}:/v1/x", k);
         shard[live_owner(&lv, prefix, keys[k])]++;
@@ -790,6 +777,28 @@ static void test_cluster_limiter_cross_slot_burst(void)
 
 /* --- (b) a slot moved by hand: MOVED -------------------------------------------- */
 
+/* The first half of moving `slot` from primary src to dst: IMPORTING on
+ * dst, MIGRATING on src.  Keys still on src are answered there, the
+ * others with ASK to dst. */
+static void begin_migration(live *lv, unsigned slot, size_t src, size_t dst)
+{
+    must(lv->node[dst], "IMPORTING",
+         redisCommand(lv->node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv->id[src]));
+    must(lv->node[src], "MIGRATING",
+         redisCommand(lv->node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv->id[dst]));
+}
+
+/* Calls a half migration off, the slot staying on src: `key` (a full Redis
+ * key), which dst took meanwhile through ASK, is deleted there, and both
+ * sides are STABLE again. */
+static void abort_migration(live *lv, unsigned slot, size_t src, size_t dst, const char *key)
+{
+    must(lv->node[dst], "ASKING", redisCommand(lv->node[dst], "ASKING"));
+    must(lv->node[dst], "DEL", redisCommand(lv->node[dst], "DEL %s", key));
+    must(lv->node[dst], "STABLE", redisCommand(lv->node[dst], "CLUSTER SETSLOT %u STABLE", slot));
+    must(lv->node[src], "STABLE", redisCommand(lv->node[src], "CLUSTER SETSLOT %u STABLE", slot));
+}
+
 /* Moves `slot` from primary src to dst the way redis-cli --cluster reshard
  * does: IMPORTING / MIGRATING, MIGRATE every key, then the new owner on
  * every primary. */
@@ -798,10 +807,7 @@ static void move_slot(live *lv, unsigned slot, size_t src, size_t dst)
     redisReply *keys;
     size_t i;
 
-    must(lv->node[dst], "IMPORTING",
-         redisCommand(lv->node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv->id[src]));
-    must(lv->node[src], "MIGRATING",
-         redisCommand(lv->node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv->id[dst]));
+    begin_migration(lv, slot, src, dst);
     keys = redisCommand(lv->node[src], "CLUSTER GETKEYSINSLOT %u 100", slot);
     CU_ASSERT_FATAL(keys && keys->type == REDIS_REPLY_ARRAY);
     for (i = 0; i < keys->elements; i++)
@@ -838,7 +844,7 @@ static void test_cluster_limiter_moved_slot(void)
 
     if (live_open(&lv))
         return;
-    fresh_prefix(prefix, sizeof prefix, "b");
+    tu_fresh_prefix(prefix, sizeof prefix, "tb");
     l = cluster_limiter(prefix, SLUICE_FAIL_CLOSED, 3000, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     for (i = 0; i < 3; i++) {
@@ -894,7 +900,7 @@ static void test_cluster_limiter_ask_noscript(void)
 
     if (live_open(&lv))
         return;
-    fresh_prefix(prefix, sizeof prefix, "c");
+    tu_fresh_prefix(prefix, sizeof prefix, "tc");
     src = live_owner(&lv, prefix, old_key);
     dst = (src + 1) % 3;
     slot = key_slot(prefix, old_key);
@@ -915,10 +921,7 @@ static void test_cluster_limiter_ask_noscript(void)
     snprintf(sha, sizeof sha, "%s", rep->str);
     freeReplyObject(rep);
     CU_ASSERT_EQUAL(script_exists(lv.node[dst], sha), 1);
-    must(lv.node[dst], "IMPORTING",
-         redisCommand(lv.node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv.id[src]));
-    must(lv.node[src], "MIGRATING",
-         redisCommand(lv.node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv.id[dst]));
+    begin_migration(&lv, slot, src, dst);
     must(lv.node[dst], "SCRIPT FLUSH", redisCommand(lv.node[dst], "SCRIPT FLUSH"));
     CU_ASSERT_EQUAL(script_exists(lv.node[dst], sha), 0);
 
@@ -941,10 +944,7 @@ static void test_cluster_limiter_ask_noscript(void)
 
     /* Back to stable, without the key the target took. */
     snprintf(full, sizeof full, "%s:%s", prefix, new_key);
-    must(lv.node[dst], "ASKING", redisCommand(lv.node[dst], "ASKING"));
-    must(lv.node[dst], "DEL", redisCommand(lv.node[dst], "DEL %s", full));
-    must(lv.node[dst], "STABLE", redisCommand(lv.node[dst], "CLUSTER SETSLOT %u STABLE", slot));
-    must(lv.node[src], "STABLE", redisCommand(lv.node[src], "CLUSTER SETSLOT %u STABLE", slot));
+    abort_migration(&lv, slot, src, dst, full);
     live_close(&lv);
 }
 
@@ -1001,7 +1001,7 @@ static void test_cluster_limiter_tryagain(void)
 
     if (live_open(&lv))
         return;
-    fresh_prefix(prefix, sizeof prefix, "t");
+    tu_fresh_prefix(prefix, sizeof prefix, "tt");
     src = live_owner(&lv, prefix, "{try}:/old");
     dst = (src + 2) % 3;
     slot = key_slot(prefix, "{try}:/old");
@@ -1014,10 +1014,7 @@ static void test_cluster_limiter_tryagain(void)
     t[0].l = sluice_limiter_new(url, &o, &err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(t[0].l);
     CU_ASSERT_EQUAL(sluice_limiter_check(t[0].l, "{try}:/old", &lim, 1, &r), 0);
-    must(lv.node[dst], "IMPORTING",
-         redisCommand(lv.node[dst], "CLUSTER SETSLOT %u IMPORTING %s", slot, lv.id[src]));
-    must(lv.node[src], "MIGRATING",
-         redisCommand(lv.node[src], "CLUSTER SETSLOT %u MIGRATING %s", slot, lv.id[dst]));
+    begin_migration(&lv, slot, src, dst);
     pthread_barrier_init(&go, NULL, TRY_THREADS);
     for (i = 0; i < TRY_THREADS; i++) {
         t[i].l = t[0].l;
@@ -1042,10 +1039,7 @@ static void test_cluster_limiter_tryagain(void)
     sluice_limiter_free(t[0].l);
 
     snprintf(full, sizeof full, "%s:{try}:/new", prefix);
-    must(lv.node[dst], "ASKING", redisCommand(lv.node[dst], "ASKING"));
-    must(lv.node[dst], "DEL", redisCommand(lv.node[dst], "DEL %s", full));
-    must(lv.node[dst], "STABLE", redisCommand(lv.node[dst], "CLUSTER SETSLOT %u STABLE", slot));
-    must(lv.node[src], "STABLE", redisCommand(lv.node[src], "CLUSTER SETSLOT %u STABLE", slot));
+    abort_migration(&lv, slot, src, dst, full);
     live_close(&lv);
 }
 
@@ -1146,7 +1140,7 @@ static void test_cluster_limiter_reshard_under_load(void)
         free(rs);
         return;
     }
-    fresh_prefix(prefix, sizeof prefix, "e");
+    tu_fresh_prefix(prefix, sizeof prefix, "te");
     /* A hash tag in one of the first 1000 slots of the source: redis-cli
      * moves a node's slots in ascending order. */
     for (i = 0; i < 100000; i++) {
@@ -1364,7 +1358,7 @@ static void test_cluster_limiter_refresh_never_waited_for(void)
         free(fs), free(nw), free(claim);
         return;
     }
-    fresh_prefix(prefix, sizeof prefix, "h");
+    tu_fresh_prefix(prefix, sizeof prefix, "th");
     /* A key whose slot the fake map leaves without an owner, one it gives
      * the wrong primary, and healthy keys; none in slots 0..99, which it
      * gives the node that never answers. */
@@ -1615,7 +1609,7 @@ static void test_cluster_limiter_replica_failover(void)
 
     if (live_open(&lv))
         return;
-    fresh_prefix(prefix, sizeof prefix, "f");
+    tu_fresh_prefix(prefix, sizeof prefix, "tf");
     p = live_owner(&lv, prefix, key);
     pport = lv.map->nodes[p].port;
     slot = key_slot(prefix, key);
@@ -1768,7 +1762,7 @@ static void test_cluster_limiter_primary_killed(void)
         free(k);
         return;
     }
-    fresh_prefix(prefix, sizeof prefix, "d");
+    tu_fresh_prefix(prefix, sizeof prefix, "td");
     for (i = 0; i < 1000 && found < 7; i++) {   /* one key per shard */
         char key[32];
         size_t own;
@@ -1961,7 +1955,7 @@ static void test_cluster_limiter_partial_outage(void)
 
     if (live_open(&lv))
         return;
-    fresh_prefix(prefix, sizeof prefix, "g");
+    tu_fresh_prefix(prefix, sizeof prefix, "tg");
     for (i = 0, k = 0; k < OUTAGE_KEYS && i < 1000; i++) {   /* two keys per shard */
         char key[32];
         size_t own;

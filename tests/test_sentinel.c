@@ -46,28 +46,6 @@ static uint64_t rediscoveries(sluice_limiter *l)
     return st.sentinel_rediscoveries;
 }
 
-static sluice_limiter *limiter(const char *url, const char *prefix, sluice_fail_mode mode,
-                               int timeout_ms, sluice_error *err)
-{
-    sluice_limiter_opts o;
-
-    sluice_limiter_opts_init(&o);
-    o.prefix = prefix;
-    o.fail_mode = mode;
-    o.redis_timeout_ms = timeout_ms;
-    return sluice_limiter_new(url, &o, err);
-}
-
-/* A prefix no other run against the same servers used. */
-static const char *fresh_prefix(char *buf, size_t cap)
-{
-    static _Atomic int n;
-
-    snprintf(buf, cap, "st%d-%lld-%d", (int)getpid(), (long long)(sl_now_ns() / 1000),
-             atomic_fetch_add(&n, 1));
-    return buf;
-}
-
 /* $SLUICE_TEST_SENTINEL, or NULL after failing the test. */
 static const char *sentinel_url(void)
 {
@@ -353,13 +331,13 @@ static void test_sentinel_url_errors_name_the_part(void)
     }
     CU_ASSERT_EQUAL(sl_redis_sentinel_url_parse(NULL, &u, &e), SLUICE_EINVAL);
     /* The limiter refuses them at creation, never connecting. */
-    l = limiter("redis+sentinel://:" SECRET "@127.0.0.1:1/m/x", "p", SLUICE_FAIL_CLOSED, 50, &e);
+    l = tu_limiter("redis+sentinel://:" SECRET "@127.0.0.1:1/m/x", "p", SLUICE_FAIL_CLOSED, 50, &e);
     CU_ASSERT_PTR_NULL(l);
     CU_ASSERT_EQUAL(e.code, SLUICE_EINVAL);
     CU_ASSERT_PTR_NULL(strstr(e.msg, SECRET));
     sluice_limiter_free(l);
     /* An unknown scheme: the message lists the sentinel one too. */
-    l = limiter("memcache://127.0.0.1:1", "p", SLUICE_FAIL_CLOSED, 50, &e);
+    l = tu_limiter("memcache://127.0.0.1:1", "p", SLUICE_FAIL_CLOSED, 50, &e);
     CU_ASSERT_PTR_NULL(l);
     CU_ASSERT_EQUAL(e.code, SLUICE_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "redis+sentinel://"));
@@ -401,8 +379,8 @@ static void test_sentinel_decisions_on_the_master(void)
     int master;
 
     TU_REQUIRE(url);
-    fresh_prefix(prefix, sizeof prefix);
-    l = limiter(url, prefix, SLUICE_FAIL_CLOSED, 500, &e);
+    tu_fresh_prefix(prefix, sizeof prefix, "st");
+    l = tu_limiter(url, prefix, SLUICE_FAIL_CLOSED, 500, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_TRUE(sluice_limiter_is_shared(l));
     CU_ASSERT_EQUAL(sl_limiter_check(l, "{s}:k", &lim, 1, &r, &e), 0);
@@ -439,8 +417,8 @@ static void test_sentinel_stale_replica_address_skipped(void)
     replica = replica_port(master);
     CU_ASSERT_FATAL(replica > 0);
     fake_start(&f, replica);
-    fresh_prefix(prefix, sizeof prefix);
-    l = limiter(sentinel_url_with(f.addr, MASTER), prefix, SLUICE_FAIL_CLOSED, 500, &e);
+    tu_fresh_prefix(prefix, sizeof prefix, "st");
+    l = tu_limiter(sentinel_url_with(f.addr, MASTER), prefix, SLUICE_FAIL_CLOSED, 500, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sl_limiter_check(l, "{r}:k", &lim, 1, &r, &e), 0);
     CU_ASSERT_EQUAL(r.remaining, 4);
@@ -454,7 +432,7 @@ static void test_sentinel_stale_replica_address_skipped(void)
     /* Only the stale sentinel: no usable address. */
     snprintf(want, sizeof want, "127.0.0.1:%d", replica);
     snprintf(only, sizeof only, "redis+sentinel://%s/%s", f.addr, MASTER);
-    l = limiter(only, prefix, SLUICE_FAIL_CLOSED, 500, &e);
+    l = tu_limiter(only, prefix, SLUICE_FAIL_CLOSED, 500, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sl_limiter_check(l, "{r}:k", &lim, 1, &r, &e), SLUICE_ELIMITER);
     CU_ASSERT_EQUAL(r.allowed, 0);
@@ -477,9 +455,9 @@ static void test_sentinel_unknown_master_fail_mode(void)
     int i, slow = 0;
 
     TU_REQUIRE(url);
-    closed_l = limiter(url, "um", SLUICE_FAIL_CLOSED, 200, &e);
+    closed_l = tu_limiter(url, "um", SLUICE_FAIL_CLOSED, 200, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(closed_l);
-    open_l = limiter(url, "um", SLUICE_FAIL_OPEN, 200, &e);
+    open_l = tu_limiter(url, "um", SLUICE_FAIL_OPEN, 200, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(open_l);
     for (i = 0; i < 10; i++) {
         CU_ASSERT_EQUAL(timed_check(closed_l, "{u}:k", &r, &e, 200, &slow), SLUICE_ELIMITER);
@@ -512,7 +490,7 @@ static void test_sentinel_none_reachable_bounded(void)
     snprintf(url, sizeof url, "redis+sentinel://:" SECRET "@127.0.0.1:%d,127.0.0.1:%d/%s", p1, p2,
              MASTER);
     t0 = sl_now_ns();
-    l = limiter(url, "nr", SLUICE_FAIL_CLOSED, 100, &e);
+    l = tu_limiter(url, "nr", SLUICE_FAIL_CLOSED, 100, &e);
     CU_ASSERT(ms_since(t0) <= 1000 + SLACK_MS);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     for (i = 0; i < 20; i++) {
@@ -528,7 +506,7 @@ static void test_sentinel_none_reachable_bounded(void)
     CU_ASSERT_FATAL(silent >= 0);
     snprintf(url, sizeof url, "redis+sentinel://127.0.0.1:%d/%s", silent_port, MASTER);
     t0 = sl_now_ns();
-    l = limiter(url, "nr", SLUICE_FAIL_CLOSED, 100, &e);
+    l = tu_limiter(url, "nr", SLUICE_FAIL_CLOSED, 100, &e);
     CU_ASSERT(ms_since(t0) <= 1000 + SLACK_MS);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     for (i = 0; i < 20; i++) {
@@ -735,7 +713,7 @@ static void test_sentinel_slow_rediscovery_bounded(void)
     }
     fake_start(&f, a.port);
     snprintf(url, sizeof url, "redis+sentinel://%s/%s", f.addr, MASTER);
-    l = limiter(url, "sl", SLUICE_FAIL_CLOSED, 100, NULL);
+    l = tu_limiter(url, "sl", SLUICE_FAIL_CLOSED, 100, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_TRUE(follows(l, "sl", a.port, 2000));
     for (i = 0; i < 8; i++) {
@@ -786,8 +764,8 @@ static void test_sentinel_failover_followed(void)
     CU_ASSERT_FATAL(old_master > 0);
     new_master = replica_port(old_master);
     CU_ASSERT_FATAL(new_master > 0);
-    fresh_prefix(prefix, sizeof prefix);
-    l = limiter(url, prefix, SLUICE_FAIL_CLOSED, 200, &e);
+    tu_fresh_prefix(prefix, sizeof prefix, "st");
+    l = tu_limiter(url, prefix, SLUICE_FAIL_CLOSED, 200, &e);
     CU_ASSERT_PTR_NOT_NULL_FATAL(l);
     CU_ASSERT_EQUAL(sl_limiter_check(l, "{fo}:warm", &lim, 1, &r, &e), 0);
 

@@ -28,6 +28,29 @@ int64_t tu_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+sluice_limiter *tu_limiter(const char *url, const char *prefix, sluice_fail_mode mode,
+                           int timeout_ms, sluice_error *err)
+{
+    sluice_limiter_opts o;
+
+    sluice_limiter_opts_init(&o);
+    o.prefix = prefix;
+    o.fail_mode = mode;
+    o.redis_timeout_ms = timeout_ms;
+    return sluice_limiter_new(url, &o, err);
+}
+
+const char *tu_fresh_prefix(char *buf, size_t cap, const char *tag)
+{
+    static _Atomic int n;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(buf, cap, "%s%d-%lld-%d", tag, (int)getpid(),
+             (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, atomic_fetch_add(&n, 1));
+    return buf;
+}
+
 int tu_wait_until(int (*cond)(void *arg), void *arg, int max_ms)
 {
     int64_t end = tu_now_ms() + max_ms;

@@ -106,6 +106,15 @@ int tu_wait_until(int (*cond)(void *arg), void *arg, int max_ms);
 /* Monotonic milliseconds. */
 int64_t tu_now_ms(void);
 
+/* A limiter on `url` (sluice_limiter_new's rules) with this prefix, fail
+ * mode and redis_timeout_ms; NULL with err set on failure. */
+sluice_limiter *tu_limiter(const char *url, const char *prefix, sluice_fail_mode mode,
+                           int timeout_ms, sluice_error *err);
+
+/* "<tag><pid>-<us>-<n>" into buf: a limiter prefix no other test, nor an
+ * earlier run against the same Redis, used.  Returns buf.  Thread-safe. */
+const char *tu_fresh_prefix(char *buf, size_t cap, const char *tag);
+
 /* A DNS server of the tests' own on 127.0.0.1 (UDP, a thread of this
  * process), so no test asks the system's resolver.  In TU_DNS_ANSWER mode
  * it answers A queries for the names added with tu_dns_add (AAAA: no
