@@ -22,7 +22,7 @@ WARN    += -Werror
 endif
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden \
              -Iinclude -Isrc $(WARN) $(SAN) $(CFLAGS)
-LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -lz -lbrotlidec -pthread -lm
+LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -lz -lbrotlidec -lnghttp2 -pthread -lm
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 
 SRCS    := $(wildcard src/*.c)
@@ -68,7 +68,7 @@ define write_pc
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
 	  'Name: sluice' 'Description: thread-safe blocking HTTP(S) client for multithreaded C programs' \
 	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lsluice' \
-	  'Libs.private: -lwolfssl -lhiredis -lcares -lz -lbrotlidec -pthread -lm' > $(1)
+	  'Libs.private: -lwolfssl -lhiredis -lcares -lz -lbrotlidec -lnghttp2 -pthread -lm' > $(1)
 endef
 
 $(BUILD)/sluice.pc: Makefile include/sluice.h

@@ -200,6 +200,9 @@ typedef struct sluice_request_info {
      * hooks), streamed bodies included. */
     uint64_t bytes_sent;
     uint64_t bytes_received;
+    /* Since 0.3: the protocol of this attempt's response: 10, 11 or 20
+     * (0 when none came). */
+    int http_version;
 } sluice_request_info;
 
 typedef void (*sluice_request_hook)(const sluice_request_info *info, void *ud);
@@ -247,6 +250,16 @@ typedef enum sluice_fail_mode {
     SLUICE_FAIL_CLOSED = 1,  /* Redis unreachable: deny with SLUICE_ELIMITER */
     SLUICE_FAIL_LOCAL = 2    /* Redis unreachable: in-process GCRA at rate / expected_instances */
 } sluice_fail_mode;
+
+/* HTTP/2 (since 0.3).  Over https the protocol is negotiated by ALPN; an
+ * origin that speaks h2 is reached over few connections (one, until its
+ * stream limit is met) that every thread of the factory multiplexes. */
+typedef enum sluice_http2_mode {
+    SLUICE_HTTP2_AUTO = 0,            /* https: offer "h2,http/1.1" by ALPN; http: HTTP/1.1 */
+    SLUICE_HTTP2_OFF = 1,             /* HTTP/1.1 only */
+    SLUICE_HTTP2_PRIOR_KNOWLEDGE = 2, /* http: h2c without Upgrade (RFC 9113 3.3); https: as AUTO */
+    SLUICE_HTTP2_ALPN = 3             /* in a client: AUTO whatever the factory says */
+} sluice_http2_mode;
 
 typedef struct sluice_factory_opts {
     /* connection pool (shared by every client of the factory) */
@@ -358,6 +371,24 @@ typedef struct sluice_factory_opts {
      * max_idle_per_host.  Its connects and closes make pool events
      * (CONNECT; CLOSE with STALE for one found closed) on that thread. */
     int min_idle_per_host;
+    /* Since 0.3: HTTP/2 (README "HTTP/2").  `http2` is the default mode of
+     * every client (SLUICE_HTTP2_AUTO).  An h2 origin gets one connection,
+     * and another only when every open one carries as many streams as the
+     * server's SETTINGS_MAX_CONCURRENT_STREAMS allows (or h2_max_streams,
+     * when lower), within max_connections_per_host; a call that finds all
+     * at their limit waits in arrival order up to pool_timeout_ms (and its
+     * deadline) for SLUICE_EPOOLTIMEOUT.  h2_stream_window is each
+     * stream's receive window (default 1 MiB): a caller that reads slowly
+     * stalls only its own stream.  A connection with no frame for
+     * h2_ping_interval_ms (default 30000; SLUICE_OFF = never) is sent a
+     * PING; without an answer within h2_ping_timeout_ms (default 15000)
+     * its calls fail with SLUICE_EIO.  Idle h2 connections close after
+     * keepalive_expiry_ms. */
+    sluice_http2_mode http2;
+    int h2_max_streams;           /* 0 = the server's limit */
+    int h2_stream_window;         /* bytes; 0 = 1 MiB */
+    int h2_ping_interval_ms;
+    int h2_ping_timeout_ms;
 } sluice_factory_opts;
 
 /* Fills `o` with the preset's defaults.  Thread-safe. */
@@ -515,6 +546,10 @@ typedef struct sluice_client_opts {
     /* Since 0.3.  The adaptive limit's floor (default 1; 0 = default,
      * negative is SLUICE_EINVAL). */
     int min_in_flight;
+    /* Since 0.3.  This client's HTTP/2 mode (sluice_http2_mode): 0 = the
+     * factory's, SLUICE_HTTP2_ALPN = AUTO even where the factory says
+     * otherwise. */
+    int http2;
 } sluice_client_opts;
 
 /* Fills every field of `o` with its default, retry and breaker included
@@ -633,6 +668,9 @@ SLUICE_API int sluice_response_attempts(const sluice_response *r);
  * Content-Encoding and Content-Length fields are then gone too, as they
  * described the encoded form).  Since 0.3. */
 SLUICE_API int sluice_response_decoded(const sluice_response *r);
+/* The protocol the response came by: 10 (HTTP/1.0), 11 (HTTP/1.1) or 20
+ * (HTTP/2).  Since 0.3. */
+SLUICE_API int sluice_response_http_version(const sluice_response *r);
 /* Releases the caller's reference.  Thread-safe. */
 SLUICE_API void sluice_response_free(sluice_response *r);
 
@@ -797,6 +835,11 @@ struct sluice_pool_stats {
      * wait: median, 99th percentile (within 25%) and the longest, in
      * microseconds.  Checkouts that found capacity at once are not in it. */
     uint64_t waited, wait_p50_us, wait_p99_us, wait_max_us;
+    /* Since 0.3, the factory's pool only: HTTP/2 connections open, streams
+     * open now and at most, GOAWAYs received, streams the server refused
+     * (REFUSED_STREAM; sent again elsewhere when they could be). */
+    int h2_open, h2_streams, h2_streams_peak;
+    uint64_t h2_goaways, h2_refused;
 };
 
 /* Creates a pool.  `ops` and `ctx` must outlive it.  Thread-safe.  In a

@@ -82,6 +82,10 @@ static void normalise(sluice_client_opts *o, const sluice_factory *f)
         o->coalesce_window_ms = 0;
     if (o->min_in_flight == 0)
         o->min_in_flight = 1;
+    if (o->http2 == 0)
+        o->http2 = (int)f->opts.http2;
+    else if (o->http2 == SLUICE_HTTP2_ALPN)
+        o->http2 = SLUICE_HTTP2_AUTO;
 }
 
 /* Every option that changes behaviour, written out, so two option sets
@@ -105,7 +109,7 @@ static int fingerprint(sluice_client *c, const sluice_client_opts *o, sl_buf *b)
     if (c->unix_path)
         sl_buf_printf(b, "unix=%s\n", c->unix_path);
     sl_buf_printf(b, "dec=%d\n", o->decompress == SLUICE_OFF ? 0 : 1);
-    sl_buf_printf(b, "ad=%d/%d\n", o->adaptive_concurrency, o->min_in_flight);
+    sl_buf_printf(b, "ad=%d/%d h2=%d\n", o->adaptive_concurrency, o->min_in_flight, o->http2);
     sl_buf_printf(b, "rl=%.17g/%d/%d/%d/%d\n", rl->rate, rl->period_ms, rl->burst, rl->scope,
                   rl->fail_fast);
     sl_buf_printf(b, "br=%d/%d/%d/%d/%d/%d/%d/%p/%p\n", br->disabled, br->failure_threshold,
@@ -240,6 +244,9 @@ static int check_in_flight(const sluice_client *c, sluice_error *err)
     if (c->opts.min_in_flight < 0)
         return sl_err(err, SLUICE_EINVAL, "client '%s': min_in_flight %d is negative",
                       c->service, c->opts.min_in_flight);
+    if ((unsigned)c->opts.http2 > SLUICE_HTTP2_ALPN)
+        return sl_err(err, SLUICE_EINVAL, "client '%s': http2 %d is not a sluice_http2_mode",
+                      c->service, c->opts.http2);
     return 0;
 }
 
@@ -358,6 +365,8 @@ typedef struct call {
     int streamed_up;          /* the body comes from body_read (a redirect may drop it) */
     int pulled;               /* body_read was called: resending needs body_rewind */
     size_t att_received;      /* the last attempt's bytes read, for its hook */
+    int version;              /* the last response's: 10, 11 or 20 */
+    int h2;                   /* the attempt went over HTTP/2 */
 } call;
 
 enum { PHASE_CONNECT, PHASE_WRITE, PHASE_READ };
@@ -522,6 +531,7 @@ static void hook(call *k, sluice_request_hook fn, const sl_url *u, int status, i
     info.duration_us = started ? (sl_now_ns() - started) / 1000 : 0;
     info.reused = k->reused;
     info.coalesced = k->follower;
+    info.http_version = status ? k->version : 0;
     if (started) {
         info.bytes_sent = k->sent;
         info.bytes_received = k->att_received;
@@ -564,13 +574,15 @@ static int strip(const sluice_header *in, size_t n, sluice_header **out, size_t 
     return 0;
 }
 
-static int write_head(call *k, sl_conn *conn, const sl_url *u)
+/* The request as both protocols write it; with credentials stripped
+ * (after a redirect off the origin) *h1 and *h2 are the lists to free. */
+static int fill_req(call *k, const sl_url *u, const sl_proxy *http_proxy, sl_http_req *out,
+                    sluice_header **h1, sluice_header **h2)
 {
     const sluice_request *r = k->req;
     sl_http_req hr = {0};
-    sluice_header *h1 = NULL, *h2 = NULL;
-    int rc;
 
+    *h1 = *h2 = NULL;
     hr.method = k->method;
     hr.target = k->target.data;
     hr.host = u->host_header;
@@ -582,26 +594,87 @@ static int write_head(call *k, sl_conn *conn, const sl_url *u)
     hr.body_len = k->body_len;
     hr.send_length = k->body_len > 0 || method_is(k->method, "POST") ||
                      method_is(k->method, "PUT") || method_is(k->method, "PATCH");
-    if (conn->http_proxy) {
+    if (http_proxy) {
         hr.absolute = u->origin;
-        hr.proxy_auth = conn->http_proxy->auth;
+        hr.proxy_auth = http_proxy->auth;
     }
     hr.chunked = k->streamed_up && k->body_len == SLUICE_BODY_CHUNKED;
     hr.accept_encoding = k->decode ? "gzip, deflate, br" : NULL;
     if (k->strip_credentials) {
-        if (strip(hr.headers1, hr.nheaders1, &h1, &hr.nheaders1) ||
-            strip(hr.headers2, hr.nheaders2, &h2, &hr.nheaders2)) {
-            sl_free(h1);
+        if (strip(hr.headers1, hr.nheaders1, h1, &hr.nheaders1) ||
+            strip(hr.headers2, hr.nheaders2, h2, &hr.nheaders2)) {
+            sl_free(*h1);
             return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
         }
-        hr.headers1 = h1;
-        hr.headers2 = h2;
+        hr.headers1 = *h1;
+        hr.headers2 = *h2;
     }
+    *out = hr;
+    return 0;
+}
+
+static int write_head(call *k, sl_conn *conn, const sl_url *u)
+{
+    sluice_header *h1, *h2;
+    sl_http_req hr;
+    int rc;
+
+    if ((rc = fill_req(k, u, conn->http_proxy, &hr, &h1, &h2)))
+        return rc;
     sl_buf_reset(&conn->wbuf);
     rc = sl_http1_write_head(&conn->wbuf, &hr, k->err);
     sl_free(h1);
     sl_free(h2);
     return rc;
+}
+
+/* A body pulled from body_read goes again only through body_rewind. */
+static int resendable(const call *k)
+{
+    return !k->pulled || k->req->body_rewind;
+}
+
+/* Starts a streamed body over: body_rewind once body_read was called. */
+static int rewind_body(call *k)
+{
+    const sluice_request *r = k->req;
+    int rc;
+
+    if (k->pulled && !r->body_rewind)
+        return sl_err(k->err, SLUICE_ECANCELED,
+                      "the streamed body cannot be sent again without body_rewind");
+    if (k->pulled && (rc = r->body_rewind(r->body_ud)) != 0)
+        return sl_err(k->err, SLUICE_ECANCELED, "body_rewind returned %d", rc);
+    return 0;
+}
+
+/* The next piece of a streamed body, `total` bytes sent so far: *n bytes
+ * into buf (0 at the end of a chunked one). */
+static int pull(call *k, char *buf, size_t cap, size_t total, long *n)
+{
+    const sluice_request *r = k->req;
+    int chunked = k->body_len == SLUICE_BODY_CHUNKED;
+    size_t want = chunked || k->body_len - total > cap ? cap : k->body_len - total;
+
+    k->pulled = 1;
+    *n = want ? r->body_read(buf, want, r->body_ud) : 0;
+    if (*n < 0)
+        return sl_err(k->err, SLUICE_ECANCELED, "body_read returned %ld", *n);
+    if ((size_t)*n > want)
+        return sl_err(k->err, SLUICE_EINVAL, "body_read returned %ld for %zu bytes of room", *n,
+                      want);
+    if (*n == 0 && !chunked && total < k->body_len)
+        return sl_err(k->err, SLUICE_EINVAL, "body_read ended after %zu of body_len %zu bytes",
+                      total, k->body_len);
+    if (sl_now_ns() >= k->deadline)
+        return sl_err(k->err, SLUICE_ETIMEDOUT, "sending the request body");
+    return 0;
+}
+
+/* 1 once the streamed body is all out. */
+static int pulled_all(const call *k, long n, size_t total)
+{
+    return n == 0 || (k->body_len != SLUICE_BODY_CHUNKED && total == k->body_len);
 }
 
 /* The head, then the body pulled from body_read, in pieces of up to
@@ -610,43 +683,24 @@ static int write_head(call *k, sl_conn *conn, const sl_url *u)
  * one. */
 static int send_streamed(call *k, sl_conn *conn, size_t *sent)
 {
-    const sluice_request *r = k->req;
     int chunked = k->body_len == SLUICE_BODY_CHUNKED, rc;
     size_t total = 0, cap = 64 * 1024, part = 0;
     struct iovec iov[3];
     char hex[24], *buf;
 
-    if (k->pulled && !r->body_rewind)
-        return sl_err(k->err, SLUICE_ECANCELED,
-                      "the streamed body cannot be sent again without body_rewind");
-    if (k->pulled && (rc = r->body_rewind(r->body_ud)) != 0)
-        return sl_err(k->err, SLUICE_ECANCELED, "body_rewind returned %d", rc);
+    if ((rc = rewind_body(k)))
+        return rc;
     iov[0] = (struct iovec){conn->wbuf.data, conn->wbuf.len};
     if ((rc = sl_conn_writev(conn, iov, 1, k->deadline, &part, k->err)))
         return *sent += part, rc;
     *sent += part;
     if (!(buf = sl_malloc(cap)))
         return sl_err(k->err, SLUICE_ENOMEM, "out of memory sending a request body");
-    k->pulled = 1;
     for (;;) {
-        size_t want = chunked || k->body_len - total > cap ? cap : k->body_len - total;
-        long n = want ? r->body_read(buf, want, r->body_ud) : 0;
         int niov = 0;
-        if (n < 0 || (size_t)n > want) {
-            rc = n < 0 ? sl_err(k->err, SLUICE_ECANCELED, "body_read returned %ld", n)
-                       : sl_err(k->err, SLUICE_EINVAL, "body_read returned %ld for %zu bytes of room",
-                                n, want);
+        long n;
+        if ((rc = pull(k, buf, cap, total, &n)))
             break;
-        }
-        if (n == 0 && !chunked && total < k->body_len) {
-            rc = sl_err(k->err, SLUICE_EINVAL, "body_read ended after %zu of body_len %zu bytes",
-                        total, k->body_len);
-            break;
-        }
-        if (sl_now_ns() >= k->deadline) {
-            rc = sl_err(k->err, SLUICE_ETIMEDOUT, "sending the request body");
-            break;
-        }
         if (chunked) {
             int hl = snprintf(hex, sizeof hex, "%lx\r\n", (unsigned long)n);
             iov[niov++] = (struct iovec){hex, (size_t)hl};
@@ -659,19 +713,32 @@ static int send_streamed(call *k, sl_conn *conn, size_t *sent)
         rc = niov ? sl_conn_writev(conn, iov, niov, k->deadline, &part, k->err) : 0;
         *sent += part;
         total += (size_t)n;
-        if (rc || n == 0 || (!chunked && total == k->body_len))
+        if (rc || pulled_all(k, n, total))
             break;
     }
     sl_free(buf);
     return rc;
 }
 
-static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http, size_t *sent)
+/* The response, by either protocol (HTTP/2 hands it over as HTTP/1.1). */
+static int read_response(call *k, const sl_http_io *io, sl_buf *rbuf, sl_http_resp *http)
 {
-    sl_http_io io = {sl_conn_read, conn};
     sl_http_limits lim = {k->f->opts.max_header_bytes, 100, k->f->opts.max_response_bytes};
     sl_http_sink sink = {k->decode, k->req->on_body, k->req->body_ud,
                          k->c->opts.follow_redirects, 0};
+    int rc;
+
+    k->phase = PHASE_READ;
+    if (!sink.decode && !sink.on_body)
+        return sl_http1_read_response(io, rbuf, k->is_head, &lim, k->deadline, http, k->err);
+    rc = sl_http1_read_response_to(io, rbuf, k->is_head, &lim, &sink, k->deadline, http, k->err);
+    k->delivered += sink.delivered;
+    return rc;
+}
+
+static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http, size_t *sent)
+{
+    sl_http_io io = {sl_conn_read, conn};
     struct iovec iov[2];
     int rc, n = 1;
 
@@ -694,21 +761,71 @@ static int exchange(call *k, sl_conn *conn, const sl_url *u, sl_http_resp *http,
     }
     if (rc)
         return rc;
-    k->phase = PHASE_READ;
-    if (!sink.decode && !sink.on_body)
-        return sl_http1_read_response(&io, &conn->rbuf, k->is_head, &lim, k->deadline, http,
-                                      k->err);
-    rc = sl_http1_read_response_to(&io, &conn->rbuf, k->is_head, &lim, &sink, k->deadline, http,
-                                   k->err);
-    k->delivered += sink.delivered;
+    return read_response(k, &io, &conn->rbuf, http);
+}
+
+/* A streamed body into an HTTP/2 stream: DATA frames as nghttp2 takes it. */
+static int push_streamed(call *k, sl_h2_stream *st)
+{
+    size_t total = 0, cap = 64 * 1024;
+    char *buf = sl_malloc(cap);
+    int rc;
+
+    if (!buf)
+        return sl_err(k->err, SLUICE_ENOMEM, "out of memory sending a request body");
+    for (;;) {
+        long n;
+        int last;
+        if ((rc = pull(k, buf, cap, total, &n)))
+            break;
+        total += (size_t)n;
+        last = pulled_all(k, n, total);
+        if ((rc = sl_h2_stream_push(st, buf, (size_t)n, last, k->deadline, k->err)) || last)
+            break;
+    }
+    sl_free(buf);
     return rc;
 }
 
-/* A body pulled from body_read goes again only through body_rewind. */
-static int resendable(const call *k)
+/* One exchange on an HTTP/2 stream of connection `c`.  SL_H2_AGAIN when
+ * the request may go to another connection as it is (the server refused
+ * it unprocessed, or the connection drains). */
+static int exchange_h2(call *k, sl_h2_conn *c, const sl_url *u, sl_http_resp *http, size_t *sent)
 {
-    return !k->pulled || k->req->body_rewind;
+    sl_buf rbuf = SL_BUF_INIT;
+    sluice_header *h1, *h2;
+    sl_h2_stream st;
+    sl_http_io io = {sl_h2_read, &st};
+    sl_http_req hr;
+    int rc;
+
+    k->phase = PHASE_WRITE;
+    if ((rc = fill_req(k, u, NULL, &hr, &h1, &h2)))
+        return rc;
+    if (k->streamed_up && (rc = rewind_body(k))) {
+        sl_free(h1);
+        sl_free(h2);
+        return rc;
+    }
+    rc = sl_h2_stream_open(&st, c, &hr, u->tls ? "https" : "http", k->body, k->body_len,
+                           k->streamed_up, (int64_t)k->c->opts.read_timeout_ms * 1000000, k->err);
+    sl_free(h1);
+    sl_free(h2);
+    if (rc)
+        return rc;
+    if (k->streamed_up)
+        rc = push_streamed(k, &st);
+    if (rc == 0)
+        rc = read_response(k, &io, &rbuf, http);
+    sl_buf_free(&rbuf);
+    *sent = st.sent;
+    if (sl_h2_stream_end(&st, rc == 0, k->deadline) && rc && resendable(k)) {
+        sl_http_resp_free(http);
+        return SL_H2_AGAIN;
+    }
+    return rc;
 }
+
 
 /* A reused connection the server had already closed fails before any
  * response byte; that is the pool's staleness, not the upstream's answer,
@@ -721,15 +838,16 @@ static int stale(int rc, const sl_pool_item *it, const sl_http_resp *http, size_
 
 /* Counts one exchange's bytes and the time it held its connection: from
  * t0, when it asked the pool, less any wait for capacity.  Returns now. */
-static int64_t tally(call *k, const sl_pool_item *it, size_t sent, size_t received, int64_t t0)
+static int64_t tally(call *k, int64_t wait_ns, size_t sent, size_t received, int64_t t0)
 {
     int64_t now = sl_now_ns();
 
     k->rec.sent += sent;
     k->rec.received += received;
     k->att_received = received;
+    k->sent = sent;
     k->rec.exchanges++;
-    k->rec.hold_ns += now - t0 - it->wait_ns;
+    k->rec.hold_ns += now - t0 - wait_ns;
     return now;
 }
 
@@ -780,7 +898,9 @@ static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response 
 {
     char url[512], via[SL_CONN_KEY_MAX];
     int64_t us = (sl_now_ns() - started) / 1000;
-    const char *conn = k->reused ? "reused connection"
+    const char *conn = k->h2 ? (k->reused ? "HTTP/2 stream on a shared connection"
+                                          : "HTTP/2 stream on a new connection")
+                       : k->reused ? "reused connection"
                        : !u->tls  ? "new connection"
                        : k->resumed ? "new connection, TLS resumed"
                                     : "new connection, TLS full handshake";
@@ -799,6 +919,62 @@ static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response 
                (long long)(us % 1000));
 }
 
+/* Whether this request may go over HTTP/2: 0 no, 1 by ALPN (https), 2 by
+ * prior knowledge (h2c). */
+static int h2_route(const call *k, const sl_url *u, const sl_conn_target *t)
+{
+    int mode = k->c->opts.http2;
+
+    if (mode == SLUICE_HTTP2_OFF)
+        return 0;
+    if (u->tls)
+        return 1;
+    return mode == SLUICE_HTTP2_PRIOR_KNOWLEDGE && !t->proxy ? 2 : 0;
+}
+
+/* A refused or drained HTTP/2 request goes to another connection at most
+ * this often in one attempt. */
+#define H2_MOVES 8
+
+/* The HTTP/2 side of an attempt: 1 when it went over a stream (*rc its
+ * outcome), 0 when the origin speaks HTTP/1.1 (t->adopt may then hold the
+ * connection that found it out). */
+static int attempt_h2(call *k, const sl_url *u, const char *key, sl_conn_target *t, int prior,
+                      int64_t pool_deadline, sl_http_resp *http, int64_t *t0, int *rc)
+{
+    int moves = 0;
+    sl_h2_lease l;
+    size_t sent;
+
+    for (;;) {
+        memset(http, 0, sizeof *http);
+        sent = 0;
+        k->phase = PHASE_CONNECT;
+        if ((*rc = sl_h2_acquire(k->f->h2, key, t, prior, pool_deadline, &l, k->err)))
+            return 1;
+        if (!l.conn) {
+            t->adopt = l.h1;
+            k->reused = 0;
+            return 0;
+        }
+        k->h2 = 1;
+        k->reused = !l.fresh;
+        k->resumed = l.resumed;
+        *rc = exchange_h2(k, l.conn, u, http, &sent);
+        sl_h2_release(k->f->h2, &l);
+        *t0 = tally(k, l.wait_ns, sent, http->wire_bytes, *t0);
+        if (*rc != SL_H2_AGAIN)
+            return 1;
+        if (++moves == H2_MOVES || sl_now_ns() >= k->deadline) {
+            *rc = sl_err(k->err, SLUICE_EIO, "%s refused the HTTP/2 stream %d times", u->origin,
+                         moves);
+            return 1;
+        }
+        SL_DEBUG("%s: HTTP/2 stream refused or connection draining, sending it again",
+                 u->origin);
+    }
+}
+
 static int attempt(call *k, const sl_url *u, sluice_response **out)
 {
     char keybuf[SL_CONN_KEY_MAX];
@@ -809,25 +985,32 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
         sl_deadline_min(k->deadline, sl_deadline_in_ms(k->f->opts.pool_timeout_ms));
     unsigned flags = 0;
     int64_t started = sl_now_ns(), t0 = started;
+    int h2 = h2_route(k, u, &t);
     sl_http_resp http;
     sl_pool_item *it;
     size_t sent;
     int rc, reuse;
 
+    k->h2 = 0;
+    if (h2 && attempt_h2(k, u, key, &t, h2 == 2, pool_deadline, &http, &t0, &rc))
+        goto done;
     for (;;) {
         memset(&http, 0, sizeof http);
         sent = k->sent = 0;
         k->phase = PHASE_CONNECT;
         k->reused = 0;
         rc = sl_pool_get(k->f->pool, key, &t, flags, pool_deadline, &it, k->err);
+        if (t.adopt) {      /* the pool did not need the probe's connection */
+            sl_conn_close(t.adopt);
+            t.adopt = NULL;
+        }
         if (rc)
             break;
         k->reused = it->reused;
         k->resumed = ((sl_conn *)it->res)->resumed;
         rc = exchange(k, it->res, u, &http, &sent);
-        t0 = tally(k, it, sent, http.wire_bytes, t0);
+        t0 = tally(k, it->wait_ns, sent, http.wire_bytes, t0);
         reuse = rc == 0 && http.keep_alive;
-        k->sent = sent;
         if (rc == 0 || !stale(rc, it, &http, sent, k) || (flags & SL_POOL_FRESH)) {
             sl_pool_put(k->f->pool, it, reuse);
             break;
@@ -836,6 +1019,11 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
         sl_http_resp_free(&http);
         SL_DEBUG("%s: stale pooled connection, retrying on a fresh one", u->origin);
         flags = SL_POOL_FRESH;
+    }
+done:
+    if (rc == 0) {
+        http.version = k->h2 ? 20 : 10 + http.minor_version;
+        k->version = http.version;
     }
     if (rc == 0 && !(*out = sl_response_new(&http)))
         rc = sl_err(k->err, SLUICE_ENOMEM, "out of memory");

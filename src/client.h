@@ -13,6 +13,7 @@
 #include "breaker.h"
 #include "conn.h"
 #include "dns.h"
+#include "h2.h"
 #include "http_coalesce.h"
 #include "metrics.h"
 #include "pool.h"
@@ -27,6 +28,7 @@ struct sluice_factory {
     sluice_factory_opts opts;     /* strings point into owned copies below */
     char *strs[8];                /* owned copies of the option strings */
     sl_pool *pool;
+    sl_h2_pool *h2;               /* origins' protocols and HTTP/2 connections */
     sl_conn_env net;              /* what the pool's connections share */
     sluice_limiter *limiter;
     sluice_coalescer *co;

@@ -24,7 +24,7 @@ static void set_peer(sl_conn *c, const sl_conn_target *t)
 const char *sl_conn_route(const sl_conn_env *e, const sl_url *u, const char *unix_path,
                           int connect_timeout_ms, sl_conn_target *t, char *key)
 {
-    *t = (sl_conn_target){u->host, u->port, u->tls, u->origin, connect_timeout_ms, NULL, NULL};
+    *t = (sl_conn_target){u->host, u->port, u->tls, u->origin, connect_timeout_ms, NULL, NULL, 0, NULL};
     if (unix_path) {
         t->unix_path = unix_path;
         snprintf(key, SL_CONN_KEY_MAX, "%s unix:%s", u->origin, unix_path);
@@ -146,9 +146,11 @@ int sl_conn_open(const sl_conn_target *t, sl_dns *dns, sl_tls_ctx *tls, const sl
             rc = sl_err(err, SLUICE_ETLS, "no TLS context for %s", t->origin);
             goto fail;
         }
-        rc = sl_tls_connect(tls, c->fd, t->host, t->origin, deadline, &c->tls, &c->resumed, err);
+        rc = sl_tls_connect(tls, c->fd, t->host, t->origin, t->offer_h2, deadline, &c->tls,
+                            &c->resumed, err);
         if (rc)
             goto fail;
+        c->h2 = t->offer_h2 && sl_tls_alpn_h2(c->tls);
     }
     *out = c;
     return 0;
@@ -273,12 +275,17 @@ static int pool_create(void *ctx, const char *key, void *arg, int64_t deadline, 
                        sluice_error *err)
 {
     sl_conn_env *e = ctx;
-    const sl_conn_target *t = arg;
+    sl_conn_target *t = arg;
     int ms = t->connect_timeout_ms > 0 ? t->connect_timeout_ms : e->opts->connect_timeout_ms;
     int64_t d = sl_deadline_min(deadline, sl_deadline_in_ms(ms));
     sl_tls_ctx *tls = NULL;
 
     (void)key;
+    if (t && t->adopt) {
+        *res = t->adopt;
+        t->adopt = NULL;
+        return 0;
+    }
     if (t->tls && !(tls = sl_conn_env_tls(e, err)))
         return err ? err->code : SLUICE_ETLS;
     return sl_conn_open(t, e->dns, tls, &e->sock, d, (sl_conn **)res, err);

@@ -26,6 +26,10 @@ typedef struct sl_conn_target {
     int connect_timeout_ms;   /* the asking client's; 0 = the factory's */
     const sl_proxy *proxy;    /* NULL = direct; https targets tunnel (CONNECT) */
     const char *unix_path;    /* connect to this Unix socket instead of host:port */
+    int offer_h2;             /* https: offer "h2" by ALPN before http/1.1 */
+    struct sl_conn *adopt;    /* open already (by the HTTP/2 probe, which found
+                                 HTTP/1.1): the pool's create takes it and sets
+                                 this to NULL instead of connecting */
 } sl_conn_target;
 
 /* Room for a pool key: an origin, a proxy's origin or a socket path. */
@@ -36,6 +40,7 @@ typedef struct sl_conn_target {
 
 typedef struct sl_conn {
     int fd;
+    int h2;               /* the server chose h2 by ALPN */
     sl_tls *tls;          /* NULL for plain http */
     sl_buf rbuf;          /* bytes read but not yet parsed */
     sl_buf wbuf;          /* the request head being written */

@@ -42,6 +42,9 @@ void sluice_factory_opts_init(sluice_factory_opts *o, sluice_preset p)
     o->limiter_fail_mode = SLUICE_FAIL_LOCAL;
     o->expected_instances = 1;
     o->coalesce_cache_max_bytes = (size_t)8 << 20;
+    o->h2_stream_window = 1 << 20;
+    o->h2_ping_interval_ms = 30000;
+    o->h2_ping_timeout_ms = 15000;
 }
 
 /* Zero fields take the defaults, so a memset struct works too. */
@@ -62,6 +65,9 @@ static void normalise(sluice_factory_opts *o)
     DEFAULT(tls_min_version);
     DEFAULT(redis_timeout_ms);
     DEFAULT(expected_instances);
+    DEFAULT(h2_stream_window);
+    DEFAULT(h2_ping_interval_ms);
+    DEFAULT(h2_ping_timeout_ms);
 #undef DEFAULT
     if (o->max_connections < 0)
         o->max_connections = 0;   /* SLUICE_OFF: unlimited */
@@ -69,6 +75,35 @@ static void normalise(sluice_factory_opts *o)
         o->max_idle_per_host = 0;
     if (o->min_idle_per_host < 0)
         o->min_idle_per_host = 0;
+    if (o->h2_ping_interval_ms < 0)
+        o->h2_ping_interval_ms = 0;   /* SLUICE_OFF: never */
+}
+
+static int check_http2(const sluice_factory_opts *o, sluice_error *err)
+{
+    if ((unsigned)o->http2 > SLUICE_HTTP2_PRIOR_KNOWLEDGE)
+        return sl_err(err, SLUICE_EINVAL, "http2 mode %d is not a sluice_http2_mode of a factory",
+                      (int)o->http2);
+    if (o->h2_max_streams < 0 || o->h2_ping_timeout_ms < 0 || o->h2_stream_window < 0)
+        return sl_err(err, SLUICE_EINVAL, "a negative h2_max_streams, h2_stream_window or "
+                      "h2_ping_timeout_ms");
+    return 0;
+}
+
+static int make_h2(sluice_factory *f, sluice_error *err)
+{
+    const sluice_factory_opts *o = &f->opts;
+    sl_h2_cfg hc = {0};
+
+    hc.max_per_origin = o->max_connections_per_host ? o->max_connections_per_host
+                                                    : o->max_connections;
+    hc.max_streams = o->h2_max_streams;
+    hc.stream_window = o->h2_stream_window;
+    hc.ping_interval_ms = o->h2_ping_interval_ms;
+    hc.ping_timeout_ms = o->h2_ping_timeout_ms;
+    hc.idle_timeout_ms = o->keepalive_expiry_ms;
+    hc.max_header_bytes = o->max_header_bytes;
+    return (f->h2 = sl_h2_pool_new(&hc, &f->net, err)) ? 0 : SLUICE_ENOMEM;
 }
 
 /* --- factory ----------------------------------------------------------- */
@@ -132,6 +167,8 @@ static void *target_keep(void *ctx, const void *arg)
     if (!k)
         return NULL;
     *k = *t;      /* the proxy belongs to the factory, which outlives the pool */
+    k->adopt = NULL;
+    k->offer_h2 = 0;  /* the warm minimum keeps HTTP/1.1 connections */
     p = (char *)(k + 1);
     k->host = memcpy(p, t->host, hl);
     k->origin = memcpy(p + hl, t->origin, ol);
@@ -166,7 +203,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     if (sl_mutex_init(&f->lock, "factory registry", err) ||
         sl_mutex_init(&f->net.tls_lock, "factory TLS context", err) ||
         sl_cond_init(&f->idle, "factory shutdown", err) || copy_strings(f, err) ||
-        check_user_agent(f, err))
+        check_user_agent(f, err) || check_http2(&f->opts, err))
         goto fail;
     f->net.sock.tcp_keepalive = f->opts.tcp_keepalive;
     f->net.sock.keepidle_s = f->opts.tcp_keepidle_s;
@@ -190,7 +227,7 @@ sluice_factory *sluice_factory_new(const sluice_factory_opts *o, sluice_error *e
     pc.arg_drop = target_drop;
     if (!(f->net.dns = sl_dns_new(f->opts.dns_ttl_ms, f->opts.dns_servers, err)))
         goto fail;
-    if (!(f->pool = sl_pool_new(&pc, &sl_conn_pool_ops, &f->net, err)))
+    if (!(f->pool = sl_pool_new(&pc, &sl_conn_pool_ops, &f->net, err)) || make_h2(f, err))
         goto fail;
     /* Named CA or client files are checked now, so a typo fails here. */
     if ((f->opts.ca_file || f->opts.ca_path || f->opts.client_cert_file ||
@@ -236,6 +273,10 @@ void sluice_factory_free(sluice_factory *f)
     if (!f)
         return;
     __atomic_store_n(&f->closed, 1, __ATOMIC_SEQ_CST);
+    /* HTTP/2 streams in flight end now (SLUICE_ECLOSED); their callers
+     * return, as the ones on HTTP/1.1 connections do when their exchange
+     * ends. */
+    sl_h2_pool_close(f->h2);
     pthread_mutex_lock(&f->lock);
     while (__atomic_load_n(&f->in_flight, __ATOMIC_SEQ_CST) > 0)
         pthread_cond_wait(&f->idle, &f->lock);
@@ -246,6 +287,7 @@ void sluice_factory_free(sluice_factory *f)
         next = c->next;
         sl_client_free(c);
     }
+    sl_h2_pool_free(f->h2);
     sl_pool_free(f->pool);
     sluice_coalescer_free(f->co);
     sluice_limiter_free(f->limiter);

@@ -65,6 +65,7 @@ typedef struct sl_http_resp {
     size_t body_len;
     size_t wire_bytes;          /* bytes read for this response, also on failure */
     int decoded;                /* a Content-Encoding was removed (sl_http_sink.decode) */
+    int version;                /* 10, 11 or 20, set by the client (0: not yet) */
     void *mem_;                 /* private: header storage */
 } sl_http_resp;
 

@@ -388,6 +388,7 @@ void sluice_factory_stats(sluice_factory *f, struct sluice_factory_stats *out)
     if (!f)
         return;
     sl_pool_stats(f->pool, NULL, &out->pool);
+    sl_h2_stats(f->h2, &out->pool);
     sl_pool_uses_spread(f->pool, &out->conn_requests_min, &out->conn_requests_median,
                         &out->conn_requests_max);
     tls_counts(f, &out->pool);

@@ -128,3 +128,10 @@ int sl_response_cacheable(const sluice_response *r)
         return 1;
     return !strcasestr(cc, "no-store") && !strcasestr(cc, "private");
 }
+
+int sluice_response_http_version(const sluice_response *r)
+{
+    if (!r)
+        return 0;
+    return r->d->http.version ? r->d->http.version : 10 + r->d->http.minor_version;
+}

@@ -36,6 +36,7 @@
 #define SESSION_SLOTS 256      /* origins remembered per context */
 #define READ_AHEAD 4096        /* bytes read at once when wolfSSL asks for less */
 #define ALPN_HTTP11 "http/1.1"
+#define ALPN_H2_FIRST "h2,http/1.1"
 /* A CA directory may hold other files (hash links, READMEs): skip them. */
 #define DIR_LOAD_FLAGS (WOLFSSL_LOAD_FLAG_IGNORE_ERR | WOLFSSL_LOAD_FLAG_PEM_CA_ONLY)
 
@@ -601,6 +602,7 @@ static int tls_fail(sl_tls *s, int rc, const char *what, sluice_error *err)
     char reason[200];
     char ebuf[SL_ERRNO_BUF];
 
+    note_thread_uses_wolfssl();   /* the error queue is per thread */
     s->broken = 1;
     if (s->cert_requested && (s->io_eof || s->io_errno))
         return sl_err(err, SLUICE_ETLS, "TLS %s %s failed: the server asked for a client "
@@ -653,9 +655,10 @@ static int set_peer_identity(sl_tls *s, const char *host, sluice_error *err)
     return 0;
 }
 
-static int setup_ssl(sl_tls *s, const char *host, sluice_error *err)
+static int setup_ssl(sl_tls *s, const char *host, int offer_h2, sluice_error *err)
 {
-    char alpn[] = ALPN_HTTP11;
+    char h11[] = ALPN_HTTP11, h2[] = ALPN_H2_FIRST;
+    char *alpn = offer_h2 ? h2 : h11;
     WOLFSSL_SESSION *cached;
 
     s->ssl = wolfSSL_new(s->t->ctx);
@@ -666,7 +669,7 @@ static int setup_ssl(sl_tls *s, const char *host, sluice_error *err)
     wolfSSL_set_app_data(s->ssl, s);
     if (set_peer_identity(s, host, err) < 0)
         return SLUICE_ETLS;
-    if (wolfSSL_UseALPN(s->ssl, alpn, sizeof alpn - 1, WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) !=
+    if (wolfSSL_UseALPN(s->ssl, alpn, (unsigned)strlen(alpn), WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) !=
         WOLFSSL_SUCCESS)
         return sl_err(err, SLUICE_ETLS, "TLS: cannot offer ALPN to %s", s->peer);
     if (s->origin && (cached = cache_get_copy(s->t, s->origin)) != NULL) {
@@ -707,7 +710,7 @@ static void log_established(sl_tls *s)
              wolfSSL_get_cipher_name(s->ssl), have ? (int)len : 4, have ? proto : "none");
 }
 
-int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
+int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin, int offer_h2,
                    int64_t deadline, sl_tls **out, int *resumed, sluice_error *err)
 {
     sl_tls *s;
@@ -732,7 +735,7 @@ int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
         sl_tls_free(s);
         return sl_err(err, SLUICE_ENOMEM, "out of memory for a TLS connection to %s", host);
     }
-    rc = setup_ssl(s, host, err);
+    rc = setup_ssl(s, host, offer_h2, err);
     note_thread_uses_wolfssl();
     if (rc == 0)
         rc = handshake(s, deadline, err);
@@ -816,6 +819,49 @@ int sl_tls_write(sl_tls *s, const void *buf, size_t len, int64_t deadline, sluic
         }
     }
     return 0;
+}
+
+int sl_tls_alpn_h2(sl_tls *s)
+{
+    char *proto = NULL;
+    unsigned short len = 0;
+
+    return s && s->ssl && wolfSSL_ALPN_GetProtocol(s->ssl, &proto, &len) == WOLFSSL_SUCCESS &&
+           proto && len == 2 && memcmp(proto, "h2", 2) == 0;
+}
+
+ssize_t sl_tls_read_now(sl_tls *s, void *buf, size_t cap, int *eof, sluice_error *err)
+{
+    int rc, e;
+
+    *eof = 0;
+    if (cap == 0)
+        return 0;
+    rc = wolfSSL_read(s->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+    if (rc > 0)
+        return rc;
+    e = wolfSSL_get_error(s->ssl, rc);
+    if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE)
+        return 0;
+    if (e == WOLFSSL_ERROR_ZERO_RETURN || (s->io_eof && !s->io_errno)) {
+        s->broken = s->io_eof;
+        *eof = 1;
+        return 0;
+    }
+    return tls_fail(s, rc, "read from", err);
+}
+
+ssize_t sl_tls_write_now(sl_tls *s, const void *buf, size_t len, sluice_error *err)
+{
+    int rc = wolfSSL_write(s->ssl, buf, len > INT_MAX ? INT_MAX : (int)len), e;
+
+    if (rc > 0)
+        return rc;
+    e = wolfSSL_get_error(s->ssl, rc);
+    if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE)
+        return 0;
+    s->broken = 1;
+    return tls_fail(s, rc, "write to", err);
 }
 
 int sl_tls_pending(sl_tls *s)

@@ -21,13 +21,26 @@ sl_tls_ctx *sl_tls_ctx_new(const sluice_factory_opts *o, sluice_error *err);
 void sl_tls_ctx_free(sl_tls_ctx *t);
 
 /* Runs the handshake on connected `fd` for `host` (SNI
- * unless an IP literal; name or IP verified), offering ALPN http/1.1 and
+ * unless an IP literal; name or IP verified), offering ALPN http/1.1
+ * (with offer_h2: "h2" first, then http/1.1; sl_tls_alpn_h2 tells the
+ * server's choice) and
  * resuming the session cached for `origin` when there is one.  Honours
  * `deadline`.  *resumed tells whether the session was resumed.  On
  * failure SLUICE_ETLS (or ETIMEDOUT/EIO) with wolfSSL's reason and the
  * host in the message; fd stays open (the caller closes it). */
-int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin,
+int sl_tls_connect(sl_tls_ctx *t, int fd, const char *host, const char *origin, int offer_h2,
                    int64_t deadline, sl_tls **out, int *resumed, sluice_error *err);
+
+/* 1 when the server chose "h2" by ALPN. */
+int sl_tls_alpn_h2(sl_tls *s);
+
+/* For an event loop (the HTTP/2 I/O thread) that polls the socket itself:
+ * never waits.  read: count > 0, or 0 when nothing is there now (*eof = 1
+ * when the peer closed), or a negative SLUICE_E*.  write: len once the
+ * record is out, 0 when the socket is full (call again with the same buf
+ * and len once it is writable), or a negative SLUICE_E*. */
+ssize_t sl_tls_read_now(sl_tls *s, void *buf, size_t cap, int *eof, sluice_error *err);
+ssize_t sl_tls_write_now(sl_tls *s, const void *buf, size_t len, sluice_error *err);
 
 /* Reads up to cap bytes: count, 0 on close (close_notify or EOF), or a
  * negative SLUICE_E* with err set.  Waits up to deadline: inside recv()
