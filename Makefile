@@ -41,7 +41,7 @@ MOCKAPI   := $(BUILD)/sluice-mockapi
 BENCH     := $(BUILD)/sluice-bench
 EXAMPLES  := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all lib deps check test demo examples examples-installed man-lint man-check bench asan tsan torture fuzz install uninstall clean tools
+.PHONY: all lib deps check test demo interop examples examples-installed man-lint man-check bench asan tsan torture fuzz install uninstall clean tools
 .DELETE_ON_ERROR:
 
 all: lib tools
@@ -131,6 +131,12 @@ test: check
 
 # GCC leaves float-cast-overflow out of `undefined`; option arithmetic
 # ((int) of a double) is checked too.
+# The HTTP/2 interop suite alone, against a private nginx (make check runs
+# it too).
+interop: deps
+	$(MAKE) --no-print-directory lib tools $(RUNNER)
+	BUILD=$(BUILD) tests/run.sh h2_interop
+
 asan:
 	$(MAKE) --no-print-directory check BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow"
@@ -208,7 +214,8 @@ $(FUZZ_MOCK): $(MOCK_SRCS:tools/mockapi/%.c=build-fuzz/mock/%.o)
 build-fuzz/fuzz_%: fuzz/fuzz_%.c $(FUZZ_LIB) $(FUZZ_MOCK)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	  $(if $(findstring mockapi,$*),$(FUZZ_MOCK)) $(FUZZ_LIB) \
-	  -lwolfssl -lhiredis -lcares -lz -lbrotlidec -lbrotlienc $(if $(findstring diff,$*),-lhttp_parser) -lm
+	  -lwolfssl -lhiredis -lcares -lz -lbrotlidec -lbrotlienc -lnghttp2 \
+	  $(if $(findstring diff,$*),-lhttp_parser) -lm
 
 fuzz:
 	@tools/install-deps.sh --fuzz --quiet

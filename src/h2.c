@@ -3,6 +3,7 @@
  * for one (see h2.h). */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "clock.h"
@@ -231,6 +232,15 @@ static int dial(sl_h2_pool *p, const sl_conn_target *t, int prior, int64_t deadl
     return rc;
 }
 
+/* Lock held: `c` serves the origin, which speaks h2. */
+static void link_conn(sl_h2_origin *o, sl_h2_conn *c)
+{
+    o->proto = PROTO_H2;
+    c->next = o->conns;
+    o->conns = c;
+    o->live++;
+}
+
 /* Lock held on entry and on return: dials for the origin, and when it
  * speaks h2 leases the first slot of the new connection to the caller. */
 static int dial_locked(sl_h2_pool *p, sl_h2_origin *o, const sl_conn_target *t, int prior,
@@ -265,14 +275,40 @@ static int dial_locked(sl_h2_pool *p, sl_h2_origin *o, const sl_conn_target *t, 
         o->proto = PROTO_H1;
         l->h1 = net;
     } else {
-        o->proto = PROTO_H2;
-        c->next = o->conns;
-        o->conns = c;
-        o->live++;
+        link_conn(o, c);
         c->reserved = 1;
         l->conn = c;
     }
     dispatch(p, o);
+    return 0;
+}
+
+int sl_h2_pool_adopt(sl_h2_pool *p, const char *key, int fd, sluice_error *err)
+{
+    sl_conn *net = sl_calloc(1, sizeof *net);
+    sl_h2_origin *o;
+    sl_h2_conn *c;
+
+    if (!net) {
+        close(fd);
+        return sl_err(err, SLUICE_ENOMEM, "out of memory for an HTTP/2 connection");
+    }
+    net->fd = fd;
+    net->h2 = 1;
+    snprintf(net->peer, sizeof net->peer, "%s", key);
+    pthread_mutex_lock(&p->lock);
+    o = origin(p, key, err);
+    pthread_mutex_unlock(&p->lock);
+    if (!o) {
+        sl_conn_close(net);
+        return SLUICE_ENOMEM;
+    }
+    if (!(c = sl_h2_conn_start(p, o, net, &p->cfg, &p->counts, err)))
+        return err ? err->code : SLUICE_ENOMEM;
+    pthread_mutex_lock(&p->lock);
+    link_conn(o, c);
+    dispatch(p, o);
+    pthread_mutex_unlock(&p->lock);
     return 0;
 }
 
@@ -427,6 +463,13 @@ void sl_h2_pool_free(sl_h2_pool *p)
     }
     pthread_mutex_destroy(&p->lock);
     sl_free(p);
+}
+
+void sl_h2_pool_set_first_stream_id(sl_h2_pool *p, int id)
+{
+    pthread_mutex_lock(&p->lock);
+    p->cfg.first_stream_id = id;
+    pthread_mutex_unlock(&p->lock);
 }
 
 void sl_h2_stats(sl_h2_pool *p, struct sluice_pool_stats *out)

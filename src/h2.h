@@ -144,6 +144,14 @@ ssize_t sl_h2_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_er
  * was refused unprocessed (SL_H2_AGAIN's case). */
 int sl_h2_stream_end(sl_h2_stream *st, int ok, int64_t deadline);
 
+/* Tests and fuzzing: serves `key` over an h2 connection on `fd`, already
+ * connected (no TLS, h2 from the first byte); takes fd. */
+int sl_h2_pool_adopt(sl_h2_pool *p, const char *key, int fd, sluice_error *err);
+
+/* Tests: new connections start their stream ids at `id` (odd), so that
+ * running out of ids can be seen without 2^30 requests. */
+void sl_h2_pool_set_first_stream_id(sl_h2_pool *p, int id);
+
 /* Counters for struct sluice_pool_stats. */
 void sl_h2_stats(sl_h2_pool *p, struct sluice_pool_stats *out);
 

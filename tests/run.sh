@@ -9,11 +9,12 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 runner="$top/$BUILD/tests/sluice-tests"
 mockapi="$top/$BUILD/sluice-mockapi"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-check.XXXXXX")
-mock_pid="" redis_pid="" cluster_dir="" sentinel_dir=""
+mock_pid="" redis_pid="" cluster_dir="" sentinel_dir="" nginx_dir=""
 
 cleanup() {
     [ -z "$cluster_dir" ] || "$top/tests/cluster.sh" stop "$cluster_dir" || true
     [ -z "$sentinel_dir" ] || "$top/tests/sentinel.sh" stop "$sentinel_dir" || true
+    [ -z "$nginx_dir" ] || "$top/tests/nginx-h2.sh" stop "$nginx_dir" || true
     [ -z "$mock_pid" ] || kill "$mock_pid" 2>/dev/null || true
     [ -z "$redis_pid" ] || kill "$redis_pid" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -95,6 +96,15 @@ if runs sentinel; then
         fail "the test Redis Sentinel deployment did not start"
     export SLUICE_TEST_SENTINEL
     echo "run.sh: redis sentinel on $SLUICE_TEST_SENTINEL"
+fi
+
+# The HTTP/2 interop suite gets a private nginx (TLS with ALPN h2, and h2c).
+if runs h2_interop; then
+    nginx_dir="$tmp/nginx-h2"
+    urls=$("$top/tests/nginx-h2.sh" start "$nginx_dir" "$SLUICE_TEST_CERTS") ||
+        fail "the test nginx did not start"
+    export SLUICE_TEST_NGINX_H2="${urls% *}" SLUICE_TEST_NGINX_H2C="${urls#* }"
+    echo "run.sh: nginx (HTTP/2) on $urls"
 fi
 
 # A hard cap so a hung test can never hold CI.

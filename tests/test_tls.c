@@ -270,7 +270,7 @@ static ssize_t https_get(sl_tls_ctx *t, int port, const char *host, char *buf, s
         return SLUICE_ECONNECT;
     }
     snprintf(origin, sizeof origin, "https://%s:%d", host, port);
-    rc = sl_tls_connect(t, fd, host, origin, sl_deadline_in_ms(10000), &s, resumed, err);
+    rc = sl_tls_connect(t, fd, host, origin, 0, sl_deadline_in_ms(10000), &s, resumed, err);
     if (rc == 0)
         rc = sl_tls_write(s, REQUEST, strlen(REQUEST), sl_deadline_in_ms(10000), err);
     if (rc == 0)
@@ -436,7 +436,7 @@ static void test_tls_read_deadline_and_pending(void)
         goto out;
     fd = connect_nonblocking(p.port);
     CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_EQUAL_FATAL(sl_tls_connect(t, fd, "localhost", NULL, sl_deadline_in_ms(10000), &s,
+    CU_ASSERT_EQUAL_FATAL(sl_tls_connect(t, fd, "localhost", NULL, 0, sl_deadline_in_ms(10000), &s,
                                          NULL, &err), 0);
     start = tu_now_ms();
     CU_ASSERT_EQUAL(sl_tls_read(s, buf, sizeof buf, sl_deadline_in_ms(200), &err),
@@ -480,7 +480,7 @@ static void test_tls_out_of_memory(void)
     for (n = 1; rc != 0 && n < 50; n++) {
         fd = connect_nonblocking(p.port);
         tu_alloc_install(n, 0);
-        rc = sl_tls_connect(t, fd, "localhost", "https://localhost:1", sl_deadline_in_ms(10000),
+        rc = sl_tls_connect(t, fd, "localhost", "https://localhost:1", 0, sl_deadline_in_ms(10000),
                             &s, NULL, &err);
         if (rc != 0)
             CU_ASSERT_EQUAL(rc, SLUICE_ENOMEM);
@@ -506,7 +506,7 @@ static int handshake_as(sl_tls_ctx *t, int port, int origin_no)
     int resumed = -1, fd = connect_nonblocking(port);
 
     snprintf(origin, sizeof origin, "https://localhost:%d/%d", port, origin_no);
-    if (fd < 0 || sl_tls_connect(t, fd, "localhost", origin, sl_deadline_in_ms(10000), &s,
+    if (fd < 0 || sl_tls_connect(t, fd, "localhost", origin, 0, sl_deadline_in_ms(10000), &s,
                                  &resumed, &err) != 0)
         resumed = -1;
     sl_tls_free(s);
@@ -708,7 +708,7 @@ static void test_tls_handshake_deadline(void)
     fd = connect_nonblocking(port);
     CU_ASSERT_FATAL(fd >= 0);
     start = tu_now_ms();
-    CU_ASSERT_EQUAL(sl_tls_connect(t, fd, "localhost", "https://localhost:1",
+    CU_ASSERT_EQUAL(sl_tls_connect(t, fd, "localhost", "https://localhost:1", 0,
                                    sl_deadline_in_ms(300), &s, NULL, &err), SLUICE_ETIMEDOUT);
     elapsed = tu_now_ms() - start;
     if (elapsed < 295 || elapsed > 300 + 1000)
@@ -762,7 +762,7 @@ static void check_peer_hangs_up(int reset, const char *word)
     fd = connect_nonblocking(port);
     CU_ASSERT_FATAL(fd >= 0);
     /* EIO, not ETIMEDOUT at the 30 s deadline: the hang-up itself ended it. */
-    CU_ASSERT_EQUAL(sl_tls_connect(t, fd, "localhost", NULL, sl_deadline_in_ms(30000), &s, NULL,
+    CU_ASSERT_EQUAL(sl_tls_connect(t, fd, "localhost", NULL, 0, sl_deadline_in_ms(30000), &s, NULL,
                                    &err), SLUICE_EIO);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, word));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "localhost"));
@@ -888,13 +888,13 @@ static void test_tls_connect_bad_arguments(void)
 
     memset(longhost, 'a', sizeof longhost - 1);
     longhost[sizeof longhost - 1] = '\0';
-    CU_ASSERT_EQUAL(sl_tls_connect(t, -1, "localhost", NULL, SL_NO_DEADLINE, &s, NULL, &err),
+    CU_ASSERT_EQUAL(sl_tls_connect(t, -1, "localhost", NULL, 0, SL_NO_DEADLINE, &s, NULL, &err),
                     SLUICE_EINVAL);
     CU_ASSERT_PTR_NULL(s);
-    CU_ASSERT_EQUAL(sl_tls_connect(t, 0, "", NULL, SL_NO_DEADLINE, &s, NULL, &err), SLUICE_EINVAL);
-    CU_ASSERT_EQUAL(sl_tls_connect(NULL, 0, "localhost", NULL, SL_NO_DEADLINE, &s, NULL, &err),
+    CU_ASSERT_EQUAL(sl_tls_connect(t, 0, "", NULL, 0, SL_NO_DEADLINE, &s, NULL, &err), SLUICE_EINVAL);
+    CU_ASSERT_EQUAL(sl_tls_connect(NULL, 0, "localhost", NULL, 0, SL_NO_DEADLINE, &s, NULL, &err),
                     SLUICE_EINVAL);
-    CU_ASSERT_EQUAL(sl_tls_connect(t, 0, longhost, NULL, SL_NO_DEADLINE, &s, NULL, &err),
+    CU_ASSERT_EQUAL(sl_tls_connect(t, 0, longhost, NULL, 0, SL_NO_DEADLINE, &s, NULL, &err),
                     SLUICE_EINVAL);
     CU_ASSERT_EQUAL(sl_tls_read(NULL, longhost, 1, SL_NO_DEADLINE, &err), SLUICE_EINVAL);
     CU_ASSERT_EQUAL(sl_tls_write(NULL, "x", 1, SL_NO_DEADLINE, &err), SLUICE_EINVAL);

@@ -8,11 +8,11 @@
 # As root it runs apt-get; otherwise it prints the exact command and fails.
 set -eu
 
-pkgs="build-essential pkg-config libwolfssl-dev libhiredis-dev libc-ares-dev zlib1g-dev libbrotli-dev libnghttp2-dev libcunit1-dev redis-server openssl prometheus groff-base tinyproxy"
+pkgs="build-essential pkg-config libwolfssl-dev libhiredis-dev libc-ares-dev zlib1g-dev libbrotli-dev libnghttp2-dev libcunit1-dev redis-server openssl prometheus groff-base tinyproxy nginx-light"
 check_only=0 quiet=0
 for arg in "$@"; do
     case "$arg" in
-    --bench) pkgs="$pkgs libcurl4-openssl-dev nginx-light wrk valgrind gnuplot-nox nghttp2-client" ;;
+    --bench) pkgs="$pkgs libcurl4-openssl-dev wrk valgrind gnuplot-nox nghttp2-client" ;;
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev libhttp-parser-dev" ;;
     --check) check_only=1 ;;
     --quiet) quiet=1 ;;
