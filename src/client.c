@@ -797,7 +797,7 @@ static int exchange_h2(call *k, sl_h2_conn *c, const sl_url *u, sl_http_resp *ht
     sl_h2_stream st;
     sl_http_io io = {sl_h2_read, &st};
     sl_http_req hr;
-    int rc;
+    int rc, refused;
 
     k->phase = PHASE_WRITE;
     if ((rc = fill_req(k, u, NULL, &hr, &h1, &h2)))
@@ -818,8 +818,9 @@ static int exchange_h2(call *k, sl_h2_conn *c, const sl_url *u, sl_http_resp *ht
     if (rc == 0)
         rc = read_response(k, &io, &rbuf, http);
     sl_buf_free(&rbuf);
-    *sent = st.sent;
-    if (sl_h2_stream_end(&st, rc == 0, k->deadline) && rc && resendable(k)) {
+    refused = sl_h2_stream_end(&st, rc == 0, k->deadline);
+    *sent = st.sent;    /* the I/O thread is done with the stream */
+    if (refused && rc && resendable(k)) {
         sl_http_resp_free(http);
         return SL_H2_AGAIN;
     }

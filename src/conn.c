@@ -252,6 +252,11 @@ void sl_conn_close(sl_conn *c)
     conn_release(c, 0);
 }
 
+void sl_conn_forget(sl_conn *c)
+{
+    conn_release(c, 1);
+}
+
 /* --- the pool's view of connections ------------------------------------ */
 
 sl_tls_ctx *sl_conn_env_tls(sl_conn_env *e, sluice_error *err)

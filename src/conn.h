@@ -105,5 +105,8 @@ int sl_conn_alive(sl_conn *c);
 
 /* Closes the connection (TLS close_notify without waiting) and frees it. */
 void sl_conn_close(sl_conn *c);
+/* Frees it without a word to the peer: one a fork() child inherited, which
+ * the parent still uses. */
+void sl_conn_forget(sl_conn *c);
 
 #endif

@@ -41,6 +41,8 @@ typedef struct waiter {
 
 struct sl_h2_pool {
     pthread_mutex_t lock;
+    sl_h2_pool *fork_prev, *fork_next;   /* every table (forks_lock) */
+    unsigned forks;                      /* fork_count when its connections were made */
     sl_h2_cfg cfg;
     sl_conn_env *env;
     sl_h2_origin *origins;
@@ -49,6 +51,72 @@ struct sl_h2_pool {
     int closed;
     sl_h2_counts counts;
 };
+
+/* ---- fork() -----------------------------------------------------------------
+ *
+ * The I/O threads stay in the parent.  Every table is on a process-wide
+ * list; a pthread_atfork prepare handler takes each table's lock, so no
+ * I/O thread holds one across the fork, and the child counts the fork.  A
+ * table that finds itself in a child forgets its connections without a
+ * word to the server (the parent still uses them) and dials its own. */
+
+static pthread_mutex_t forks_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t forks_once = PTHREAD_ONCE_INIT;
+static sl_h2_pool *forks_head;
+static unsigned fork_count;         /* atomic: forks this process descends from */
+
+static void fork_prepare(void)
+{
+    sl_h2_pool *p;
+
+    pthread_mutex_lock(&forks_lock);
+    for (p = forks_head; p; p = p->fork_next)
+        pthread_mutex_lock(&p->lock);
+}
+
+static void fork_parent(void)
+{
+    sl_h2_pool *p;
+
+    for (p = forks_head; p; p = p->fork_next)
+        pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&forks_lock);
+}
+
+static void fork_child(void)
+{
+    __atomic_add_fetch(&fork_count, 1, __ATOMIC_RELAXED);
+    fork_parent();
+}
+
+static void watch_forks(void)
+{
+    if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
+        SL_WARN("HTTP/2: cannot watch fork(); do not use a factory in a child");
+}
+
+/* Lock held: in a fork child, the parent's connections and waiters are
+ * not ours. */
+static void settle_fork(sl_h2_pool *p)
+{
+    unsigned now = __atomic_load_n(&fork_count, __ATOMIC_RELAXED);
+    sl_h2_origin *o;
+    sl_h2_conn *c, *next;
+
+    if (p->forks == now)
+        return;
+    p->forks = now;
+    for (o = p->origins; o; o = o->next) {
+        for (c = o->conns; c; c = next) {
+            next = c->next;
+            sl_h2_conn_forget(c);
+        }
+        o->conns = NULL;
+        o->live = o->dialing = 0;
+        sl_waitq_init(&o->wq, 0);
+    }
+    memset(&p->counts, 0, sizeof p->counts);
+}
 
 sl_h2_pool *sl_h2_pool_new(const sl_h2_cfg *cfg, sl_conn_env *env, sluice_error *err)
 {
@@ -64,6 +132,14 @@ sl_h2_pool *sl_h2_pool_new(const sl_h2_cfg *cfg, sl_conn_env *env, sluice_error 
         sl_free(p);
         return NULL;
     }
+    pthread_once(&forks_once, watch_forks);
+    pthread_mutex_lock(&forks_lock);
+    p->forks = __atomic_load_n(&fork_count, __ATOMIC_RELAXED);
+    p->fork_next = forks_head;
+    if (forks_head)
+        forks_head->fork_prev = p;
+    forks_head = p;
+    pthread_mutex_unlock(&forks_lock);
     return p;
 }
 
@@ -375,6 +451,7 @@ int sl_h2_acquire(sl_h2_pool *p, const char *key, const sl_conn_target *t, int p
 
     memset(l, 0, sizeof *l);
     pthread_mutex_lock(&p->lock);
+    settle_fork(p);
     if (!(o = origin(p, key, err))) {
         pthread_mutex_unlock(&p->lock);
         return SLUICE_ENOMEM;
@@ -439,6 +516,7 @@ void sl_h2_pool_close(sl_h2_pool *p)
     if (!p)
         return;
     pthread_mutex_lock(&p->lock);
+    settle_fork(p);
     p->closed = 1;
     for (o = p->origins; o; o = o->next) {
         dispatch(p, o);
@@ -455,6 +533,11 @@ void sl_h2_pool_free(sl_h2_pool *p)
     if (!p)
         return;
     sl_h2_pool_close(p);
+    pthread_mutex_lock(&forks_lock);
+    *(p->fork_prev ? &p->fork_prev->fork_next : &forks_head) = p->fork_next;
+    if (p->fork_next)
+        p->fork_next->fork_prev = p->fork_prev;
+    pthread_mutex_unlock(&forks_lock);
     for (o = p->origins; o; o = next) {
         next = o->next;
         free_list(o->conns);

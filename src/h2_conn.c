@@ -640,7 +640,7 @@ ssize_t sl_h2_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_er
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
-        size_t avail = st->head_done || st->closed ? st->in.len - st->in_off : 0;
+        size_t avail = st->head_done ? st->in.len - st->in_off : 0;
         if (avail) {
             size_t n = avail < cap ? avail : cap;
             take(c, st, buf, n);
@@ -672,6 +672,9 @@ int sl_h2_stream_end(sl_h2_stream *st, int ok, int64_t deadline)
     h2c *c = of(st->conn);
     int refused, k;
 
+    /* The END_STREAM flag comes with the last DATA frame from every server
+     * seen, so this rarely waits; one that sends it late gets a second. */
+    deadline = sl_deadline_min(deadline, sl_now_ns() + 1000000000LL);
     pthread_mutex_lock(&c->lock);
     while (ok && !st->closed && sl_now_ns() < deadline)
         wait_stream(c, st, deadline);
@@ -755,16 +758,15 @@ static int flush(h2c *c, sluice_error *err)
     return 0;
 }
 
-/* Without the lock: reads what is there.  Bytes read (0: none now), or a
- * negative SLUICE_E*; *eof when the peer closed. */
-static ssize_t fill(h2c *c, int *eof, sluice_error *err)
+/* Without the lock: reads what is there now into rbuf[at..].  Bytes read
+ * (0: none now), or a negative SLUICE_E*; *eof when the peer closed. */
+static ssize_t read_some(h2c *c, size_t at, int *eof, sluice_error *err)
 {
     ssize_t n;
 
-    *eof = 0;
     if (c->net->tls)
-        return sl_tls_read_now(c->net->tls, c->rbuf, sizeof c->rbuf, eof, err);
-    n = recv(c->net->fd, c->rbuf, sizeof c->rbuf, MSG_DONTWAIT);
+        return sl_tls_read_now(c->net->tls, c->rbuf + at, sizeof c->rbuf - at, eof, err);
+    n = recv(c->net->fd, c->rbuf + at, sizeof c->rbuf - at, MSG_DONTWAIT);
     if (n > 0)
         return n;
     if (n == 0) {
@@ -774,6 +776,24 @@ static ssize_t fill(h2c *c, int *eof, sluice_error *err)
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         return 0;
     return sl_err(err, SLUICE_EIO, "reading from %s: %s", c->pub.peer, strerror(errno));
+}
+
+/* Fills rbuf as far as the socket (and TLS, a record at a time) has bytes:
+ * how many, or a negative SLUICE_E* when nothing came before the error. */
+static ssize_t fill(h2c *c, int *eof, sluice_error *err)
+{
+    size_t got = 0;
+
+    *eof = 0;
+    while (got < sizeof c->rbuf && !*eof) {
+        ssize_t n = read_some(c, got, eof, err);
+        if (n < 0)
+            return got ? (ssize_t)got : n;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
 }
 
 /* Lock held: the timers.  Returns how long poll may sleep (ms), or -2
@@ -1050,6 +1070,19 @@ void sl_h2_conn_shut(sl_h2_conn *pc)
     pthread_mutex_unlock(&c->lock);
     if (k)
         kick(c);
+}
+
+void sl_h2_conn_forget(sl_h2_conn *pc)
+{
+    h2c *c = of(pc);
+
+    /* Its I/O thread stayed in the parent, and its lock may be held by one
+     * of the parent's threads: only the memory and the descriptors go. */
+    nghttp2_session_del(c->s);
+    close(c->efd);
+    sl_conn_forget(c->net);
+    sl_buf_free(&c->out);
+    sl_free(c);
 }
 
 void sl_h2_conn_free(sl_h2_conn *pc)

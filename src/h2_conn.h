@@ -44,6 +44,9 @@ sl_h2_conn *sl_h2_conn_start(sl_h2_pool *p, sl_h2_origin *o, sl_conn *net, const
 void sl_h2_conn_shut(sl_h2_conn *c);
 /* Joins the I/O thread (it must have been shut or have finished) and frees. */
 void sl_h2_conn_free(sl_h2_conn *c);
+/* In a fork() child: frees a connection made in the parent, whose I/O
+ * thread is not here, without writing to the socket. */
+void sl_h2_conn_forget(sl_h2_conn *c);
 
 /* h2.c: the I/O thread's news for the table (its limit grew, it drains,
  * it finished): the origin's waiters are served again.  Called without
