@@ -574,7 +574,8 @@ SLUICE_API sluice_client *sluice_factory_client_lookup(sluice_factory *f, const 
 
 /* Opens up to n connections to the client's base URL ahead of time and
  * leaves them idle in the pool.  Returns the number opened or a negative
- * code.  Thread-safe. */
+ * code.  An origin that speaks HTTP/2 needs one connection, shared: that
+ * one is opened (or found open) and 1 returned.  Thread-safe. */
 SLUICE_API int sluice_client_warmup(sluice_client *c, int n, sluice_error *err);
 
 /* ------------------------------------------------------------------------ */

@@ -922,9 +922,9 @@ static void log_attempt(call *k, const sl_url *u, int rc, const sluice_response 
 
 /* Whether this request may go over HTTP/2: 0 no, 1 by ALPN (https), 2 by
  * prior knowledge (h2c). */
-static int h2_route(const call *k, const sl_url *u, const sl_conn_target *t)
+static int h2_route(const sluice_client *c, const sl_url *u, const sl_conn_target *t)
 {
-    int mode = k->c->opts.http2;
+    int mode = c->opts.http2;
 
     if (mode == SLUICE_HTTP2_OFF)
         return 0;
@@ -986,7 +986,7 @@ static int attempt(call *k, const sl_url *u, sluice_response **out)
         sl_deadline_min(k->deadline, sl_deadline_in_ms(k->f->opts.pool_timeout_ms));
     unsigned flags = 0;
     int64_t started = sl_now_ns(), t0 = started;
-    int h2 = h2_route(k, u, &t);
+    int h2 = h2_route(k->c, u, &t);
     sl_http_resp http;
     sl_pool_item *it;
     size_t sent;
@@ -1742,7 +1742,8 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
     char keybuf[SL_CONN_KEY_MAX];
     const char *key;
     sl_pool_item **items;
-    int i, opened = 0, rc = 0;
+    sl_h2_lease l;
+    int i, opened = 0, rc = 0, h2;
     int64_t deadline;
 
     sl_err_clear(err);
@@ -1755,7 +1756,17 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
     u = &c->eps[0].url;
     key = sl_conn_route(&c->f->net, u, c->unix_path, c->opts.connect_timeout_ms, &t, keybuf);
     deadline = warmup_deadline(c);
+    if ((h2 = h2_route(c, u, &t)) != 0) {
+        /* An h2 origin's one shared connection is all it needs. */
+        if ((rc = sl_h2_acquire(c->f->h2, key, &t, h2 == 2, deadline, &l, err)) || l.conn) {
+            sl_h2_release(c->f->h2, &l);
+            sl_factory_leave(c->f);
+            return rc ? rc : 1;
+        }
+        t.adopt = l.h1;
+    }
     if (!(items = sl_calloc((size_t)n, sizeof *items))) {
+        sl_conn_close(t.adopt);
         sl_factory_leave(c->f);
         return sl_err(err, SLUICE_ENOMEM, "out of memory");
     }
@@ -1767,6 +1778,7 @@ int sluice_client_warmup(sluice_client *c, int n, sluice_error *err)
     }
     for (i = 0; i < opened; i++)
         sl_pool_put(c->f->pool, items[i], 1);
+    sl_conn_close(t.adopt);     /* the pool had no room for the probe's */
     sl_free(items);
     sl_factory_leave(c->f);
     return opened > 0 || rc == 0 ? opened : rc;
