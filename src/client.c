@@ -576,40 +576,39 @@ static int strip(const sluice_header *in, size_t n, sluice_header **out, size_t 
 
 /* The request as both protocols write it; with credentials stripped
  * (after a redirect off the origin) *h1 and *h2 are the lists to free. */
-static int fill_req(call *k, const sl_url *u, const sl_proxy *http_proxy, sl_http_req *out,
+static int fill_req(call *k, const sl_url *u, const sl_proxy *http_proxy, sl_http_req *hr,
                     sluice_header **h1, sluice_header **h2)
 {
     const sluice_request *r = k->req;
-    sl_http_req hr = {0};
 
+    memset(hr, 0, sizeof *hr);
     *h1 = *h2 = NULL;
-    hr.method = k->method;
-    hr.target = k->target.data;
-    hr.host = u->host_header;
-    hr.user_agent = k->f->opts.user_agent ? k->f->opts.user_agent : "sluice/" SLUICE_VERSION_STRING;
-    hr.headers1 = k->c->headers;
-    hr.nheaders1 = k->c->nheaders;
-    hr.headers2 = r->headers;
-    hr.nheaders2 = r->headers ? r->nheaders : 0;
-    hr.body_len = k->body_len;
-    hr.send_length = k->body_len > 0 || method_is(k->method, "POST") ||
+    hr->method = k->method;
+    hr->target = k->target.data;
+    hr->host = u->host_header;
+    hr->user_agent = k->f->opts.user_agent ? k->f->opts.user_agent : "sluice/" SLUICE_VERSION_STRING;
+    hr->headers1 = k->c->headers;
+    hr->nheaders1 = k->c->nheaders;
+    hr->headers2 = r->headers;
+    hr->nheaders2 = r->headers ? r->nheaders : 0;
+    hr->body_len = k->body_len;
+    hr->send_length = k->body_len > 0 || method_is(k->method, "POST") ||
                      method_is(k->method, "PUT") || method_is(k->method, "PATCH");
     if (http_proxy) {
-        hr.absolute = u->origin;
-        hr.proxy_auth = http_proxy->auth;
+        hr->absolute = u->origin;
+        hr->proxy_auth = http_proxy->auth;
     }
-    hr.chunked = k->streamed_up && k->body_len == SLUICE_BODY_CHUNKED;
-    hr.accept_encoding = k->decode ? "gzip, deflate, br" : NULL;
+    hr->chunked = k->streamed_up && k->body_len == SLUICE_BODY_CHUNKED;
+    hr->accept_encoding = k->decode ? "gzip, deflate, br" : NULL;
     if (k->strip_credentials) {
-        if (strip(hr.headers1, hr.nheaders1, h1, &hr.nheaders1) ||
-            strip(hr.headers2, hr.nheaders2, h2, &hr.nheaders2)) {
+        if (strip(hr->headers1, hr->nheaders1, h1, &hr->nheaders1) ||
+            strip(hr->headers2, hr->nheaders2, h2, &hr->nheaders2)) {
             sl_free(*h1);
             return sl_err(k->err, SLUICE_ENOMEM, "out of memory");
         }
-        hr.headers1 = *h1;
-        hr.headers2 = *h2;
+        hr->headers1 = *h1;
+        hr->headers2 = *h2;
     }
-    *out = hr;
     return 0;
 }
 

@@ -20,7 +20,8 @@
  *    tells (one dial at a time, the others wait for it), then H1 (the
  *    HTTP/1.1 pool serves it from then on) or H2.  An H2 origin opens
  *    another connection only when every open one is at its stream limit
- *    (the server's SETTINGS_MAX_CONCURRENT_STREAMS, or the client's cap),
+ *    (the server's SETTINGS_MAX_CONCURRENT_STREAMS, or the client's cap;
+ *    one stream, the dialer's, until the server's SETTINGS arrive),
  *    within max_per_origin; until then callers wait, first come first
  *    served, in an sl_waitq (the pool's queue) up to their deadline.
  *  - A request that the server refused unprocessed (REFUSED_STREAM, a
@@ -98,8 +99,11 @@ typedef struct sl_h2_stream {
     struct sl_h2_stream *tnext;         /* moved in this I/O round */
     int touched;
     _Atomic uint32_t seq;               /* bumped and woken when it moved */
-    sl_buf in;                          /* the head as HTTP/1.1, then DATA, not yet read */
+    sl_buf in;                          /* the head as HTTP/1.1, then DATA, not yet taken */
     size_t in_off;
+    sl_buf mine;                        /* taken by the reader: read without the lock */
+    size_t mine_off;
+    int detached;                       /* off the connection (sl_h2_stream_end's work done) */
     size_t head_len;                    /* bytes of the head still in `in` */
     int status;                         /* of the head being received */
     size_t head_mark;                   /* where that head began in `in` */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@
 #define PUSH_ROOM (64 * 1024)       /* a streamed body's bytes waiting for nghttp2 */
 #define WAKE_BYTES (16 * 1024)      /* DATA that wakes a reader before the end */
 #define CONN_WINDOW (1 << 30)       /* the connection's window: the streams' bound it */
-#define FIRST_LIMIT 100             /* streams assumed before the server's SETTINGS */
+#define FIRST_LIMIT 100             /* nghttp2's assumption before the server's SETTINGS */
 
 typedef struct h2c {
     sl_h2_conn pub;                 /* first: the table's view */
@@ -70,17 +71,19 @@ static void touch(h2c *c, sl_h2_stream *st)
 }
 
 /* Lock held: every stream that moved this round wakes once. */
-static void wake_touched(h2c *c)
+static int wake_touched(h2c *c)
 {
     sl_h2_stream *st = c->touched, *next;
+    int n = 0;
 
     c->touched = NULL;
-    for (; st; st = next) {
+    for (; st; st = next, n++) {
         next = st->tnext;
         st->touched = 0;
         atomic_fetch_add_explicit(&st->seq, 1, memory_order_release);
         sl_futex_wake(&st->seq, 1);
     }
+    return n;
 }
 
 /* Lock held by a caller that gave nghttp2 something to send: 1 when the
@@ -611,78 +614,15 @@ int sl_h2_stream_push(sl_h2_stream *st, const void *p, size_t n, int eof, int64_
     return rc;
 }
 
-/* Lock held: hands `n` bytes of `in` to the reader; the DATA among them
- * go back to the server as credit. */
-static void take(h2c *c, sl_h2_stream *st, char *buf, size_t n)
+/* Lock held: the stream leaves the connection (nghttp2 keeps no pointer
+ * to it, late DATA is consumed and dropped).  Returns whether the I/O
+ * thread must be woken. */
+static int detach(h2c *c, sl_h2_stream *st)
 {
-    size_t head = n < st->head_len ? n : st->head_len;
-
-    memcpy(buf, st->in.data + st->in_off, n);
-    st->in_off += n;
-    st->head_len -= head;
-    if (st->in_off == st->in.len) {
-        st->in_off = 0;
-        sl_buf_reset(&st->in);
-    }
-    if (n > head)
-        nghttp2_session_consume(c->s, st->id, n - head);
-}
-
-ssize_t sl_h2_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_error *err)
-{
-    sl_h2_stream *st = ctx;
-    h2c *c = of(st->conn);
-    int64_t until = st->read_timeout_ns > 0 ? sl_deadline_min(deadline, sl_now_ns() +
-                                                              st->read_timeout_ns)
-                                            : deadline;
-    ssize_t rc;
-    int k = 0;
-
-    pthread_mutex_lock(&c->lock);
-    for (;;) {
-        size_t avail = st->head_done ? st->in.len - st->in_off : 0;
-        if (avail) {
-            size_t n = avail < cap ? avail : cap;
-            take(c, st, buf, n);
-            k = nghttp2_session_want_write(c->s) ? needs_kick(c) : 0;   /* WINDOW_UPDATE */
-            rc = (ssize_t)n;
-            break;
-        }
-        if (st->closed) {
-            rc = st->rc;
-            if (rc)
-                sl_err(err, st->rc, "%s", st->msg);
-            break;
-        }
-        if (sl_now_ns() >= until) {
-            rc = sl_err(err, SLUICE_ETIMEDOUT, "reading the response from %s timed out "
-                        "(HTTP/2 stream %d)", st->conn->peer, st->id);
-            break;
-        }
-        wait_stream(c, st, until);
-    }
-    pthread_mutex_unlock(&c->lock);
-    if (k)
-        kick(c);
-    return rc;
-}
-
-int sl_h2_stream_end(sl_h2_stream *st, int ok, int64_t deadline)
-{
-    h2c *c = of(st->conn);
-    int refused, k;
-
-    /* The END_STREAM flag comes with the last DATA frame from every server
-     * seen, so this rarely waits; one that sends it late gets a second. */
-    deadline = sl_deadline_min(deadline, sl_now_ns() + 1000000000LL);
-    pthread_mutex_lock(&c->lock);
-    while (ok && !st->closed && sl_now_ns() < deadline)
-        wait_stream(c, st, deadline);
     if (!st->closed) {
         nghttp2_submit_rst_stream(c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
         st->closed = 1;
     }
-    /* From here nghttp2 finds no reader: late DATA is consumed and dropped. */
     nghttp2_session_set_stream_user_data(c->s, st->id, NULL);
     if (st->in.len - st->in_off > st->head_len)    /* the connection's credit, at least */
         nghttp2_session_consume(c->s, st->id, st->in.len - st->in_off - st->head_len);
@@ -698,14 +638,100 @@ int sl_h2_stream_end(sl_h2_stream *st, int ok, int64_t deadline)
     if (--c->nstreams == 0)
         c->idle_since = sl_now_ns();
     atomic_fetch_sub_explicit(&st->conn->counts->streams, 1, memory_order_relaxed);
-    refused = st->refused;
-    k = nghttp2_session_want_write(c->s) ? needs_kick(c) : 0;
+    st->detached = 1;
+    return nghttp2_session_want_write(c->s) ? needs_kick(c) : 0;
+}
+
+/* Lock held: the reader takes everything `in` holds (swapped into its own
+ * buffer, so the I/O thread appends to an empty one); the DATA among it
+ * goes back to the server as credit.  A stream that has ended and is
+ * drained leaves the connection here, in the same hold of the lock. */
+static int take_all(h2c *c, sl_h2_stream *st)
+{
+    sl_buf t = st->mine;
+    size_t data = st->in.len - st->in_off - st->head_len;
+    int k = 0;
+
+    st->mine = st->in;
+    st->mine_off = st->in_off;
+    sl_buf_reset(&t);
+    st->in = t;
+    st->in_off = 0;
+    st->head_len = 0;
+    if (data)   /* the stream's credit while it is open, the connection's always */
+        nghttp2_session_consume(c->s, st->id, data);
+    if (st->closed)
+        k = detach(c, st);
+    else if (data && nghttp2_session_want_write(c->s))
+        k = needs_kick(c);   /* a WINDOW_UPDATE */
+    return k;
+}
+
+ssize_t sl_h2_read(void *ctx, char *buf, size_t cap, int64_t deadline, sluice_error *err)
+{
+    sl_h2_stream *st = ctx;
+    h2c *c = of(st->conn);
+    int64_t until;
+    ssize_t rc;
+    int k = 0;
+
+    if (st->mine.len > st->mine_off) {     /* the reader's own: no lock */
+        size_t n = st->mine.len - st->mine_off < cap ? st->mine.len - st->mine_off : cap;
+        memcpy(buf, st->mine.data + st->mine_off, n);
+        st->mine_off += n;
+        return (ssize_t)n;
+    }
+    if (st->detached)
+        return st->rc ? sl_err(err, st->rc, "%s", st->msg) : 0;
+    until = st->read_timeout_ns > 0 ? sl_deadline_min(deadline, sl_now_ns() + st->read_timeout_ns)
+                                    : deadline;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        if ((st->head_done && st->in.len > st->in_off) || st->closed) {
+            k = take_all(c, st);
+            rc = 1;
+            break;
+        }
+        if (sl_now_ns() >= until) {
+            rc = sl_err(err, SLUICE_ETIMEDOUT, "reading the response from %s timed out "
+                        "(HTTP/2 stream %d)", st->conn->peer, st->id);
+            break;
+        }
+        wait_stream(c, st, until);
+    }
     pthread_mutex_unlock(&c->lock);
     if (k)
         kick(c);
+    if (rc < 0)
+        return rc;
+    /* a stream that ended before its head has only its error to give */
+    if (!st->head_done && st->rc)
+        st->mine_off = st->mine.len;
+    return sl_h2_read(ctx, buf, cap, deadline, err);
+}
+
+int sl_h2_stream_end(sl_h2_stream *st, int ok, int64_t deadline)
+{
+    h2c *c = of(st->conn);
+    int k;
+
+    if (!st->detached) {
+        /* The END_STREAM flag comes with the last DATA frame from every
+         * server seen, so this rarely waits; one that sends it late gets a
+         * second. */
+        deadline = sl_deadline_min(deadline, sl_now_ns() + 1000000000LL);
+        pthread_mutex_lock(&c->lock);
+        while (ok && !st->closed && sl_now_ns() < deadline)
+            wait_stream(c, st, deadline);
+        k = detach(c, st);
+        pthread_mutex_unlock(&c->lock);
+        if (k)
+            kick(c);
+    }
     sl_buf_free(&st->in);
+    sl_buf_free(&st->mine);
     sl_buf_free(&st->up);
-    return refused;
+    return st->refused;
 }
 
 /* ---- the I/O thread -------------------------------------------------------- */
@@ -855,7 +881,7 @@ static void *io_main(void *arg)
 {
     h2c *c = arg;
     sluice_error e = {0};
-    int stop = 0;
+    int stop = 0, yielded = 0;
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
@@ -882,7 +908,16 @@ static void *io_main(void *arg)
             fail_all(c, SLUICE_EPROTO, nghttp2_strerror(rc));
             break;
         }
-        wake_touched(c);
+        if (wake_touched(c) && !yielded) {
+            /* The callers just woken mostly come straight back with their
+             * next request: let them, and send all of it in one write. */
+            pthread_mutex_unlock(&c->lock);
+            sched_yield();
+            pthread_mutex_lock(&c->lock);
+            yielded = 1;
+            continue;
+        }
+        yielded = 0;
         c->polling = 1;
         tell = c->notify;   /* what the table can lease changed */
         c->notify = 0;
@@ -1026,9 +1061,9 @@ sl_h2_conn *sl_h2_conn_start(sl_h2_pool *p, sl_h2_origin *o, sl_conn *net, const
     c->pub.origin = o;
     c->pub.counts = counts;
     c->pub.tls = net->tls != NULL;
-    atomic_init(&c->pub.limit, cfg->max_streams && cfg->max_streams < FIRST_LIMIT
-                                   ? cfg->max_streams
-                                   : FIRST_LIMIT);
+    /* One stream (the dialer's) until the server's SETTINGS tell its limit,
+     * so a server that allows few is not sent a burst it must refuse. */
+    atomic_init(&c->pub.limit, 1);
     snprintf(c->pub.peer, sizeof c->pub.peer, "%s", net->peer);
     c->last_read = c->idle_since = sl_now_ns();
     if (sl_mutex_init(&c->lock, "HTTP/2 connection", err)) {
