@@ -18,6 +18,7 @@
 #   BENCH_OUT      the report (default bench/results.md; "-" = none)
 #   BENCH_ONLY     the scenarios to run, by letter (e.g. "a i"; default all)
 #   BENCH_OVERLOAD_SECONDS  one timed run of row n (default 6)
+#   BENCH_H2_SECONDS  one timed run of rows s-u, HTTP/2 (default 1)
 set -eu
 
 BUILD=${BUILD:-build}
@@ -107,13 +108,16 @@ awk 'BEGIN { printf "["; for (i = 0; i < 1600; i++)
 gzip -6 -k "$tmp/www/files/data.json"
 
 for attempt in 1 2 3 4 5 6 7 8; do
-    port=$(rand_port); tls_port=$((port + 1))
+    port=$(rand_port); tls_port=$((port + 1)) h2_port=$((port + 2)) h2c_port=$((port + 3))
     sed -e "s|@TMP@|$tmp|g; s|@PORT@|$port|g; s|@TLS_PORT@|$tls_port|g; s|@CERTS@|$tmp/certs|g" \
+        -e "s|@H2_PORT@|$h2_port|g; s|@H2C_PORT@|$h2c_port|g" \
         -e "s|@WORKERS@|$workers|g" "$top/bench/nginx.conf.in" >"$tmp/nginx.conf"
     $srv_pin timeout "$life" nginx -p "$tmp" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" \
         >"$tmp/nginx.out" 2>&1 &
     nginx_pid=$!
-    if wait_http "127.0.0.1:$port" 60 "" && wait_http "127.0.0.1:$tls_port" 20 "--https --ca $ca"; then
+    if wait_http "127.0.0.1:$port" 60 "" && wait_http "127.0.0.1:$tls_port" 20 "--https --ca $ca" &&
+        wait_http "127.0.0.1:$h2_port" 20 "--https --ca $ca" &&
+        wait_http "127.0.0.1:$h2c_port" 20 "--http2 prior"; then
         break
     fi
     kill "$nginx_pid" 2>/dev/null || true; wait "$nginx_pid" 2>/dev/null || true
@@ -122,6 +126,8 @@ done
 [ -n "$nginx_pid" ] || fail "nginx did not start: $(cat "$tmp/nginx-error.log" "$tmp/nginx.out" 2>/dev/null)"
 http="127.0.0.1:$port"
 https="127.0.0.1:$tls_port"
+h2s="127.0.0.1:$h2_port"
+h2c="127.0.0.1:$h2c_port"
 
 for attempt in 1 2 3 4 5 6 7 8; do
     redis_port=$(rand_port)
@@ -150,7 +156,7 @@ done
 mock="127.0.0.1:$(cat "$tmp/mock.port")"
 
 load0=$(cut -d' ' -f1 /proc/loadavg)
-say "bench: nginx on $http and $https, redis on 127.0.0.1:$redis_port, mock API on $mock"
+say "bench: nginx on $http and $https (HTTP/2: $h2s, h2c $h2c), redis on 127.0.0.1:$redis_port, mock API on $mock"
 say "bench: $R rounds of $S s per timed scenario, load average $load0"
 
 # --- helpers --------------------------------------------------------------
@@ -235,12 +241,13 @@ instr() {
 }
 
 # Instructions per GET spent inside the functions FN matches (a callgrind
-# --toggle-collect pattern), by the same difference of two runs.
+# --toggle-collect pattern; "" = the whole process, every thread), by the
+# same difference of two runs.
 instr_in() {
     fn=$1; shift
     prog=$1; shift
     for n in 200 1200; do
-        valgrind --tool=callgrind --toggle-collect="$fn" \
+        valgrind --tool=callgrind ${fn:+--toggle-collect="$fn"} \
             --callgrind-out-file="$tmp/cg.$n.out" "$prog" -t 1 -n $n "$@" >/dev/null 2>"$tmp/cg.$n.log" ||
             fail "callgrind run failed: $(tail -5 "$tmp/cg.$n.log")"
         eval "cg$n=\$(sed -n 's/.*Collected : *//p' \"\$tmp/cg.\$n.log\")"
@@ -627,6 +634,101 @@ row "o. healthy nginx: instructions per GET, adaptive on vs off" "$ad_on" "$ad_o
     "$(fx "$ad_on / $ad_off" 3)" "cost <= 2% (<= 1.02x)" "$(yesno "$ad_on <= 1.02 * $ad_off")"
 fi
 
+# --- s, t, u, v. HTTP/2 ------------------------------------------------------------
+
+# nginx's HTTP/2 servers: $h2s (TLS; ALPN h2, or http/1.1 for a client that
+# offers only that) and $h2c (h2 by prior knowledge).  64 threads share one
+# sluice client, so its requests are streams on one connection; the h1
+# side of row u is sluice's HTTP/1.1 pool of 64 connections to the same
+# TLS server.  --warmup 1 makes every connection before the clock starts.
+# Three pairs of R rounds at 2 s would take a minute on their own, so
+# these runs are 1 s (BENCH_H2_SECONDS): the four rows take about 45 s.
+
+# conns NAME WHO: the connections each run opened, every distinct value.
+conns() {
+    sed -n 's/.*"conns":\([0-9]*\).*/\1/p' "$tmp/$1.$2" | sort -un | tr '\n' ' ' | sed 's/ $//'
+}
+
+# h2_row LABEL NAME TARGET MIN_RATIO: rps_row with the connections of
+# every round beside each side's throughput.
+h2_row() {
+    rr=$(ratio "$2" rps)
+    row "$1" "$(fmt0 "$(medv "$2" sluice rps)") req/s, conns $(conns "$2" sluice)" \
+        "$(fmt0 "$(medv "$2" peer rps)") req/s, conns $(conns "$2" peer)" \
+        "$(fx "$rr")" "$3" "$(yesno "$rr >= $4")"
+}
+
+h2_tls="-t 64 -c 64 --warmup 1 --https --ca $ca"
+S_all=$S
+S=${BENCH_H2_SECONDS:-1}
+S_h2=$S
+if want s || want t || want u; then say "bench: rows s-u: $R rounds of $S s"; fi
+
+if want s; then
+say "bench: s. HTTP/2 over TLS, 64 threads on one connection, against libcurl's multi handle"
+pair h2curl "$h2_tls $h2s" "$bc --h2-multi 64 --warmup 1 --https --ca $ca $h2s"
+h2_row "s. HTTP/2 over TLS, 64 threads sharing one connection (libcurl: one thread, a multi handle, 64 multiplexed transfers, CURL_HTTP_VERSION_2TLS)" \
+    h2curl ">= 2x" 2
+fi
+
+if want t; then
+say "bench: t. h2c, 64 threads on one connection, against h2load"
+command -v h2load >/dev/null || fail "h2load is not installed (tools/install-deps.sh --bench)"
+# h2load speaks for itself: a wrapper gives it the options and the JSON
+# line of the other load programs.
+cat >"$tmp/h2load-json" <<'EOF'
+#!/bin/sh
+# h2load-json [h2load options] URL -d SECONDS [--json] [--latency-out F]
+args="" d=2
+while [ $# -gt 0 ]; do
+    case $1 in
+    -d) d=$2; shift ;;
+    --json) ;;
+    --latency-out) shift ;;
+    *) args="$args $1" ;;
+    esac
+    shift
+done
+# shellcheck disable=SC2086
+out=$(h2load -D "$(awk -v d="$d" 'BEGIN { printf "%d", d * 1000 }')ms" $args 2>&1) || {
+    printf '%s\n' "$out" >&2; exit 1; }
+printf '%s\n' "$out" | awk '
+    /^finished in/ { sub(/s,$/, "", $3); secs = $3; rps = $4 }
+    /^requests:/ { total = $2; ok = $8; bad = $10 }
+    END { printf "{\"tool\":\"h2load\",\"mode\":\"h2c\",\"requests\":%d,\"ok\":%d,\"errors\":%d,\"seconds\":%s,\"rps\":%s,\"conns\":1}\n",
+                 total, ok, bad, secs, rps }'
+EOF
+chmod +x "$tmp/h2load-json"
+pair h2load "-t 64 -c 64 --warmup 1 --http2 prior $h2c" "$tmp/h2load-json -c 1 -m 64 -t 1 http://$h2c/"
+h2_row "t. h2c by prior knowledge, 64 threads sharing one connection (h2load -c 1 -m 64 -t 1: 64 streams in flight on one connection)" \
+    h2load ">= 0.4x" 0.4
+fi
+
+if want u; then
+say "bench: u. HTTP/2 on one connection against HTTP/1.1 on 64, sluice both"
+pair h2h1 "$h2_tls $h2s" "$sb $h2_tls --http2 off $h2s"
+h2_row "u. sluice over TLS, 64 threads: HTTP/2 on one connection vs its HTTP/1.1 pool of 64 connections" \
+    h2h1 ">= 1.0x" 1.0
+row "u. client CPU per request, user + system (same runs): HTTP/2 vs HTTP/1.1" \
+    "$(medv h2h1 sluice cpu_us) us" "$(medv h2h1 peer cpu_us) us" "$(fx "$(ratio h2h1 cpu_us)")" \
+    "(reported)" "-"
+fi
+S=$S_all
+
+# The I/O thread of an HTTP/2 connection does a share of each request's
+# work, outside the caller's one_get, so the whole process is counted too.
+if want v; then
+say "bench: v. instructions per request, HTTP/2 against HTTP/1.1 (callgrind)"
+vi_h2=$(instr_in "" "$sb" --http2 prior "$h2c")
+vi_h1=$(instr_in "" "$sb" "$http")
+row "v. instructions per request, whole process, every thread (callgrind, 1 thread, coalescing off): h2c by prior knowledge vs HTTP/1.1, plain" \
+    "$vi_h2" "$vi_h1" "$(fx "$vi_h2 / $vi_h1")" "(reported)" "-"
+vo_h2=$(instr "$sb" --http2 prior "$h2c")
+vo_h1=$(instr "$sb" "$http")
+row "v. the same inside one_get, the calling thread only" "$vo_h2" "$vo_h1" "$(fx "$vo_h2 / $vo_h1")" \
+    "(reported)" "-"
+fi
+
 # --- the report -----------------------------------------------------------------------
 
 load1=$(cut -d' ' -f1 /proc/loadavg)
@@ -666,6 +768,9 @@ fi
     echo "the rounds and the median of the per-round ratios (the two runs of a round saw"
     echo "the same machine: it is shared, and other work on it moves every number); every"
     echo "round is listed below."
+    if want s || want t || want u; then
+        echo "The HTTP/2 rows s-u ran rounds of $S_h2 s (BENCH_H2_SECONDS)."
+    fi
     echo "Instruction counts come from callgrind inside the request call, (1200 - 200"
     echo "requests) / 1000, so start-up and the first connection cancel out."
     if [ "$(calc "$load0 > $(nproc) || $load1 > $(nproc)")" = 1 ]; then

@@ -5,6 +5,10 @@
  *   sluice-bench --burst 64 --path /delay/50 URL  64 identical GETs at once
  *   sluice-bench --idle 1000 URL                  memory per idle pooled connection
  *
+ * --http2 auto|off|prior picks the factory's HTTP/2 mode; the summary then
+ * names the protocol the responses came by and the connections opened of
+ * each kind (h2_open, HTTP/2; created, HTTP/1.1).
+ *
  * Coalescing is off unless --coalesce: identical concurrent GETs would
  * otherwise be folded into one upstream call, which is not what a load
  * test measures.  The output format is the one bench/bench.h prints for
@@ -24,6 +28,8 @@ static int burst;             /* --burst N */
 static int idle;              /* --idle N */
 static const char *hits_path; /* --hits-path P */
 static int stream;            /* --stream: the body to an on_body callback */
+static int http2 = SLUICE_HTTP2_AUTO; /* --http2 auto|off|prior */
+static int versions_seen;     /* atomic: 1 = an HTTP/1.x response, 2 = an HTTP/2 one */
 static uint64_t body_bytes;   /* atomic: body bytes the measured requests got */
 static sluice_client *client;
 static sluice_request base_req;
@@ -41,7 +47,9 @@ static void usage(void)
             "                     difference of the numbers it returns (upstream calls)\n"
             "  --idle N           open N idle pooled connections; print RSS per connection\n"
             "  --stream           hand each body to an on_body callback, never held whole\n"
-            "  --gzip             the default (Accept-Encoding: gzip, deflate, decoded), stated\n");
+            "  --gzip             the default (Accept-Encoding: gzip, deflate, decoded), stated\n"
+            "  --http2 MODE       auto (the default: h2 or http/1.1 by ALPN on https),\n"
+            "                     off (HTTP/1.1 only) or prior (h2c on http://)\n");
 }
 
 static int extra_opt(int argc, char **argv, int i)
@@ -62,6 +70,17 @@ static int extra_opt(int argc, char **argv, int i)
         return stream = 1, 1;
     if (strcmp(a, "--gzip") == 0)
         return 1;
+    if (strcmp(a, "--http2") == 0 && v) {
+        if (strcmp(v, "auto") == 0)
+            http2 = SLUICE_HTTP2_AUTO;
+        else if (strcmp(v, "off") == 0)
+            http2 = SLUICE_HTTP2_OFF;
+        else if (strcmp(v, "prior") == 0)
+            http2 = SLUICE_HTTP2_PRIOR_KNOWLEDGE;
+        else
+            bench_die("--http2 takes auto, off or prior");
+        return 2;
+    }
     return 0;
 }
 
@@ -89,6 +108,7 @@ static sluice_factory *make_client(int conns, int keep_ms)
         fo.keepalive_expiry_ms = keep_ms;
     fo.ca_file = opts.ca;
     fo.proxy_url = opts.proxy ? opts.proxy : "";
+    fo.http2 = http2;
     if (stream)
         fo.max_response_bytes = (size_t)1 << 40;
     if (!(f = sluice_factory_new(&fo, &e)))
@@ -134,6 +154,11 @@ static __attribute__((noinline)) int one_get(bench_thread *t, const char *path)
     status = rc ? rc : sluice_response_status(resp);
     if (rc == 0 && !stream)
         sluice_response_body(resp, &got);
+    if (rc == 0) {
+        int seen = sluice_response_http_version(resp) >= 20 ? 2 : 1;
+        if (!(__atomic_load_n(&versions_seen, __ATOMIC_RELAXED) & seen))
+            __atomic_or_fetch(&versions_seen, seen, __ATOMIC_RELAXED);
+    }
     if (t)
         __atomic_add_fetch(&body_bytes, got, __ATOMIC_RELAXED);
     sluice_response_free(resp);
@@ -174,14 +199,17 @@ static int run_load(void)
 {
     sluice_factory *f = make_client(opts.connections, 0);
     struct sluice_factory_stats st;
-    char mode[64], extra[256];
+    static const char *const version_names[] = {"none", "1.1", "2", "1.1+2"};
+    static const char *const http2_names[] = {"", ",http2-off", ",http2-prior"};
+    char mode[80], extra[512];
     struct rusage ru;
 
     bench_alloc_threads(&run, &opts);
     bench_run_threads(&run, load_worker);
     sluice_factory_stats(f, &st);
-    snprintf(mode, sizeof mode, "%s%s%s%s", opts.close ? "close" : "keep-alive",
-             coalesce ? ",coalesce" : "", opts.distinct ? ",distinct" : "", stream ? ",stream" : "");
+    snprintf(mode, sizeof mode, "%s%s%s%s%s", opts.close ? "close" : "keep-alive",
+             http2_names[http2], coalesce ? ",coalesce" : "", opts.distinct ? ",distinct" : "",
+             stream ? ",stream" : "");
     snprintf(extra, sizeof extra,
              "\"tls_full\":%" PRIu64 ",\"tls_resumed\":%" PRIu64 ",\"waited\":%" PRIu64
              ",\"wait_p50_us\":%" PRIu64 ",\"wait_p99_us\":%" PRIu64 ",\"wait_max_us\":%" PRIu64,
@@ -190,10 +218,21 @@ static int run_load(void)
     getrusage(RUSAGE_SELF, &ru);
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
              ",\"body_bytes\":%" PRIu64 ",\"maxrss_kib\":%ld", body_bytes, ru.ru_maxrss);
+    /* HTTP/2 connections stay open until keepalive_expiry_ms of idleness,
+     * so at the end of a run h2_open is the number the run opened. */
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+             ",\"http\":\"%s\",\"h2_open\":%d,\"h2_streams_peak\":%d,\"h2_goaways\":%" PRIu64
+             ",\"h2_refused\":%" PRIu64 ",\"conns\":%" PRIu64,
+             version_names[versions_seen & 3], st.pool.h2_open, st.pool.h2_streams_peak,
+             st.pool.h2_goaways, st.pool.h2_refused, st.pool.created + (uint64_t)st.pool.h2_open);
     bench_report(&run, mode, (long long)st.pool.created, (long long)st.pool.reused, extra);
     if (!opts.json && st.pool.handshakes_full + st.pool.handshakes_resumed > 0)
         printf("  tls       full handshakes %" PRIu64 ", resumed %" PRIu64 "\n",
                st.pool.handshakes_full, st.pool.handshakes_resumed);
+    if (!opts.json)
+        printf("  http      %s; h2 connections open %d (streams at most %d), HTTP/1.1 created %" PRIu64
+               "\n", version_names[versions_seen & 3], st.pool.h2_open, st.pool.h2_streams_peak,
+               st.pool.created);
     bench_free_threads(&run);
     sluice_factory_free(f);
     return 0;
