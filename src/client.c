@@ -932,9 +932,15 @@ static int h2_route(const sluice_client *c, const sl_url *u, const sl_conn_targe
     return mode == SLUICE_HTTP2_PRIOR_KNOWLEDGE && !t->proxy ? 2 : 0;
 }
 
-/* A refused or drained HTTP/2 request goes to another connection at most
- * this often in one attempt. */
-#define H2_MOVES 8
+/* A request the server refused unprocessed goes again at once twice, then
+ * after 1, 2, 4 ... ms (at most 64), until the call's deadline: a server
+ * that sends GOAWAY every few streams to many callers refuses the same
+ * request several times, one that refuses everything must not be sent a
+ * stream per microsecond. */
+static int64_t h2_move_wait_ns(int moves)
+{
+    return moves <= 2 ? 0 : (int64_t)1000000 << (moves - 3 < 6 ? moves - 3 : 6);
+}
 
 /* The HTTP/2 side of an attempt: 1 when it went over a stream (*rc its
  * outcome), 0 when the origin speaks HTTP/1.1 (t->adopt may then hold the
@@ -947,6 +953,7 @@ static int attempt_h2(call *k, const sl_url *u, const char *key, sl_conn_target 
     size_t sent;
 
     for (;;) {
+        int64_t wait;
         memset(http, 0, sizeof *http);
         sent = 0;
         k->phase = PHASE_CONNECT;
@@ -965,13 +972,16 @@ static int attempt_h2(call *k, const sl_url *u, const char *key, sl_conn_target 
         *t0 = tally(k, l.wait_ns, sent, http->wire_bytes, *t0);
         if (*rc != SL_H2_AGAIN)
             return 1;
-        if (++moves == H2_MOVES || sl_now_ns() >= k->deadline) {
-            *rc = sl_err(k->err, SLUICE_EIO, "%s refused the HTTP/2 stream %d times", u->origin,
-                         moves);
+        wait = h2_move_wait_ns(++moves);
+        if (sl_now_ns() + wait >= k->deadline) {
+            *rc = sl_err(k->err, SLUICE_ETIMEDOUT, "%s refused the HTTP/2 stream %d times "
+                         "before the call's deadline", u->origin, moves);
             return 1;
         }
         SL_DEBUG("%s: HTTP/2 stream refused or connection draining, sending it again",
                  u->origin);
+        if (wait)
+            sl_sleep_until(sl_now_ns() + wait);
     }
 }
 

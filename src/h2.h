@@ -112,6 +112,7 @@ typedef struct sl_h2_stream {
     int closed;                         /* no more bytes will come */
     int rc;                             /* the reason, when not a clean end */
     int refused;                        /* unprocessed: may go elsewhere */
+    int headers_out;                    /* the request's HEADERS went on the wire */
     char msg[200];
     int64_t read_timeout_ns;
     /* the request body: in memory, or pushed by the caller (streamed) */

@@ -145,8 +145,10 @@ static void fail_all(h2c *c, int rc, const char *why)
         snprintf(c->fail_msg, sizeof c->fail_msg, "%s", why);
     }
     atomic_store(&c->pub.draining, 1);
-    for (st = c->streams; st; st = st->next)
+    for (st = c->streams; st; st = st->next) {
+        st->refused |= !st->headers_out;    /* never on the wire: it may go elsewhere */
         end_stream(c, st, c->fail_rc, "HTTP/2 connection to %s: %s", c->pub.peer, c->fail_msg);
+    }
 }
 
 /* ---- nghttp2 callbacks (lock held: inside mem_recv or mem_send) ---------- */
@@ -327,13 +329,29 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
 static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 {
     h2c *c = ud;
+    sl_h2_stream *st;
     char why[160];
 
-    (void)s;
+    if (f->hd.type == NGHTTP2_HEADERS && (st = stream_of(s, f->hd.stream_id)))
+        st->headers_out = 1;
     if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR) {
         snprintf(why, sizeof why, "protocol error from the server (%s)",
                  nghttp2_http2_strerror(f->goaway.error_code));
         fail_all(c, SLUICE_EPROTO, why);
+    }
+    return 0;
+}
+
+/* A request nghttp2 would not send (a GOAWAY came first): it never left,
+ * so it may go to another connection. */
+static int on_frame_not_send(nghttp2_session *s, const nghttp2_frame *f, int code, void *ud)
+{
+    sl_h2_stream *st;
+
+    if (f->hd.type == NGHTTP2_HEADERS && (st = stream_of(s, f->hd.stream_id))) {
+        st->refused = 1;
+        end_stream(ud, st, SLUICE_EIO, "HTTP/2 request to %s not sent: %s",
+                   ((h2c *)ud)->pub.peer, nghttp2_strerror(code));
     }
     return 0;
 }
@@ -997,6 +1015,7 @@ static nghttp2_session_callbacks *callbacks(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
     nghttp2_session_callbacks_set_error_callback2(cb, on_error);
     return cb;
 }
