@@ -22,7 +22,7 @@ WARN    += -Werror
 endif
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden \
              -Iinclude -Isrc $(WARN) $(SAN) $(CFLAGS)
-LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -lz -lbrotlidec -pthread -lm
+LDLIBS_PRIV = -lwolfssl -lhiredis -lcares -lz -lbrotlidec -lnghttp2 -pthread -lm
 ALL_LDFLAGS = $(SAN) $(LDFLAGS)
 
 SRCS    := $(wildcard src/*.c)
