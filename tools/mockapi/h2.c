@@ -452,9 +452,11 @@ static void attend(h2conn *h, h2stream *s)
 
     pthread_mutex_lock(&h->lock);
     freeable = s->closed && (!s->queued || s->finished) && !s->dirty;
-    head = !s->closed && s->resp.status && !s->head_submitted && !s->reset_wanted;
+    /* A head already decoded goes out even when the stream is to be reset:
+     * read_body sends what body came, then resets (/reset's 1000 bytes). */
+    head = !s->closed && s->resp.status && !s->head_submitted;
     with_body = !(s->finished && s->complete && unsent(s) == 0);
-    rst = !s->closed && s->reset_wanted && !s->head_submitted && !s->rst_sent;
+    rst = !s->closed && s->reset_wanted && !s->resp.status && !s->rst_sent;
     resume = !s->closed && s->deferred && (unsent(s) || s->finished || s->reset_wanted);
     bad_frame = s->bad_frame && s->finished && !s->bad_frame_sent;
     s->head_submitted |= head;
