@@ -395,7 +395,8 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
 
     pthread_mutex_lock(&s->h->lock);
     k = unsent(s) < length ? unsent(s) : length;
-    memcpy(buf, s->out.data + s->out_off, k);
+    if (k)
+        memcpy(buf, s->out.data + s->out_off, k);
     s->out_off += k;
     if (s->out_off == s->out.len) {
         s->out.len = s->out_off = 0;
