@@ -81,6 +81,7 @@ struct h2conn {
     int64_t send_after;           /* nothing is sent before; 0 until the preface arrived */
     int64_t last_active;
     int mute_pending, idle_goaway;
+    int more;                     /* produce() stopped at OUT_HIGH, not for lack of frames */
     h2stream *streams;
     /* Under lock. */
     pthread_mutex_t lock;
@@ -713,11 +714,17 @@ static int read_input(h2conn *h)
  * runs or the connection is about to go mute.  0 or -1. */
 static int produce(h2conn *h)
 {
+    h->more = 0;
     if (!h->send_after || now_ms() < h->send_after)
         return 0;
-    while (h->out.len - h->out_off < OUT_HIGH && !h->mute_pending) {
+    for (;;) {
         const uint8_t *p;
-        ssize_t n = nghttp2_session_mem_send(h->session, &p);
+        ssize_t n;
+        if (h->out.len - h->out_off >= OUT_HIGH || h->mute_pending) {
+            h->more = !h->mute_pending;
+            break;
+        }
+        n = nghttp2_session_mem_send(h->session, &p);
         if (n < 0) {
             mock_log(h->cfg, "HTTP/2: %s", nghttp2_strerror((int)n));
             return -1;
@@ -815,6 +822,8 @@ static void run(h2conn *h)
         attend_dirty(h);
         if (produce(h) != 0 || flush(h) != 0)
             return;
+        if (h->more && h->out.len == 0)
+            continue;             /* the socket took it all: there is more to send now */
         if (h->mute_pending && h->out.len == 0) {
             mute(h);
             return;
