@@ -824,6 +824,10 @@ static void run(h2conn *h)
             return;
         if (h->more && h->out.len == 0)
             continue;             /* the socket took it all: there is more to send now */
+        /* Streams nghttp2 closed while producing go now, so the idle timer
+         * sees them gone (a head a worker just decoded also kicked efd, so
+         * the poll below returns at once to send it). */
+        attend_dirty(h);
         if (h->mute_pending && h->out.len == 0) {
             mute(h);
             return;

@@ -342,7 +342,10 @@ static void echo_json(mock_conn *c, const mock_request *r)
         mock_buf_json_str(&b, r->query, r->query_len);
     else
         mock_buf_puts(&b, "null");
-    mock_buf_printf(&b, ",\"version\":\"HTTP/1.%d\",\"headers\":[", r->minor);
+    if (c->sink)
+        mock_buf_puts(&b, ",\"version\":\"HTTP/2\",\"headers\":[");
+    else
+        mock_buf_printf(&b, ",\"version\":\"HTTP/1.%d\",\"headers\":[", r->minor);
     for (i = 0; i < r->nheaders; i++) {
         mock_buf_puts(&b, i ? ",[" : "[");
         mock_buf_json_str(&b, r->headers[i].name, r->headers[i].name_len);
