@@ -25,6 +25,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -56,6 +57,7 @@ struct mock_h2_stream {
     mock_buf method, target, fields, body;
     size_t nfields;               /* "name\0value\0" pairs in fields */
     const char *bad;              /* answer 400 with this reason instead of running the route */
+    int expect_continue;          /* "expect: 100-continue" came */
     /* Under h->lock. */
     h2stream *next_queued, *next_dirty;
     mock_h1resp resp;             /* the handler's response being decoded */
@@ -562,6 +564,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         add_field(s, "host", 4, value, vlen);
     else if (nlen && n[0] != ':')
         add_field(s, n, nlen, value, vlen);
+    if (nlen == 6 && memcmp(n, "expect", 6) == 0 && vlen == 12 && strncasecmp((const char *)value, "100-continue", 12) == 0)
+        s->expect_continue = 1;
     return 0;
 }
 
@@ -583,7 +587,14 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
+    static const nghttp2_nv go_on[] = {{(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE}};
     h2stream *s;
+
+    /* As conn.c does for HTTP/1.1: the body is read before the route runs. */
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+        (s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id)) && s->expect_continue)
+        nghttp2_submit_headers(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NULL, go_on, 1, NULL);
 
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
