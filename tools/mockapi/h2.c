@@ -564,7 +564,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         add_field(s, "host", 4, value, vlen);
     else if (nlen && n[0] != ':')
         add_field(s, n, nlen, value, vlen);
-    if (nlen == 6 && memcmp(n, "expect", 6) == 0 && vlen == 12 && strncasecmp((const char *)value, "100-continue", 12) == 0)
+    if (nlen == 6 && memcmp(n, "expect", 6) == 0 && vlen == 12 &&
+        strncasecmp((const char *)value, "100-continue", 12) == 0)
         s->expect_continue = 1;
     return 0;
 }
@@ -613,7 +614,8 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
                                'e', 'x', 't', 'r', 'a'};
 
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
-        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) || !(s = nghttp2_session_get_stream_user_data(session, id)))
+        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+        !(s = nghttp2_session_get_stream_user_data(session, id)))
         return 0;
     /* s->after was set before the handler finished, and END_STREAM goes
      * out only after that: no lock needed to read it. */
@@ -867,8 +869,8 @@ static void run(h2conn *h)
         if (h->cfg->idle_timeout_ms && !h->streams && !h->idle_goaway &&
             now_ms() - h->last_active >= h->cfg->idle_timeout_ms) {
             h->idle_goaway = 1;
-            nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE,
-                                  nghttp2_session_get_last_proc_stream_id(h->session), NGHTTP2_NO_ERROR, NULL, 0);
+            nghttp2_submit_goaway(h->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->session),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
         }
     }
 }
