@@ -79,7 +79,7 @@ $(BUILD)/sluice.pc: Makefile include/sluice.h
 
 $(MOCKAPI): $(wildcard tools/mockapi/*.c tools/mockapi/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itools/mockapi -o $@ $(wildcard tools/mockapi/*.c) $(ALL_LDFLAGS) -lwolfssl -lz -lbrotlienc -pthread
+	$(CC) $(ALL_CFLAGS) -Itools/mockapi -o $@ $(wildcard tools/mockapi/*.c) $(ALL_LDFLAGS) -lwolfssl -lz -lbrotlienc -lnghttp2 -pthread
 
 $(BENCH): tools/sluice-bench.c $(wildcard bench/*.h) $(STLIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(ALL_LDFLAGS) $(LDLIBS_PRIV) -lm

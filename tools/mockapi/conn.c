@@ -79,6 +79,11 @@ int mock_conn_write(mock_conn *c, const void *p, size_t n)
 
     if (c->broken || c->gone)
         return -1;
+    if (c->sink) {
+        if (mock_h2_write(c->sink, p, n) != 0)
+            c->broken = 1;
+        return c->broken ? -1 : 0;
+    }
     if (c->ssl) {
         if (mock_tls_write(c->ssl, p, n) != 0)
             c->broken = 1;
@@ -155,6 +160,11 @@ void mock_conn_reset(mock_conn *c)
 
     if (c->gone)
         return;
+    if (c->sink) {
+        mock_h2_reset(c->sink);
+        c->gone = 1;
+        return;
+    }
     if (c->ssl) {
         mock_tls_free(c->ssl, 0);
         c->ssl = NULL;
@@ -170,6 +180,10 @@ void mock_conn_hold(mock_conn *c, int max_ms)
     int64_t end = now_ms() + max_ms;
     char scratch[4096];
 
+    if (c->sink) {
+        mock_h2_hold(c->sink, max_ms);
+        return;
+    }
     while (!c->gone) {
         struct pollfd p = {c->fd, POLLIN, 0};
         int64_t left = end - now_ms();
@@ -292,37 +306,66 @@ static void serve(mock_conn *c)
     }
 }
 
-/* Closes gracefully: our FIN first, then read until the peer's (bounded),
- * so a response is never destroyed by a RST over unread request bytes. */
-static void finish(mock_conn *c)
+/* Our FIN first, then read until the peer's (bounded), so a response is
+ * never destroyed by a RST over unread request bytes. */
+void mock_conn_close(mock_conn *c)
 {
     int64_t end = now_ms() + LINGER_MS;
     char scratch[4096];
 
-    if (!c->gone) {
-        if (c->ssl)
-            mock_tls_free(c->ssl, !c->broken);
-        shutdown(c->fd, SHUT_WR);
-        for (;;) {
-            struct pollfd p = {c->fd, POLLIN, 0};
-            int64_t left = end - now_ms();
-            if (left <= 0 || poll(&p, 1, (int)left) <= 0 || recv(c->fd, scratch, sizeof scratch, 0) <= 0)
-                break;
-        }
-        close(c->fd);
+    if (c->gone)
+        return;
+    if (c->ssl)
+        mock_tls_free(c->ssl, !c->broken);
+    c->ssl = NULL;
+    shutdown(c->fd, SHUT_WR);
+    for (;;) {
+        struct pollfd p = {c->fd, POLLIN, 0};
+        int64_t left = end - now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0 || recv(c->fd, scratch, sizeof scratch, 0) <= 0)
+            break;
     }
+    close(c->fd);
+    c->fd = -1;
+    c->gone = 1;
+}
+
+static void finish(mock_conn *c)
+{
+    mock_conn_close(c);
     atomic_fetch_sub(&mock_state.connections_open, 1);
     free(c->in);
     free(c);
 }
 
+#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+/* With --h2 on a plain listener: reads until the first bytes either are
+ * the HTTP/2 client preface (1) or cannot be (0); -1 when the connection
+ * ended first.  What was read stays in c->in for either protocol. */
+static int sniff_preface(mock_conn *c)
+{
+    size_t want = sizeof H2_PREFACE - 1;
+
+    while (c->in_len < want && memcmp(c->in ? c->in : "", H2_PREFACE, c->in_len) == 0) {
+        long n = fill(c, read_timeout(c));
+        if (n <= 0)
+            return -1;
+        c->in_len += (size_t)n;
+    }
+    return c->in_len >= want && memcmp(c->in, H2_PREFACE, want) == 0;
+}
+
 static void *conn_main(void *arg)
 {
     mock_conn *c = arg;
+    int h2 = 0;
 
     if (c->cfg->tls_cert && !(c->ssl = mock_tls_accept(c->fd, c->cfg)))
         c->broken = 1;
-    else
+    else if (c->cfg->h2 && (h2 = c->ssl ? mock_tls_is_h2(c->ssl) : sniff_preface(c)) > 0)
+        mock_h2_serve(c);
+    else if (h2 == 0)
         serve(c);
     finish(c);
     return NULL;

@@ -126,6 +126,8 @@ void mock_stats_reset(void)
     atomic_store(&mock_state.tls_handshakes, 0);
     atomic_store(&mock_state.tls_resumed, 0);
     atomic_store(&mock_state.tls_failures, 0);
+    atomic_store(&mock_state.h2_connections, 0);
+    atomic_store(&mock_state.h2_streams, 0);
     mock_counters_clear(&mock_state.hits);
     mock_counters_clear(&mock_state.counts);
     mock_counters_clear(&mock_state.flaky);

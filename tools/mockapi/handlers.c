@@ -342,7 +342,10 @@ static void echo_json(mock_conn *c, const mock_request *r)
         mock_buf_json_str(&b, r->query, r->query_len);
     else
         mock_buf_puts(&b, "null");
-    mock_buf_printf(&b, ",\"version\":\"HTTP/1.%d\",\"headers\":[", r->minor);
+    if (c->sink)
+        mock_buf_puts(&b, ",\"version\":\"HTTP/2\",\"headers\":[");
+    else
+        mock_buf_printf(&b, ",\"version\":\"HTTP/1.%d\",\"headers\":[", r->minor);
     for (i = 0; i < r->nheaders; i++) {
         mock_buf_puts(&b, i ? ",[" : "[");
         mock_buf_json_str(&b, r->headers[i].name, r->headers[i].name_len);
@@ -508,11 +511,12 @@ static void h_stats(mock_conn *c, const mock_request *r, const char *arg, size_t
     mock_buf_printf(&b,
                     "{\"connections_accepted\":%ld,\"connections_open\":%ld,\"requests\":%ld,"
                     "\"bad_requests\":%ld,\"tls_handshakes\":%ld,\"tls_resumed\":%ld,"
-                    "\"tls_failures\":%ld,\"hits\":",
+                    "\"tls_failures\":%ld,\"h2_connections\":%ld,\"h2_streams\":%ld,\"hits\":",
                     atomic_load(&mock_state.connections_accepted), atomic_load(&mock_state.connections_open),
                     atomic_load(&mock_state.requests), atomic_load(&mock_state.bad_requests),
                     atomic_load(&mock_state.tls_handshakes), atomic_load(&mock_state.tls_resumed),
-                    atomic_load(&mock_state.tls_failures));
+                    atomic_load(&mock_state.tls_failures), atomic_load(&mock_state.h2_connections),
+                    atomic_load(&mock_state.h2_streams));
     mock_counters_json(&mock_state.hits, &b);
     mock_buf_puts(&b, "}");
     send_json(c, 200, NULL, &b);
@@ -566,6 +570,16 @@ static const struct route {
     {"/raw/", 1, h_raw, "/raw/NAME              a canned, often malformed, response (see below)"},
     {"/capacity", 1, mock_h_capacity, "/capacity              answers after ms * max(1, n/cap)^2 with n in flight; ?cap=N (8) ?ms=MS (10)"},
     {"/sessions", 1, mock_h_sessions, "/sessions              POST: a session id for ?ttl_ms=T (1000); /sessions/ID: 200 while it lives, else 401"},
+    {"/h2/", 1, mock_h_h2,
+     "/h2/mute               (h2) answers 200 \"muted\", then the connection neither reads nor\n"
+     "                         writes (no PING ACK) for 60 s or until the peer closes\n"
+     "  /h2/data-after-close   (h2) a whole 200 response, then a DATA frame on its closed stream\n"
+     "  /h2/bigheader          a head of 64 fields x-big-1..64 of 16 KiB each (HEADERS +\n"
+     "                         CONTINUATION over h2), status 200, a small body\n"
+     "  /h2/bad-frame          (h2) no response; a SETTINGS frame on stream 1 instead\n"
+     "                         (a connection PROTOCOL_ERROR for the client)\n"
+     "  /h2/goaway             (h2) answers 200, then GOAWAY(NO_ERROR, last id = this stream)\n"
+     "                         and closes when done; (h2) paths answer 404 over HTTP/1.1"},
     {"/stats", 0, h_stats, "/stats                 server counters and per-path hits as JSON"},
     {"/reset-stats", 0, h_reset_stats, "/reset-stats           POST: zeroes the counters"},
     MOCK_BODY_ROUTES

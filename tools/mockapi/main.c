@@ -35,7 +35,29 @@ static const char usage[] =
     "  --tls-cert F --tls-key F   serve HTTPS with this PEM chain and key\n"
     "  --client-ca F         require client certificates signed by this CA\n"
     "  --tls-min-version 12|13, --tls-max-version 12|13   protocol range (default 12..13)\n"
-    "  --unix PATH           also serve on a Unix socket at PATH (replaced if present)\n";
+    "  --unix PATH           also serve on a Unix socket at PATH (replaced if present)\n"
+    "  --h2                  also speak HTTP/2: ALPN \"h2,http/1.1\" on TLS; on plain TCP and\n"
+    "                        --unix a connection opening with the HTTP/2 preface is h2c\n"
+    "                        (prior knowledge); anything else is HTTP/1.1 as without it.\n"
+    "                        Routes answer alike on both; over h2: /reset ends its stream\n"
+    "                        with RST_STREAM(INTERNAL_ERROR) after its 1000 bytes, /close and\n"
+    "                        the /raw/ responses that are valid HTTP/1.1 answer, then GOAWAY\n"
+    "                        (last id = that stream) and close when the streams are done;\n"
+    "                        a response that is malformed or cut short (most of /raw/,\n"
+    "                        /truncated, /stall after its 60 s, /status/1xx) ends in\n"
+    "                        RST_STREAM(INTERNAL_ERROR); 1xx heads and trailers are dropped.\n"
+    "                        --max-requests N sends GOAWAY at a connection's Nth stream,\n"
+    "                        --idle-timeout sends GOAWAY once idle that long.\n"
+    "  --h2-max-streams N    SETTINGS_MAX_CONCURRENT_STREAMS (default 100)\n"
+    "  --h2-settings-delay MS   send nothing, not even SETTINGS, for MS after the preface\n"
+    "                        arrives (requests are still read and run)\n"
+    "  --h2-goaway-after N   at a connection's Nth stream, GOAWAY(NO_ERROR, last id = it);\n"
+    "                        streams up to it finish, then the connection closes\n"
+    "  --h2-refuse N         RST_STREAM(REFUSED_STREAM) a connection's Nth stream (not run,\n"
+    "                        not counted)\n"
+    "  --h2-window N         initial stream window for uploads, also the connection\n"
+    "                        window (default 1048576)\n"
+    "  (the --h2-* options need --h2 and apply to every HTTP/2 connection)\n";
 
 /* Parses s as a whole decimal number in [lo, hi]. */
 static int number(const char *opt, const char *s, long lo, long hi, long *out)
@@ -74,6 +96,12 @@ static const struct opt_spec {
     {"--tls-min-version", NUMBER, offsetof(mock_config, tls_min_version), 12, 13},
     {"--tls-max-version", NUMBER, offsetof(mock_config, tls_max_version), 12, 13},
     {"--unix", TEXT, offsetof(mock_config, unix_path), 0, 0},
+    {"--h2", FLAG, offsetof(mock_config, h2), 0, 0},
+    {"--h2-max-streams", NUMBER, offsetof(mock_config, h2_max_streams), 0, 2147483647},
+    {"--h2-settings-delay", NUMBER, offsetof(mock_config, h2_settings_delay_ms), 0, 86400000},
+    {"--h2-goaway-after", NUMBER, offsetof(mock_config, h2_goaway_after), 0, 1000000000},
+    {"--h2-refuse", NUMBER, offsetof(mock_config, h2_refuse), 0, 1000000000},
+    {"--h2-window", NUMBER, offsetof(mock_config, h2_window), 0, 2147483647},
 };
 
 /* One option and its value; returns how many arguments it took, or -1. */
@@ -119,6 +147,8 @@ static int parse_args(int argc, char **argv, mock_config *cfg)
     cfg->host = "127.0.0.1";
     cfg->tls_min_version = 12;
     cfg->tls_max_version = 13;
+    cfg->h2_max_streams = 100;
+    cfg->h2_window = 1 << 20;
     while (i < argc) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);

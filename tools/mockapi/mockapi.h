@@ -1,9 +1,14 @@
-/* sluice-mockapi: the project's scriptable HTTP/1.1 (+TLS) test server.
+/* sluice-mockapi: the project's scriptable HTTP/1.1 and HTTP/2 (+TLS) test
+ * server.
  *
  * One thread accepts (main.c); each connection gets its own detached thread
  * (conn.c) that parses requests (request.c), answers them by path
  * (handlers.c, canned hostile responses in raw.c) and speaks TLS through
- * wolfSSL when configured (tls.c).  Shared counters live in counters.c and
+ * wolfSSL when configured (tls.c).  With --h2, a connection that chooses h2
+ * by ALPN, or opens with the HTTP/2 preface on a plain listener, is handed
+ * to h2.c: the connection thread drives an nghttp2 session and runs each
+ * stream's handler on a worker thread, against a mock_conn whose output is
+ * decoded from HTTP/1.1 (h1resp.c) into HEADERS and DATA.  Shared counters live in counters.c and
  * are safe to touch from any thread.  The program does not link libsluice:
  * it is the independent peer the library is tested against. */
 #ifndef MOCKAPI_H
@@ -34,6 +39,12 @@ typedef struct mock_config {
     int tls_min_version;         /* 12 or 13 */
     int tls_max_version;         /* 12 or 13 */
     const char *unix_path;       /* also listen on this Unix socket; NULL = not */
+    int h2;                      /* offer HTTP/2: ALPN h2 on TLS, prior knowledge on plain */
+    int h2_max_streams;          /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    int h2_settings_delay_ms;    /* send nothing this long after the preface */
+    int h2_goaway_after;         /* GOAWAY at a connection's Nth stream; 0 = never */
+    int h2_refuse;               /* RST_STREAM(REFUSED_STREAM) a connection's Nth stream; 0 = none */
+    int h2_window;               /* initial stream (and connection) window for uploads */
 } mock_config;
 
 /* Logs one line to stderr unless cfg->quiet. */
@@ -89,6 +100,8 @@ typedef struct mock_stats {
     atomic_long tls_handshakes;      /* completed */
     atomic_long tls_resumed;         /* completed by resuming a session */
     atomic_long tls_failures;
+    atomic_long h2_connections;      /* accepted as HTTP/2 (also in connections_*) */
+    atomic_long h2_streams;          /* HTTP/2 streams whose request was answered */
     mock_counters hits;              /* per path, /hits/... excluded */
     mock_counters counts;            /* /count/KEY */
     mock_counters flaky;             /* /flaky/KEY */
@@ -100,6 +113,8 @@ extern mock_stats mock_state;
 void mock_stats_reset(void);
 
 /* --- connections (conn.c) ------------------------------------------------ */
+struct mock_h2_stream;
+
 typedef struct mock_conn {
     int fd;
     struct WOLFSSL *ssl;         /* NULL for plain HTTP */
@@ -112,6 +127,7 @@ typedef struct mock_conn {
     int keep_alive_10;           /* HTTP/1.0 keep-alive: say "Connection: keep-alive" */
     int broken;                  /* a write failed: no more I/O */
     int gone;                    /* a handler already closed the socket (reset) */
+    struct mock_h2_stream *sink; /* set: an HTTP/2 stream's handler; output goes there, not to fd */
 } mock_conn;
 
 /* Serves fd on a new detached thread.  Takes ownership of fd (closed on
@@ -133,6 +149,9 @@ int mock_respond(mock_conn *c, int status, const char *ctype, const char *extra,
 void mock_conn_reset(mock_conn *c);
 /* Reads and discards until the peer closes or max_ms pass. */
 void mock_conn_hold(mock_conn *c, int max_ms);
+/* Closes the socket gracefully (our FIN, then the peer's, bounded) unless
+ * it is gone already; sets c->gone. */
+void mock_conn_close(mock_conn *c);
 /* The reason phrase for a status ("Unknown" for unregistered ones). */
 const char *mock_reason(int status);
 
@@ -153,6 +172,25 @@ void mock_h_sessions(mock_conn *c, const mock_request *r, const char *arg, size_
 /* The canned responses' names, comma-separated (for the 404 body). */
 const char *mock_raw_names(void);
 
+/* --- HTTP/2 (h2.c) ---------------------------------------------------------
+ * The stream functions are called by a stream's handler, on its worker
+ * thread, through its mock_conn (conn.c routes them there when c->sink). */
+
+/* Serves c as HTTP/2 until the session ends, then closes the socket; c->in
+ * holds bytes already read (the preface, perhaps more).  c->gone after. */
+void mock_h2_serve(mock_conn *c);
+/* Takes n bytes of the handler's HTTP/1.1 response.  0, or -1 when the
+ * stream is gone (the handler should stop). */
+int mock_h2_write(struct mock_h2_stream *s, const void *p, size_t n);
+/* Ends the stream with RST_STREAM(INTERNAL_ERROR) once what was written
+ * has been sent. */
+void mock_h2_reset(struct mock_h2_stream *s);
+/* Waits until the stream or its connection ends, max_ms at most. */
+void mock_h2_hold(struct mock_h2_stream *s, int max_ms);
+/* /h2/NAME: behaviours of an HTTP/2 connection (404 over HTTP/1.1, but
+ * /h2/bigheader, which works on both). */
+void mock_h_h2(mock_conn *c, const mock_request *r, const char *arg, size_t len);
+
 /* --- TLS (tls.c) ------------------------------------------------------------ */
 
 /* Builds the server context from cfg.  0, or -1 after printing why. */
@@ -166,6 +204,15 @@ long mock_tls_read(struct WOLFSSL *ssl, void *buf, size_t n);
 int mock_tls_pending(struct WOLFSSL *ssl);
 /* Writes all of p; 0 or -1. */
 int mock_tls_write(struct WOLFSSL *ssl, const void *p, size_t n);
+/* 1 when ALPN chose "h2" (offered only with --h2). */
+int mock_tls_is_h2(struct WOLFSSL *ssl);
+/* For a socket in O_NONBLOCK mode: bytes moved (> 0), 0 when the peer
+ * closed (recv only), MOCK_TLS_AGAIN when the socket is not ready, -1 on
+ * error.  A send that returned MOCK_TLS_AGAIN must be repeated with the
+ * same bytes. */
+#define MOCK_TLS_AGAIN (-2L)
+long mock_tls_recv(struct WOLFSSL *ssl, void *buf, size_t n);
+long mock_tls_send(struct WOLFSSL *ssl, const void *p, size_t n);
 /* Frees the session, sending close_notify first when `notify`. */
 void mock_tls_free(struct WOLFSSL *ssl, int notify);
 

@@ -3,9 +3,11 @@
  * connection thread (wolfSSL locks its own session cache).  Sessions resume
  * through the server session cache (TLS 1.2 session IDs) and tickets
  * (TLS 1.2 RFC 5077 and TLS 1.3 NewSessionTicket) sealed by wolfSSL's
- * built-in ticket key. */
+ * built-in ticket key.  With --h2 every session offers ALPN "h2,http/1.1";
+ * a client that offers neither still gets HTTP/1.1. */
 #include <limits.h>
 #include <poll.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -100,6 +102,23 @@ int mock_tls_init(const mock_config *cfg)
     return 0;
 }
 
+static int offer_h2(WOLFSSL *ssl)
+{
+    char protocols[] = "h2,http/1.1";     /* wolfSSL wants it writable */
+
+    return wolfSSL_UseALPN(ssl, protocols, sizeof protocols - 1, WOLFSSL_ALPN_CONTINUE_ON_MISMATCH) ==
+                   WOLFSSL_SUCCESS ? 0 : -1;
+}
+
+int mock_tls_is_h2(WOLFSSL *ssl)
+{
+    char *name = NULL;
+    unsigned short len = 0;
+
+    return wolfSSL_ALPN_GetProtocol(ssl, &name, &len) == WOLFSSL_SUCCESS && len == 2 &&
+           memcmp(name, "h2", 2) == 0;
+}
+
 WOLFSSL *mock_tls_accept(int fd, const mock_config *cfg)
 {
     WOLFSSL *ssl = wolfSSL_new(server_ctx);
@@ -121,6 +140,12 @@ WOLFSSL *mock_tls_accept(int fd, const mock_config *cfg)
         return NULL;
     }
     set_timeouts(fd, HANDSHAKE_TIMEOUT_S);
+    if (cfg->h2 && offer_h2(ssl) != 0) {
+        mock_log(cfg, "cannot offer ALPN h2");
+        wolfSSL_free(ssl);
+        atomic_fetch_add(&mock_state.tls_failures, 1);
+        return NULL;
+    }
     if ((ret = wolfSSL_accept(ssl)) != WOLFSSL_SUCCESS) {
         err = wolfSSL_get_error(ssl, ret);
         atomic_fetch_add(&mock_state.tls_failures, 1);
@@ -164,6 +189,30 @@ int mock_tls_write(WOLFSSL *ssl, const void *p, size_t n)
         n -= (size_t)r;
     }
     return 0;
+}
+
+static long nonblocking_result(WOLFSSL *ssl, int r)
+{
+    int err;
+
+    if (r > 0)
+        return r;
+    err = wolfSSL_get_error(ssl, r);
+    if (err == WOLFSSL_ERROR_WANT_READ || err == WOLFSSL_ERROR_WANT_WRITE)
+        return MOCK_TLS_AGAIN;
+    return err == WOLFSSL_ERROR_ZERO_RETURN || err == SOCKET_PEER_CLOSED_E ? 0 : -1;
+}
+
+long mock_tls_recv(WOLFSSL *ssl, void *buf, size_t n)
+{
+    return nonblocking_result(ssl, wolfSSL_read(ssl, buf, n > INT_MAX ? INT_MAX : (int)n));
+}
+
+long mock_tls_send(WOLFSSL *ssl, const void *p, size_t n)
+{
+    long r = nonblocking_result(ssl, wolfSSL_write(ssl, p, n > INT_MAX ? INT_MAX : (int)n));
+
+    return r == 0 ? -1 : r;
 }
 
 void mock_tls_free(WOLFSSL *ssl, int notify)
