@@ -191,14 +191,16 @@ static void dispatch(sl_h2_pool *p, sl_h2_origin *o)
     }
 }
 
-/* Lock held: unlinks finished connections nobody leases; the caller joins
- * them (sl_h2_conn_free) after unlocking. */
+/* Lock held: unlinks connections whose I/O thread has exited and that
+ * nobody leases; the caller joins them (sl_h2_conn_free) after unlocking.
+ * (One whose thread is still telling the table it finished stays: its
+ * origin must outlive that call.) */
 static sl_h2_conn *unlink_finished(sl_h2_origin *o, sl_h2_conn *done)
 {
     sl_h2_conn **pp = &o->conns, *c;
 
     while ((c = *pp) != NULL) {
-        if (atomic_load(&c->finished) && c->reserved == 0 && !c->reaped) {
+        if (atomic_load(&c->exited) && c->reserved == 0 && !c->reaped) {
             *pp = c->next;
             c->reaped = 1;
             c->next = done;
@@ -499,7 +501,7 @@ void sl_h2_release(sl_h2_pool *p, sl_h2_lease *l)
     l->conn = NULL;
     pthread_mutex_lock(&p->lock);
     c->reserved--;
-    if (atomic_load(&c->finished))
+    if (atomic_load(&c->exited))
         done = unlink_finished(c->origin, NULL);
     dispatch(p, c->origin);
     pthread_mutex_unlock(&p->lock);
@@ -529,6 +531,7 @@ void sl_h2_pool_close(sl_h2_pool *p)
 void sl_h2_pool_free(sl_h2_pool *p)
 {
     sl_h2_origin *o, *next;
+    sl_h2_conn *c, *all = NULL;
 
     if (!p)
         return;
@@ -538,9 +541,20 @@ void sl_h2_pool_free(sl_h2_pool *p)
     if (p->fork_next)
         p->fork_next->fork_prev = p->fork_prev;
     pthread_mutex_unlock(&forks_lock);
+    /* Off the lists first: an I/O thread on its way out still looks at its
+     * origin's list (sl_h2_pool_notify) while others are joined. */
+    pthread_mutex_lock(&p->lock);
+    for (o = p->origins; o; o = o->next) {
+        while ((c = o->conns) != NULL) {
+            o->conns = c->next;
+            c->next = all;
+            all = c;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    free_list(all);
     for (o = p->origins; o; o = next) {
         next = o->next;
-        free_list(o->conns);
         sl_free(o->key);
         sl_free(o);
     }

@@ -170,6 +170,26 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
     return 0;
 }
 
+/* Appends "<a><sep><b><end>" (sep and end short literals) with one
+ * reservation. */
+static int head_line(sl_buf *out, const void *a, size_t al, const char *sep, const void *b,
+                     size_t bl, const char *end)
+{
+    size_t sl = strlen(sep), el = strlen(end);
+    char *p;
+
+    if (sl_buf_reserve(out, al + sl + bl + el))
+        return SLUICE_ENOMEM;
+    p = out->data + out->len;
+    memcpy(p, a, al);
+    memcpy(p + al, sep, sl);
+    memcpy(p + al + sl, b, bl);
+    memcpy(p + al + sl + bl, end, el);
+    out->len += al + sl + bl + el;
+    out->data[out->len] = '\0';
+    return 0;
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *ud)
@@ -190,12 +210,11 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     }
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
         st->status = valuelen == 3 ? atoi((const char *)value) : 0;
-        bad = sl_buf_printf(&st->in, "HTTP/1.1 %.*s \r\n", (int)valuelen, (const char *)value);
+        bad = head_line(&st->in, "HTTP/1.1", 8, " ", value, valuelen, " \r\n");
     } else if (namelen && name[0] == ':') {
         return 0;
     } else {
-        bad = sl_buf_append(&st->in, name, namelen) || sl_buf_append(&st->in, ": ", 2) ||
-              sl_buf_append(&st->in, value, valuelen) || sl_buf_append(&st->in, "\r\n", 2);
+        bad = head_line(&st->in, name, namelen, ": ", value, valuelen, "\r\n");
     }
     if (bad) {
         end_stream(c, st, SLUICE_ENOMEM, "out of memory receiving a response from %s", c->pub.peer);
@@ -407,54 +426,29 @@ static ssize_t body_source(nghttp2_session *s, int32_t id, uint8_t *buf, size_t 
 
 /* ---- the request ---------------------------------------------------------- */
 
+/* The request's fields for nghttp2: names and values copied (names in
+ * lower case) into one block sized up front, on the caller's stack when
+ * it fits. */
 typedef struct nvlist {
     nghttp2_nv *nv;
     size_t n, cap;
-    sl_buf str;         /* names and values; nv holds offsets until fixed */
-    int failed;
+    char *str;
+    size_t len, room;
+    void *heap;         /* the block, when it did not fit the stack */
 } nvlist;
 
 static void nv_add(nvlist *l, const char *name, size_t nl, const char *value, size_t vl)
 {
-    size_t at = l->str.len, i;
-
-    if (l->failed)
-        return;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        nghttp2_nv *nv = sl_realloc(l->nv, cap * sizeof *nv);
-        if (!nv) {
-            l->failed = 1;
-            return;
-        }
-        l->nv = nv;
-        l->cap = cap;
-    }
-    if (sl_buf_append(&l->str, name, nl) || sl_buf_append(&l->str, value, vl)) {
-        l->failed = 1;
-        return;
-    }
-    for (i = 0; i < nl; i++)        /* field names go lower case in HTTP/2 */
-        if (l->str.data[at + i] >= 'A' && l->str.data[at + i] <= 'Z')
-            l->str.data[at + i] = (char)(l->str.data[at + i] + 32);
-    l->nv[l->n++] = (nghttp2_nv){(uint8_t *)(uintptr_t)at, (uint8_t *)(uintptr_t)(at + nl), nl, vl,
-                                 NGHTTP2_NV_FLAG_NONE};
-}
-
-static void nv_fix(nvlist *l)
-{
+    char *p = l->str + l->len;
     size_t i;
 
-    for (i = 0; i < l->n; i++) {
-        l->nv[i].name = (uint8_t *)l->str.data + (uintptr_t)l->nv[i].name;
-        l->nv[i].value = (uint8_t *)l->str.data + (uintptr_t)l->nv[i].value;
-    }
-}
-
-static void nv_free(nvlist *l)
-{
-    sl_free(l->nv);
-    sl_buf_free(&l->str);
+    if (l->n == l->cap || nl + vl > l->room - l->len)
+        return;     /* cannot happen: the block was sized for every field */
+    for (i = 0; i < nl; i++)        /* field names go lower case in HTTP/2 */
+        p[i] = name[i] >= 'A' && name[i] <= 'Z' ? (char)(name[i] + 32) : name[i];
+    memcpy(p + nl, value, vl);
+    l->len += nl + vl;
+    l->nv[l->n++] = (nghttp2_nv){(uint8_t *)p, (uint8_t *)p + nl, nl, vl, NGHTTP2_NV_FLAG_NONE};
 }
 
 /* Fields that describe an HTTP/1.1 connection, not a message: RFC 9113
@@ -484,6 +478,38 @@ static const char *named(const sluice_header *h, size_t n, const char *name)
 static void nv_str(nvlist *l, const char *name, const char *value)
 {
     nv_add(l, name, strlen(name), value, strlen(value));
+}
+
+static size_t list_bytes(const sluice_header *h, size_t n)
+{
+    size_t i, b = 0;
+
+    for (i = 0; i < n; i++)
+        if (h[i].name)
+            b += strlen(h[i].name) + (h[i].value ? strlen(h[i].value) : 0);
+    return b;
+}
+
+/* Room for every field request_nv may add, in `stack` when it fits. */
+static int nv_init(nvlist *l, const sl_http_req *r, const char *scheme, void *stack,
+                   size_t stack_size)
+{
+    size_t room = strlen(r->method) + strlen(scheme) + strlen(r->target) + strlen(r->host) +
+                  (r->user_agent ? strlen(r->user_agent) : 0) +
+                  (r->accept_encoding ? strlen(r->accept_encoding) : 0) + 128 +
+                  list_bytes(r->headers1, r->nheaders1) + list_bytes(r->headers2, r->nheaders2);
+    size_t cap = 8 + r->nheaders1 + r->nheaders2;
+    size_t need = cap * sizeof(nghttp2_nv) + room;
+    char *block = stack;
+
+    memset(l, 0, sizeof *l);
+    if (need > stack_size && !(block = l->heap = sl_malloc(need)))
+        return SLUICE_ENOMEM;
+    l->nv = (nghttp2_nv *)(void *)block;
+    l->cap = cap;
+    l->str = block + cap * sizeof(nghttp2_nv);
+    l->room = room;
+    return 0;
 }
 
 /* The request's fields as sl_http1_write_head would write them, in
@@ -521,7 +547,6 @@ static void request_nv(nvlist *l, const sl_http_req *r, const char *scheme)
         if (r->headers2[i].name && !connection_field(r->headers2[i].name) &&
             strcasecmp(r->headers2[i].name, "user-agent") != 0)
             nv_str(l, r->headers2[i].name, r->headers2[i].value ? r->headers2[i].value : "");
-    nv_fix(l);
 }
 
 static void count_stream(sl_h2_counts *n)
@@ -540,10 +565,11 @@ int sl_h2_stream_open(sl_h2_stream *st, sl_h2_conn *pc, const sl_http_req *r, co
                       sluice_error *err)
 {
     h2c *c = of(pc);
-    nvlist l = {0};
+    _Alignas(nghttp2_nv) char stack[2048];
     nghttp2_data_provider prd = {{0}, body_source};
+    nvlist l;
     int32_t id;
-    int k;
+    int k, again;
 
     memset(st, 0, sizeof *st);
     st->conn = pc;
@@ -551,32 +577,34 @@ int sl_h2_stream_open(sl_h2_stream *st, sl_h2_conn *pc, const sl_http_req *r, co
     st->body_len = body_len;
     st->streamed = streamed;
     st->read_timeout_ns = read_timeout_ns;
-    request_nv(&l, r, scheme);
-    if (l.failed) {
-        nv_free(&l);
+    if (sl_buf_reserve(&st->in, 1024))    /* a typical head, allocated once */
+        return sl_err(err, SLUICE_ENOMEM, "out of memory building an HTTP/2 request");
+    if (nv_init(&l, r, scheme, stack, sizeof stack)) {
+        sl_buf_free(&st->in);
         return sl_err(err, SLUICE_ENOMEM, "out of memory building an HTTP/2 request");
     }
+    request_nv(&l, r, scheme);
     pthread_mutex_lock(&c->lock);
-    if (atomic_load(&pc->draining) || c->shut) {
-        pthread_mutex_unlock(&c->lock);
-        nv_free(&l);
-        return SL_H2_AGAIN;
+    /* A connection that drains (or has run out of ids) takes no stream:
+     * the request goes elsewhere as it is. */
+    again = atomic_load(&pc->draining) || c->shut;
+    id = again ? 0 : nghttp2_submit_request(c->s, NULL, l.nv, l.n,
+                                             streamed || body_len ? &prd : NULL, st);
+    if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
+        atomic_store(&pc->draining, 1);
+        c->notify = 1;
+        again = 1;
+        SL_DEBUG("HTTP/2 %s: stream ids used up, draining", pc->peer);
     }
-    id = nghttp2_submit_request(c->s, NULL, l.nv, l.n, streamed || body_len ? &prd : NULL, st);
-    if (id < 0) {
-        if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
-            atomic_store(&pc->draining, 1);
-            c->notify = 1;
-        }
+    if (again || id < 0) {
         k = needs_kick(c);
         pthread_mutex_unlock(&c->lock);
-        nv_free(&l);
+        sl_free(l.heap);
+        sl_buf_free(&st->in);
         if (k)
             kick(c);
-        if (id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE) {
-            SL_DEBUG("HTTP/2 %s: stream ids used up, draining", pc->peer);
+        if (again)
             return SL_H2_AGAIN;
-        }
         return sl_err(err, id == NGHTTP2_ERR_NOMEM ? SLUICE_ENOMEM : SLUICE_EPROTO,
                       "HTTP/2 request to %s: %s", pc->peer, nghttp2_strerror(id));
     }
@@ -590,7 +618,7 @@ int sl_h2_stream_open(sl_h2_stream *st, sl_h2_conn *pc, const sl_http_req *r, co
     count_stream(pc->counts);
     k = needs_kick(c);
     pthread_mutex_unlock(&c->lock);
-    nv_free(&l);
+    sl_free(l.heap);
     if (k)
         kick(c);
     return 0;
@@ -998,6 +1026,7 @@ static void *io_main(void *arg)
     c->net = NULL;
     atomic_store(&c->pub.finished, 1);
     sl_h2_pool_notify(c->pub.pool, c->pub.origin);
+    atomic_store(&c->pub.exited, 1);
     return NULL;
 }
 

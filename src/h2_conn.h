@@ -27,6 +27,7 @@ struct sl_h2_conn {
     _Atomic int limit;          /* streams the server allows (capped by the client's) */
     _Atomic int draining;       /* no new streams: GOAWAY, ids out, idle, failed */
     _Atomic int finished;       /* the I/O thread is past its last stream */
+    _Atomic int exited;         /* ... and done with the table: it may be joined */
     /* fixed at the start */
     sl_h2_pool *pool;
     sl_h2_counts *counts;
