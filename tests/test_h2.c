@@ -98,6 +98,35 @@ static sluice_client *client(sluice_factory *f, const char *base, int timeout_ms
     return c;
 }
 
+/* A private h2 mock API (start_h2's tls and args), a factory (tuned by
+ * `tune`, may be NULL) and a client of it (timeout_ms 0: the default). */
+typedef struct fixture {
+    tu_server s;
+    sluice_factory *f;
+    sluice_client *c;
+} fixture;
+
+static int setup(fixture *x, int tls, const char *const *args, void (*tune)(sluice_factory_opts *),
+                 int timeout_ms)
+{
+    memset(x, 0, sizeof *x);
+    if (start_h2(&x->s, tls, args))
+        return -1;
+    if (!(x->f = factory(tune)) || !(x->c = client(x->f, x->s.url, timeout_ms))) {
+        sluice_factory_free(x->f);
+        tu_server_stop(&x->s);
+        CU_FAIL("no factory or client for the mock API");
+        return -1;
+    }
+    return 0;
+}
+
+static void teardown(fixture *x)
+{
+    sluice_factory_free(x->f);
+    tu_server_stop(&x->s);
+}
+
 static struct sluice_pool_stats pool_stats(sluice_factory *f)
 {
     struct sluice_factory_stats st;
@@ -159,21 +188,21 @@ static int version_of(sluice_client *c, const char *path)
 
 static void test_h2_alpn_chooses_h2(void)
 {
-    tu_server s, plain;
-    sluice_factory *f = NULL;
+    tu_server plain;
+    sluice_factory *f;
     sluice_client *c;
+    fixture x;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, NULL, 0))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 0));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(pool_stats(f).h2_open, 1);
     CU_ASSERT_EQUAL(pool_stats(f).created, 0);     /* no HTTP/1.1 connection */
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 
     /* A server that does not offer h2 gets HTTP/1.1 on the probe's connection. */
     {
@@ -185,7 +214,6 @@ static void test_h2_alpn_chooses_h2(void)
             return;
     }
     snprintf(plain.url, sizeof plain.url, "https://localhost:%d", plain.port);
-    f = NULL;
     TU_REQUIRE(f = factory(NULL));
     TU_REQUIRE(c = client(f, plain.url, 0));
     CU_ASSERT_EQUAL(version_of(c, "/json"), 11);
@@ -208,17 +236,17 @@ static void test_h2_off_and_client_override(void)
     sluice_factory *f;
     sluice_client *c, *c2;
     sluice_error err;
-    tu_server s;
+    fixture x;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, http2_off, 0))
         return;
-    TU_REQUIRE(f = factory(http2_off));
-    TU_REQUIRE(c = client(f, s.url, 0));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 11);
     CU_ASSERT_EQUAL(pool_stats(f).h2_open, 0);
     /* A client may ask for ALPN whatever its factory says. */
     sluice_client_opts_init(&co);
-    co.base_url = s.url;
+    co.base_url = x.s.url;
     co.http2 = SLUICE_HTTP2_ALPN;
     TU_REQUIRE(c2 = sluice_factory_client(f, "h2-alpn", &co, &err));
     CU_ASSERT_EQUAL(version_of(c2, "/json"), 20);
@@ -235,31 +263,30 @@ static void test_h2_off_and_client_override(void)
         CU_ASSERT_EQUAL(err.code, SLUICE_EINVAL);
         CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "http2"));
     }
-    tu_server_stop(&s);
+    tu_server_stop(&x.s);
 }
 
 static void test_h2c_prior_knowledge(void)
 {
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
 
-    if (start_h2(&s, 0, NULL))
+    if (start_h2(&x.s, 0, NULL))
         return;
     /* By default plain http stays HTTP/1.1 (no Upgrade dance)... */
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 0));
+    TU_REQUIRE(f = x.f = factory(NULL));
+    TU_REQUIRE(c = client(f, x.s.url, 0));
     CU_ASSERT_EQUAL(version_of(c, "/json"), 11);
     sluice_factory_free(f);
     /* ... and with prior knowledge it is h2c from the first byte. */
-    TU_REQUIRE(f = factory(prior_knowledge));
-    TU_REQUIRE(c = client(f, s.url, 0));
+    TU_REQUIRE(f = x.f = factory(prior_knowledge));
+    TU_REQUIRE(c = client(f, x.s.url, 0));
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(version_of(c, "/count/h2c"), 20);
     CU_ASSERT_EQUAL(pool_stats(f).h2_open, 1);
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* ---- sharing ------------------------------------------------------------------ */
@@ -321,17 +348,17 @@ static void test_h2_hundred_threads_one_connection(void)
     struct sluice_pool_stats ps;
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
     long streams;
     int i;
 
     TU_REQUIRE(w);
-    if (start_h2(&s, 1, NULL)) {
+    if (setup(&x, 1, NULL, NULL, 30000)) {
         free(w);
         return;
     }
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 30000));
+    f = x.f;
+    c = x.c;
     for (i = 0; i < THREADS; i++)
         w[i] = (worker){.c = c, .id = i, .n = EACH};
     CU_ASSERT_EQUAL(run_workers(w, THREADS), 0);
@@ -346,8 +373,7 @@ static void test_h2_hundred_threads_one_connection(void)
     streams = mock_stat(c, "h2_streams");
     CU_ASSERT(streams >= THREADS * EACH + 1 && streams <= THREADS * EACH + 2);
     CU_ASSERT_EQUAL(ps.handshakes_full, 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
     free(w);
 }
 
@@ -366,13 +392,13 @@ static void test_h2_stream_slots_queue(void)
     struct sluice_pool_stats ps;
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, args))
+    if (setup(&x, 1, args, one_connection, 30000))
         return;
-    TU_REQUIRE(f = factory(one_connection));
-    TU_REQUIRE(c = client(f, s.url, 30000));
+    f = x.f;
+    c = x.c;
     memset(w, 0, sizeof w);
     for (i = 0; i < THREADS; i++)
         w[i] = (worker){.c = c, .id = i, .n = 4, .path = "/delay/5"};
@@ -380,8 +406,7 @@ static void test_h2_stream_slots_queue(void)
     ps = pool_stats(f);
     CU_ASSERT_EQUAL(ps.h2_streams_peak, 4);     /* the server's limit, never more */
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 static void *slow_get(void *arg)
@@ -407,14 +432,14 @@ static void test_h2_queued_past_deadline(void)
     sluice_request req = {0};
     sluice_response *r = NULL;
     sluice_error err;
-    tu_server s;
+    fixture x;
     int64_t t0;
     int i;
 
-    if (start_h2(&s, 1, args))
+    if (setup(&x, 1, args, one_connection, 10000))
         return;
-    TU_REQUIRE(f = factory(one_connection));
-    TU_REQUIRE(c = client(f, s.url, 10000));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);    /* the server's SETTINGS are known */
     memset(w, 0, sizeof w);
     for (i = 0; i < 2; i++) {
@@ -434,8 +459,7 @@ static void test_h2_queued_past_deadline(void)
         CU_ASSERT_EQUAL(w[i].errors + w[i].bad, 0);
     }
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* A server slow to send its SETTINGS: the first call waits for it, the
@@ -446,13 +470,13 @@ static void test_h2_settings_delayed(void)
     worker w[12];
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, args))
+    if (setup(&x, 1, args, one_connection, 10000))
         return;
-    TU_REQUIRE(f = factory(one_connection));
-    TU_REQUIRE(c = client(f, s.url, 10000));
+    f = x.f;
+    c = x.c;
     memset(w, 0, sizeof w);
     for (i = 0; i < 12; i++)
         w[i] = (worker){.c = c, .id = i, .n = 5};
@@ -460,8 +484,7 @@ static void test_h2_settings_delayed(void)
     CU_ASSERT_EQUAL(pool_stats(f).h2_refused, 0);
     CU_ASSERT(pool_stats(f).h2_streams_peak <= 3);
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* ---- refusals and draining ------------------------------------------------------- */
@@ -473,13 +496,13 @@ static void test_h2_refused_stream_sent_again(void)
     sluice_client *c;
     sluice_response *r = NULL;
     sluice_error err;
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, args))
+    if (start_h2(&x.s, 1, args))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 0));    /* max_retries off: a retry would fail */
+    TU_REQUIRE(f = x.f = factory(NULL));
+    TU_REQUIRE(c = client(f, x.s.url, 0));    /* max_retries off: a retry would fail */
     for (i = 0; i < 4; i++) {
         CU_ASSERT_EQUAL_FATAL(sluice_get(c, "/count/refused", &r, &err), 0);
         CU_ASSERT_EQUAL(sluice_response_status(r), 200);
@@ -488,8 +511,7 @@ static void test_h2_refused_stream_sent_again(void)
     }
     CU_ASSERT(pool_stats(f).h2_refused >= 1);
     CU_ASSERT_EQUAL(hits_of(c, "/count/refused"), 4);   /* the refused one never ran */
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 static void test_h2_goaway_every_ten_streams(void)
@@ -499,60 +521,57 @@ static void test_h2_goaway_every_ten_streams(void)
     worker w[THREADS];
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, args))
+    if (setup(&x, 1, args, NULL, 30000))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 30000));
+    f = x.f;
+    c = x.c;
     memset(w, 0, sizeof w);
     for (i = 0; i < THREADS; i++)
         w[i] = (worker){.c = c, .id = i, .n = 10};
     CU_ASSERT_EQUAL(run_workers(w, THREADS), 0);    /* zero failed calls */
     CU_ASSERT(pool_stats(f).h2_goaways >= THREADS * 10 / 10 - 1);
     CU_ASSERT(mock_stat(c, "h2_connections") >= THREADS * 10 / 10);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 static void test_h2_idle_goaway(void)
 {
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, NULL, 0))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 0));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/h2/goaway"), 20);
     /* The connection drains and goes; the next call opens another. */
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(pool_stats(f).h2_goaways, 1);
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 2);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 static void test_h2_stream_ids_run_out(void)
 {
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, NULL))
+    if (start_h2(&x.s, 1, NULL))
         return;
-    TU_REQUIRE(f = factory(NULL));
+    TU_REQUIRE(f = x.f = factory(NULL));
     /* Two ids left on every connection: 2^31-3 and 2^31-1. */
     sl_h2_pool_set_first_stream_id(f->h2, 2147483645);
-    TU_REQUIRE(c = client(f, s.url, 0));
+    TU_REQUIRE(c = client(f, x.s.url, 0));
     for (i = 0; i < 5; i++)
         CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 3);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* ---- cancel, liveness ------------------------------------------------------------ */
@@ -565,13 +584,13 @@ static void test_h2_timeout_cancels_one_stream(void)
     sluice_request req = {0};
     sluice_response *r = NULL;
     sluice_error err;
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, NULL, 10000))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 10000));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     memset(w, 0, sizeof w);
     for (i = 0; i < 4; i++) {
@@ -590,8 +609,7 @@ static void test_h2_timeout_cancels_one_stream(void)
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 1);
     CU_ASSERT_EQUAL(pool_stats(f).h2_streams, 0);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 static void quick_ping(sluice_factory_opts *o)
@@ -606,23 +624,22 @@ static void test_h2_ping_timeout_with_peer_stopped(void)
     sluice_client *c;
     sluice_response *r = NULL;
     sluice_error err;
-    tu_server s;
+    fixture x;
     int64_t t0;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, quick_ping, 20000))
         return;
-    TU_REQUIRE(f = factory(quick_ping));
-    TU_REQUIRE(c = client(f, s.url, 20000));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
-    tu_server_pause(&s, 1);
+    tu_server_pause(&x.s, 1);
     t0 = tu_now_ms();
     CU_ASSERT_EQUAL(sluice_get(c, "/json", &r, &err), SLUICE_EIO);
     CU_ASSERT(tu_now_ms() - t0 < 10000);      /* the PING's, not the call's 20 s */
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "PING"));
-    tu_server_pause(&s, 0);
+    tu_server_pause(&x.s, 0);
     CU_ASSERT_EQUAL(pool_stats(f).h2_streams, 0);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* ---- bodies ------------------------------------------------------------------------ */
@@ -636,23 +653,21 @@ static void test_h2_upload_10mib_echoed(void)
     sluice_request req = {0};
     sluice_response *r = NULL;
     sluice_error err;
-    sluice_factory *f;
     sluice_client *c;
     worker w[2];
     const void *p;
     size_t len = 0, i;
-    tu_server s;
+    fixture x;
 
     TU_REQUIRE(body);
     for (i = 0; i < SIZE; i++)
         body[i] = (unsigned char)(i * 2654435761u >> 24);
     CU_ASSERT_EQUAL(wc_Sha256Hash(body, SIZE, want), 0);
-    if (start_h2(&s, 1, NULL)) {
+    if (setup(&x, 1, NULL, NULL, 30000)) {
         free(body);
         return;
     }
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 30000));
+    c = x.c;
     memset(w, 0, sizeof w);
     for (i = 0; i < 2; i++) {
         w[i] = (worker){.c = c, .id = (int)i, .n = 100};
@@ -678,8 +693,7 @@ static void test_h2_upload_10mib_echoed(void)
         CU_ASSERT_EQUAL(w[i].errors + w[i].bad, 0);
     }
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
     free(body);
 }
 
@@ -707,16 +721,14 @@ static void test_h2_slow_reader_stalls_only_its_stream(void)
     sluice_request req = {0};
     sluice_response *r = NULL;
     sluice_error err;
-    sluice_factory *f;
     sluice_client *c;
     worker w[2];
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, NULL, 30000))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 30000));
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     memset(w, 0, sizeof w);
     for (i = 0; i < 2; i++)
@@ -737,8 +749,7 @@ static void test_h2_slow_reader_stalls_only_its_stream(void)
         CU_ASSERT(w[i].done_ms < sink.last_ms);
     }
     sluice_response_free(r);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* ---- protocol errors, teardown, mixed origins ---------------------------------------- */
@@ -750,16 +761,14 @@ static void small_headers(sluice_factory_opts *o)
 
 static void test_h2_protocol_errors_are_definite(void)
 {
-    sluice_factory *f;
     sluice_client *c;
     sluice_response *r = NULL;
     sluice_error err;
-    tu_server s;
+    fixture x;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, small_headers, 5000))
         return;
-    TU_REQUIRE(f = factory(small_headers));
-    TU_REQUIRE(c = client(f, s.url, 5000));
+    c = x.c;
     /* A header block past max_header_bytes (3000 fields, about 150 KiB as
      * RFC 9113 counts) resets its stream only. */
     CU_ASSERT_EQUAL(sluice_get(c, "/headers/3000", &r, &err), SLUICE_EPROTO);
@@ -781,8 +790,7 @@ static void test_h2_protocol_errors_are_definite(void)
     CU_ASSERT_EQUAL(version_of(c, "/h2/data-after-close"), 20);
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 3);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 static void *closed_get(void *arg)
@@ -805,14 +813,14 @@ static void test_h2_free_with_streams_in_flight(void)
     worker w[THREADS];
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
     int64_t t0;
     int i;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, NULL, 20000))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 20000));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     memset(w, 0, sizeof w);
     for (i = 0; i < THREADS; i++) {
@@ -828,7 +836,7 @@ static void test_h2_free_with_streams_in_flight(void)
         pthread_join(w[i].t, NULL);
         CU_ASSERT_EQUAL(w[i].bad, 0);
     }
-    tu_server_stop(&s);
+    tu_server_stop(&x.s);
 }
 
 static void test_h2_and_h1_origins_side_by_side(void)
@@ -838,13 +846,13 @@ static void test_h2_and_h1_origins_side_by_side(void)
     sluice_factory *f;
     sluice_client *c2, *c1;
     sluice_error err;
-    tu_server s;
+    fixture x;
     int i;
 
-    if (start_h2(&s, 1, NULL))
+    if (start_h2(&x.s, 1, NULL))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c2 = client(f, s.url, 10000));
+    TU_REQUIRE(f = x.f = factory(NULL));
+    TU_REQUIRE(c2 = client(f, x.s.url, 10000));
     sluice_client_opts_init(&co);
     co.base_url = tu_http_base();
     TU_REQUIRE(co.base_url);
@@ -864,8 +872,7 @@ static void test_h2_and_h1_origins_side_by_side(void)
     CU_ASSERT_EQUAL(version_of(c1, "/json"), 11);
     CU_ASSERT_EQUAL(pool_stats(f).h2_open, 1);
     CU_ASSERT(pool_stats(f).created >= 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* Everything above the pool works on h2 as on h1. */
@@ -923,14 +930,14 @@ static void test_h2_above_the_pool(void)
     upload up = {0, 1 << 20};
     const unsigned char *b;
     size_t len = 0, i, bad = 0;
-    tu_server s;
+    fixture x;
 
-    if (start_h2(&s, 1, NULL))
+    if (start_h2(&x.s, 1, NULL))
         return;
     memset(&hook_seen, 0, sizeof hook_seen);
-    TU_REQUIRE(f = factory(with_hooks));
+    TU_REQUIRE(f = x.f = factory(with_hooks));
     sluice_client_opts_init(&co);
-    co.base_url = s.url;
+    co.base_url = x.s.url;
     co.follow_redirects = 1;
     co.retry.max_retries = 2;
     co.retry.backoff_factor_ms = 1;
@@ -966,8 +973,7 @@ static void test_h2_above_the_pool(void)
     CU_ASSERT_EQUAL(hook_seen.ends, 8);
     CU_ASSERT_EQUAL(hook_seen.h2, 8);
     CU_ASSERT_EQUAL(pool_stats(f).h2_open, 1);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* fork(): the child dials its own connection, the parent's goes on. */
@@ -975,14 +981,14 @@ static void test_h2_fork_child_dials_its_own(void)
 {
     sluice_factory *f;
     sluice_client *c;
-    tu_server s;
+    fixture x;
     pid_t pid;
     int status = -1;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, NULL, 5000))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 5000));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     pid = fork();
     if (pid == 0) {
@@ -996,8 +1002,7 @@ static void test_h2_fork_child_dials_its_own(void)
     CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 2);
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 /* Stats reach the exports under their documented names. */
@@ -1006,12 +1011,12 @@ static void test_h2_stats_exported(void)
     sluice_factory *f;
     sluice_client *c;
     static char text[1 << 20];
-    tu_server s;
+    fixture x;
 
-    if (start_h2(&s, 1, NULL))
+    if (setup(&x, 1, NULL, NULL, 0))
         return;
-    TU_REQUIRE(f = factory(NULL));
-    TU_REQUIRE(c = client(f, s.url, 0));
+    f = x.f;
+    c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     CU_ASSERT(sluice_factory_metrics(f, SLUICE_METRICS_PROMETHEUS, text, sizeof text) < sizeof text);
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "sluice_pool_h2_open 1\n"));
@@ -1019,8 +1024,7 @@ static void test_h2_stats_exported(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "sluice_pool_h2_goaways_total 0\n"));
     CU_ASSERT(sluice_factory_metrics(f, SLUICE_METRICS_JSON, text, sizeof text) < sizeof text);
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"h2_open\":1"));
-    sluice_factory_free(f);
-    tu_server_stop(&s);
+    teardown(&x);
 }
 
 static CU_TestInfo tests[] = {
