@@ -47,6 +47,8 @@ typedef struct h2c {
     /* the I/O thread's alone */
     sl_conn *net;
     int efd;
+    _Atomic uint32_t **wakes;       /* the streams mark_touched marked */
+    size_t nwakes_cap;
     sl_buf out;
     size_t out_off, tls_chunk;
     int64_t last_read, ping_sent;
@@ -70,20 +72,42 @@ static void touch(h2c *c, sl_h2_stream *st)
     c->touched = st;
 }
 
-/* Lock held: every stream that moved this round wakes once. */
-static int wake_touched(h2c *c)
+/* Lock held: every stream that moved this round is marked (its seq
+ * bumped) and its word kept in `wakes` for wake_marked to wake once the
+ * lock is released, so callers are not woken into a lock still held.  A
+ * woken caller may be gone by the time of the wake: waking a word nobody
+ * waits on is harmless (waitq.c does the same).  Returns how many. */
+static size_t mark_touched(h2c *c)
 {
     sl_h2_stream *st = c->touched, *next;
-    int n = 0;
+    size_t n = 0;
 
     c->touched = NULL;
-    for (; st; st = next, n++) {
+    for (; st; st = next) {
         next = st->tnext;
         st->touched = 0;
         atomic_fetch_add_explicit(&st->seq, 1, memory_order_release);
-        sl_futex_wake(&st->seq, 1);
+        if (n == c->nwakes_cap) {
+            size_t cap = n ? n * 2 : 64;
+            _Atomic uint32_t **w = sl_realloc(c->wakes, cap * sizeof *w);
+            if (!w) {       /* wake it now, under the lock, rather than never */
+                sl_futex_wake(&st->seq, 1);
+                continue;
+            }
+            c->wakes = w;
+            c->nwakes_cap = cap;
+        }
+        c->wakes[n++] = &st->seq;
     }
     return n;
+}
+
+static void wake_marked(h2c *c, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        sl_futex_wake(c->wakes[i], 1);
 }
 
 /* Lock held by a caller that gave nghttp2 something to send: 1 when the
@@ -928,11 +952,13 @@ static void *io_main(void *arg)
     h2c *c = arg;
     sluice_error e = {0};
     int stop = 0, yielded = 0;
+    size_t end_woken;
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
         struct pollfd pf[2];
         int wait_ms, eof = 0, rc, tell;
+        size_t woken;
         ssize_t n;
 
         if (c->shut) {
@@ -954,10 +980,11 @@ static void *io_main(void *arg)
             fail_all(c, SLUICE_EPROTO, nghttp2_strerror(rc));
             break;
         }
-        if (wake_touched(c) && !yielded) {
-            /* The callers just woken mostly come straight back with their
-             * next request: let them, and send all of it in one write. */
+        if ((woken = mark_touched(c)) != 0 && !yielded) {
+            /* The callers woken mostly come straight back with their next
+             * request: let them, and send all of it in one write. */
             pthread_mutex_unlock(&c->lock);
+            wake_marked(c, woken);
             sched_yield();
             pthread_mutex_lock(&c->lock);
             yielded = 1;
@@ -968,6 +995,7 @@ static void *io_main(void *arg)
         tell = c->notify;   /* what the table can lease changed */
         c->notify = 0;
         pthread_mutex_unlock(&c->lock);
+        wake_marked(c, woken);
         if (tell)
             sl_h2_pool_notify(c->pub.pool, c->pub.origin);
 
@@ -1017,8 +1045,9 @@ static void *io_main(void *arg)
     atomic_store(&c->pub.draining, 1);
     if (c->out.len)     /* a GOAWAY, close_notify: one try, no waiting */
         (void)flush(c, &e);
-    wake_touched(c);
+    end_woken = mark_touched(c);
     pthread_mutex_unlock(&c->lock);
+    wake_marked(c, end_woken);
     atomic_fetch_sub_explicit(&c->pub.counts->open, 1, memory_order_relaxed);
     SL_DEBUG("HTTP/2 connection to %s closed: %s", c->pub.peer,
              c->fail_rc ? c->fail_msg : "done");
@@ -1086,6 +1115,7 @@ static void conn_free(h2c *c)
         close(c->efd);
     sl_conn_close(c->net);
     sl_buf_free(&c->out);
+    sl_free(c->wakes);
     pthread_mutex_destroy(&c->lock);
     sl_free(c);
 }
@@ -1165,6 +1195,7 @@ void sl_h2_conn_forget(sl_h2_conn *pc)
     close(c->efd);
     sl_conn_forget(c->net);
     sl_buf_free(&c->out);
+    sl_free(c->wakes);
     sl_free(c);
 }
 
