@@ -979,7 +979,6 @@ static void test_h2_above_the_pool(void)
 /* fork(): the child dials its own connection, the parent's goes on. */
 static void test_h2_fork_child_dials_its_own(void)
 {
-    sluice_factory *f;
     sluice_client *c;
     fixture x;
     pid_t pid;
@@ -987,21 +986,30 @@ static void test_h2_fork_child_dials_its_own(void)
 
     if (setup(&x, 1, NULL, NULL, 5000))
         return;
-    f = x.f;
     c = x.c;
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
     pid = fork();
     if (pid == 0) {
-        int ok = version_of(c, "/json") == 20 && version_of(c, "/json") == 20 &&
-                 pool_stats(f).h2_open == 1;
-        sluice_factory_free(f);
+        int ok = 1;
+#ifndef __SANITIZE_THREAD__
+        /* ThreadSanitizer cannot start a thread in the child of a threaded
+         * process (test_fork.c says more): the child's half runs in make
+         * check and make asan. */
+        ok = version_of(c, "/json") == 20 && version_of(c, "/json") == 20 &&
+             pool_stats(x.f).h2_open == 1;
+        sluice_factory_free(x.f);
+#endif
         _exit(ok ? 0 : 1);
     }
     CU_ASSERT_FATAL(pid > 0);
     CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
     CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     CU_ASSERT_EQUAL(version_of(c, "/json"), 20);
+#ifdef __SANITIZE_THREAD__
+    CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 1);
+#else
     CU_ASSERT_EQUAL(mock_stat(c, "h2_connections"), 2);
+#endif
     teardown(&x);
 }
 
