@@ -694,7 +694,7 @@ static int detach(h2c *c, sl_h2_stream *st)
         st->closed = 1;
     }
     nghttp2_session_set_stream_user_data(c->s, st->id, NULL);
-    if (st->in.len - st->in_off > st->head_len)    /* the connection's credit, at least */
+    if (st->head_done && st->in.len - st->in_off > st->head_len)   /* the connection's credit */
         nghttp2_session_consume(c->s, st->id, st->in.len - st->in_off - st->head_len);
     if (st->touched) {      /* not woken after all: off the round's list */
         sl_h2_stream **pp = &c->touched;
@@ -719,7 +719,9 @@ static int detach(h2c *c, sl_h2_stream *st)
 static int take_all(h2c *c, sl_h2_stream *st)
 {
     sl_buf t = st->mine;
-    size_t data = st->in.len - st->in_off - st->head_len;
+    /* DATA never precedes the head (nghttp2 refuses it): before the head
+     * is complete, `in` holds head bytes only. */
+    size_t data = st->head_done ? st->in.len - st->in_off - st->head_len : 0;
     int k = 0;
 
     st->mine = st->in;
