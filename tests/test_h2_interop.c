@@ -119,32 +119,29 @@ static void exercise(sluice_client *c)
     free(up);
 }
 
-static void test_h2_interop_tls(void)
+/* The whole exercise over one connection to the nginx named by `var`. */
+static void exercise_server(const char *var, sluice_http2_mode mode)
 {
-    const char *url = env("SLUICE_TEST_NGINX_H2");
+    const char *url = env(var);
     sluice_factory *f;
     sluice_client *c;
 
     TU_REQUIRE(url);
-    TU_REQUIRE(f = factory(SLUICE_HTTP2_AUTO));
+    TU_REQUIRE(f = factory(mode));
     TU_REQUIRE(c = client(f, url));
     exercise(c);
     CU_ASSERT_EQUAL(h2_open(f), 1);
     sluice_factory_free(f);
 }
 
+static void test_h2_interop_tls(void)
+{
+    exercise_server("SLUICE_TEST_NGINX_H2", SLUICE_HTTP2_AUTO);
+}
+
 static void test_h2_interop_h2c(void)
 {
-    const char *url = env("SLUICE_TEST_NGINX_H2C");
-    sluice_factory *f;
-    sluice_client *c;
-
-    TU_REQUIRE(url);
-    TU_REQUIRE(f = factory(SLUICE_HTTP2_PRIOR_KNOWLEDGE));
-    TU_REQUIRE(c = client(f, url));
-    exercise(c);
-    CU_ASSERT_EQUAL(h2_open(f), 1);
-    sluice_factory_free(f);
+    exercise_server("SLUICE_TEST_NGINX_H2C", SLUICE_HTTP2_PRIOR_KNOWLEDGE);
 }
 
 typedef struct sharer {
